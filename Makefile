@@ -1,0 +1,26 @@
+# The two commands a newcomer needs: `make run` and `make test`. Both set up what is missing first.
+.PHONY: setup run test lint format config-doc clean
+
+setup:
+	@scripts/setup.sh
+
+run: setup
+	.venv/bin/egate run --config config/demo.toml
+
+test: setup
+	.venv/bin/python -m pytest
+
+lint: setup
+	.venv/bin/ruff check .
+	.venv/bin/ruff format --check .
+	.venv/bin/mypy
+
+format: setup
+	.venv/bin/ruff format .
+	.venv/bin/ruff check --fix .
+
+config-doc: setup
+	.venv/bin/python -m tools.config_doc > config/default.toml
+
+clean:
+	rm -rf .venv .cache .pytest_cache .mypy_cache .ruff_cache

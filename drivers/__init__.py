@@ -1,0 +1,1 @@
+"""egate drivers package."""

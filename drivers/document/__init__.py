@@ -1,0 +1,1 @@
+"""Travel-document reader: ICAO 9303 MRZ (OCR or serial) and IATA BCBP boarding passes."""

@@ -1,0 +1,1 @@
+"""Turnstile / gate controller drivers (OSDP control panel over serial)."""

@@ -1,0 +1,188 @@
+"""The daemon's configuration: TOML files validated by pydantic, with `EGATE_...` overrides.
+
+One pydantic model per section (Frigate's layout); sections that belong to a driver or engine
+live in that package, so `drivers/` and `engines/` never import `edge`. `config/default.toml`
+documents every setting; `egate config schema` prints the JSON Schema.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from drivers.document.config import ReaderConfig
+from drivers.turnstile.config import TurnstileConfig
+from edge.settings.core import (
+    ControlConfig,
+    GateConfig,
+    HealthConfig,
+    LoggingConfig,
+    PrivacyConfig,
+    StateConfig,
+)
+from edge.settings.gallery import GalleryConfig
+from edge.settings.link import LinkConfig, OutboxConfig
+from edge.settings.locate import key_lines, line_of
+from engines.config import EngineConfig
+
+SCHEMA_VERSION: Literal[1] = 1
+ENV_PREFIX = "EGATE_"
+ENV_NESTING = "__"
+
+
+class Settings(BaseModel):
+    """Root of the config file. Every section has working defaults except where a site must decide."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    schema_version: Literal[1] = Field(
+        SCHEMA_VERSION, description="Config layout version; older files are migrated on load."
+    )
+    gate: GateConfig = Field(default_factory=GateConfig, description="Who this gate is and its lane mode.")
+    logging: LoggingConfig = Field(default_factory=LoggingConfig, description="Log level and format.")
+    privacy: PrivacyConfig = Field(default_factory=PrivacyConfig, description="What personal data may be kept.")
+    state: StateConfig = Field(default_factory=StateConfig, description="Where state lives on disk.")
+    control: ControlConfig = Field(default_factory=ControlConfig, description="Local control API for tools.")
+    health: HealthConfig = Field(default_factory=HealthConfig, description="Health checks and stop budget.")
+    engine: EngineConfig = Field(default_factory=EngineConfig, description="Face engine backend and quality.")
+    reader: ReaderConfig = Field(default_factory=ReaderConfig, description="Document and boarding-pass reader.")
+    turnstile: TurnstileConfig = Field(default_factory=TurnstileConfig, description="Gate controller link.")
+    gallery: GalleryConfig = Field(default_factory=GalleryConfig, description="Gallery, bundles and matching.")
+    link: LinkConfig = Field(default_factory=LinkConfig, description="MQTT link to central ops.")
+    outbox: OutboxConfig = Field(default_factory=OutboxConfig, description="On-disk store-and-forward queue.")
+
+    @model_validator(mode="after")
+    def _privacy_is_never_silently_off(self) -> Settings:
+        if self.privacy.log_full_document_numbers and self.logging.level == "debug":
+            # Full numbers in debug logs end up in support tickets; make the operator choose one.
+            raise ValueError("privacy.log_full_document_numbers cannot be combined with logging.level = 'debug'")
+        return self
+
+
+@dataclass(frozen=True)
+class ConfigIssue:
+    """One problem in a config source: where it is and what to do."""
+
+    key: str
+    line: int | None
+    message: str
+    source: str
+
+    def __str__(self) -> str:
+        where = f"{self.source}:{self.line}" if self.line else self.source
+        return f"{where}: {self.key}: {self.message}"
+
+
+class ConfigError(ValueError):
+    """The config is invalid; `.issues` lists every problem with its key path and line."""
+
+    def __init__(self, issues: list[ConfigIssue]) -> None:
+        self.issues = issues
+        super().__init__("\n".join(str(issue) for issue in issues))
+
+
+# Migrations from older schema versions: version -> function returning the next version's dict.
+MIGRATIONS: dict[int, Any] = {}
+
+
+def _migrate(data: dict[str, Any]) -> dict[str, Any]:
+    version = data.get("schema_version", SCHEMA_VERSION)
+    while isinstance(version, int) and version < SCHEMA_VERSION and version in MIGRATIONS:
+        data = MIGRATIONS[version](data)
+        version = data["schema_version"]
+    return data
+
+
+def _parse_env_value(raw: str) -> Any:
+    """Env values are TOML literals when they parse as one (`true`, `8883`, `["a"]`), else strings."""
+    try:
+        return tomllib.loads(f"v = {raw}")["v"]
+    except tomllib.TOMLDecodeError:
+        return raw
+
+
+def env_overrides(environ: Mapping[str, str]) -> dict[tuple[str, ...], Any]:
+    """`EGATE_LINK__PORT=1883` -> {("link", "port"): 1883}. Only double-underscore paths count."""
+    found: dict[tuple[str, ...], Any] = {}
+    for name, raw in environ.items():
+        if not name.startswith(ENV_PREFIX) or ENV_NESTING not in name:
+            continue
+        path = tuple(part.lower() for part in name[len(ENV_PREFIX) :].split(ENV_NESTING))
+        found[path] = _parse_env_value(raw)
+    return found
+
+
+def _apply(data: dict[str, Any], path: tuple[str, ...], value: Any) -> None:
+    node = data
+    for part in path[:-1]:
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            child = {}
+            node[part] = child
+        node = child
+    node[path[-1]] = value
+
+
+def load_settings_text(text: str, *, source: str = "<config>", environ: Mapping[str, str] | None = None) -> Settings:
+    """Validate TOML text (plus env overrides) or raise ConfigError listing every issue."""
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        # Python 3.11's TOMLDecodeError has no lineno attribute; the position is in the message.
+        match = re.search(r"at line (\d+)", str(exc))
+        line = int(match.group(1)) if match else None
+        raise ConfigError([ConfigIssue("<syntax>", line, f"not valid TOML: {exc}", source)]) from None
+    overrides = env_overrides(os.environ if environ is None else environ)
+    for path, value in overrides.items():
+        _apply(data, path, value)
+    data = _migrate(data)
+    try:
+        return Settings.model_validate(data)
+    except ValidationError as exc:
+        lines = key_lines(text)
+        env_paths = {path: ENV_PREFIX + ENV_NESTING.join(p.upper() for p in path) for path in overrides}
+        issues = []
+        for err in exc.errors(include_url=False):
+            loc = tuple(err["loc"])
+            key = ".".join(str(part) for part in loc) or "<root>"
+            env_name = next((name for path, name in env_paths.items() if loc[: len(path)] == path), None)
+            where = f"env {env_name}" if env_name else source
+            line = None if env_name else line_of(lines, loc)
+            issues.append(ConfigIssue(key, line, _explain(err), where))
+        raise ConfigError(issues) from None
+
+
+def _explain(err: Any) -> str:
+    if err["type"] == "extra_forbidden":
+        return "unknown setting: remove it or check its spelling against `egate config schema`"
+    if err["type"] == "missing":
+        return "required setting is missing"
+    return f"{err['msg']} (got {err.get('input')!r})"
+
+
+def load_settings(path: Path, *, environ: Mapping[str, str] | None = None) -> Settings:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(
+            [
+                ConfigIssue(
+                    "<file>",
+                    None,
+                    f"cannot read config: {exc.strerror}; pass an existing TOML file",
+                    str(path),
+                )
+            ]
+        ) from None
+    return load_settings_text(text, source=str(path), environ=environ)
+
+
+def json_schema() -> dict[str, Any]:
+    return Settings.model_json_schema()

@@ -1,0 +1,84 @@
+"""Config sections owned by the daemon itself: identity, logging, privacy, state, control socket."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$"
+
+
+class GateConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    site_id: str = Field(
+        "demo-site", pattern=_ID_PATTERN, description="Site (airport/terminal) id used in MQTT topics."
+    )
+    gate_id: str = Field("gate-01", pattern=_ID_PATTERN, description="This gate's id, unique within the site.")
+    mode: Literal["exit", "entry", "boarding"] = Field(
+        "exit",
+        description="Lane mode at start: exit (1:N flight gallery), entry (1:1 document holder), "
+        "boarding (boarding pass -> passenger -> 1:1). A signed ops command can change it.",
+    )
+
+
+class LoggingConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    level: Literal["debug", "info", "warning", "error"] = Field("info", description="Lowest level logged.")
+    format: Literal["auto", "json", "console"] = Field(
+        "auto", description="json for journald, console for people; auto picks console on a terminal."
+    )
+
+
+class PrivacyConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    store_face_images: bool = Field(
+        False, description="Write face crops to disk for audits. Off by default (privacy by default)."
+    )
+    store_templates: bool = Field(False, description="Write live face templates to disk for audits. Off by default.")
+    log_full_document_numbers: bool = Field(
+        False, description="Log document numbers unmasked. Off by default; never enable in production."
+    )
+
+
+class StateConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    state_dir: Path = Field(
+        Path("/var/lib/egate"),
+        description="Writable state (models, gallery, trust, outbox); systemd StateDirectory=egate.",
+    )
+    model_dir: Path | None = Field(
+        None, description="Model cache; default <state_dir>/models (filled by `egate models build`)."
+    )
+
+    def resolved_model_dir(self) -> Path:
+        return self.model_dir if self.model_dir is not None else self.state_dir / "models"
+
+
+class ControlConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    socket_path: Path = Field(
+        Path("/run/egate/control.sock"),
+        description="UNIX socket of the local control API used by `egate diag`.",
+    )
+    socket_group: str | None = Field(
+        "egate-tech",
+        description="Group allowed to use the control socket (mode 0660); none keeps the owner only.",
+    )
+
+
+class HealthConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    check_interval_s: float = Field(
+        2.0, ge=0.1, le=60, description="How often components are health-checked (drives systemd WATCHDOG=1)."
+    )
+    stop_timeout_s: float = Field(
+        4.0, ge=0.5, le=4.5, description="Budget for a clean stop; systemd kills after 5 s, so stay below."
+    )

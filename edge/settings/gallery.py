@@ -1,0 +1,59 @@
+"""`[gallery]` config section: bundle limits, trust, matching thresholds and gallery lifetime.
+
+The section covers both the signed bundles (size, clock skew) and the gallery they carry (matching
+rule, in-memory layout, expiry checks). Secrets are not here: the AES key that encrypts the gallery at
+rest is read from `$CREDENTIALS_DIRECTORY/<key_credential>`.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class GalleryConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    max_bundle_bytes: int = Field(
+        256 * 1024 * 1024, ge=1024, le=4 * 1024**3, description="Largest bundle payload accepted, in bytes."
+    )
+    clock_skew_s: float = Field(
+        300.0,
+        ge=0.0,
+        le=3600.0,
+        description="Tolerance, in seconds, between ops' clock and the gate's when checking a bundle's "
+        "issued_at (not yet valid) and expires_at (expired).",
+    )
+    key_credential: str = Field(
+        "gallery.key",
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$",
+        description="Name of the credential (file in $CREDENTIALS_DIRECTORY) holding the 32-byte "
+        "AES-256 key that encrypts the gallery at rest.",
+    )
+    threshold: float | None = Field(
+        None,
+        ge=0.0,
+        le=4.0,
+        description="Euclidean distance at or below which a face matches a template. Unset: the "
+        "calibrated threshold in the model manifest (FMR <= 0.1% on the development pairs).",
+    )
+    margin: float = Field(
+        0.04,
+        ge=0.0,
+        le=2.0,
+        description="1:N only: the best subject must be closer than the second-best subject by at least "
+        "this distance, else the result is ambiguous and the traveller is referred.",
+    )
+    top_k: int = Field(5, ge=1, le=100, description="Number of nearest subjects returned by a 1:N search.")
+    dtype: Literal["float32", "float16"] = Field(
+        "float32",
+        description="In-memory template type. float32 is the fastest on CPU (BLAS); float16 halves the "
+        "memory for very large galleries at a slower search (see `egate bench search`).",
+    )
+    expiry_check_interval_s: float = Field(
+        30.0,
+        ge=1.0,
+        le=3600.0,
+        description="How often the gate checks whether the active gallery expired and must be purged.",
+    )

@@ -1,0 +1,1 @@
+"""egate engines package."""

@@ -1,0 +1,1 @@
+"""Inference backends: one interface, a registry, chosen by `engine.backend` in config."""

@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# Set up what is missing for `make run` / `make test`, idempotently; fast on the second call.
+#   1. Debian packages (apt-get update only when something must be installed)
+#   2. the virtualenv in .venv with `pip install -e .[dev]` (redone only when pyproject.toml changed)
+#   3. the face models (egate models build is itself idempotent)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+APT_PACKAGES=(libzbar0 tesseract-ocr tesseract-ocr-eng mosquitto socat fonts-ocr-b systemd openssl)
+PYTHON=${PYTHON:-python3}
+
+missing=()
+for pkg in "${APT_PACKAGES[@]}"; do
+    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+    echo "setup: installing Debian packages: ${missing[*]}"
+    SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+if [ ! -x .venv/bin/python ]; then
+    echo "setup: creating .venv"
+    "$PYTHON" -m venv .venv
+fi
+stamp=.venv/.egate-installed
+if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
+    echo "setup: pip install -e .[dev] (a cold install takes about 2-3 minutes)"
+    .venv/bin/pip install -q --disable-pip-version-check --upgrade pip
+    .venv/bin/pip install -q --disable-pip-version-check -e '.[dev]'
+    # tensorrt-stubs declares a dependency on tensorrt itself, which cannot install here: type stubs only.
+    .venv/bin/pip install -q --disable-pip-version-check --no-deps 'tensorrt-stubs>=10.0'
+    touch "$stamp"
+fi
+
+if .venv/bin/egate models --help >/dev/null 2>&1 && .venv/bin/egate models build --help >/dev/null 2>&1; then
+    .venv/bin/egate models build
+fi

@@ -1,0 +1,1 @@
+"""egate tools package."""
