@@ -89,9 +89,7 @@ def backend_class(name: str) -> type[Backend]:
     """The registered class called `name`; a KeyError-free error that lists the valid names."""
     backends = registered_backends()
     if name not in backends:
-        raise ValueError(
-            f"engine.backend={name!r} is not a known backend; use one of {sorted(backends)}"
-        )
+        raise ValueError(f"engine.backend={name!r} is not a known backend; use one of {sorted(backends)}")
     return backends[name]
 
 
@@ -127,9 +125,7 @@ def _instantiate(cls: type[Backend], options: dict[str, Any]) -> Backend:
     return cls(**kwargs)
 
 
-def load_session(
-    backend: Backend, onnx_path: Path, *, threads: int = 1, fallback: str | None = None
-) -> Session:
+def load_session(backend: Backend, onnx_path: Path, *, threads: int = 1, fallback: str | None = None) -> Session:
     """`backend.load(onnx_path)`, or the `fallback` backend's session when that load is refused.
 
     A backend can be available in principle and still refuse one model (TensorRT without a built
@@ -141,7 +137,10 @@ def load_session(
         if fallback is None or fallback == backend.name:
             raise
         log.warning(
-            "engine_backend_fallback", backend=backend.name, fallback=fallback, model=onnx_path.name,
+            "engine_backend_fallback",
+            backend=backend.name,
+            fallback=fallback,
+            model=onnx_path.name,
             reason=str(exc),
         )
         return create_backend(fallback).load(onnx_path, threads=threads)

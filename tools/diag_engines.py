@@ -1,0 +1,215 @@
+"""`egate diag engines [--parity]`: which inference backends run here, and does TensorRT agree with the CPU.
+
+Without `--parity` it lists every backend with its availability and, when unavailable, the reason
+(no tensorrt module, stubs only, no pycuda, no CUDA device), plus the model cache status.
+
+With `--parity` (run by a technician on the device): builds the TensorRT engines (FP32 and FP16)
+for the shipped ONNX models, makes face chips from real photos with the CPU pipeline, runs the
+embedder on TensorRT and on the CPU backend and compares the descriptors (cosine similarity; the
+FP32 engine must reach >= 0.9999 on every chip, FP16 is reported), compares the detector's raw
+outputs, and times both. Exits non-zero when TensorRT cannot run here (with the reason) or when
+FP32 parity fails.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import typer
+
+FP32_MIN_COSINE = 0.9999
+_IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".pgm", ".bmp"}
+
+
+def backend_report(model_dir: Path) -> dict[str, Any]:
+    from engines.backends.base import describe_backends
+    from engines.models import ModelCacheError, load_manifest
+
+    report: dict[str, Any] = {"backends": describe_backends(), "model_dir": str(model_dir)}
+    try:
+        manifest = load_manifest(model_dir)
+        report["models"] = {"ok": True, "model_id": manifest.model_id}
+    except ModelCacheError as exc:
+        report["models"] = {"ok": False, "error": str(exc)}
+    return report
+
+
+def _default_images() -> list[Path]:
+    default = Path(__file__).resolve().parents[2] / "shared" / "data"
+    root = Path(os.environ.get("EGATE_SHARED_DATA", default)) / "faces" / "lfw_krasserm"
+    return sorted(root.glob("*/*.jpg"))[::5]
+
+
+def _chips(images: list[Path], model_dir: Path, limit: int) -> list[Any]:
+    """Aligned 150x150 RGB chips made by the CPU pipeline (the TensorRT side must see identical input)."""
+    import cv2
+
+    from engines.alignment import face_chip
+    from engines.config import EngineConfig
+    from engines.pipeline import FaceEngine
+
+    chips = []
+    with FaceEngine.from_config(EngineConfig(backend="onnxruntime"), model_dir) as engine:
+        for path in images:
+            bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
+            if bgr is None:
+                continue
+            obs = engine.enroll(bgr)
+            if obs is None:
+                continue
+            chips.append(face_chip(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), obs.landmarks5))
+            if len(chips) >= limit:
+                break
+    return chips
+
+
+def _time_ms(fn: Any, repeats: int) -> float:
+    import numpy as np
+
+    samples = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        samples.append((time.perf_counter() - t0) * 1e3)
+    return round(float(np.median(samples)), 3)
+
+
+def compare_backends(
+    model_dir: Path,
+    chips: list[Any],
+    device: Callable[[str], Any],
+    *,
+    cpu_backend: str = "onnxruntime",
+    precisions: tuple[str, ...] = ("fp32", "fp16"),
+) -> dict[str, Any]:
+    """Embedder and detector outputs of `device(precision)` against `cpu_backend` on the same chips."""
+    import cv2
+    import numpy as np
+
+    from engines.backends.base import create_backend
+    from engines.models import load_manifest
+
+    manifest = load_manifest(model_dir)
+    emb_path = manifest.path(model_dir, "embedder")
+    det_path = manifest.path(model_dir, "detector_short")
+    batch = [np.ascontiguousarray(c.astype(np.float32).transpose(2, 0, 1)[None]) for c in chips]
+    # Detector input: the same real faces, scaled to the short-range model's 128x128 in [-1, 1].
+    det_inputs = [
+        np.ascontiguousarray(((cv2.resize(c, (128, 128)).astype(np.float32) - 127.5) / 127.5).transpose(2, 0, 1)[None])
+        for c in chips
+    ]
+    cpu = create_backend(cpu_backend)
+    with cpu.load(emb_path) as cpu_emb, cpu.load(det_path) as cpu_det:
+        ref = [cpu_emb.run({cpu_emb.input_names[0]: x})[0].ravel() for x in batch]
+        ref_det = [cpu_det.run({cpu_det.input_names[0]: x}) for x in det_inputs]
+        cpu_emb_ms = _time_ms(lambda: cpu_emb.run({cpu_emb.input_names[0]: batch[0]}), 20)
+        cpu_det_ms = _time_ms(lambda: cpu_det.run({cpu_det.input_names[0]: det_inputs[0]}), 20)
+    result: dict[str, Any] = {"chips": len(chips), "cpu_backend": cpu_backend, "embedder": {}, "detector_short": {}}
+    for precision in precisions:
+        backend = device(precision)
+        with backend.load(emb_path) as dev_emb, backend.load(det_path) as dev_det:
+            outs = [dev_emb.run({dev_emb.input_names[0]: x})[0].ravel() for x in batch]
+            cos = [float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b))) for a, b in zip(outs, ref, strict=True)]
+            dist = [float(np.linalg.norm(a - b)) for a, b in zip(outs, ref, strict=True)]
+            det_diff = max(
+                float(np.abs(d - c).max())
+                for x, cref in zip(det_inputs, ref_det, strict=True)
+                for d, c in zip(dev_det.run({dev_det.input_names[0]: x}), cref, strict=True)
+            )
+            result["embedder"][precision] = {
+                "cosine_min": round(min(cos), 6),
+                "cosine_mean": round(float(np.mean(cos)), 6),
+                "euclidean_max": round(max(dist), 6),
+                "device_ms": _time_ms(lambda: dev_emb.run({dev_emb.input_names[0]: batch[0]}), 20),
+                "cpu_ms": cpu_emb_ms,
+            }
+            result["detector_short"][precision] = {
+                "max_abs_raw_diff": round(det_diff, 6),
+                "device_ms": _time_ms(lambda: dev_det.run({dev_det.input_names[0]: det_inputs[0]}), 20),
+                "cpu_ms": cpu_det_ms,
+            }
+    if "fp32" in result["embedder"]:
+        result["fp32_parity_ok"] = result["embedder"]["fp32"]["cosine_min"] >= FP32_MIN_COSINE
+    return result
+
+
+def parity(
+    model_dir: Path, images: list[Path], *, chips_wanted: int = 20, cpu_backend: str = "onnxruntime"
+) -> dict[str, Any]:
+    """Build TensorRT engines (FP32, FP16) and compare them with `cpu_backend` on real chips (device only)."""
+    from engines.backends.base import BackendUnavailable
+    from engines.backends.tensorrt import TensorRTBackend, platform_info
+
+    reason = TensorRTBackend.unavailable_reason()
+    if reason is not None:
+        raise BackendUnavailable(f"TensorRT unavailable: {reason}")
+    chips = _chips(images, model_dir, chips_wanted)
+    if not chips:
+        raise ValueError("no face found in the parity images; pass --images DIR with face photos")
+    info = platform_info()
+
+    def device(precision: str) -> TensorRTBackend:
+        return TensorRTBackend(cache_dir=model_dir / "tensorrt", precision=precision, allow_build=True)  # type: ignore[arg-type]
+
+    result = compare_backends(model_dir, chips, device, cpu_backend=cpu_backend)
+    result["platform"] = {
+        "tensorrt": info.tensorrt_version,
+        "cuda": info.cuda_version,
+        "compute_capability": info.compute_capability,
+        "device": info.device_name,
+        "fast_fp16": info.fast_fp16,
+    }
+    return result
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("engines")
+    def engines(
+        run_parity: bool = typer.Option(False, "--parity", help="Build TensorRT engines and compare with the CPU."),
+        images: Path | None = typer.Option(None, "--images", help="Folder of face photos for --parity."),
+        model_dir: Path | None = typer.Option(
+            None, "--dir", help="Model cache (default $EGATE_MODEL_DIR or .cache/models)."
+        ),
+        chips: int = typer.Option(20, "--chips", min=1, max=1000, help="Number of face chips compared."),
+        as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
+    ) -> None:
+        """List inference backends with availability; --parity checks TensorRT against the CPU backend."""
+        from engines.backends.base import BackendUnavailable
+        from engines.models import ModelCacheError, default_model_dir
+        from tools.models_cmd import quiet_logs
+
+        quiet_logs()
+        target = model_dir or default_model_dir()
+        report = backend_report(target)
+        exit_code = 0
+        if run_parity:
+            paths = (
+                sorted(p for p in images.rglob("*") if p.suffix.lower() in _IMAGE_SUFFIXES)
+                if images
+                else _default_images()
+            )
+            try:
+                report["parity"] = parity(target, paths, chips_wanted=chips)
+                exit_code = 0 if report["parity"]["fp32_parity_ok"] else 1
+            except (BackendUnavailable, ModelCacheError, ValueError) as exc:
+                report["parity"] = {"ok": False, "error": str(exc)}
+                exit_code = 1
+        if as_json:
+            typer.echo(json.dumps(report, indent=2))
+        else:
+            for row in report["backends"]:
+                state = "available" if row["available"] else f"unavailable: {row['reason']}"
+                typer.echo(f"{row['name']:<12} {state}")
+            models = report["models"]
+            typer.echo(f"models       {'ok ' + str(models['model_id']) if models['ok'] else models['error']}")
+            if "parity" in report:
+                typer.echo("parity       " + json.dumps(report["parity"]))
+        if exit_code:
+            if "error" in report.get("parity", {}):
+                typer.echo(f"egate diag engines: {report['parity']['error']}", err=True)
+            raise typer.Exit(exit_code)
