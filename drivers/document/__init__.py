@@ -1,1 +1,43 @@
 """Travel-document reader: ICAO 9303 MRZ (OCR or serial) and IATA BCBP boarding passes."""
+
+from drivers.document.barcodes import Barcode, decode_barcodes
+from drivers.document.bcbp import SignatureVerifier, parse_bcbp
+from drivers.document.config import ReaderConfig
+from drivers.document.models import (
+    BcbpResult,
+    BoardingPass,
+    Document,
+    FieldError,
+    Leg,
+    MrzResult,
+    ReaderError,
+    ReaderResult,
+    mask_document_number,
+)
+from drivers.document.mrz import check_digit, parse_mrz
+from drivers.document.ocr import read_mrz_image
+from drivers.document.reader import DocumentReader, read_image
+from drivers.document.serial_reader import SerialDocumentReader
+
+__all__ = [
+    "Barcode",
+    "BcbpResult",
+    "BoardingPass",
+    "Document",
+    "DocumentReader",
+    "FieldError",
+    "Leg",
+    "MrzResult",
+    "ReaderConfig",
+    "ReaderError",
+    "ReaderResult",
+    "SerialDocumentReader",
+    "SignatureVerifier",
+    "check_digit",
+    "decode_barcodes",
+    "mask_document_number",
+    "parse_bcbp",
+    "parse_mrz",
+    "read_image",
+    "read_mrz_image",
+]
