@@ -1,0 +1,751 @@
+"""MQTT link to central ops: forwards the outbox, keeps the retained status, receives bundles and commands.
+
+Threads (all stopped by `close()` within the 5 s systemd allows):
+- paho's network thread (`loop_start`): socket I/O and callbacks only; the callbacks never touch the
+  disk or call user code that may be slow, they hand work to the two threads below.
+- the forwarder: publishes outbox items in `seq` order at QoS 1 with at most `max_inflight` unacknowledged,
+  and deletes them from the outbox when their PUBACK arrives. paho keeps the unacknowledged ones in
+  memory and re-sends them (DUP) after a reconnect; new items wait until those are through, so the
+  broker sees every gate's messages in order.
+- the worker: writes bundle chunks to disk, verifies, calls the daemon's bundle and command handlers
+  and publishes their acks.
+
+Topic contract and payloads: docs/mqtt.md and edge/messages.py.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import queue
+import socket
+import ssl
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import paho.mqtt.client as mqtt
+import structlog
+from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode, MQTTProtocolVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+from paho.mqtt.reasoncodes import ReasonCode
+from paho.mqtt.subscribeoptions import SubscribeOptions
+from pydantic import BaseModel, ValidationError
+
+from edge.chunks import ChunkAssembler, ChunkResult
+from edge.messages import BundleAck, BundleChunk, CmdAck, HealthPayload, StatusPayload, utc_now
+from edge.outbox import Outbox, OutboxError
+from edge.settings.link import LinkConfig
+from edge.topics import GateTopics
+
+log = structlog.get_logger(__name__)
+
+BundleHandler = Callable[[str, Path], BundleAck]
+"""`handler(kind, path)`: `path` is the complete bundle, SHA-256 checked, valid only during the call."""
+CommandHandler = Callable[[bytes], CmdAck]
+"""`handler(raw)`: the `.../cmd` payload as received (signed envelope); verify it, act, return the ack."""
+
+_CLOSE_BUDGET_S = 4.0
+_REJECTED_PUBLISH_PAUSE_S = 5.0
+
+
+@dataclass(frozen=True)
+class LinkCredentials:
+    """Paths and secrets for the broker connection, resolved from `$CREDENTIALS_DIRECTORY` by the daemon."""
+
+    ca_path: Path | None = None
+    cert_path: Path | None = None
+    key_path: Path | None = None
+    username: str | None = None
+    password: bytes | None = field(default=None, repr=False)
+
+    @classmethod
+    def from_credentials_dir(cls, config: LinkConfig) -> LinkCredentials:
+        """Resolve the credentials `config` names (raises edge.secrets.CredentialError naming the missing one)."""
+        from edge.secrets import credential_path, read_credential
+
+        if not config.tls:
+            ca = cert = key = None
+        else:
+            ca = credential_path(config.ca_credential)
+            cert = credential_path(config.cert_credential) if config.cert_credential else None
+            key = credential_path(config.key_credential) if config.key_credential else None
+        password = read_credential(config.password_credential).strip() if config.password_credential else None
+        return cls(ca, cert, key, config.username, password)
+
+
+@dataclass(frozen=True)
+class LinkError:
+    """Why the link is not up, in words a technician can act on."""
+
+    category: str  # bad_credentials, not_authorised, tls_failure, unreachable, refused, protocol, lost, ...
+    message: str
+    at: float
+
+
+@dataclass(frozen=True)
+class LinkStats:
+    connected: bool
+    protocol: str
+    connect_attempts: int
+    connects: int
+    published: int
+    acked: int
+    inflight: int
+    outbox_depth: int
+
+
+class _Client(mqtt.Client):
+    """paho client that remembers why the last connection attempt failed.
+
+    paho's loop catches the OSError of a failed connect (refused port, TLS handshake) and calls
+    `on_connect_fail` without it; the reason is what a technician needs ("certificate verify failed").
+    """
+
+    connect_error: BaseException | None = None
+    attempts: int = 0
+
+    def reconnect(self) -> MQTTErrorCode:
+        self.attempts += 1
+        try:
+            rc = super().reconnect()
+        except OSError as exc:
+            self.connect_error = exc
+            raise
+        self.connect_error = None
+        return rc
+
+
+def classify_connack(reason: ReasonCode, host: str, port: int) -> LinkError:
+    """Turn a refusing CONNACK (MQTT 5.0 section 3.2.2.2; 3.1.1 section 3.2.2.3) into an actionable error."""
+    value = reason.value
+    name = str(reason)
+    now = time.time()
+    if value in (0x86, 4):
+        return LinkError(
+            "bad_credentials",
+            f"broker {host}:{port} refused the user name or password ({name}): check link.username and the "
+            "credential named by link.password_credential",
+            now,
+        )
+    if value in (0x87, 5):
+        # mosquitto 2 answers a wrong password with 0x87 too, so name both causes.
+        return LinkError(
+            "not_authorised",
+            f"broker {host}:{port} says this gate is not authorised ({name}): check link.username and the "
+            "password credential (link.password_credential) or the client certificate, and that the broker "
+            "allows this client id",
+            now,
+        )
+    if value in (0x84, 1):
+        return LinkError(
+            "protocol",
+            f"broker {host}:{port} does not accept this MQTT version ({name}); set link.protocol to 3.1.1 or auto",
+            now,
+        )
+    if value in (0x85, 2):
+        return LinkError("refused", f"broker {host}:{port} rejected the client id ({name})", now)
+    if value in (0x88, 0x89, 3):
+        return LinkError("refused", f"broker {host}:{port} is unavailable or busy ({name}); will retry", now)
+    if value == 0x8A:
+        return LinkError("not_authorised", f"broker {host}:{port} has banned this client ({name})", now)
+    return LinkError("refused", f"broker {host}:{port} refused the connection ({name})", now)
+
+
+def classify_connect_error(exc: BaseException | None, host: str, port: int) -> LinkError:
+    now = time.time()
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return LinkError(
+            "tls_failure",
+            f"TLS: the certificate of broker {host}:{port} is not trusted ({exc.verify_message}): check that "
+            "the credential named by link.ca_credential is the CA that signed the broker, and that "
+            "link.host matches the broker certificate's name",
+            now,
+        )
+    if isinstance(exc, ssl.SSLError):
+        return LinkError(
+            "tls_failure",
+            f"TLS handshake with broker {host}:{port} failed ({exc.reason or exc}): check the client certificate "
+            "and key credentials, and that the broker port speaks TLS (link.tls)",
+            now,
+        )
+    if isinstance(exc, ConnectionRefusedError):
+        return LinkError("unreachable", f"nothing accepts connections at {host}:{port}; is the broker up?", now)
+    if isinstance(exc, socket.gaierror):
+        return LinkError("unreachable", f"broker host name {host!r} does not resolve ({exc}); check link.host", now)
+    if isinstance(exc, TimeoutError):
+        return LinkError("unreachable", f"connecting to {host}:{port} timed out; check routes and firewalls", now)
+    if exc is None:
+        return LinkError("unreachable", f"could not connect to {host}:{port}", now)
+    return LinkError("unreachable", f"could not connect to {host}:{port}: {exc}", now)
+
+
+class MqttLink:
+    """The gate's MQTT client. Construct, register handlers, `start()`, and `close()` on the way out."""
+
+    def __init__(
+        self,
+        config: LinkConfig,
+        site_id: str,
+        gate_id: str,
+        outbox: Outbox,
+        status_provider: Callable[[], StatusPayload],
+        credentials: LinkCredentials,
+        *,
+        bundle_dir: Path | None = None,
+    ) -> None:
+        self._config = config
+        self._site = site_id
+        self._gate = gate_id
+        self._outbox = outbox
+        self._status_provider = status_provider
+        self._credentials = credentials
+        self.topics = GateTopics(config.topic_prefix, site_id, gate_id)
+        self.client_id = f"{config.client_id_prefix}{site_id}-{gate_id}"
+        self._assembler = ChunkAssembler(
+            bundle_dir if bundle_dir is not None else outbox.path.parent / "bundles-incoming",
+            max_bundle_bytes=config.max_bundle_bytes,
+        )
+        self._bundle_handler: BundleHandler | None = None
+        self._command_handler: CommandHandler | None = None
+        self._protocol = MQTTProtocolVersion.MQTTv311 if config.protocol == "3.1.1" else MQTTProtocolVersion.MQTTv5
+        self._client_lock = threading.Lock()
+        self._client: _Client | None = None
+        self._generation = 0
+        self._connected = threading.Event()
+        self._stopping = threading.Event()
+        self._started = False
+        self._last_error: LinkError | None = None
+        self._connects = 0
+        self._published = 0
+        self._acked = 0
+        self._inflight_count = 0
+        self._drain_first = False
+        self._wake = threading.Event()
+        self._acks: queue.SimpleQueue[tuple[int, bool, str]] = queue.SimpleQueue()
+        self._tasks: queue.SimpleQueue[tuple[str, Any]] = queue.SimpleQueue()
+        self._forwarder: threading.Thread | None = None
+        self._worker: threading.Thread | None = None
+        self._log = log.bind(site_id=site_id, gate_id=gate_id)
+        outbox.add_listener(self._wake.set)
+
+    # ------------------------------------------------------------------ public API
+
+    @property
+    def connected(self) -> bool:
+        """True only between an accepted CONNACK and the next disconnect."""
+        return self._connected.is_set()
+
+    @property
+    def last_error(self) -> LinkError | None:
+        """Why the link is down (None while connected or before the first attempt)."""
+        return self._last_error
+
+    @property
+    def protocol(self) -> str:
+        return "5" if self._protocol == MQTTProtocolVersion.MQTTv5 else "3.1.1"
+
+    def set_bundle_handler(self, handler: BundleHandler) -> None:
+        self._bundle_handler = handler
+
+    def set_command_handler(self, handler: CommandHandler) -> None:
+        self._command_handler = handler
+
+    def wait_connected(self, timeout: float) -> bool:
+        return self._connected.wait(timeout)
+
+    def start(self) -> None:
+        if self._started:
+            raise RuntimeError("MqttLink.start() called twice")
+        self._started = True
+        self._assembler.cleanup(self._config.incomplete_bundle_max_age_s)
+        self._forwarder = threading.Thread(target=self._forward_loop, name="egate-link-forwarder", daemon=True)
+        self._worker = threading.Thread(target=self._work_loop, name="egate-link-worker", daemon=True)
+        self._forwarder.start()
+        self._worker.start()
+        with self._client_lock:
+            self._client = self._new_client()
+            self._connect(self._client)
+        self._log.info(
+            "link_started",
+            host=self._config.host,
+            port=self._config.port,
+            client_id=self.client_id,
+            tls=self._config.tls,
+            protocol=self.protocol,
+        )
+
+    def close(self, clean: bool = True) -> None:
+        """Stop. `clean`: publish retained `stopped` and disconnect normally (no will). Otherwise the broker
+        publishes the `offline` will (MQTT 5: DISCONNECT 0x04; 3.1.1: the socket is dropped)."""
+        if not self._started or self._stopping.is_set():
+            return
+        deadline = time.monotonic() + _CLOSE_BUDGET_S
+        with self._client_lock:
+            client = self._client
+        if client is not None:
+            if clean and self.connected:
+                info = client.publish(self.topics.status, self._status_bytes("stopped"), qos=1, retain=True)
+                with contextlib.suppress(RuntimeError, ValueError):
+                    info.wait_for_publish(timeout=max(0.1, (deadline - time.monotonic()) / 2))
+            self._stopping.set()
+            if clean:
+                client.disconnect()
+            elif self._protocol == MQTTProtocolVersion.MQTTv5:
+                client.disconnect(reasoncode=ReasonCode(PacketTypes.DISCONNECT, "Disconnect with will message"))
+            else:
+                sock = client.socket()
+                if sock is not None:
+                    sock.close()
+            self._stop_network_thread(client, deadline)
+        self._stopping.set()
+        self._connected.clear()
+        self._wake.set()
+        self._tasks.put(("stop", None))
+        for thread in (self._forwarder, self._worker):
+            if thread is not None:
+                thread.join(timeout=max(0.1, deadline - time.monotonic()))
+        self._log.info("link_closed", clean=clean)
+
+    def _stop_network_thread(self, client: _Client, deadline: float) -> None:
+        # loop_stop() joins without a timeout; a TCP/TLS connect in progress holds it for up to
+        # connect_timeout. Join from a helper so close() keeps its budget (systemd allows 5 s).
+        stopper = threading.Thread(target=client.loop_stop, name="egate-link-stop", daemon=True)
+        stopper.start()
+        stopper.join(timeout=max(0.1, deadline - time.monotonic()))
+        if stopper.is_alive():
+            self._log.warning("link_network_thread_slow_to_stop")
+
+    def __enter__(self) -> MqttLink:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close(clean=True)
+
+    def publish_health(self, payload: HealthPayload) -> bool:
+        """Publish a health sample (QoS 0, not queued). Returns False when offline: the sample is skipped."""
+        if not self.connected:
+            return False
+        return self._publish(self.topics.health, payload.model_dump_json().encode(), qos=0)
+
+    def publish_status(self) -> bool:
+        """Re-publish the retained status (after a mode or version change)."""
+        if not self.connected:
+            return False
+        return self._publish(self.topics.status, self._status_bytes("online"), qos=1, retain=True)
+
+    def stats(self) -> LinkStats:
+        with self._client_lock:
+            attempts = self._client.attempts if self._client is not None else 0
+        return LinkStats(
+            connected=self.connected,
+            protocol=self.protocol,
+            connect_attempts=attempts,
+            connects=self._connects,
+            published=self._published,
+            acked=self._acked,
+            inflight=self._inflight_count,
+            outbox_depth=self._outbox.depth(),
+        )
+
+    # ------------------------------------------------------------------ client setup
+
+    def _status_bytes(self, state: str) -> bytes:
+        try:
+            status = self._status_provider()
+            status = status.model_copy(update={"state": state, "site": self._site, "gate": self._gate, "ts": utc_now()})
+        except Exception as exc:  # the provider is daemon code; a bug there must not keep ops blind
+            self._log.warning("status_provider_failed", error=str(exc))
+            status = StatusPayload(state=state, site=self._site, gate=self._gate)  # type: ignore[arg-type]
+        return status.model_dump_json().encode()
+
+    def _new_client(self) -> _Client:
+        cfg = self._config
+        v5 = self._protocol == MQTTProtocolVersion.MQTTv5
+        client = _Client(
+            callback_api_version=CallbackAPIVersion.VERSION2,
+            client_id=self.client_id,
+            protocol=self._protocol,
+            clean_session=None if v5 else True,
+        )
+        client.reconnect_delay_set(cfg.reconnect_min_s, cfg.reconnect_max_s)  # type: ignore[arg-type]
+        client.max_inflight_messages_set(cfg.max_inflight)
+        client.max_queued_messages_set(0)
+        # A connect attempt (TCP + TLS + CONNACK) must not outlast the stop budget.
+        client.connect_timeout = 3.0
+        if cfg.tls:
+            client.tls_set(
+                ca_certs=str(self._credentials.ca_path) if self._credentials.ca_path else None,
+                certfile=str(self._credentials.cert_path) if self._credentials.cert_path else None,
+                keyfile=str(self._credentials.key_path) if self._credentials.key_path else None,
+                cert_reqs=ssl.CERT_REQUIRED,
+                tls_version=ssl.PROTOCOL_TLS_CLIENT,
+            )
+        if self._credentials.username is not None:
+            password = self._credentials.password.decode() if self._credentials.password is not None else None
+            client.username_pw_set(self._credentials.username, password)
+        # The broker publishes this if the gate vanishes (crash, power, network): ops sees `offline`.
+        client.will_set(self.topics.status, self._status_bytes("offline"), qos=1, retain=True)
+        client.on_connect = self._on_connect
+        client.on_connect_fail = self._on_connect_fail
+        client.on_disconnect = self._on_disconnect
+        client.on_publish = self._on_publish
+        client.on_message = self._on_message
+        return client
+
+    def _connect(self, client: _Client) -> None:
+        cfg = self._config
+        if self._protocol == MQTTProtocolVersion.MQTTv5:
+            # Clean start: the outbox, not the broker session, is what keeps uplink messages; downlink
+            # transfers resume by the gate reporting missing chunks on every connect.
+            client.connect_async(cfg.host, cfg.port, cfg.keepalive_s, clean_start=True)
+        else:
+            client.connect_async(cfg.host, cfg.port, cfg.keepalive_s)
+        client.loop_start()
+
+    def _fallback_to_311(self) -> None:
+        with self._client_lock:
+            old = self._client
+            if old is None or self._stopping.is_set():
+                return
+            old.disconnect()
+            old.loop_stop()
+            self._protocol = MQTTProtocolVersion.MQTTv311
+            self._generation += 1
+            self._client = self._new_client()
+            self._connect(self._client)
+        self._wake.set()
+        self._log.warning("link_protocol_fallback", protocol="3.1.1")
+
+    # ------------------------------------------------------------------ paho callbacks (network thread)
+
+    def _on_connect(
+        self,
+        client: mqtt.Client,
+        userdata: Any,
+        flags: mqtt.ConnectFlags,
+        reason_code: ReasonCode,
+        properties: Properties | None,
+    ) -> None:
+        if client is not self._client:
+            return
+        if reason_code.is_failure:
+            self._connected.clear()
+            error = classify_connack(reason_code, self._config.host, self._config.port)
+            if self._last_error is None or self._last_error.message != error.message:
+                # Logged once per new reason, not once per retry.
+                self._log.error("link_refused", category=error.category, reason=str(reason_code), error=error.message)
+            self._last_error = error
+            if error.category == "protocol" and self._config.protocol == "auto" and self.protocol == "5":
+                self._tasks.put(("fallback", None))
+            return
+        self._connects += 1
+        self._last_error = None
+        if self._protocol == MQTTProtocolVersion.MQTTv5:
+            # no_local: bundle/+ also matches our own bundle/ack uplink (MQTT 5.0 section 3.8.3.1).
+            client.subscribe(
+                [
+                    (self.topics.bundle_wildcard, SubscribeOptions(qos=1, noLocal=True)),
+                    (self.topics.cmd, SubscribeOptions(qos=1, noLocal=True)),
+                ]
+            )
+        else:
+            client.subscribe([(self.topics.bundle_wildcard, 1), (self.topics.cmd, 1)])
+        # `online` goes after the subscriptions: once ops sees it, commands reach the gate.
+        client.publish(self.topics.status, self._status_bytes("online"), qos=1, retain=True)
+        self._connected.set()
+        self._tasks.put(("resume", None))
+        self._wake.set()
+        self._log.info("link_connected", protocol=self.protocol, session_present=flags.session_present)
+
+    def _on_connect_fail(self, client: mqtt.Client, userdata: Any) -> None:
+        if client is not self._client:
+            return
+        self._connected.clear()
+        error = classify_connect_error(getattr(client, "connect_error", None), self._config.host, self._config.port)
+        if self._last_error is None or self._last_error.message != error.message:
+            self._log.error("link_connect_failed", category=error.category, error=error.message)
+        self._last_error = error
+
+    def _on_disconnect(
+        self,
+        client: mqtt.Client,
+        userdata: Any,
+        flags: mqtt.DisconnectFlags,
+        reason_code: ReasonCode,
+        properties: Properties | None,
+    ) -> None:
+        if client is not self._client:
+            return
+        was_connected = self._connected.is_set()
+        self._connected.clear()
+        self._drain_first = True
+        self._wake.set()
+        if self._stopping.is_set():
+            return
+        if was_connected:
+            self._last_error = LinkError("lost", f"connection to the broker lost ({reason_code})", time.time())
+            self._log.warning("link_disconnected", reason=str(reason_code))
+
+    def _on_publish(
+        self,
+        client: mqtt.Client,
+        userdata: Any,
+        mid: int,
+        reason_code: ReasonCode,
+        properties: Properties | None,
+    ) -> None:
+        if client is not self._client:
+            return
+        self._acks.put((mid, not reason_code.is_failure, str(reason_code)))
+        self._wake.set()
+
+    def _on_message(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
+        if client is not self._client:
+            return
+        topic = message.topic
+        if topic == self.topics.cmd:
+            self._tasks.put(("cmd", bytes(message.payload)))
+            return
+        prefix = self.topics.root + "/bundle/"
+        if topic.startswith(prefix):
+            kind = topic[len(prefix) :]
+            if kind != "ack" and "/" not in kind:
+                self._tasks.put(("chunk", (kind, bytes(message.payload))))
+
+    # ------------------------------------------------------------------ publishing helpers
+
+    def _publish(self, topic: str, payload: bytes, *, qos: int, retain: bool = False) -> bool:
+        with self._client_lock:
+            client = self._client
+        if client is None:
+            return False
+        info = client.publish(topic, payload, qos=qos, retain=retain)
+        return info.rc in (MQTTErrorCode.MQTT_ERR_SUCCESS, MQTTErrorCode.MQTT_ERR_NO_CONN)
+
+    def _publish_model(self, topic: str, message: BaseModel) -> None:
+        # QoS 1: paho keeps it across a reconnect; acks are answers, not decisions, so not in the outbox.
+        self._publish(topic, message.model_dump_json().encode(), qos=1)
+
+    # ------------------------------------------------------------------ forwarder thread
+
+    def _forward_loop(self) -> None:
+        inflight: dict[int, int] = {}  # paho mid -> outbox seq
+        cursor = 0  # highest seq handed to paho in this client generation
+        generation = self._generation
+        rewind_to: int | None = None
+        paused_until = 0.0
+        window = self._config.max_inflight
+        while not self._stopping.is_set():
+            self._wake.wait(timeout=1.0)
+            self._wake.clear()
+            if self._stopping.is_set():
+                break
+            if generation != self._generation:
+                # A new paho client lost the old one's in-memory queue: publish again from the oldest.
+                generation = self._generation
+                inflight.clear()
+                cursor = 0
+            done: list[int] = []
+            while True:
+                try:
+                    mid, ok, reason = self._acks.get_nowait()
+                except queue.Empty:
+                    break
+                seq = inflight.pop(mid, None)
+                if seq is None:
+                    continue  # a status or ack publish, not from the outbox
+                if ok:
+                    done.append(seq)
+                else:
+                    self._log.error("outbox_publish_rejected", seq=seq, reason=reason)
+                    self._last_error = LinkError(
+                        "refused", f"broker rejected outbox message seq {seq}: {reason}", time.time()
+                    )
+                    rewind_to = seq - 1 if rewind_to is None else min(rewind_to, seq - 1)
+            if done:
+                try:
+                    self._acked += self._outbox.ack(done)
+                except OutboxError as exc:
+                    self._log.error("outbox_ack_failed", error=str(exc))
+            if rewind_to is not None and not inflight:
+                cursor, rewind_to = rewind_to, None
+                paused_until = time.monotonic() + _REJECTED_PUBLISH_PAUSE_S
+            self._inflight_count = len(inflight)
+            if self._drain_first:
+                if inflight:
+                    continue  # paho re-sends these first after the reconnect; keep the order
+                self._drain_first = False
+            if not self._connected.is_set() or len(inflight) >= window or rewind_to is not None:
+                continue
+            if time.monotonic() < paused_until:
+                continue  # the 1 s wake-up timeout brings us back
+            try:
+                items = self._outbox.peek(cursor, window - len(inflight))
+            except OutboxError as exc:
+                self._log.error("outbox_read_failed", error=str(exc))
+                continue
+            with self._client_lock:
+                client = self._client
+            if client is None or generation != self._generation:
+                continue
+            for item in items:
+                info = client.publish(self.topics.for_kind(item.kind), item.body, qos=1)
+                if info.rc == MQTTErrorCode.MQTT_ERR_QUEUE_SIZE:
+                    break
+                # QoS 1 messages stay in paho's queue even when the connection just dropped (NO_CONN).
+                inflight[info.mid] = item.seq
+                cursor = item.seq
+                self._published += 1
+            self._inflight_count = len(inflight)
+            if items and len(inflight) < window:
+                self._wake.set()  # more may be waiting in the outbox
+
+    # ------------------------------------------------------------------ worker thread
+
+    def _work_loop(self) -> None:
+        while True:
+            task, arg = self._tasks.get()
+            if task == "stop" or self._stopping.is_set():
+                return
+            try:
+                if task == "chunk":
+                    kind, payload = arg
+                    self._handle_chunk(kind, payload)
+                elif task == "cmd":
+                    self._handle_command(arg)
+                elif task == "resume":
+                    self._report_incomplete()
+                elif task == "fallback":
+                    self._fallback_to_311()
+            except Exception as exc:  # one bad message must not kill the downlink
+                self._log.exception("link_task_failed", task=task, error=str(exc))
+
+    def _ack(self, result: ChunkResult, status: str, **extra: Any) -> BundleAck:
+        return BundleAck(
+            transfer_id=result.transfer_id,
+            kind=result.kind,
+            gate=self._gate,
+            status=status,  # type: ignore[arg-type]
+            received=result.received,
+            count=result.count,
+            missing=list(result.missing),
+            **extra,
+        )
+
+    def _handle_chunk(self, kind: str, payload: bytes) -> None:
+        try:
+            chunk = BundleChunk.model_validate_json(payload)
+        except ValidationError as exc:
+            self._log.warning("bundle_chunk_invalid", kind=kind, error=str(exc.errors()[:1]))
+            self._publish_model(
+                self.topics.bundle_ack,
+                BundleAck(
+                    kind=kind,
+                    gate=self._gate,
+                    status="rejected",
+                    code="bad_chunk",
+                    message=f"chunk does not match the BundleChunk v1 schema: {exc.errors()[:1]}",
+                ),
+            )
+            return
+        if chunk.kind != kind:
+            self._publish_model(
+                self.topics.bundle_ack,
+                BundleAck(
+                    transfer_id=chunk.transfer_id,
+                    kind=kind,
+                    gate=self._gate,
+                    status="rejected",
+                    code="bad_chunk",
+                    message=f"chunk says kind {chunk.kind!r} but came on bundle/{kind}",
+                ),
+            )
+            return
+        result = self._assembler.add(chunk)
+        if result.status == "stored":
+            if chunk.index == chunk.count - 1:
+                # The last chunk arrived with gaps: tell the sender what to resend.
+                self._publish_model(self.topics.bundle_ack, self._ack(result, "receiving"))
+            return
+        if result.status == "duplicate":
+            self._publish_model(self.topics.bundle_ack, self._ack(result, "receiving"))
+            return
+        if result.status == "already_done":
+            assert result.done_ack is not None
+            self._publish_model(self.topics.bundle_ack, result.done_ack)
+            return
+        if result.status == "rejected":
+            self._publish_model(
+                self.topics.bundle_ack, self._ack(result, "rejected", code=result.code, message=result.message)
+            )
+            return
+        assert result.path is not None
+        self._apply_bundle(result)
+
+    def _apply_bundle(self, result: ChunkResult) -> None:
+        assert result.path is not None
+        handler = self._bundle_handler
+        if handler is None:
+            self._log.error("bundle_no_handler", transfer_id=result.transfer_id, kind=result.kind)
+            ack = self._ack(result, "rejected", code="no_handler", message="this gate has no bundle handler yet")
+            self._assembler.mark_done(result.transfer_id, ack)
+            self._publish_model(self.topics.bundle_ack, ack)
+            return
+        try:
+            answer = handler(result.kind, result.path)
+        except Exception as exc:
+            self._log.exception("bundle_handler_failed", transfer_id=result.transfer_id, kind=result.kind)
+            ack = self._ack(result, "rejected", code="handler_error", message=str(exc)[:500])
+            self._publish_model(self.topics.bundle_ack, ack)
+            result.path.unlink(missing_ok=True)  # not marked done: a resend is tried again
+            return
+        ack = answer.model_copy(
+            update={
+                "transfer_id": result.transfer_id,
+                "kind": result.kind,
+                "gate": self._gate,
+                "received": result.count,
+                "count": result.count,
+                "missing": [],
+            }
+        )
+        self._assembler.mark_done(result.transfer_id, ack)
+        self._log.info(
+            "bundle_handled", transfer_id=result.transfer_id, kind=result.kind, status=ack.status, code=ack.code
+        )
+        self._publish_model(self.topics.bundle_ack, ack)
+
+    def _report_incomplete(self) -> None:
+        for state in self._assembler.incomplete():
+            ack = BundleAck(
+                transfer_id=state.transfer_id,
+                kind=state.kind,
+                gate=self._gate,
+                status="receiving",
+                received=state.received_count(),
+                count=state.count,
+                missing=state.missing_ranges(),
+            )
+            self._log.info(
+                "bundle_resume_requested", transfer_id=state.transfer_id, received=ack.received, count=ack.count
+            )
+            self._publish_model(self.topics.bundle_ack, ack)
+
+    def _handle_command(self, raw: bytes) -> None:
+        handler = self._command_handler
+        if handler is None:
+            ack = CmdAck.rejected("", "no_handler", "this gate has no command handler yet")
+        else:
+            try:
+                ack = handler(raw)
+            except Exception as exc:
+                self._log.exception("command_handler_failed")
+                ack = CmdAck.rejected("", "handler_error", str(exc)[:500])
+        ack = ack.model_copy(update={"gate": self._gate})
+        self._log.info("command_handled", cmd_id=ack.cmd_id, status=ack.status, code=ack.code)
+        self._publish_model(self.topics.cmd_ack, ack)

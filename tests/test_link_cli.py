@@ -1,0 +1,185 @@
+"""`egate ops watch|push|cmd` and `egate bench link` against a real mosquitto and a real MqttLink."""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+from pathlib import Path
+
+import structlog
+import typer
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from typer.testing import CliRunner
+
+from edge.bundles import SIGNATURE_CONTEXT, CommandPayload, parse_header, split_envelope
+from edge.messages import BundleAck, CmdAck, message_schemas
+from tests.broker import Mosquitto
+from tests.link_fixtures import GATE, SITE, broker, fast_link_config, make_link
+from tools import bench_link, ops_link
+
+__all__ = ["broker"]  # the fixture, imported for pytest
+
+
+def _app(register: object) -> typer.Typer:
+    app = typer.Typer()
+    register(app)  # type: ignore[operator]
+
+    @app.callback()
+    def _root() -> None:
+        """Group under test."""
+
+    return app
+
+
+def _conn(broker: Mosquitto) -> list[str]:
+    return ["--host", broker.host, "--port", str(broker.port)]
+
+
+def test_push_waits_for_the_gate_ack(tmp_path: Path, broker: Mosquitto) -> None:
+    bundle = tmp_path / "gallery.egb"
+    bundle.write_bytes(os.urandom(700_000))
+    outbox, link = make_link(tmp_path, fast_link_config(broker))
+    got: list[bytes] = []
+
+    def on_bundle(kind: str, path: Path) -> BundleAck:
+        got.append(path.read_bytes())
+        return BundleAck.applied()
+
+    link.set_bundle_handler(on_bundle)
+    link.start()
+    try:
+        assert link.wait_connected(10)
+        args = ["push", str(bundle), "--gate", GATE, "--site", SITE, "--json", "--chunk-bytes", "65536"]
+        result = CliRunner().invoke(_app(ops_link.register), [*args, *_conn(broker)])
+        assert result.exit_code == 0, result.output
+        out = json.loads(result.output.strip().splitlines()[-1])
+        assert out["ok"] and out["ack"]["status"] == "applied" and out["chunks"] == 11
+        assert got == [bundle.read_bytes()]
+    finally:
+        link.close()
+        outbox.close()
+
+
+def test_push_to_absent_gate_fails_clearly(tmp_path: Path, broker: Mosquitto) -> None:
+    bundle = tmp_path / "b.egb"
+    bundle.write_bytes(b"x" * 100)
+    args = ["push", str(bundle), "--gate", "nobody", "--site", SITE, "--timeout", "1", "--json"]
+    result = CliRunner().invoke(_app(ops_link.register), [*args, *_conn(broker)])
+    assert result.exit_code == 2
+    assert "no final ack" in json.loads(result.output)["error"]
+
+
+def test_watch_json_lines(tmp_path: Path, broker: Mosquitto) -> None:
+    outbox, link = make_link(tmp_path, fast_link_config(broker))
+    link.start()
+    stop = threading.Event()
+
+    def keep_deciding() -> None:
+        # Pacing, not synchronisation: outcomes keep coming until the watcher has seen enough.
+        while not stop.wait(0.1):
+            outbox.append("outcome", {"decision": "pass"})
+
+    feeder = threading.Thread(target=keep_deciding)
+    try:
+        assert link.wait_connected(10)
+        feeder.start()
+        args = ["watch", "--site", SITE, "--json", "--count", "3", "--timeout", "30"]
+        result = CliRunner().invoke(_app(ops_link.register), [*args, *_conn(broker)])
+        assert result.exit_code == 0, result.output
+        lines = [json.loads(x) for x in result.output.strip().splitlines()]
+        assert len(lines) == 3
+        assert lines[0]["topic"] == "status" and lines[0]["retain"] is True
+        assert lines[0]["payload"]["state"] == "online"
+        outcomes = [x for x in lines if x["topic"] == "outcome"]
+        assert outcomes and outcomes[0]["gate"] == GATE
+        assert outcomes[0]["payload"]["payload"] == {"decision": "pass"}
+    finally:
+        stop.set()
+        if feeder.is_alive():
+            feeder.join()
+        link.close()
+        outbox.close()
+
+
+def test_watch_table_shows_gate_status(tmp_path: Path, broker: Mosquitto) -> None:
+    outbox, link = make_link(tmp_path, fast_link_config(broker))
+    link.start()
+    try:
+        assert link.wait_connected(10)
+        args = ["watch", "--site", SITE, "--count", "1", "--timeout", "30"]
+        result = CliRunner().invoke(_app(ops_link.register), [*args, *_conn(broker)])
+        assert result.exit_code == 0, result.output
+        assert GATE in result.output and "online mode=exit" in result.output
+    finally:
+        link.close()
+        outbox.close()
+
+
+def test_cmd_is_signed_with_the_bundle_signer(tmp_path: Path, broker: Mosquitto) -> None:
+    key = Ed25519PrivateKey.generate()
+    key_file = tmp_path / "ops.key"
+    key_file.write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
+    outbox, link = make_link(tmp_path, fast_link_config(broker))
+
+    def on_command(raw: bytes) -> CmdAck:
+        envelope = split_envelope(raw)
+        key.public_key().verify(envelope.signature, SIGNATURE_CONTEXT + envelope.header_bytes)
+        header = parse_header(envelope.header_bytes)
+        command = CommandPayload.model_validate_json(raw[envelope.payload_offset :])
+        assert header.kind == "command"
+        assert header.scope.site == SITE and header.scope.gates == (GATE,)
+        return CmdAck.done(command.command_id, f"{command.name} {command.args}")
+
+    link.set_command_handler(on_command)
+    link.start()
+    try:
+        assert link.wait_connected(10)
+        args = [
+            "cmd",
+            "set-mode",
+            "--mode",
+            "closed",
+            "--gate",
+            GATE,
+            "--site",
+            SITE,
+            "--signing-key",
+            str(key_file),
+            "--key-id",
+            "ops-2026",
+            "--json",
+        ]
+        result = CliRunner().invoke(_app(ops_link.register), [*args, *_conn(broker)])
+        assert result.exit_code == 0, result.output
+        out = json.loads(result.output.strip().splitlines()[-1])
+        assert out["ok"] and out["ack"]["cmd_id"] == out["cmd_id"]
+        assert out["ack"]["message"] == "set_mode {'mode': 'closed'}"
+        bad = CliRunner().invoke(_app(ops_link.register), [*args[:2], *args[4:], *_conn(broker)])
+        assert bad.exit_code == 2 and "--mode" in bad.output
+    finally:
+        link.close()
+        outbox.close()
+
+
+def test_bench_link_json(tmp_path: Path) -> None:
+    args = ["link", "--json", "--count", "300", "--dir", str(tmp_path)]
+    try:
+        result = CliRunner().invoke(_app(bench_link.register), args)
+    finally:
+        structlog.reset_defaults()  # the command configured logging for a CLI process, not for the suite
+    assert result.exit_code == 0, result.output
+    out = json.loads(result.output.strip().splitlines()[-1])
+    assert out["count"] == 300
+    assert out["commit_per_s"] > 0 and out["drain_per_s"] > 0
+    assert out["synchronous"] == "FULL"
+
+
+def test_message_schemas_cover_every_topic() -> None:
+    schemas = message_schemas()
+    for topic in ("status", "outcome", "event", "health", "bundle/<kind>", "bundle/ack", "cmd/ack", "cmd.payload"):
+        assert schemas[topic]["type"] == "object", topic
+    assert schemas["status"]["properties"]["v"]["const"] == 1

@@ -1,0 +1,330 @@
+"""The central-ops side of the MQTT contract (docs/mqtt.md): watch a site, push bundles, send commands.
+
+Used by `egate ops ...` and by the tests as the peer of `edge.link.MqttLink`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import queue
+import ssl
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+from paho.mqtt.reasoncodes import ReasonCode
+from pydantic import ValidationError
+
+from edge.messages import BundleAck, BundleChunk, CmdAck
+from edge.topics import GateTopics
+
+MessageCallback = Callable[[mqtt.MQTTMessage], None]
+
+
+@dataclass(frozen=True)
+class OpsTls:
+    ca: Path
+    cert: Path | None = None
+    key: Path | None = None
+
+
+@dataclass
+class PushProgress:
+    """Counters of a running push (read by tests and the CLI's progress line)."""
+
+    count: int = 0
+    sent: int = 0
+    broker_acked: int = 0
+    resent: int = 0
+    receiving_acks: int = 0
+    history: list[str] = field(default_factory=list)
+
+
+class OpsError(RuntimeError):
+    pass
+
+
+class OpsClient:
+    """A paho client for ops tools; subscriptions are re-made on every connect."""
+
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        *,
+        prefix: str = "egate/v1",
+        tls: OpsTls | None = None,
+        username: str | None = None,
+        password: str | None = None,
+        client_id: str | None = None,
+        reconnect_min_s: float = 0.2,
+        reconnect_max_s: float = 5.0,
+        session_expiry_s: int = 0,
+    ) -> None:
+        """`session_expiry_s` > 0 with a fixed `client_id` keeps the subscription and queues QoS 1 messages
+        at the broker while this client is away (MQTT 5.0 section 3.1.2.11.2): a collector misses nothing."""
+        self.host = host
+        self.port = port
+        self._session_expiry_s = session_expiry_s
+        self.prefix = prefix
+        self._subs: dict[str, int] = {}
+        self._callbacks: list[tuple[str, MessageCallback]] = []
+        self._connected = threading.Event()
+        self._lock = threading.Lock()
+        self._client = mqtt.Client(
+            callback_api_version=CallbackAPIVersion.VERSION2,
+            client_id=client_id or f"egate-ops-{uuid.uuid4().hex[:12]}",
+            protocol=MQTTProtocolVersion.MQTTv5,
+        )
+        self._client.reconnect_delay_set(reconnect_min_s, reconnect_max_s)  # type: ignore[arg-type]
+        self._client.max_inflight_messages_set(16)
+        if tls is not None:
+            self._client.tls_set(
+                ca_certs=str(tls.ca),
+                certfile=str(tls.cert) if tls.cert else None,
+                keyfile=str(tls.key) if tls.key else None,
+                cert_reqs=ssl.CERT_REQUIRED,
+                tls_version=ssl.PROTOCOL_TLS_CLIENT,
+            )
+        if username is not None:
+            self._client.username_pw_set(username, password)
+        self._client.on_connect = self._on_connect
+        self._client.on_disconnect = self._on_disconnect
+        self._client.on_message = self._on_message
+        self._client.on_publish = self._on_publish
+        self._published: set[int] = set()
+        self._published_cond = threading.Condition()
+        self.refused: str | None = None
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def connect(self, timeout: float = 10.0) -> None:
+        if self._session_expiry_s > 0:
+            props = Properties(PacketTypes.CONNECT)
+            props.SessionExpiryInterval = self._session_expiry_s
+            self._client.connect_async(self.host, self.port, keepalive=30, clean_start=False, properties=props)
+        else:
+            self._client.connect_async(self.host, self.port, keepalive=30, clean_start=True)
+        self._client.loop_start()
+        if not self._connected.wait(timeout):
+            self.close()
+            why = f": {self.refused}" if self.refused else ""
+            raise OpsError(f"could not connect to broker {self.host}:{self.port} within {timeout} s{why}")
+
+    def close(self) -> None:
+        self._client.disconnect()
+        self._client.loop_stop()
+
+    def __enter__(self) -> OpsClient:
+        self.connect()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
+    def connected(self) -> bool:
+        return self._connected.is_set()
+
+    def _on_connect(
+        self, client: mqtt.Client, userdata: object, flags: mqtt.ConnectFlags, rc: ReasonCode, props: Properties | None
+    ) -> None:
+        if rc.is_failure:
+            self.refused = str(rc)
+            return
+        with self._lock:
+            subs = list(self._subs.items())
+        if subs:
+            client.subscribe(subs)
+        self._connected.set()
+
+    def _on_disconnect(
+        self,
+        client: mqtt.Client,
+        userdata: object,
+        flags: mqtt.DisconnectFlags,
+        rc: ReasonCode,
+        props: Properties | None,
+    ) -> None:
+        self._connected.clear()
+
+    def _on_publish(
+        self, client: mqtt.Client, userdata: object, mid: int, rc: ReasonCode, props: Properties | None
+    ) -> None:
+        with self._published_cond:
+            self._published.add(mid)
+            self._published_cond.notify_all()
+
+    def wait_published(self, mid: int, timeout: float) -> bool:
+        """Wait for the PUBACK of `mid` (also after paho re-sent it over a new connection)."""
+        with self._published_cond:
+            ok = self._published_cond.wait_for(lambda: mid in self._published, timeout)
+            self._published.discard(mid)
+            return ok
+
+    def _on_message(self, client: mqtt.Client, userdata: object, message: mqtt.MQTTMessage) -> None:
+        with self._lock:
+            callbacks = list(self._callbacks)
+        for topic_filter, callback in callbacks:
+            if mqtt.topic_matches_sub(topic_filter, message.topic):
+                callback(message)
+
+    # ------------------------------------------------------------------ primitives
+
+    def subscribe(self, topic_filter: str, callback: MessageCallback, qos: int = 1, timeout: float = 10.0) -> None:
+        """Subscribe and wait for the SUBACK, so nothing published afterwards is missed."""
+        with self._lock:
+            self._subs[topic_filter] = qos
+            self._callbacks.append((topic_filter, callback))
+        done = threading.Event()
+        previous = self._client.on_subscribe
+
+        def on_subscribe(*args: object) -> None:
+            done.set()
+
+        self._client.on_subscribe = on_subscribe
+        try:
+            self._client.subscribe(topic_filter, qos)
+            if not done.wait(timeout):
+                raise OpsError(f"no SUBACK for {topic_filter} within {timeout} s")
+        finally:
+            self._client.on_subscribe = previous
+
+    def publish(self, topic: str, payload: bytes, qos: int = 1, retain: bool = False) -> mqtt.MQTTMessageInfo:
+        return self._client.publish(topic, payload, qos=qos, retain=retain)
+
+    def topics(self, site: str, gate: str) -> GateTopics:
+        return GateTopics(self.prefix, site, gate)
+
+    # ------------------------------------------------------------------ bundles
+
+    def push_bundle(
+        self,
+        site: str,
+        gate: str,
+        kind: str,
+        data: bytes,
+        *,
+        chunk_bytes: int = 256 * 1024,
+        timeout: float = 600.0,
+        probe_s: float = 2.0,
+        transfer_id: str | None = None,
+        progress: PushProgress | None = None,
+        window: int = 8,
+        before_send: Callable[[int], None] | None = None,
+    ) -> BundleAck:
+        """Send `data` in chunks to `.../bundle/<kind>` and return the gate's final ack (applied/rejected).
+
+        Resumes by itself: the gate answers `receiving` with the chunk ranges it still needs (after a
+        reconnect, or when the last chunk came with gaps); with no answer for `probe_s` the last chunk is
+        re-sent as a probe. Raises OpsError when no final ack came within `timeout`.
+        `before_send(index)` runs before each chunk of the first pass (progress display, tests).
+        """
+        if not data:
+            raise OpsError("bundle is empty")
+        topics = self.topics(site, gate)
+        tid = transfer_id or uuid.uuid4().hex
+        digest = hashlib.sha256(data).hexdigest()
+        count = -(-len(data) // chunk_bytes)
+        prog = progress if progress is not None else PushProgress()
+        prog.count = count
+        acks: queue.SimpleQueue[BundleAck] = queue.SimpleQueue()
+
+        def on_ack(message: mqtt.MQTTMessage) -> None:
+            try:
+                ack = BundleAck.model_validate_json(message.payload)
+            except ValidationError:
+                return
+            if ack.transfer_id == tid:
+                acks.put(ack)
+
+        self.subscribe(topics.bundle_ack, on_ack)
+
+        def chunk_bytes_of(index: int) -> bytes:
+            chunk = BundleChunk.make(
+                transfer_id=tid,
+                kind=kind,
+                index=index,
+                count=count,
+                chunk_bytes=chunk_bytes,
+                total_bytes=len(data),
+                sha256=digest,
+                data=data[index * chunk_bytes : (index + 1) * chunk_bytes],
+            )
+            return chunk.model_dump_json().encode()
+
+        last_sent: dict[int, float] = {}
+        pending: list[int] = []
+
+        def send(index: int) -> None:
+            # A small window of unacknowledged chunks keeps memory flat for big bundles.
+            while len(pending) >= window:
+                if not self.wait_published(pending.pop(0), max(0.0, deadline - time.monotonic())):
+                    raise OpsError(f"broker did not accept chunks of transfer {tid} within {timeout} s")
+                prog.broker_acked += 1
+            pending.append(self.publish(topics.bundle(kind), chunk_bytes_of(index), qos=1).mid)
+            last_sent[index] = time.monotonic()
+
+        deadline = time.monotonic() + timeout
+        for index in range(count):
+            if before_send is not None:
+                before_send(index)
+            send(index)
+            prog.sent += 1
+        while time.monotonic() < deadline:
+            try:
+                ack = acks.get(timeout=probe_s)
+            except queue.Empty:
+                prog.history.append("probe")
+                send(count - 1)
+                continue
+            if ack.status in ("applied", "rejected"):
+                prog.history.append(ack.status)
+                return ack
+            prog.receiving_acks += 1
+            prog.history.append(f"receiving {ack.received}/{ack.count}")
+            now = time.monotonic()
+            for first, last in ack.missing:
+                for index in range(first, last + 1):
+                    if now - last_sent.get(index, 0.0) > probe_s:
+                        send(index)
+                        prog.resent += 1
+        raise OpsError(f"no final ack for bundle transfer {tid} to {site}/{gate} within {timeout} s")
+
+    # ------------------------------------------------------------------ commands
+
+    def send_command(self, site: str, gate: str, raw: bytes, *, cmd_id: str | None, timeout: float = 30.0) -> CmdAck:
+        """Publish a (signed) command and wait for its ack (matched on `cmd_id` when given)."""
+        topics = self.topics(site, gate)
+        acks: queue.SimpleQueue[CmdAck] = queue.SimpleQueue()
+
+        def on_ack(message: mqtt.MQTTMessage) -> None:
+            try:
+                ack = CmdAck.model_validate_json(message.payload)
+            except ValidationError:
+                return
+            if cmd_id is None or ack.cmd_id in (cmd_id, ""):
+                acks.put(ack)
+
+        self.subscribe(topics.cmd_ack, on_ack)
+        self.publish(topics.cmd, raw, qos=1)
+        try:
+            return acks.get(timeout=timeout)
+        except queue.Empty:
+            raise OpsError(
+                f"no ack from {site}/{gate} within {timeout} s: is the gate online (egate ops watch)?"
+            ) from None
+
+
+def read_bundle_file(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise OpsError(f"cannot read bundle {path}: {exc.strerror}") from None
