@@ -1,0 +1,1248 @@
+"""The lane's traveller sessions: a single-threaded, event-driven state machine.
+
+    IDLE --trigger--> CAPTURING --best of N / timeout--> MATCHING --decide--> ACCEPT --passage--> IDLE
+                                                                       \\--> REFER --hold--> IDLE
+    any --tailgate / door_forced--> ALARM --clear / hold--> IDLE
+    any --emergency_on--> EMERGENCY --emergency_off--> IDLE (or OUT_OF_SERVICE)
+    any --device unhealthy / maintenance--> OUT_OF_SERVICE --all healthy--> IDLE
+
+Only `SessionController.handle(event)` changes state, one event at a time; time comes from an injected
+clock (`Tick` events make timeouts fire), so the whole machine is tested with tables of events.
+Collaborators are small Protocols (`Gate`, `Matcher`, `SubjectLookup`, `LaneSinks`, `Clock`): the daemon
+adapts the real turnstile, gallery and outbox to them. `LaneLoop` runs a controller on its own thread
+fed by a queue, for the daemon.
+
+Nothing here keeps an image; the chosen frame's descriptor lives only until MATCHING is done and is
+never written to a record or a log.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime
+from enum import StrEnum
+from typing import Any, Literal, Protocol, runtime_checkable
+
+import numpy as np
+import structlog
+import uuid6
+from numpy.typing import NDArray
+from pydantic import BaseModel, ConfigDict, Field
+
+from edge.policy import (
+    BoardingPassFacts,
+    CaptureFacts,
+    Comparison,
+    ComparisonKind,
+    Decision,
+    DecisionInputs,
+    DocumentFacts,
+    GalleryFacts,
+    Reason,
+    Verdict,
+    decide,
+)
+from edge.settings.lane import LaneConfig, Mode
+
+log = structlog.get_logger(__name__)
+
+OUTCOME_SCHEMA_VERSION: Literal[1] = 1
+LANE_EVENT_SCHEMA_VERSION: Literal[1] = 1
+
+
+# --------------------------------------------------------------------------------------------------
+# States, guidance, gate event kinds
+# --------------------------------------------------------------------------------------------------
+
+
+class LaneState(StrEnum):
+    IDLE = "idle"
+    CAPTURING = "capturing"
+    MATCHING = "matching"
+    ACCEPT = "accept"
+    REFER = "refer"
+    ALARM = "alarm"
+    EMERGENCY = "emergency"
+    OUT_OF_SERVICE = "out_of_service"
+
+
+class Guidance(StrEnum):
+    """What the traveller is told (screen, LED, buzzer); the daemon maps these to the gate's outputs."""
+
+    READY = "ready"
+    LOOK_AT_CAMERA = "look_at_camera"
+    COME_CLOSER = "come_closer"
+    ONE_PERSON_AT_A_TIME = "one_person_at_a_time"
+    PRESENT_DOCUMENT = "present_document"
+    SCAN_BOARDING_PASS = "scan_boarding_pass"  # noqa: S105 - guidance kind, not a password
+    PLEASE_WAIT = "please_wait"
+    PLEASE_PROCEED = "please_proceed"
+    SEE_OFFICER = "see_officer"
+    ALARM = "alarm"
+    EMERGENCY = "emergency"
+    OUT_OF_SERVICE = "out_of_service"
+
+
+GateEventKind = Literal[
+    "passage_completed",
+    "passage_timed_out",
+    "tailgate",
+    "door_forced",
+    "emergency_on",
+    "emergency_off",
+    "link_lost",
+    "link_restored",
+    "secure_channel_failed",
+]
+
+PassageResult = Literal[
+    "completed", "timed_out", "no_report", "gate_refused", "link_lost", "tailgate", "door_forced", "emergency"
+]
+
+
+# --------------------------------------------------------------------------------------------------
+# Protocols the daemon adapts the real parts to
+# --------------------------------------------------------------------------------------------------
+
+
+@runtime_checkable
+class FaceLike(Protocol):
+    """One face at the gate (`edge.lane_faces.LaneFace`, made from the engine's FaceObservation)."""
+
+    @property
+    def quality(self) -> float:
+        """0..1 ranking score: the best of N frames is the highest."""
+        ...
+
+    @property
+    def descriptor(self) -> NDArray[np.float32]: ...
+
+    @property
+    def quality_issues(self) -> Sequence[str]:
+        """The engine's quality-gate failure codes (face_too_small, yaw_too_large, ...); empty = fine."""
+        ...
+
+    @property
+    def quality_detail(self) -> Mapping[str, float]:
+        """Quality measurements for the outcome record (numbers only, never pixels)."""
+        ...
+
+
+class Gate(Protocol):
+    """The turnstile (drivers.turnstile.base.GateController). The session never releases the emergency
+    exit: the controller does that on its own input and only reports it."""
+
+    def open_for_passage(self, decision_id: str, timeout_s: float) -> bool:
+        """True when the controller acknowledged the release for one passage."""
+        ...
+
+    def lock(self) -> bool:
+        """Lock the entry (egress stays free); False when refused (emergency, link down)."""
+        ...
+
+
+@dataclass(frozen=True)
+class GalleryStatus:
+    available: bool
+    expired: bool = False
+    version: str | None = None  # the active gallery's version / bundle id, for the outcome record
+
+
+class Matcher(Protocol):
+    """Biometric comparisons (edge.gallery.Gallery + the engine's 1:1 threshold, adapted)."""
+
+    def status(self) -> GalleryStatus: ...
+
+    def search(self, descriptor: NDArray[np.float32], k: int) -> Sequence[Comparison]:
+        """1:N: the k best gallery subjects (kind "1:N"), any order."""
+        ...
+
+    def verify(self, descriptor: NDArray[np.float32], subject_id: str) -> Comparison | None:
+        """1:1 against one gallery subject (kind "1:1_gallery"); None when the gallery has no such
+        (eligible) subject, which the policy reports as NOT_IN_GALLERY."""
+        ...
+
+    def compare(self, descriptor: NDArray[np.float32], reference: NDArray[np.float32]) -> Comparison:
+        """1:1 against a descriptor from the document page's portrait (kind "1:1_document")."""
+        ...
+
+
+class SubjectLookup(Protocol):
+    """Finds the opaque gallery subject id of a traveller; None when the gallery has no such traveller."""
+
+    def by_document(self, document_number: str, issuing_state: str) -> str | None: ...
+
+    def by_boarding_pass(self, boarding_pass: BoardingPassRead) -> str | None: ...
+
+
+class Clock(Protocol):
+    def monotonic(self) -> float:
+        """Seconds for timeouts and durations."""
+        ...
+
+    def now(self) -> datetime:
+        """Aware UTC wall time for records and document expiry."""
+        ...
+
+
+class SystemClock:
+    def monotonic(self) -> float:
+        return time.monotonic()
+
+    def now(self) -> datetime:
+        return datetime.now(UTC)
+
+
+class LaneSinks(Protocol):
+    """Where the session's outputs go (the daemon: outbox, turnstile LEDs/buzzer, status topic)."""
+
+    def emit_outcome(self, record: OutcomeRecord) -> None: ...
+
+    def emit_guidance(self, kind: Guidance) -> None: ...
+
+    def emit_event(self, event: LaneEvent) -> None: ...
+
+
+# --------------------------------------------------------------------------------------------------
+# Events in
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class FaceObserved:
+    """The engine's result for one camera frame (all faces found, possibly none)."""
+
+    faces: Sequence[FaceLike]
+    frame_seq: int = 0
+    frame_time: float | None = None  # clock.monotonic() when the frame was captured
+    timings_ms: Mapping[str, float] = field(default_factory=dict)  # engine stages for this frame
+
+
+@dataclass(frozen=True)
+class DocumentRead:
+    """A travel document read by the reader (adapted from drivers.document Document / MrzResult)."""
+
+    document_number: str
+    issuing_state: str = ""
+    expiry: date | None = None
+    checks_ok: bool = False  # all ICAO 9303-3 §4.9 check digits valid
+    # Descriptor of the face on the document page image, when the engine found one (entry mode fallback).
+    portrait_descriptor: NDArray[np.float32] | None = None
+
+
+@dataclass(frozen=True)
+class BoardingPassRead:
+    """An IATA BCBP (Resolution 792) boarding pass (adapted from drivers.document BoardingPass)."""
+
+    passenger_name: str
+    pnr: str  # operating carrier PNR code (BCBP item 7)
+    carrier: str  # operating carrier designator (item 42)
+    flight_number: str  # flight number (item 43), padding removed
+    flight_date: int | None = None  # Julian date of flight (item 46)
+    seat: str = ""
+    sequence: str = ""  # check-in sequence number (item 107)
+    valid: bool = True
+
+    @property
+    def flight(self) -> str:
+        return f"{self.carrier.strip()}{self.flight_number.strip().lstrip('0')}"
+
+
+@dataclass(frozen=True)
+class GateEventIn:
+    """A turnstile event (adapted from drivers.turnstile GateEvent)."""
+
+    kind: GateEventKind
+    decision_id: str | None = None  # the txn id given to open_for_passage, when the event names one
+
+
+@dataclass(frozen=True)
+class Tick:
+    """Periodic nudge so timeouts fire; the time is read from the controller's clock."""
+
+
+@dataclass(frozen=True)
+class SetMode:
+    mode: Mode  # applied at once when no traveller is in a session, else when the session ends
+
+
+@dataclass(frozen=True)
+class Maintenance:
+    on: bool
+    reason: str = "maintenance"
+
+
+@dataclass(frozen=True)
+class ClearAlarm:
+    """An officer acknowledged the alarm."""
+
+
+@dataclass(frozen=True)
+class DeviceHealth:
+    device: str  # e.g. "camera", "engine", "gate", "document_reader"
+    ok: bool
+    reason: str = ""
+
+
+Event = (
+    FaceObserved
+    | DocumentRead
+    | BoardingPassRead
+    | GateEventIn
+    | Tick
+    | SetMode
+    | Maintenance
+    | ClearAlarm
+    | DeviceHealth
+)
+
+
+# --------------------------------------------------------------------------------------------------
+# Outputs
+# --------------------------------------------------------------------------------------------------
+
+
+class VersionInfo(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    software: str = Field("", description="egate version.")
+    model: str = Field("", description="Face model id / manifest hash.")
+    config: str = Field("", description="Active config version or hash.")
+    gallery: str | None = Field(None, description="Active gallery version, when one was used.")
+
+
+class ComparisonRecord(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    kind: ComparisonKind
+    subject_id: str | None = Field(None, description="Opaque gallery subject id (no personal data).")
+    score: float
+    threshold: float
+    higher_is_better: bool
+    passed: bool
+
+
+class DocumentSummary(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    number_masked: str = Field(description="Document number masked as first 2 + *** + last 1.")
+    issuing_state: str
+    expiry: date | None
+    checks_ok: bool
+
+
+class BoardingPassSummary(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    flight: str
+    flight_date: int | None
+    valid: bool
+
+
+class OutcomeRecord(BaseModel):
+    """One per session: the transaction log entry (BSI TR-03121-style); never an image or a template."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    schema_version: Literal[1] = OUTCOME_SCHEMA_VERSION
+    txn_id: str = Field(description="UUIDv7 of the session; also the decision id sent to the turnstile.")
+    gate_id: str
+    mode: Mode
+    started_at: datetime
+    ended_at: datetime
+    decision: Verdict
+    reasons: list[Reason]
+    subject_id: str | None = Field(None, description="Matched opaque gallery subject id on ACCEPT.")
+    comparisons: list[ComparisonRecord] = Field(default_factory=list)
+    quality: float | None = Field(None, description="Quality score (0..1) of the chosen (matched) frame.")
+    quality_issues: list[str] = Field(
+        default_factory=list, description="The engine's quality-gate failures on the chosen frame."
+    )
+    quality_detail: dict[str, float] = Field(
+        default_factory=dict, description="Quality measurements of the chosen frame (pose, size, sharpness...)."
+    )
+    frames_seen: int = 0
+    single_face_frames: int = 0
+    multi_face_frames: int = 0
+    document: DocumentSummary | None = None
+    boarding_pass: BoardingPassSummary | None = None
+    passage: PassageResult | None = Field(None, description="What the turnstile reported after ACCEPT.")
+    versions: VersionInfo
+    timings_ms: dict[str, float] = Field(
+        default_factory=dict,
+        description="capture, engine_<stage> (chosen frame), match, decide, frame_to_open, passage, total.",
+    )
+
+
+class LaneEvent(BaseModel):
+    """A state change or notable happening, for the status topic and the log."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    schema_version: Literal[1] = LANE_EVENT_SCHEMA_VERSION
+    kind: Literal[
+        "state_changed",
+        "session_started",
+        "decision",
+        "alarm",
+        "emergency",
+        "out_of_service",
+        "in_service",
+        "mode_changed",
+        "gate_event_ignored",
+    ]
+    gate_id: str
+    state: LaneState
+    mode: Mode
+    txn_id: str | None = None
+    detail: dict[str, str] = Field(default_factory=dict)
+
+
+class LaneStatus(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    gate_id: str
+    state: LaneState
+    mode: Mode
+    txn_id: str | None
+    in_service: bool
+    out_of_service_reasons: list[str] = Field(
+        default_factory=list, description="Why the lane is out of service, e.g. 'camera: no frames for 3 s'."
+    )
+    alarm: str | None = None
+
+
+def mask_document_number(number: str) -> str:
+    """First 2 characters + *** + last 1, as every log and record shows a document number."""
+    n = number.strip()
+    if len(n) <= 3:
+        return "***"
+    return f"{n[:2]}***{n[-1]}"
+
+
+# --------------------------------------------------------------------------------------------------
+# The controller
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class _Candidate:
+    quality: float
+    descriptor: NDArray[np.float32]
+    issues: tuple[str, ...]
+    detail: dict[str, float]
+    timings_ms: Mapping[str, float]
+
+    def good(self, min_quality: float) -> bool:
+        return not self.issues and self.quality >= min_quality
+
+    def rank(self) -> tuple[bool, float]:
+        return (not self.issues, self.quality)  # a frame passing the engine's gate beats any failing one
+
+
+@dataclass
+class _Session:
+    txn_id: str
+    mode: Mode
+    started_mono: float
+    started_at: datetime
+    deadline: float
+    document: DocumentRead | None = None
+    boarding_pass: BoardingPassRead | None = None
+    frames_seen: int = 0
+    single_face_frames: int = 0
+    good_frames: int = 0
+    multi_face_frames: int = 0
+    best: _Candidate | None = None
+    timed_out: bool = False
+    captured_mono: float | None = None
+    completing_frame_time: float | None = None
+    chosen_quality: float | None = None
+    chosen_issues: list[str] = field(default_factory=list)
+    chosen_detail: dict[str, float] = field(default_factory=dict)
+    decision: Decision | None = None
+    comparisons: list[Comparison] = field(default_factory=list)
+    gallery_version: str | None = None
+    timings_ms: dict[str, float] = field(default_factory=dict)
+    opened_mono: float | None = None
+    passage_deadline: float | None = None
+    hold_until: float | None = None
+    recorded: bool = False
+
+
+class SessionController:
+    """The lane's state machine. Not thread-safe: call `handle` from one thread (see `LaneLoop`)."""
+
+    def __init__(
+        self,
+        config: LaneConfig,
+        *,
+        gate: Gate,
+        matcher: Matcher,
+        lookup: SubjectLookup,
+        sinks: LaneSinks,
+        clock: Clock | None = None,
+        versions: VersionInfo | None = None,
+    ) -> None:
+        self._cfg = config
+        self._gate = gate
+        self._matcher = matcher
+        self._lookup = lookup
+        self._sinks = sinks
+        self._clock: Clock = clock or SystemClock()
+        self._versions = versions or VersionInfo()
+        self._mode = config.mode
+        self._pending_mode: Mode | None = None
+        self._state = LaneState.OUT_OF_SERVICE
+        self._session: _Session | None = None
+        self._health: dict[str, tuple[bool, str]] = {}
+        self._maintenance: str | None = None
+        self._gate_link_ok = True
+        self._emergency = False
+        self._alarm: str | None = None
+        self._alarm_until: float | None = None
+        self._last_guidance: tuple[Guidance, float] | None = None
+        self._log = log.bind(gate_id=config.gate_id)
+        # Safe start: entry locked until every required device has said it is healthy.
+        self._gate_lock()
+        self._emit_guidance(Guidance.OUT_OF_SERVICE, force=True)
+        self._status = self._snapshot()
+
+    # ---- public ------------------------------------------------------------------------------
+
+    @property
+    def state(self) -> LaneState:
+        return self._state
+
+    @property
+    def mode(self) -> Mode:
+        return self._mode
+
+    @property
+    def txn_id(self) -> str | None:
+        return self._session.txn_id if self._session else None
+
+    def status(self) -> LaneStatus:
+        """The lane's status after the last handled event. Safe to call from any thread: it returns an
+        immutable snapshot that `handle` replaces as a whole."""
+        return self._status
+
+    def _snapshot(self) -> LaneStatus:
+        return LaneStatus(
+            gate_id=self._cfg.gate_id,
+            state=self._state,
+            mode=self._mode,
+            txn_id=self.txn_id,
+            in_service=not self._oos_reasons(),
+            out_of_service_reasons=self._oos_reasons(),
+            alarm=self._alarm,
+        )
+
+    def handle(self, event: Event) -> None:
+        """Process one event to completion (outputs are emitted before this returns)."""
+        try:
+            self._dispatch(event)
+        finally:
+            self._status = self._snapshot()
+
+    def _dispatch(self, event: Event) -> None:
+        match event:
+            case GateEventIn():
+                self._on_gate_event(event)
+            case DeviceHealth():
+                self._health[event.device] = (event.ok, event.reason)
+                self._reconcile_service()
+            case Maintenance():
+                self._maintenance = event.reason if event.on else None
+                self._reconcile_service()
+            case SetMode():
+                self._on_set_mode(event.mode)
+            case ClearAlarm():
+                if self._state is LaneState.ALARM:
+                    self._clear_alarm("officer")
+            case Tick():
+                self._on_tick()
+            case FaceObserved():
+                self._on_faces(event)
+            case DocumentRead():
+                self._on_document(event)
+            case BoardingPassRead():
+                self._on_boarding_pass(event)
+
+    # ---- service / emergency / alarm ---------------------------------------------------------
+
+    def _required_devices(self) -> list[str]:
+        devices = list(self._cfg.required_devices)
+        if self._mode in (Mode.ENTRY, Mode.BOARDING) and self._cfg.document_reader_device not in devices:
+            devices.append(self._cfg.document_reader_device)
+        return devices
+
+    def _oos_reasons(self) -> list[str]:
+        reasons: list[str] = []
+        if self._maintenance is not None:
+            reasons.append(f"maintenance: {self._maintenance}")
+        for device in self._required_devices():
+            ok, why = self._health.get(device, (False, "has not reported healthy yet"))
+            if device == "gate" and not self._gate_link_ok:
+                ok, why = False, "turnstile link lost"
+            if not ok:
+                reasons.append(f"{device}: {why or 'unhealthy'}")
+        return reasons
+
+    def _reconcile_service(self) -> None:
+        """Move into or out of OUT_OF_SERVICE after a health, maintenance or mode change."""
+        reasons = self._oos_reasons()
+        if self._state in (LaneState.EMERGENCY, LaneState.ALARM):
+            return  # re-checked when those end
+        if reasons:
+            if self._state is LaneState.ACCEPT:
+                return  # let the traveller finish the passage; the gate keeps its own safe state
+            if self._state is not LaneState.OUT_OF_SERVICE:
+                self._abort_session(Reason.ABORTED_OUT_OF_SERVICE)
+                self._enter_out_of_service(reasons)
+        elif self._state is LaneState.OUT_OF_SERVICE:
+            self._log.info("lane_in_service")
+            self._event("in_service")
+            self._go_idle()
+
+    def _enter_out_of_service(self, reasons: list[str]) -> None:
+        self._enter(LaneState.OUT_OF_SERVICE, detail={"reasons": "; ".join(reasons)})
+        self._gate_lock()
+        self._emit_guidance(Guidance.OUT_OF_SERVICE, force=True)
+        self._event("out_of_service", detail={"reasons": "; ".join(reasons)})
+        self._log.warning("lane_out_of_service", reasons=reasons)
+
+    def _on_gate_event(self, ev: GateEventIn) -> None:
+        kind = ev.kind
+        if kind == "emergency_on":
+            self._emergency_on()
+        elif kind == "emergency_off":
+            self._emergency_off()
+        elif kind in ("link_lost", "secure_channel_failed"):
+            self._gate_link_ok = False
+            if self._state is LaneState.ACCEPT:
+                # The controller cancels a pending passage when its link fails (it relocks itself).
+                self._end_passage("link_lost")
+            else:
+                self._reconcile_service()
+        elif kind == "link_restored":
+            self._gate_link_ok = True
+            self._reconcile_service()
+        elif kind in ("tailgate", "door_forced"):
+            self._raise_alarm(kind)
+        elif kind in ("passage_completed", "passage_timed_out"):
+            s = self._session
+            if (
+                self._state is LaneState.ACCEPT
+                and s is not None
+                and (ev.decision_id is None or ev.decision_id == s.txn_id)
+            ):
+                self._end_passage("completed" if kind == "passage_completed" else "timed_out")
+            else:
+                self._event("gate_event_ignored", detail={"kind": kind, "decision_id": ev.decision_id or ""})
+
+    def _emergency_on(self) -> None:
+        if self._emergency:
+            return
+        self._emergency = True
+        if self._state is LaneState.ACCEPT:
+            self._end_passage("emergency", next_state=False)
+        else:
+            self._abort_session(Reason.ABORTED_EMERGENCY)
+        # The controller has released the exit on its own input; software only reports and guides.
+        self._enter(LaneState.EMERGENCY)
+        self._emit_guidance(Guidance.EMERGENCY, force=True)
+        self._event("emergency", detail={"on": "true"})
+        self._log.warning("lane_emergency_on")
+
+    def _emergency_off(self) -> None:
+        if not self._emergency:
+            return
+        self._emergency = False
+        self._event("emergency", detail={"on": "false"})
+        self._log.info("lane_emergency_off")
+        self._gate_lock()  # back to the safe state: entry locked
+        if self._alarm is not None:
+            self._enter(LaneState.ALARM)
+            self._emit_guidance(Guidance.ALARM, force=True)
+            return
+        self._after_session()
+
+    def _raise_alarm(self, kind: str) -> None:
+        self._alarm = kind
+        self._alarm_until = self._clock.monotonic() + self._cfg.alarm_clear_s if self._cfg.alarm_clear_s > 0 else None
+        self._log.warning("lane_alarm", kind=kind, txn_id=self.txn_id)
+        if self._emergency:
+            return  # reported when the emergency ends
+        if self._state is LaneState.ACCEPT:
+            self._end_passage("tailgate" if kind == "tailgate" else "door_forced", next_state=False)
+        else:
+            self._abort_session(Reason.ABORTED_ALARM)
+        self._gate_lock()
+        self._enter(LaneState.ALARM, detail={"kind": kind})
+        self._emit_guidance(Guidance.ALARM, force=True)
+        self._event("alarm", detail={"kind": kind})
+
+    def _clear_alarm(self, by: str) -> None:
+        self._log.info("lane_alarm_cleared", kind=self._alarm, by=by)
+        self._alarm = None
+        self._alarm_until = None
+        self._after_session()
+
+    # ---- mode ------------------------------------------------------------------------------
+
+    def _on_set_mode(self, mode: Mode) -> None:
+        if self._session is not None:
+            self._pending_mode = mode
+            return
+        self._apply_mode(mode)
+
+    def _apply_mode(self, mode: Mode) -> None:
+        self._pending_mode = None
+        if mode is self._mode:
+            return
+        old = self._mode
+        self._mode = mode
+        self._event("mode_changed", detail={"from": old.value, "to": mode.value})
+        self._log.info("lane_mode_changed", old=old.value, new=mode.value)
+        if self._state in (LaneState.IDLE, LaneState.OUT_OF_SERVICE):
+            self._reconcile_service()  # the reader may have become required
+            if self._state is LaneState.IDLE:
+                self._emit_guidance(self._idle_guidance(), force=True)
+
+    # ---- ticks ------------------------------------------------------------------------------
+
+    def _on_tick(self) -> None:
+        now = self._clock.monotonic()
+        s = self._session
+        if self._state is LaneState.CAPTURING and s is not None and now >= s.deadline:
+            s.timed_out = True
+            self._finish_capture()
+        elif (
+            self._state is LaneState.ACCEPT
+            and s is not None
+            and s.passage_deadline is not None
+            and now >= s.passage_deadline
+        ):
+            self._log.error("lane_passage_not_reported", txn_id=s.txn_id)
+            self._gate_lock()
+            self._end_passage("no_report")
+        elif self._state is LaneState.REFER and s is not None and s.hold_until is not None and now >= s.hold_until:
+            self._finish_session()
+            self._after_session()
+        elif self._state is LaneState.ALARM and self._alarm_until is not None and now >= self._alarm_until:
+            self._clear_alarm("timeout")
+
+    # ---- triggers and capture -------------------------------------------------------------------
+
+    def _idle_guidance(self) -> Guidance:
+        return {
+            Mode.EXIT: Guidance.READY,
+            Mode.ENTRY: Guidance.PRESENT_DOCUMENT,
+            Mode.BOARDING: Guidance.SCAN_BOARDING_PASS,
+        }[self._mode]
+
+    def _on_faces(self, ev: FaceObserved) -> None:
+        if self._state is LaneState.IDLE:
+            if self._mode is Mode.EXIT and any(f.quality >= self._cfg.trigger_min_quality for f in ev.faces):
+                self._start_session()
+            elif ev.faces:
+                self._emit_guidance(self._idle_guidance())
+                return
+            else:
+                return
+        if self._state is not LaneState.CAPTURING or self._session is None:
+            return
+        s = self._session
+        s.frames_seen += 1
+        s.completing_frame_time = ev.frame_time
+        if len(ev.faces) == 0:
+            self._emit_guidance(Guidance.LOOK_AT_CAMERA)
+        elif len(ev.faces) > 1:
+            s.multi_face_frames += 1
+            self._emit_guidance(Guidance.ONE_PERSON_AT_A_TIME)
+        else:
+            face = ev.faces[0]
+            s.single_face_frames += 1
+            cand = _Candidate(
+                float(face.quality),
+                np.asarray(face.descriptor),
+                tuple(face.quality_issues),
+                {k: float(v) for k, v in face.quality_detail.items()},
+                dict(ev.timings_ms),
+            )
+            if s.best is None or cand.rank() > s.best.rank():
+                s.best = cand
+            if cand.good(self._cfg.policy.min_quality):
+                s.good_frames += 1
+            else:
+                self._emit_guidance(
+                    Guidance.COME_CLOSER if "face_too_small" in cand.issues else Guidance.LOOK_AT_CAMERA
+                )
+        if s.good_frames >= self._cfg.capture_frames:
+            self._finish_capture()
+        elif self._clock.monotonic() >= s.deadline:
+            s.timed_out = True
+            self._finish_capture()
+
+    def _on_document(self, ev: DocumentRead) -> None:
+        self._log.info("lane_document_read", number=mask_document_number(ev.document_number), checks_ok=ev.checks_ok)
+        if self._state is LaneState.IDLE and self._mode in (Mode.ENTRY, Mode.EXIT):
+            self._start_session(document=ev)
+        elif self._state is LaneState.CAPTURING and self._session is not None and self._session.document is None:
+            self._session.document = ev
+        elif self._state is LaneState.IDLE:
+            self._emit_guidance(self._idle_guidance())
+
+    def _on_boarding_pass(self, ev: BoardingPassRead) -> None:
+        self._log.info("lane_boarding_pass_read", flight=ev.flight, valid=ev.valid)
+        if self._state is LaneState.IDLE and self._mode is Mode.BOARDING:
+            self._start_session(boarding_pass=ev)
+        elif (
+            self._state is LaneState.CAPTURING
+            and self._session is not None
+            and self._session.mode is Mode.BOARDING
+            and self._session.boarding_pass is None
+        ):
+            self._session.boarding_pass = ev
+        elif self._state is LaneState.IDLE:
+            self._emit_guidance(self._idle_guidance())
+
+    def _start_session(
+        self, *, document: DocumentRead | None = None, boarding_pass: BoardingPassRead | None = None
+    ) -> None:
+        now = self._clock.monotonic()
+        s = _Session(
+            txn_id=str(uuid6.uuid7()),
+            mode=self._mode,
+            started_mono=now,
+            started_at=self._clock.now(),
+            deadline=now + self._cfg.capture_timeout_s,
+            document=document,
+            boarding_pass=boarding_pass,
+        )
+        self._session = s
+        self._log.info("lane_session_started", txn_id=s.txn_id, mode=s.mode.value)
+        self._event("session_started")
+        self._enter(LaneState.CAPTURING)
+        self._emit_guidance(Guidance.LOOK_AT_CAMERA, force=True)
+
+    def _finish_capture(self) -> None:
+        s = self._session
+        assert s is not None
+        s.captured_mono = self._clock.monotonic()
+        s.timings_ms["capture"] = _ms(s.captured_mono - s.started_mono)
+        if s.best is not None:
+            s.chosen_quality = s.best.quality
+            s.chosen_issues = list(s.best.issues)
+            s.chosen_detail = dict(s.best.detail)
+            for stage, ms in s.best.timings_ms.items():
+                s.timings_ms[f"engine_{stage}"] = float(ms)
+        self._enter(LaneState.MATCHING)
+        self._emit_guidance(Guidance.PLEASE_WAIT, force=True)
+        self._match_and_decide()
+
+    # ---- matching and decision -------------------------------------------------------------------
+
+    def _match_and_decide(self) -> None:
+        s = self._session
+        assert s is not None
+        t0 = self._clock.monotonic()
+        gallery = GalleryFacts(available=False)
+        matcher_error = False
+        uses_gallery = s.mode is not Mode.ENTRY  # entry may use the document page instead
+        try:
+            status = self._matcher.status()
+            s.gallery_version = status.version
+            gallery = GalleryFacts(available=status.available, expired=status.expired)
+            if s.best is not None and s.best.good(self._cfg.policy.min_quality):
+                gallery, uses_gallery = self._compare(s, gallery)
+            elif s.mode is not Mode.EXIT:
+                gallery, uses_gallery = self._resolve_subject_only(s, gallery)
+        except Exception as exc:  # a failing gallery must give REFER, never a crash or an open gate
+            matcher_error = True
+            self._log.error("lane_matcher_failed", txn_id=s.txn_id, error=str(exc), error_type=type(exc).__name__)
+        t1 = self._clock.monotonic()
+        s.timings_ms["match"] = _ms(t1 - t0)
+
+        inputs = DecisionInputs(
+            mode=s.mode,
+            today=self._clock.now().date(),
+            capture=CaptureFacts(
+                frames_seen=s.frames_seen,
+                single_face_frames=s.single_face_frames,
+                multi_face_frames=s.multi_face_frames,
+                chosen_quality=s.best.quality if s.best is not None else None,
+                chosen_issues=s.best.issues if s.best is not None else (),
+                timed_out=s.timed_out,
+            ),
+            comparisons=tuple(s.comparisons),
+            gallery=gallery,
+            document=DocumentFacts(s.document.checks_ok, s.document.expiry) if s.document else None,
+            boarding_pass=self._boarding_facts(s.boarding_pass),
+            matcher_error=matcher_error,
+            uses_gallery=uses_gallery,
+            policy=self._cfg.policy,
+        )
+        decision = decide(inputs)
+        s.decision = decision
+        s.timings_ms["decide"] = _ms(self._clock.monotonic() - t1)
+        s.best = None  # the descriptor is no longer needed: drop it
+        self._log.info(
+            "lane_decision",
+            txn_id=s.txn_id,
+            decision=decision.verdict.value,
+            reasons=[r.value for r in decision.reasons],
+        )
+        self._event(
+            "decision",
+            detail={"decision": decision.verdict.value, "reasons": ",".join(r.value for r in decision.reasons)},
+        )
+        if decision.verdict is Verdict.ACCEPT:
+            self._accept(s)
+        else:
+            self._refer(s)
+
+    def _boarding_facts(self, bp: BoardingPassRead | None) -> BoardingPassFacts | None:
+        if bp is None:
+            return None
+        flights = {f.upper() for f in self._cfg.boarding_flights}
+        return BoardingPassFacts(valid=bp.valid, flight_ok=(bp.flight.upper() in flights) if flights else None)
+
+    def _subject_id(self, s: _Session) -> str | None:
+        if s.mode is Mode.ENTRY and s.document is not None:
+            return self._lookup.by_document(s.document.document_number, s.document.issuing_state)
+        if s.mode is Mode.BOARDING and s.boarding_pass is not None and s.boarding_pass.valid:
+            return self._lookup.by_boarding_pass(s.boarding_pass)
+        return None
+
+    def _resolve_subject_only(self, s: _Session, gallery: GalleryFacts) -> tuple[GalleryFacts, bool]:
+        """No usable frame: still report whether the traveller is known, for the reason codes."""
+        if not gallery.available:
+            return gallery, s.mode is not Mode.ENTRY
+        subject = self._subject_id(s)
+        if s.mode is Mode.ENTRY and subject is None and s.document and s.document.portrait_descriptor is not None:
+            return gallery, False
+        return GalleryFacts(gallery.available, gallery.expired, subject_found=subject is not None), True
+
+    def _compare(self, s: _Session, gallery: GalleryFacts) -> tuple[GalleryFacts, bool]:
+        assert s.best is not None
+        desc = s.best.descriptor
+        if s.mode is Mode.EXIT:
+            if gallery.available:
+                s.comparisons = list(self._matcher.search(desc, self._cfg.search_k))
+            return gallery, True
+        if s.mode is Mode.ENTRY and s.document is None:
+            return gallery, True  # DOCUMENT_MISSING; nothing to compare against
+        subject = self._subject_id(s) if gallery.available else None
+        if subject is not None:
+            comparison = self._matcher.verify(desc, subject)
+            if comparison is not None:
+                s.comparisons = [comparison]
+                return GalleryFacts(gallery.available, gallery.expired, subject_found=True), True
+        if s.mode is Mode.ENTRY and s.document is not None and s.document.portrait_descriptor is not None:
+            # ABC entry: compare with the face printed on the document page (no gallery involved).
+            s.comparisons = [self._matcher.compare(desc, s.document.portrait_descriptor)]
+            return gallery, False
+        if s.mode is Mode.BOARDING and (s.boarding_pass is None or not s.boarding_pass.valid):
+            return gallery, True  # the boarding-pass reason explains it
+        return GalleryFacts(gallery.available, gallery.expired, subject_found=False), True
+
+    def _accept(self, s: _Session) -> None:
+        self._enter(LaneState.ACCEPT)
+        now = self._clock.monotonic()
+        if s.completing_frame_time is not None:
+            # Issue 8's lane latency: the frame that completed capture -> the turnstile's open command.
+            s.timings_ms["frame_to_open"] = _ms(now - s.completing_frame_time)
+        try:
+            opened = self._gate.open_for_passage(s.txn_id, self._cfg.passage_timeout_s)
+            error = "" if opened else "refused (link down, emergency or a passage pending)"
+        except Exception as exc:
+            opened, error = False, str(exc)
+        if not opened:
+            # The gate did not take the command: nobody passes; the traveller sees an officer. The
+            # gate's own link events (link_lost) take the lane out of service when the link is the cause.
+            self._log.error("lane_gate_open_failed", txn_id=s.txn_id, error=error)
+            self._gate_lock()
+            self._emit_guidance(Guidance.SEE_OFFICER, force=True)
+            self._finish_session(passage="gate_refused")
+            self._after_session()
+            return
+        s.opened_mono = self._clock.monotonic()
+        s.timings_ms["open_command"] = _ms(s.opened_mono - now)
+        s.passage_deadline = s.opened_mono + self._cfg.passage_timeout_s + self._cfg.passage_report_grace_s
+        self._emit_guidance(Guidance.PLEASE_PROCEED, force=True)
+
+    def _refer(self, s: _Session) -> None:
+        self._gate_lock()
+        self._enter(LaneState.REFER)
+        self._emit_guidance(Guidance.SEE_OFFICER, force=True)
+        s.hold_until = self._clock.monotonic() + self._cfg.refer_hold_s
+        # Nothing more will be learnt about a referral: record it now, not after the hold.
+        self._emit_record(s)
+        if self._cfg.refer_hold_s <= 0:
+            self._finish_session()
+            self._after_session()
+
+    def _end_passage(self, result: PassageResult, *, next_state: bool = True) -> None:
+        s = self._session
+        if s is None:
+            return
+        if s.opened_mono is not None:
+            s.timings_ms["passage"] = _ms(self._clock.monotonic() - s.opened_mono)
+        self._log.info("lane_passage_end", txn_id=s.txn_id, result=result)
+        self._finish_session(passage=result)
+        if next_state:
+            self._after_session()
+
+    # ---- ending -------------------------------------------------------------------------------
+
+    def _abort_session(self, reason: Reason) -> None:
+        """End a session that had not reached a decision (or was in REFER) because the lane changed."""
+        s = self._session
+        if s is None:
+            return
+        if s.decision is None:
+            s.decision = Decision(Verdict.REFER, (reason,))
+            s.best = None
+            self._log.warning("lane_session_aborted", txn_id=s.txn_id, reason=reason.value)
+        self._finish_session()
+
+    def _finish_session(self, passage: PassageResult | None = None) -> None:
+        s = self._session
+        if s is None:
+            return
+        self._session = None
+        if not s.recorded:
+            self._emit_record(s, passage)
+
+    def _emit_record(self, s: _Session, passage: PassageResult | None = None) -> None:
+        """The session's one outcome record (never an image or a template)."""
+        s.recorded = True
+        d = s.decision or Decision(Verdict.REFER, (Reason.NO_MATCH,))
+        s.timings_ms["total"] = _ms(self._clock.monotonic() - s.started_mono)
+        record = OutcomeRecord(
+            txn_id=s.txn_id,
+            gate_id=self._cfg.gate_id,
+            mode=s.mode,
+            started_at=s.started_at,
+            ended_at=self._clock.now(),
+            decision=d.verdict,
+            reasons=list(d.reasons),
+            subject_id=d.subject_id,
+            comparisons=[
+                ComparisonRecord(
+                    kind=c.kind,
+                    subject_id=c.subject_id,
+                    score=float(c.score),
+                    threshold=float(c.threshold),
+                    higher_is_better=c.higher_is_better,
+                    passed=c.passed,
+                )
+                for c in s.comparisons
+            ],
+            quality=s.chosen_quality,
+            quality_issues=s.chosen_issues,
+            quality_detail=s.chosen_detail,
+            frames_seen=s.frames_seen,
+            single_face_frames=s.single_face_frames,
+            multi_face_frames=s.multi_face_frames,
+            document=(
+                DocumentSummary(
+                    number_masked=mask_document_number(s.document.document_number),
+                    issuing_state=s.document.issuing_state,
+                    expiry=s.document.expiry,
+                    checks_ok=s.document.checks_ok,
+                )
+                if s.document
+                else None
+            ),
+            boarding_pass=(
+                BoardingPassSummary(
+                    flight=s.boarding_pass.flight,
+                    flight_date=s.boarding_pass.flight_date,
+                    valid=s.boarding_pass.valid,
+                )
+                if s.boarding_pass
+                else None
+            ),
+            passage=passage,
+            versions=self._versions.model_copy(update={"gallery": s.gallery_version}),
+            timings_ms=dict(s.timings_ms),
+        )
+        try:
+            self._sinks.emit_outcome(record)
+        except Exception as exc:  # the outbox failing must not wedge the lane; it reports its own health
+            self._log.error("lane_outcome_emit_failed", txn_id=s.txn_id, error=str(exc))
+
+    def _after_session(self) -> None:
+        """Where the lane goes once no session is running: EMERGENCY, ALARM, OUT_OF_SERVICE or IDLE."""
+        if self._pending_mode is not None:
+            self._apply_mode(self._pending_mode)
+        if self._emergency:
+            self._enter(LaneState.EMERGENCY)
+            return
+        if self._alarm is not None:
+            self._enter(LaneState.ALARM)
+            return
+        reasons = self._oos_reasons()
+        if reasons:
+            if self._state is not LaneState.OUT_OF_SERVICE:
+                self._enter_out_of_service(reasons)
+            return
+        self._go_idle()
+
+    def _go_idle(self) -> None:
+        self._enter(LaneState.IDLE)
+        self._emit_guidance(self._idle_guidance(), force=True)
+
+    # ---- helpers --------------------------------------------------------------------------------
+
+    def _enter(self, state: LaneState, detail: dict[str, str] | None = None) -> None:
+        if state is self._state:
+            return
+        old = self._state
+        self._state = state
+        self._log.info("lane_state", old=old.value, new=state.value, txn_id=self.txn_id)
+        self._event("state_changed", detail={"from": old.value, **(detail or {})})
+
+    def _event(self, kind: Any, detail: dict[str, str] | None = None) -> None:
+        ev = LaneEvent(
+            kind=kind,
+            gate_id=self._cfg.gate_id,
+            state=self._state,
+            mode=self._mode,
+            txn_id=self.txn_id,
+            detail=detail or {},
+        )
+        try:
+            self._sinks.emit_event(ev)
+        except Exception as exc:
+            self._log.error("lane_event_emit_failed", kind=kind, error=str(exc))
+
+    def _emit_guidance(self, kind: Guidance, *, force: bool = False) -> None:
+        now = self._clock.monotonic()
+        last = self._last_guidance
+        if not force and last is not None and last[0] is kind and now - last[1] < self._cfg.guidance_repeat_s:
+            return
+        self._last_guidance = (kind, now)
+        try:
+            self._sinks.emit_guidance(kind)
+        except Exception as exc:
+            self._log.error("lane_guidance_emit_failed", kind=kind.value, error=str(exc))
+
+    def _gate_lock(self) -> None:
+        try:
+            if not self._gate.lock():
+                # Refused during an emergency or with the link down: the controller's own safe state holds.
+                self._log.warning("lane_gate_lock_refused")
+        except Exception as exc:
+            self._log.error("lane_gate_lock_failed", error=str(exc))
+
+
+def _ms(seconds: float) -> float:
+    return round(seconds * 1000.0, 3)
+
+
+class LaneLoop:
+    """Runs one `SessionController` on its own thread: `post()` from any thread, `Tick` every `tick_s`.
+
+    The controller stays single-threaded (only this thread calls `handle`), which is what keeps the
+    state machine simple; producers (camera/engine worker, reader, turnstile, link) only enqueue.
+    """
+
+    def __init__(self, controller: SessionController, *, tick_s: float = 0.05, max_queue: int = 256) -> None:
+        if tick_s <= 0:
+            raise ValueError(f"LaneLoop tick_s must be > 0 (got {tick_s}); 0.05 s suits a lane")
+        self._controller = controller
+        self._tick_s = tick_s
+        # Bounded: face observations arrive at camera rate; if the loop falls behind, the oldest
+        # observations are shed by post() rather than memory growing (see post()).
+        self._queue: queue.Queue[Event | None] = queue.Queue(maxsize=max_queue)
+        self._thread: threading.Thread | None = None
+        self._handled = threading.Condition()
+        self._handled_count = 0
+        self._dropped = 0
+
+    @property
+    def controller(self) -> SessionController:
+        return self._controller
+
+    @property
+    def dropped_observations(self) -> int:
+        return self._dropped
+
+    def start(self) -> None:
+        if self._thread is not None:
+            return
+        self._thread = threading.Thread(target=self._run, name="lane-session", daemon=True)
+        self._thread.start()
+
+    def post(self, event: Event) -> None:
+        """Enqueue an event. When the queue is full a FaceObserved is dropped (the next frame replaces
+        it); every other event waits for room, because losing a gate or health event is not safe."""
+        if isinstance(event, FaceObserved):
+            try:
+                self._queue.put_nowait(event)
+            except queue.Full:
+                self._dropped += 1
+            return
+        self._queue.put(event)
+
+    def wait_handled(self, count: int, timeout: float) -> bool:
+        """Block until at least `count` posted events were handled in total (tests, orderly shutdown)."""
+        with self._handled:
+            return self._handled.wait_for(lambda: self._handled_count >= count, timeout=timeout)
+
+    def close(self, timeout: float = 2.0) -> None:
+        thread = self._thread
+        if thread is None:
+            return
+        try:
+            self._queue.put(None, timeout=timeout)
+        except queue.Full:
+            log.error("lane_loop_close_queue_full", timeout_s=timeout)
+        thread.join(timeout)
+        if thread.is_alive():
+            log.error("lane_loop_thread_stuck_on_close", timeout_s=timeout)
+        self._thread = None
+
+    def __enter__(self) -> LaneLoop:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _run(self) -> None:
+        next_tick = time.monotonic() + self._tick_s
+        while True:
+            try:
+                event = self._queue.get(timeout=max(0.0, next_tick - time.monotonic()))
+            except queue.Empty:
+                event = Tick()
+            if event is None:
+                return
+            try:
+                self._controller.handle(event)
+            except Exception:  # one bad event must not stop the lane; the gate is already safe-locked
+                log.exception("lane_event_failed", event_type=type(event).__name__)
+            if isinstance(event, Tick):
+                next_tick = time.monotonic() + self._tick_s
+            else:
+                with self._handled:
+                    self._handled_count += 1
+                    self._handled.notify_all()
+                if time.monotonic() >= next_tick:
+                    self._tick()
+                    next_tick = time.monotonic() + self._tick_s
+
+    def _tick(self) -> None:
+        try:
+            self._controller.handle(Tick())
+        except Exception:
+            log.exception("lane_tick_failed")
