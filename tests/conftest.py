@@ -8,3 +8,19 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
+
+
+import logging  # noqa: E402
+
+import pytest  # noqa: E402
+import structlog  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def _fresh_logging():
+    """Each test starts and ends with structlog's defaults: a test (or a CLI it invokes) that configures
+    logging onto a captured stream must not leave later tests writing into a closed file."""
+    structlog.reset_defaults()
+    yield
+    structlog.reset_defaults()
+    logging.getLogger().handlers[:] = []

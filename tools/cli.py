@@ -20,10 +20,23 @@ app.add_typer(config_app, name="config")
 
 # group name -> modules that add commands to it (each has `register(app: typer.Typer)`).
 GROUPS: dict[str, tuple[str, list[str]]] = {
-    "models": ("Provision the face models (build, show).", []),
-    "bench": ("Measure speed and accuracy; JSON with --json.", []),
-    "diag": ("Field technician diagnostics.", []),
-    "ops": ("Central-ops tools: keys, bundles, galleries, push, watch.", []),
+    "models": ("Provision the face models (build, show).", ["tools.models_cmd"]),
+    "bench": (
+        "Measure speed and accuracy; JSON with --json.",
+        [
+            "tools.bench_engine",
+            "tools.bench_verify",
+            "tools.bench_mrz",
+            "tools.bench_gate",
+            "tools.bench_search",
+            "tools.bench_link",
+        ],
+    ),
+    "diag": ("Field technician diagnostics.", ["tools.diag", "tools.diag_engines", "tools.diag_reader"]),
+    "ops": (
+        "Central-ops tools: keys, bundles, galleries, push, watch.",
+        ["tools.ops_keys", "tools.ops_gallery", "tools.ops_bundle", "tools.ops_config", "tools.ops_link"],
+    ),
 }
 
 DEFAULT_CONFIG = Path(os.environ.get("EGATE_CONFIG", "/etc/egate/egate.toml"))

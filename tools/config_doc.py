@@ -60,6 +60,8 @@ def _section(model: type[BaseModel], instance: BaseModel, path: str, out: list[s
     if doc and not doc[0].startswith("!"):
         out.append(f"# {doc[0]}")
     for name, info in model.model_fields.items():
+        if info.exclude:  # derived from another section (lane.gate_id from gate.gate_id): not set here
+            continue
         value = getattr(instance, name)
         if isinstance(value, BaseModel):
             nested.append((name, type(value), value))

@@ -17,6 +17,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from drivers.camera import CameraConfig
 from drivers.document.config import ReaderConfig
 from drivers.turnstile.config import TurnstileConfig
 from edge.settings.core import (
@@ -28,6 +29,7 @@ from edge.settings.core import (
     StateConfig,
 )
 from edge.settings.gallery import GalleryConfig
+from edge.settings.lane import LaneConfig, Mode
 from edge.settings.link import LinkConfig, OutboxConfig
 from edge.settings.locate import key_lines, line_of
 from engines.config import EngineConfig
@@ -57,6 +59,17 @@ class Settings(BaseModel):
     gallery: GalleryConfig = Field(default_factory=GalleryConfig, description="Gallery, bundles and matching.")
     link: LinkConfig = Field(default_factory=LinkConfig, description="MQTT link to central ops.")
     outbox: OutboxConfig = Field(default_factory=OutboxConfig, description="On-disk store-and-forward queue.")
+    camera: CameraConfig = Field(default_factory=CameraConfig, description="Lane camera.")
+    lane: LaneConfig = Field(default_factory=LaneConfig, description="Traveller sessions and decision policy.")
+
+    @model_validator(mode="after")
+    def _lane_identity_from_gate(self) -> Settings:
+        # The lane's gate id and start-up mode are the gate's: one place to set them, never two that disagree.
+        for name in ("gate_id", "mode"):
+            if name in self.lane.model_fields_set and str(getattr(self.lane, name)) != str(getattr(self.gate, name)):
+                raise ValueError(f"lane.{name} is taken from gate.{name}; remove it from [lane] and set gate.{name}")
+        self.lane = self.lane.model_copy(update={"gate_id": self.gate.gate_id, "mode": Mode(self.gate.mode)})
+        return self
 
     @model_validator(mode="after")
     def _privacy_is_never_silently_off(self) -> Settings:
