@@ -44,4 +44,6 @@ class StateDirectory:
 
 
 def build_components(settings: Settings) -> list[Component]:
-    return [StateDirectory(settings.state.state_dir)]
+    from edge.lane import Lane  # heavy imports (OpenCV, onnxruntime) only when the daemon really runs
+
+    return [StateDirectory(settings.state.state_dir), *Lane(settings).components()]

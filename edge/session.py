@@ -1176,6 +1176,12 @@ class LaneLoop:
     def dropped_observations(self) -> int:
         return self._dropped
 
+    @property
+    def handled(self) -> int:
+        """Events handled so far (ticks excluded): with `wait_handled`, lets a caller wait for the next one."""
+        with self._handled:
+            return self._handled_count
+
     def start(self) -> None:
         if self._thread is not None:
             return

@@ -42,11 +42,24 @@ class NotifySocket:
         self.sock.close()
 
 
+DEMO_GIF = ROOT / "tools" / "demo_media" / "head-pose-face-detection-female.gif"
+
+
 def _config(tmp_path: Path, state_dir: str) -> Path:
+    """A whole lane whose turnstile port does not exist: the daemon must still start (gate safe, lane out
+    of service) and stop on time."""
+    creds = tmp_path / "creds"
+    creds.mkdir(exist_ok=True)
+    (creds / "gallery.key").write_text(os.urandom(32).hex())
+    (creds / "turnstile.scbk").write_text(os.urandom(16).hex())
     cfg = tmp_path / "egate.toml"
     cfg.write_text(
         f'schema_version = 1\n[state]\nstate_dir = "{state_dir}"\n[logging]\nformat = "json"\n'
         "[health]\ncheck_interval_s = 0.1\n"
+        f'[control]\nsocket_path = "{tmp_path / "c.sock"}"\nsocket_group = ""\n'
+        f'[camera]\nkind = "file"\nlocation = "{DEMO_GIF}"\nloop = true\n'
+        f'[turnstile]\nurl = "{tmp_path / "no-such-port"}"\n'
+        "[link]\nenabled = false\n"
     )
     return cfg
 
@@ -57,6 +70,7 @@ def _start(tmp_path: Path, cfg: Path, notify: NotifySocket) -> subprocess.Popen[
         "NOTIFY_SOCKET": str(notify.path),
         "WATCHDOG_USEC": "200000",
         "PYTHONPATH": str(ROOT),
+        "CREDENTIALS_DIRECTORY": str(tmp_path / "creds"),
     }
     env.pop("WATCHDOG_PID", None)
     return subprocess.Popen(

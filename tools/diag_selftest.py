@@ -19,7 +19,7 @@ DEVICE_CHECKS = ("camera", "reader", "turnstile", "mqtt")
 
 
 def scbk_credential_name(settings: Settings) -> str:
-    return str(getattr(settings.turnstile, "scbk_credential", DEFAULT_SCBK_CREDENTIAL))
+    return settings.turnstile.scbk_credential
 
 
 def read_scbk(settings: Settings) -> tuple[bytes | None, str]:

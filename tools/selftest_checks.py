@@ -369,20 +369,6 @@ def check_reader(config: ReaderConfig, *, listen_s: float = 0.3) -> CheckResult:
 # ------------------------------------------------------------------------------------------ turnstile
 
 
-def parse_scbk(data: bytes) -> bytes:
-    """The SCBK credential: 16 raw bytes, or 32 hex digits (how controllers print it)."""
-    if len(data) == 16:
-        return data
-    text = data.strip()
-    try:
-        key = bytes.fromhex(text.decode("ascii"))
-    except (UnicodeDecodeError, ValueError):
-        raise ValueError(f"SCBK credential is {len(data)} bytes: expected 16 raw bytes or 32 hex digits") from None
-    if len(key) != 16:
-        raise ValueError(f"SCBK credential holds {len(key)} bytes: expected 16 (32 hex digits)")
-    return key
-
-
 @guarded("turnstile")
 def check_turnstile(
     config: TurnstileConfig, scbk: bytes | None, *, timeout_s: float = 5.0, credential_name: str = "turnstile.scbk"

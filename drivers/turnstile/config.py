@@ -97,6 +97,12 @@ class TurnstileConfig(BaseModel):
     secure_channel: bool = Field(
         True, description="Use the OSDP secure channel (AES-128) and refuse any plaintext session."
     )
+    scbk_credential: str = Field(
+        "turnstile.scbk",
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$",
+        description="Name of the credential (file in $CREDENTIALS_DIRECTORY) holding the secure channel base "
+        "key: 16 raw bytes or 32 hex digits.",
+    )
     install_mode: bool = Field(
         False,
         description="Allow the default key SCBK-D so a new controller can receive our SCBK (osdp_KEYSET). "
@@ -144,3 +150,17 @@ class TurnstileConfig(BaseModel):
                 f"({self.reconnect_initial_s})"
             )
         return self
+
+
+def parse_scbk(data: bytes) -> bytes:
+    """The SCBK credential: 16 raw bytes, or 32 hex digits (how controllers print it)."""
+    if len(data) == 16:
+        return data
+    text = data.strip()
+    try:
+        key = bytes.fromhex(text.decode("ascii"))
+    except (UnicodeDecodeError, ValueError):
+        raise ValueError(f"SCBK credential is {len(data)} bytes: expected 16 raw bytes or 32 hex digits") from None
+    if len(key) != 16:
+        raise ValueError(f"SCBK credential holds {len(key)} bytes: expected 16 (32 hex digits)")
+    return key

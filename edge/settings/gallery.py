@@ -31,6 +31,12 @@ class GalleryConfig(BaseModel):
         description="Name of the credential (file in $CREDENTIALS_DIRECTORY) holding the 32-byte "
         "AES-256 key that encrypts the gallery at rest.",
     )
+    subject_key_credential: str = Field(
+        "subject-id.key",
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$",
+        description="Name of the credential holding the key (>= 16 bytes, shared with ops) from which entry and "
+        "boarding modes derive a traveller's opaque gallery subject id; not needed in exit mode.",
+    )
     threshold: float | None = Field(
         None,
         ge=0.0,

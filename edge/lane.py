@@ -1,0 +1,656 @@
+"""The lane: every device, the face engine, the gallery and the link wired into one running gate.
+
+`Lane(settings)` builds the parts without touching a device; `components()` hands them to the daemon
+in start order (the daemon closes them in reverse, so the turnstile is locked before the link says
+`stopped`). Data flows one way:
+
+    camera -> FaceWorker (engine) --FaceObserved-->  LaneLoop (SessionController) --> turnstile
+    reader --DocumentRead / BoardingPassRead------>       |                        --> outbox -> MQTT
+    turnstile --GateEventIn------------------------>      |
+    monitor --DeviceHealth------------------------->      |
+    MQTT bundles / signed commands -> OpsHandler ---SetMode / Maintenance / gallery swap
+
+One owner per device: only this process opens the camera, the reader's port and the turnstile's port;
+technician tools go through the control socket (`edge.lane_control`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from importlib.metadata import PackageNotFoundError
+from importlib.metadata import version as package_version
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from drivers.camera import Camera, CameraState
+from drivers.document.models import BcbpResult, MrzResult, ReaderResult
+from drivers.document.reader import DocumentReader
+from drivers.turnstile.base import GateEvent
+from drivers.turnstile.config import parse_scbk
+from drivers.turnstile.osdp import OsdpGateController
+from edge.bundles import BundleVerifier, Scope, VersionState
+from edge.daemon import Component, Health, StartError
+from edge.gallery import GalleryExpiryWatcher, GalleryStore
+from edge.lane_adapters import (
+    GalleryMatcher,
+    HashedSubjectLookup,
+    boarding_pass_read,
+    document_read,
+    gate_event_in,
+    gate_guidance,
+)
+from edge.lane_ops import OpsHandler
+from edge.lane_vision import FaceWorker
+from edge.link import LinkCredentials, MqttLink
+from edge.matching import MatchPolicy
+from edge.messages import DeviceHealth as DeviceHealthMsg
+from edge.messages import EventPayload, HealthPayload, LatencyPercentiles, StatusPayload
+from edge.outbox import Outbox
+from edge.secrets import CredentialError, read_credential
+from edge.session import (
+    BoardingPassRead,
+    DeviceHealth,
+    Event,
+    Guidance,
+    LaneEvent,
+    LaneLoop,
+    LaneStatus,
+    OutcomeRecord,
+    SessionController,
+    VersionInfo,
+)
+from edge.settings import Settings
+from engines.models import default_model_dir
+from engines.pipeline import FaceEngine
+
+log = structlog.get_logger(__name__)
+
+MONITOR_INTERVAL_S = 0.25
+RECENT_OUTCOMES = 100
+
+
+def software_version() -> str:
+    try:
+        return package_version("egate")
+    except PackageNotFoundError:
+        return "0+unknown"
+
+
+def config_fingerprint(settings: Settings) -> str:
+    """Short hash of the effective config, for status and outcome records."""
+    return hashlib.sha256(settings.model_dump_json().encode()).hexdigest()[:12]
+
+
+class _NoSubjectLookup:
+    """Exit mode needs no document -> subject mapping; without the key entry/boarding find nobody."""
+
+    def by_document(self, document_number: str, issuing_state: str) -> str | None:
+        return None
+
+    def by_boarding_pass(self, boarding_pass: BoardingPassRead) -> str | None:
+        return None
+
+
+class _Part:
+    """A daemon component from three callables (the lane's parts share state, so no class each)."""
+
+    def __init__(
+        self,
+        name: str,
+        start: Callable[[], None],
+        close: Callable[[], None],
+        health: Callable[[], Health] = lambda: Health(True, ""),
+    ) -> None:
+        self.name = name
+        self._start = start
+        self._close = close
+        self._health = health
+
+    def start(self) -> None:
+        self._start()
+
+    def close(self) -> None:
+        self._close()
+
+    def health(self) -> Health:
+        return self._health()
+
+
+class Lane:
+    """Owns the lane's parts; see the module docstring for the flow."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.state_dir = settings.state.state_dir
+        self.model_dir = settings.state.model_dir or default_model_dir()
+        self.started_mono = time.monotonic()
+        self._log = log.bind(gate_id=settings.gate.gate_id)
+        self.outbox: Outbox | None = None
+        self.link: MqttLink | None = None
+        self.gallery: GalleryStore | None = None
+        self.trust = None
+        self.verifier: BundleVerifier | None = None
+        self.ops: OpsHandler | None = None
+        self.engine: FaceEngine | None = None
+        self.gate: OsdpGateController | None = None
+        self.reader: DocumentReader | None = None
+        self.camera: Camera | None = None
+        self.worker: FaceWorker | None = None
+        self.controller: SessionController | None = None
+        self.loop: LaneLoop | None = None
+        self._expiry: GalleryExpiryWatcher | None = None
+        self.recent_outcomes: deque[OutcomeRecord] = deque(maxlen=RECENT_OUTCOMES)
+        self.reader_last: tuple[ReaderResult, datetime] | None = None
+        self.guidance: Guidance | None = None
+        self._device_health: dict[str, tuple[bool, str]] = {}
+        self._gate_waiters: dict[str, tuple[threading.Event, list[GateEvent]]] = {}
+        self._stop = threading.Event()
+        self._monitor: threading.Thread | None = None
+        self._last_health_publish = 0.0
+
+    # ---- components, in start order --------------------------------------------------------------
+
+    def components(self) -> list[Component]:
+        from edge.lane_control import LaneControl
+
+        control = LaneControl(self)
+        return [
+            _Part("outbox", self._start_outbox, self._close_outbox, self._outbox_health),
+            _Part("gallery", self._start_gallery, self._close_gallery, self._gallery_health),
+            _Part("engine", self._start_engine, self._close_engine),
+            _Part("lane", self._start_lane, self._close_lane, self._lane_health),
+            _Part("turnstile", self._start_gate, self._close_gate, self._gate_health),
+            _Part("reader", self._start_reader, self._close_reader),
+            _Part("camera", self._start_camera, self._close_camera, self._camera_health),
+            _Part("link", self._start_link, self._close_link, self._link_health),
+            _Part("control", control.start, control.close, control.health),
+            _Part("monitor", self._start_monitor, self._close_monitor),
+        ]
+
+    # ---- outbox and link ----------------------------------------------------------------------------
+
+    def _start_outbox(self) -> None:
+        self.outbox = Outbox(self.state_dir / "outbox.sqlite", self.settings.outbox, self.settings.gate.gate_id)
+
+    def _close_outbox(self) -> None:
+        if self.outbox is not None:
+            self.outbox.close()
+
+    def _outbox_health(self) -> Health:
+        assert self.outbox is not None
+        stats = self.outbox.stats()
+        return Health(True, f"depth {stats.depth}")
+
+    def _start_link(self) -> None:
+        cfg = self.settings.link
+        if not cfg.enabled:
+            self._log.warning("link_disabled", detail="outcomes stay in the outbox until link.enabled = true")
+            return
+        assert self.outbox is not None and self.ops is not None
+        try:
+            credentials = LinkCredentials.from_credentials_dir(cfg)
+        except CredentialError as exc:
+            raise StartError(f"link: {exc}") from None
+        self.link = MqttLink(
+            cfg,
+            self.settings.gate.site_id,
+            self.settings.gate.gate_id,
+            self.outbox,
+            self.status_payload,
+            credentials,
+            bundle_dir=self.state_dir / "bundles-incoming",
+        )
+        self.link.set_bundle_handler(self.ops.on_bundle)
+        self.link.set_command_handler(self.ops.on_command)
+        self.link.start()
+
+    def _close_link(self) -> None:
+        if self.link is not None:
+            self.link.close(clean=True)
+
+    def _link_health(self) -> Health:
+        if self.link is None:
+            return Health(True, "disabled")
+        err = self.link.last_error
+        return Health(True, "connected" if self.link.connected else f"offline: {err.message if err else 'connecting'}")
+
+    def publish_status(self) -> None:
+        if self.link is not None:
+            self.link.publish_status()
+
+    # ---- gallery, trust, bundles ------------------------------------------------------------------------
+
+    def _start_gallery(self) -> None:
+        from edge.trust import TrustError, TrustStore
+
+        cfg = self.settings.gallery
+        try:
+            key = read_credential(cfg.key_credential)
+        except CredentialError as exc:
+            raise StartError(
+                f"gallery: {exc}; create it with: head -c 32 /dev/urandom > {cfg.key_credential}"
+            ) from None
+        try:
+            self.trust = TrustStore(self.state_dir / "trust")
+        except TrustError as exc:
+            raise StartError(f"gallery: {exc}") from None
+        if not self.trust.key_ids():
+            self._log.warning(
+                "trust_store_empty",
+                fix="install the ops public key: egate ops keys install KEY.pub.json --trust-dir "
+                f"{self.state_dir / 'trust'}; until then every bundle is refused",
+            )
+        self._gallery_key = key
+
+    def _finish_gallery(self, model_id: str, threshold: float) -> None:
+        """Needs the engine's model id and threshold, so it runs after the engine loaded."""
+        cfg = self.settings.gallery
+        policy = MatchPolicy(threshold=cfg.threshold or threshold, margin=cfg.margin, top_k=cfg.top_k)
+        self.gallery = GalleryStore(self.state_dir / "gallery", self._gallery_key, dtype=cfg.dtype, policy=policy)
+        try:
+            self.gallery.load()
+        except Exception as exc:
+            # A gallery that cannot be read is not fatal: the gate refers everyone until ops pushes again.
+            self._log.error("gallery_load_failed", error=str(exc), fix="push the gallery again from ops")
+        assert self.trust is not None
+        self.verifier = BundleVerifier(
+            self.trust,
+            Scope(site=self.settings.gate.site_id, gate=self.settings.gate.gate_id),
+            model_id=model_id,
+            max_bytes=cfg.max_bundle_bytes,
+            state=VersionState(self.state_dir / "bundle-versions.json"),
+            clock_skew=timedelta(seconds=cfg.clock_skew_s),
+        )
+        self._expiry = GalleryExpiryWatcher(self.gallery, cfg.expiry_check_interval_s)
+        self._expiry.start()
+
+    def _close_gallery(self) -> None:
+        if self._expiry is not None:
+            self._expiry.close()
+        if self.gallery is not None:
+            self.gallery.close()  # wipes the templates from memory; the encrypted file stays
+
+    def _gallery_health(self) -> Health:
+        g = self.gallery.current if self.gallery is not None else None
+        if g is None:
+            return Health(True, "no gallery: push one from ops")
+        return Health(True, f"v{g.version}, {g.subject_count} subjects, expires {g.expires_at.isoformat()}")
+
+    # ---- engine -----------------------------------------------------------------------------------------
+
+    def _start_engine(self) -> None:
+        try:
+            self.engine = FaceEngine.from_config(self.settings.engine, self.model_dir)
+        except Exception as exc:
+            raise StartError(
+                f"engine: face models in {self.model_dir} cannot be loaded ({exc}); run `egate models build` "
+                f"(or set state.model_dir), then `egate diag engines`"
+            ) from None
+        self._finish_gallery(self.engine.model_id, self.engine.threshold)
+
+    def _close_engine(self) -> None:
+        if self.engine is not None:
+            self.engine.close()
+
+    # ---- the session loop ---------------------------------------------------------------------------------
+
+    def _start_lane(self) -> None:
+        assert self.engine is not None and self.gallery is not None
+        cfg = self.settings
+        self.gate = self._make_gate()
+        store = self.gallery
+        matcher = GalleryMatcher(
+            lambda: store.current,
+            document_threshold=self.engine.threshold,
+            clock=lambda: datetime.now(UTC),
+        )
+        self.controller = SessionController(
+            cfg.lane,
+            gate=self.gate,
+            matcher=matcher,
+            lookup=self._make_lookup(),
+            sinks=self,
+            versions=VersionInfo(
+                software=software_version(), model=self.engine.model_id, config=config_fingerprint(cfg)
+            ),
+        )
+        self.loop = LaneLoop(self.controller)
+        self.loop.start()
+        self.post(DeviceHealth("engine", True, "loaded"))
+        assert self.verifier is not None and self.trust is not None
+        self.ops = OpsHandler(
+            self.verifier,
+            self.gallery,
+            self.trust,
+            self.post,
+            config_dir=self.state_dir / "config",
+            on_change=self.publish_status,
+        )
+
+    def _make_lookup(self) -> HashedSubjectLookup | _NoSubjectLookup:
+        name = self.settings.gallery.subject_key_credential
+        try:
+            key = read_credential(name)
+        except CredentialError as exc:
+            if self.settings.gate.mode != "exit":
+                raise StartError(
+                    f"lane: {self.settings.gate.mode} mode finds travellers by document or boarding pass and needs "
+                    f"the subject-id key shared with ops: {exc}"
+                ) from None
+            return _NoSubjectLookup()
+        store = self.gallery
+        return HashedSubjectLookup(key, lambda: store.current if store is not None else None)
+
+    def _close_lane(self) -> None:
+        if self.loop is not None:
+            self.loop.close()
+
+    def _lane_health(self) -> Health:
+        assert self.controller is not None
+        st = self.controller.status()
+        stuck = self.worker is not None and self.worker.stuck()
+        detail = st.state.value if st.in_service else f"{st.state.value}: {'; '.join(st.out_of_service_reasons)}"
+        return Health(st.in_service, detail + ("; face worker stuck" if stuck else ""), stuck=stuck)
+
+    def post(self, event: Event) -> None:
+        if self.loop is not None:
+            self.loop.post(event)
+
+    def status(self) -> LaneStatus:
+        assert self.controller is not None
+        return self.controller.status()
+
+    # LaneSinks ------------------------------------------------------------------------------------------
+
+    def emit_outcome(self, record: OutcomeRecord) -> None:
+        self.recent_outcomes.appendleft(record)
+        if self.outbox is not None:
+            # Committed (fsynced) before the lane goes on; the link forwards it when it can.
+            self.outbox.append("outcome", record.model_dump(mode="json"))
+        log.info(
+            "lane_outcome",
+            txn_id=record.txn_id,
+            decision=record.decision.value,
+            reasons=[r.value for r in record.reasons],
+            passage=record.passage,
+            frame_to_open_ms=record.timings_ms.get("frame_to_open"),
+        )
+
+    def emit_guidance(self, kind: Guidance) -> None:
+        self.guidance = kind
+        log.info("lane_guidance", guidance=kind.value)
+        if self.gate is not None:
+            try:
+                self.gate.set_guidance(gate_guidance(kind))
+            except Exception as exc:
+                log.warning("lane_guidance_to_gate_failed", error=str(exc))
+
+    def emit_event(self, event: LaneEvent) -> None:
+        payload = _event_payload(event)
+        if payload is not None and self.outbox is not None:
+            self.outbox.append("event", payload.model_dump(mode="json"))
+        if event.kind in ("mode_changed", "in_service", "out_of_service"):
+            self.publish_status()
+
+    # ---- turnstile -----------------------------------------------------------------------------------------
+
+    def _make_gate(self) -> OsdpGateController:
+        cfg = self.settings.turnstile
+        scbk: bytes | None = None
+        if cfg.secure_channel:
+            try:
+                scbk = parse_scbk(read_credential(cfg.scbk_credential))
+            except (CredentialError, ValueError) as exc:
+                raise StartError(
+                    f"turnstile: {exc}; the SCBK must match the gate controller's (egate diag gate status shows "
+                    "whether the secure channel comes up)"
+                ) from None
+        return OsdpGateController(cfg, scbk, self._on_gate_event)
+
+    def _on_gate_event(self, event: GateEvent) -> None:
+        if event.decision_id is not None and event.decision_id in self._gate_waiters:
+            done, seen = self._gate_waiters[event.decision_id]
+            seen.append(event)
+            done.set()
+        self.post(gate_event_in(event))
+        if event.kind in ("tailgate", "door_forced", "emergency_on", "emergency_off", "secure_channel_failed"):
+            log.warning("gate_event", kind=event.kind, detail=event.detail)
+
+    def wait_gate_event(self, decision_id: str) -> tuple[threading.Event, list[GateEvent]]:
+        entry = (threading.Event(), [])
+        self._gate_waiters[decision_id] = entry
+        return entry
+
+    def drop_gate_waiter(self, decision_id: str) -> None:
+        self._gate_waiters.pop(decision_id, None)
+
+    def _start_gate(self) -> None:
+        assert self.gate is not None
+        if self.settings.turnstile.install_mode:
+            log.warning("turnstile_install_mode", detail="the default key SCBK-D is allowed: commissioning only")
+        self.gate.start()
+
+    def _close_gate(self) -> None:
+        if self.gate is not None:
+            self.gate.close()  # leaves the controller in its safe state: entry locked, egress free
+
+    def _gate_health(self) -> Health:
+        assert self.gate is not None
+        return Health(True, f"link {self.gate.link_state}")
+
+    # ---- reader -------------------------------------------------------------------------------------------
+
+    def _start_reader(self) -> None:
+        cfg = self.settings.reader
+        if not cfg.serial_url:
+            return
+        key = None
+        if cfg.verify_bcbp_signature:
+            try:
+                key = read_credential(cfg.bcbp_key_credential)
+            except CredentialError as exc:
+                raise StartError(f"reader: {exc}") from None
+        self.reader = DocumentReader(cfg, self._on_reader_result, bcbp_key_pem=key)
+        self.reader.start()
+
+    def _close_reader(self) -> None:
+        if self.reader is not None:
+            self.reader.close()
+
+    def _on_reader_result(self, result: ReaderResult) -> None:
+        self.reader_last = (result, datetime.now(UTC))
+        if isinstance(result, MrzResult):
+            doc = document_read(result)
+            if doc is None:
+                log.warning("reader_mrz_unusable", errors=[e.field for e in result.errors])
+                return
+            self.post(doc)
+        elif isinstance(result, BcbpResult):
+            self.post(boarding_pass_read(result, flights=self.settings.lane.boarding_flights))
+        else:
+            log.warning("reader_error", error=str(getattr(result, "message", result)))
+
+    # ---- camera and the face worker ---------------------------------------------------------------------------
+
+    def _start_camera(self) -> None:
+        assert self.engine is not None
+        cfg = self.settings.camera
+        credential = None
+        if cfg.credential:
+            try:
+                credential = read_credential(cfg.credential)
+            except CredentialError as exc:
+                raise StartError(f"camera: {exc}") from None
+        self.camera = Camera(cfg, credential=credential, on_state=self._on_camera_state)
+        self.camera.start()
+        self.worker = FaceWorker(self.camera, self.engine, self.settings.engine.quality, self.post)
+        self.worker.start()
+
+    def _on_camera_state(self, state: CameraState, error: str | None) -> None:
+        ok = state == "streaming"
+        reason = "" if ok else f"camera {state}" + (f": {error}" if error else "")
+        self._report("camera", ok, reason)
+
+    def _close_camera(self) -> None:
+        if self.worker is not None:
+            self.worker.close()
+        if self.camera is not None:
+            self.camera.close()
+
+    def _camera_health(self) -> Health:
+        assert self.camera is not None
+        st = self.camera.stats()
+        return Health(True, f"{st.state}, {st.fps} fps")
+
+    # ---- monitor: device health into the lane, health metrics to ops ------------------------------------------
+
+    def _report(self, device: str, ok: bool, reason: str) -> None:
+        if self._device_health.get(device) == (ok, reason):
+            return
+        self._device_health[device] = (ok, reason)
+        self.post(DeviceHealth(device, ok, reason))
+
+    def _start_monitor(self) -> None:
+        if not self.settings.reader.serial_url:
+            self._report("document_reader", False, "no document reader configured: set reader.serial_url")
+        self._monitor = threading.Thread(target=self._monitor_loop, name="lane-monitor", daemon=True)
+        self._monitor.start()
+
+    def _close_monitor(self) -> None:
+        self._stop.set()
+        if self._monitor is not None:
+            self._monitor.join(2.0)
+
+    def _monitor_loop(self) -> None:
+        while not self._stop.wait(MONITOR_INTERVAL_S):
+            try:
+                self._poll_devices()
+                if time.monotonic() - self._last_health_publish >= self.settings.link.health_interval_s:
+                    self._last_health_publish = time.monotonic()
+                    if self.link is not None:
+                        self.link.publish_health(self.health_payload())
+            except Exception:
+                log.exception("lane_monitor_failed")
+
+    def _poll_devices(self) -> None:
+        if self.gate is not None:
+            state = self.gate.link_state
+            st = self.gate.status()
+            if st.get("secure_channel_failed"):
+                self._report("gate", False, "secure channel refused: the SCBK does not match the controller's")
+            else:
+                self._report("gate", state == "up", "" if state == "up" else f"turnstile link {state}")
+        if self.reader is not None:
+            ok = self.reader.serial_connected
+            self._report("document_reader", ok, "" if ok else f"reader port {self.settings.reader.serial_url} not open")
+
+    def device_summary(self) -> dict[str, dict[str, Any]]:
+        out = {name: {"ok": ok, "detail": why or "ok"} for name, (ok, why) in self._device_health.items()}
+        if self.camera is not None:
+            st = self.camera.stats()
+            out.setdefault("camera", {"ok": st.state == "streaming", "detail": st.state})
+            out["camera"]["detail"] = (
+                f"{st.state}, {st.fps} fps" if st.state == "streaming" else out["camera"]["detail"]
+            )
+        if self.worker is not None:
+            out["engine"] = {
+                "ok": self.worker.alive and not self.worker.stuck(),
+                "detail": f"{self.worker.fps()} fps processed, last {self.worker.last_inference_ms} ms",
+            }
+        if self.link is not None:
+            err = self.link.last_error
+            out["mqtt"] = {"ok": self.link.connected, "detail": "connected" if self.link.connected else str(err)}
+        return out
+
+    def status_payload(self) -> StatusPayload:
+        st = self.controller.status() if self.controller is not None else None
+        g = self.gallery.current if self.gallery is not None else None
+        devices = {
+            name: DeviceHealthMsg(state="ok" if d["ok"] else "fault", detail=str(d["detail"])[:500])
+            for name, d in self.device_summary().items()
+        }
+        mode = (
+            (st.mode.value if st else self.settings.gate.mode)
+            if st is None or st.in_service
+            else (
+                "maintenance"
+                if any(r.startswith("maintenance") for r in st.out_of_service_reasons)
+                else "out_of_service"
+            )
+        )
+        return StatusPayload(
+            state="online",
+            site=self.settings.gate.site_id,
+            gate=self.settings.gate.gate_id,
+            mode=mode,
+            software_version=software_version(),
+            config_version=config_fingerprint(self.settings),
+            gallery_version=None if g is None else str(g.version),
+            model_versions={"face": self.engine.model_id} if self.engine is not None else {},
+            devices=devices,
+        )
+
+    def health_payload(self) -> HealthPayload:
+        stats = self.outbox.stats() if self.outbox is not None else None
+        latency = {}
+        if self.worker is not None:
+            latency = {k: LatencyPercentiles(**v) for k, v in self.worker.stage_percentiles().items()}
+        return HealthPayload(
+            gate=self.settings.gate.gate_id,
+            uptime_s=round(time.monotonic() - self.started_mono, 1),
+            fps=self.worker.fps() if self.worker is not None else None,
+            latency=latency,
+            outbox_depth=stats.depth if stats else None,
+            outbox_oldest_age_s=stats.oldest_age_s if stats else None,
+            temperatures_c=read_temperatures(),
+        )
+
+
+def _event_payload(event: LaneEvent) -> EventPayload | None:
+    """Lane events ops must hear about, as outbox events (state changes stay in the log)."""
+    if event.kind == "alarm":
+        kind = event.detail.get("kind", "")
+        return EventPayload(
+            type="tailgate" if kind == "tailgate" else "forced_door",
+            severity="alarm",
+            message=f"{kind} at the gate: entry locked until cleared",
+            details={"txn_id": event.txn_id or "", "state": event.state.value},
+        )
+    if event.kind == "emergency":
+        on = event.detail.get("on") == "true"
+        return EventPayload(
+            type="emergency",
+            severity="critical" if on else "info",
+            message="emergency input active: all leaves released" if on else "emergency input cleared: entry locked",
+            details={"on": on},
+        )
+    if event.kind == "out_of_service":
+        return EventPayload(
+            type="device_fault", severity="warning", message="lane out of service", details=dict(event.detail)
+        )
+    if event.kind == "in_service":
+        return EventPayload(type="device_recovered", severity="info", message="lane back in service")
+    if event.kind == "mode_changed":
+        return EventPayload(
+            type="mode_changed", severity="info", message="lane mode changed", details=dict(event.detail)
+        )
+    return None
+
+
+def read_temperatures() -> dict[str, float]:
+    """Thermal zones from sysfs (Jetson: CPU, GPU, SoC), where readable."""
+    out: dict[str, float] = {}
+    for zone in sorted(Path("/sys/class/thermal").glob("thermal_zone*")):
+        try:
+            name = (zone / "type").read_text().strip()
+            out[name[:32]] = round(int((zone / "temp").read_text().strip()) / 1000.0, 1)
+        except (OSError, ValueError):
+            continue
+    return out
