@@ -46,7 +46,7 @@ def test_daemon_unit_has_the_required_settings() -> None:
         "DeviceAllow=char-video4linux rw",
         "DeviceAllow=/dev/nvhost-ctrl-gpu rw",
         "LoadCredentialEncrypted=gallery.key:",
-        "LoadCredentialEncrypted=osdp.scbk:",
+        "LoadCredentialEncrypted=turnstile.scbk:",
     ):
         assert line in text, line
     assert "WatchdogSec=" in text and "TimeoutStopSec=5s" in text

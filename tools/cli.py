@@ -74,9 +74,7 @@ def run(
         typer.echo(f"egate: invalid config, not starting:\n{exc}", err=True)
         typer.echo("fix the lines above, then check with: egate config check " + str(config), err=True)
         raise typer.Exit(2) from None
-    configure_logging(
-        gate_id=settings.gate.gate_id, level=settings.logging.level, fmt=settings.logging.format
-    )
+    configure_logging(gate_id=settings.gate.gate_id, level=settings.logging.level, fmt=settings.logging.format)
     daemon = Daemon(
         build_components(settings),
         check_interval_s=settings.health.check_interval_s,
@@ -98,9 +96,7 @@ def config_check(
         load_settings(file)
     except ConfigError as exc:
         if as_json:
-            issues = [
-                {"key": i.key, "line": i.line, "message": i.message, "source": i.source} for i in exc.issues
-            ]
+            issues = [{"key": i.key, "line": i.line, "message": i.message, "source": i.source} for i in exc.issues]
             typer.echo(json.dumps({"valid": False, "file": str(file), "errors": issues}))
         else:
             for issue in exc.issues:
@@ -119,6 +115,11 @@ def config_schema() -> None:
 
 
 def main() -> None:
+    if sys.argv[1:2] != ["run"]:
+        # Tools print their results (often --json) on stdout: their logs go to stderr, warnings and up.
+        from edge.logs import configure_logging
+
+        configure_logging(level="warning", fmt="auto", stream=sys.stderr)
     _register_groups()
     app(prog_name="egate")
 

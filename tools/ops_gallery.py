@@ -45,6 +45,7 @@ def collect_photos(photos: Path) -> dict[str, list[Path]]:
 def register(app: typer.Typer) -> None:
     gallery = typer.Typer(no_args_is_help=True, help="Gallery bundles.")
     app.add_typer(gallery, name="gallery")
+    register_purge(gallery)
 
     @gallery.command("build")
     def build(
@@ -123,3 +124,38 @@ def register(app: typer.Typer) -> None:
             )
             for missed in no_face:
                 typer.echo(f"no usable face: {missed}")
+
+
+def register_purge(gallery: typer.Typer) -> None:
+    @gallery.command("purge-expired")
+    def purge_expired(
+        state_dir: Path = typer.Option(..., "--state-dir", help="The gate's state folder (holds gallery/)."),
+        key_credential: str = typer.Option("gallery.key", "--key-credential", help="Credential with the AES key."),
+        json_out: bool = typer.Option(False, "--json", help="Print the result as JSON."),
+    ) -> None:
+        """Delete the gate's gallery file when it has expired (systemd timer; works with the daemon stopped)."""
+        from edge.gallery import GalleryStore, GalleryStoreError
+        from edge.secrets import CredentialError, read_credential
+
+        try:
+            store = GalleryStore(state_dir / "gallery", read_credential(key_credential))
+            existed = store.path.exists()
+            gallery = store.load(datetime.now(UTC))  # load() purges an expired gallery itself
+        except (CredentialError, GalleryStoreError) as exc:
+            typer.echo(f"egate: {exc}", err=True)
+            raise typer.Exit(1) from None
+        result = {
+            "gallery": existed,
+            "purged": existed and gallery is None,
+            "version": None if gallery is None else gallery.version,
+            "expires_at": None if gallery is None else gallery.expires_at.isoformat(),
+        }
+        store.close()
+        if json_out:
+            typer.echo(json.dumps(result))
+        elif not existed:
+            typer.echo("no gallery on this gate")
+        elif result["purged"]:
+            typer.echo("expired gallery purged")
+        else:
+            typer.echo(f"gallery v{result['version']} valid until {result['expires_at']}: kept")
