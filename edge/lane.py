@@ -67,6 +67,7 @@ from edge.session import (
     VersionInfo,
 )
 from edge.settings import Settings
+from edge.trust import TrustError, TrustStore
 from engines.models import default_model_dir
 from engines.pipeline import FaceEngine
 
@@ -135,7 +136,7 @@ class Lane:
         self.outbox: Outbox | None = None
         self.link: MqttLink | None = None
         self.gallery: GalleryStore | None = None
-        self.trust = None
+        self.trust: TrustStore | None = None
         self.verifier: BundleVerifier | None = None
         self.ops: OpsHandler | None = None
         self.engine: FaceEngine | None = None
@@ -228,8 +229,6 @@ class Lane:
     # ---- gallery, trust, bundles ------------------------------------------------------------------------
 
     def _start_gallery(self) -> None:
-        from edge.trust import TrustError, TrustStore
-
         cfg = self.settings.gallery
         try:
             key = read_credential(cfg.key_credential)
@@ -424,7 +423,7 @@ class Lane:
             log.warning("gate_event", kind=event.kind, detail=event.detail)
 
     def wait_gate_event(self, decision_id: str) -> tuple[threading.Event, list[GateEvent]]:
-        entry = (threading.Event(), [])
+        entry: tuple[threading.Event, list[GateEvent]] = (threading.Event(), [])
         self._gate_waiters[decision_id] = entry
         return entry
 
