@@ -87,7 +87,7 @@ class OpsHandler:
             # A config is validated by the verifier; it is stored for the next start (a live reload of
             # devices mid-session is not worth the risk at a gate).
             self._config_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-            atomic_write_bytes(self._config_dir / "pushed.toml", str(verified.content).encode())
+            atomic_write_bytes(self._config_dir / "pushed.toml", _config_text(verified))
             self.pending_config_version = verified.version
             return f"config v{verified.version} stored in {self._config_dir}; it takes effect at the next restart"
         raise ValueError(f"bundles of kind {verified.kind!r} are not applied on this topic")
@@ -132,6 +132,11 @@ class OpsHandler:
             raise ValueError(f"set_mode needs args.mode, one of {known}; got {mode!r}")
         self._on_change()
         return f"mode {mode} requested (applied when no traveller is in the gate)"
+
+
+def _config_text(verified) -> bytes:  # type: ignore[no-untyped-def]
+    """The TOML text of a verified config bundle (its payload), exactly as ops signed it."""
+    return bytes(verified.payload)
 
 
 def _command_id(raw: bytes) -> str:

@@ -66,10 +66,10 @@ def run(
     from edge.app import build_components
     from edge.daemon import Daemon
     from edge.logs import configure_logging
-    from edge.settings import ConfigError, load_settings
+    from edge.settings import ConfigError, load_settings, with_pushed_config
 
     try:
-        settings = load_settings(config)
+        settings, config_source = with_pushed_config(load_settings(config))
     except ConfigError as exc:
         typer.echo(f"egate: invalid config, not starting:\n{exc}", err=True)
         typer.echo("fix the lines above, then check with: egate config check " + str(config), err=True)

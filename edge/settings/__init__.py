@@ -199,3 +199,23 @@ def load_settings(path: Path, *, environ: Mapping[str, str] | None = None) -> Se
 
 def json_schema() -> dict[str, Any]:
     return Settings.model_json_schema()
+
+
+PUSHED_CONFIG = Path("config") / "pushed.toml"  # under state.state_dir; written by a verified config bundle
+
+
+def with_pushed_config(base: Settings, *, environ: Mapping[str, str] | None = None) -> tuple[Settings, str]:
+    """The config to run: the last config bundle ops pushed (verified and stored by the lane), else `base`.
+
+    `[state]` always stays the local file's, since that is where the pushed file was found. A stored
+    config that no longer validates (an upgrade changed a rule) is ignored with a reason, and the local
+    file runs (safe mode, as Frigate does): the gate keeps working and ops sees why in the log.
+    """
+    path = base.state.state_dir / PUSHED_CONFIG
+    if not path.exists():
+        return base, "local config"
+    try:
+        pushed = load_settings_text(path.read_text(encoding="utf-8"), source=str(path), environ=environ)
+    except (ConfigError, OSError) as exc:
+        return base, f"pushed config {path} ignored, running the local file: {exc}"
+    return pushed.model_copy(update={"state": base.state}), f"pushed config {path}"
