@@ -12,6 +12,7 @@ import os
 import sys
 from pathlib import Path
 
+import structlog
 import typer
 
 app = typer.Typer(no_args_is_help=True, help="egate: edge software for automated border-control e-gates.")
@@ -75,6 +76,7 @@ def run(
         typer.echo("fix the lines above, then check with: egate config check " + str(config), err=True)
         raise typer.Exit(2) from None
     configure_logging(gate_id=settings.gate.gate_id, level=settings.logging.level, fmt=settings.logging.format)
+    structlog.get_logger("egate").info("config_loaded", source=config_source)
     daemon = Daemon(
         build_components(settings),
         check_interval_s=settings.health.check_interval_s,
