@@ -16,6 +16,7 @@ import threading
 from pathlib import Path
 
 from edge.link import LinkCredentials, MqttLink
+from edge.logs import configure_logging
 from edge.messages import StatusPayload
 from edge.outbox import Outbox
 from edge.settings.link import LinkConfig, OutboxConfig
@@ -37,6 +38,8 @@ def main() -> None:
     parser.add_argument("--keepalive", type=int, default=5)
     parser.add_argument("--max-inflight", type=int, default=20)
     args = parser.parse_args()
+    # Logs (JSON) to stderr, which the test keeps in a file and shows when something goes wrong.
+    configure_logging(gate_id=args.gate, level="debug", fmt="json", stream=sys.stderr)
 
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
