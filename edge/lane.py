@@ -68,7 +68,6 @@ from edge.session import (
 )
 from edge.settings import Settings
 from edge.trust import TrustError, TrustStore
-from engines.models import default_model_dir
 from engines.pipeline import FaceEngine
 
 log = structlog.get_logger(__name__)
@@ -130,7 +129,7 @@ class Lane:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.state_dir = settings.state.state_dir
-        self.model_dir = settings.state.model_dir or default_model_dir()
+        self.model_dir = settings.state.resolved_model_dir()
         self.started_mono = time.monotonic()
         self._log = log.bind(gate_id=settings.gate.gate_id)
         self.outbox: Outbox | None = None

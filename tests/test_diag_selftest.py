@@ -13,6 +13,7 @@ import pytest
 
 from drivers.camera import CameraConfig
 from drivers.document.config import ReaderConfig
+from drivers.turnstile.config import parse_scbk
 from edge.link import LinkCredentials
 from edge.outbox import Outbox
 from edge.settings.link import LinkConfig, OutboxConfig
@@ -299,10 +300,10 @@ def test_temperature_from_thermal_zones(tmp_path: Path) -> None:
 
 def test_scbk_credential_formats() -> None:
     key = bytes(range(16))
-    assert checks.parse_scbk(key) == key
-    assert checks.parse_scbk(key.hex().encode() + b"\n") == key
+    assert parse_scbk(key) == key
+    assert parse_scbk(key.hex().encode() + b"\n") == key
     with pytest.raises(ValueError, match="expected 16"):
-        checks.parse_scbk(b"abcd")
+        parse_scbk(b"abcd")
 
 
 # ---------------------------------------------------------------------------------------- turnstile

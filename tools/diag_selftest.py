@@ -7,14 +7,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from drivers.turnstile.config import parse_scbk
 from tools import selftest_checks as checks
 from tools.selftest_checks import CheckResult
 
 if TYPE_CHECKING:
     from edge.settings import Settings
 
-# Credential names the daemon uses that the config does not (yet) name; kept here in one place.
-DEFAULT_SCBK_CREDENTIAL = "turnstile.scbk"
 DEVICE_CHECKS = ("camera", "reader", "turnstile", "mqtt")
 
 
@@ -30,7 +29,7 @@ def read_scbk(settings: Settings) -> tuple[bytes | None, str]:
         return None, ""
     name = scbk_credential_name(settings)
     try:
-        return checks.parse_scbk(read_credential(name)), ""
+        return parse_scbk(read_credential(name)), ""
     except (CredentialError, ValueError) as exc:
         return None, str(exc)
 
