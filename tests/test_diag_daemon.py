@@ -159,3 +159,10 @@ def test_local_selftest_with_the_daemon_stopped_and_a_wrong_serial_port(tmp_path
     assert checks["turnstile"]["verdict"] == "FAIL"
     assert "no-such-serial-port" in checks["turnstile"]["detail"] + checks["turnstile"]["hint"]
     assert checks["camera"]["verdict"] == "PASS"
+
+
+def test_status_watch_renders_live_frames_without_personal_data(healthy: GateDaemon) -> None:
+    code, _, out = diag(healthy, "status", "--watch", "--count", "2", "--interval", "0.2")
+    assert code == 0, out
+    assert "exit" in out and ("capturing" in out.lower() or "idle" in out.lower() or "refer" in out.lower())
+    assert "descriptor" not in out
