@@ -33,6 +33,7 @@ import uuid6
 from numpy.typing import NDArray
 from pydantic import BaseModel, ConfigDict, Field
 
+from drivers.turnstile.base import GateEventKind as TurnstileEventKind
 from edge.policy import (
     BoardingPassFacts,
     CaptureFacts,
@@ -87,17 +88,8 @@ class Guidance(StrEnum):
     OUT_OF_SERVICE = "out_of_service"
 
 
-GateEventKind = Literal[
-    "passage_completed",
-    "passage_timed_out",
-    "tailgate",
-    "door_forced",
-    "emergency_on",
-    "emergency_off",
-    "link_lost",
-    "link_restored",
-    "secure_channel_failed",
-]
+# The turnstile's event kinds are the session's: one list, owned by the driver's contract.
+GateEventKind = TurnstileEventKind
 
 PassageResult = Literal[
     "completed", "timed_out", "no_report", "gate_refused", "link_lost", "tailgate", "door_forced", "emergency"
