@@ -5,7 +5,7 @@ setup:
 	@scripts/setup.sh
 
 run: setup
-	.venv/bin/egate run --config config/demo.toml
+	.venv/bin/egate demo
 
 test: setup
 	.venv/bin/python -m pytest

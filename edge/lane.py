@@ -62,6 +62,7 @@ from edge.session import (
     LaneEvent,
     LaneLoop,
     LaneStatus,
+    Maintenance,
     OutcomeRecord,
     SessionController,
     VersionInfo,
@@ -166,10 +167,12 @@ class Lane:
             _Part("gallery", self._start_gallery, self._close_gallery, self._gallery_health),
             _Part("engine", self._start_engine, self._close_engine),
             _Part("lane", self._start_lane, self._close_lane, self._lane_health),
+            # The link closes after the devices (reverse order): what they report while stopping still
+            # reaches ops before `stopped`.
+            _Part("link", self._start_link, self._close_link, self._link_health),
             _Part("turnstile", self._start_gate, self._close_gate, self._gate_health),
             _Part("reader", self._start_reader, self._close_reader),
             _Part("camera", self._start_camera, self._close_camera, self._camera_health),
-            _Part("link", self._start_link, self._close_link, self._link_health),
             _Part("control", control.start, control.close, control.health),
             _Part("monitor", self._start_monitor, self._close_monitor),
         ]
@@ -510,6 +513,8 @@ class Lane:
     # ---- monitor: device health into the lane, health metrics to ops ------------------------------------------
 
     def _report(self, device: str, ok: bool, reason: str) -> None:
+        if self._stop.is_set():
+            return  # devices closing during shutdown are not faults to report to ops
         if self._device_health.get(device) == (ok, reason):
             return
         self._device_health[device] = (ok, reason)
@@ -522,6 +527,12 @@ class Lane:
         self._monitor.start()
 
     def _close_monitor(self) -> None:
+        # First to close: take the lane out of service on purpose, so a traveller's session ends with an
+        # outcome record (ABORTED_OUT_OF_SERVICE) while the link is still up, and the gate is locked.
+        if self.loop is not None:
+            before = self.loop.handled
+            self.post(Maintenance(True, reason="daemon stopping"))
+            self.loop.wait_handled(before + 1, timeout=1.0)
         self._stop.set()
         if self._monitor is not None:
             self._monitor.join(2.0)
@@ -557,6 +568,15 @@ class Lane:
             out["camera"]["detail"] = (
                 f"{st.state}, {st.fps} fps" if st.state == "streaming" else out["camera"]["detail"]
             )
+        if self.gate is not None:
+            # Live, not the last poll: status must never show the lane out for a gate fault while the
+            # gate row still says ok.
+            link = self.gate.link_state
+            sc_failed = bool(self.gate.status().get("secure_channel_failed"))
+            out["gate"] = {
+                "ok": link == "up" and not sc_failed,
+                "detail": "secure channel refused" if sc_failed else f"turnstile link {link}",
+            }
         if self.worker is not None:
             out["engine"] = {
                 "ok": self.worker.alive and not self.worker.stuck(),

@@ -31,6 +31,7 @@ GROUPS: dict[str, tuple[str, list[str]]] = {
             "tools.bench_gate",
             "tools.bench_search",
             "tools.bench_link",
+            "tools.bench_lane",
         ],
     ),
     "diag": ("Field technician diagnostics.", ["tools.diag", "tools.diag_engines", "tools.diag_reader"]),
@@ -49,6 +50,7 @@ def _register_groups() -> None:
         for module in modules:
             importlib.import_module(module).register(group)
         app.add_typer(group, name=name)
+    importlib.import_module("tools.demo").register(app)  # `egate demo`: the demo lane of `make run`
 
 
 @app.command()

@@ -1,0 +1,210 @@
+"""`egate demo`: the whole lane on this machine, nothing to plug in (what `make run` starts).
+
+A local mosquitto, the OSDP turnstile simulator on a PTY and the real daemon (`egate run`) with a
+signed gallery of two expected travellers pushed over MQTT; the lane camera plays frames cut from the
+demo clips in tools/demo_media (two expected travellers, a stranger, two people at once). Every
+outcome is printed as it arrives over MQTT, as central ops would see it.
+
+    egate demo            # loop the lane until Ctrl-C, then print the summary
+    egate demo --once     # play the lane once, print the summary table, exit 0
+    egate demo --once --json
+
+Everything lives in a temporary folder (kept with --keep): broker, credentials, the enrolment photos
+derived from the clips, the daemon's config and its JSON log.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import signal
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from tools.lane_rig import DEMO_PLAN, LaneRig, RigError
+
+
+def _best(record: dict[str, Any]) -> dict[str, Any] | None:
+    comparisons = record.get("comparisons") or []
+    return comparisons[0] if comparisons else None
+
+
+def _score_text(record: dict[str, Any]) -> str:
+    best = _best(record)
+    if best is None:
+        return "-"
+    op = ("<=" if best["passed"] else ">") if not best["higher_is_better"] else (">=" if best["passed"] else "<")
+    return f"{best['score']:.3f} {op} {best['threshold']:.3f}"
+
+
+def summarize(rig: LaneRig, record: dict[str, Any]) -> dict[str, Any]:
+    """One outcome as the demo shows it: no subject id, no document, nothing personal."""
+    span = rig.traveller_of(record)
+    best = _best(record)
+    return {
+        "traveller": span.label if span else "?",
+        "expected": span.expect if span else None,
+        "decision": str(record["decision"]).upper(),
+        "reasons": list(record["reasons"]),
+        "score": None if best is None else round(float(best["score"]), 4),
+        "threshold": None if best is None else round(float(best["threshold"]), 4),
+        "passed": None if best is None else bool(best["passed"]),
+        "passage": record.get("passage"),
+        "frame_to_open_ms": record["timings_ms"].get("frame_to_open"),
+        "capture_ms": record["timings_ms"].get("capture"),
+        "quality": record.get("quality"),
+        "txn_id": record["txn_id"],
+    }
+
+
+def _table(rows: list[dict[str, Any]], records: list[dict[str, Any]]) -> Any:
+    from rich import box
+    from rich.table import Table
+
+    table = Table(title="egate demo lane: outcomes as published to central ops", box=box.SIMPLE_HEAD)
+    table.add_column("#", justify="right")
+    table.add_column("traveller", no_wrap=True)
+    table.add_column("decision", no_wrap=True)
+    table.add_column("reasons", no_wrap=True)
+    table.add_column("score / threshold", justify="right", no_wrap=True)
+    table.add_column("frame->open", justify="right", no_wrap=True)
+    table.add_column("passage", no_wrap=True)
+    for i, (row, record) in enumerate(zip(rows, records, strict=True), 1):
+        colour = "green" if row["decision"] == "ACCEPT" else "yellow"
+        f2o = row["frame_to_open_ms"]
+        table.add_row(
+            str(i),
+            row["traveller"],
+            f"[{colour}]{row['decision']}[/]",
+            "\n".join(row["reasons"]),
+            _score_text(record),
+            "-" if f2o is None else f"{f2o:.0f} ms",
+            row["passage"] or "-",
+        )
+    return table
+
+
+def _line(i: int, row: dict[str, Any], record: dict[str, Any]) -> str:
+    f2o = row["frame_to_open_ms"]
+    opened = "" if f2o is None else f"  frame->open {f2o:.0f} ms"
+    return (
+        f"{i:>3} {row['traveller']:<22} {row['decision']:<6} {', '.join(row['reasons'])}  {_score_text(record)}{opened}"
+    )
+
+
+def demo_command(
+    once: bool = typer.Option(False, "--once", help="Play the lane once, print the summary and exit."),
+    as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON (stdout) instead of a table."),
+    keep: bool = typer.Option(False, "--keep", help="Keep the work folder (daemon log, config) afterwards."),
+    workdir: Path | None = typer.Option(None, "--workdir", help="Work folder (default: a new temporary one)."),
+) -> None:
+    """Run the demo lane: real daemon, simulated turnstile, local broker, lane camera from the demo clips."""
+    from rich.console import Console
+
+    from engines.models import default_model_dir
+    from tools.local_broker import MOSQUITTO
+
+    err = Console(stderr=True, soft_wrap=True, highlight=False)
+    out = Console()
+    if not out.is_terminal:
+        out = Console(width=120)  # a pipe or file: do not squeeze the table into 80 columns
+    if shutil.which(MOSQUITTO) is None and not Path(MOSQUITTO).exists():
+        err.print("egate demo: mosquitto is not installed: run `make setup` (or apt-get install mosquitto)")
+        raise typer.Exit(2)
+    if not (default_model_dir() / "manifest.json").exists():
+        err.print(f"egate demo: no face models in {default_model_dir()}: run `egate models build` (make setup does)")
+        raise typer.Exit(2)
+
+    folder = workdir or Path(tempfile.mkdtemp(prefix="egate-demo-"))
+    stop = threading.Event()
+    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    for sig in previous:
+        signal.signal(sig, lambda *_: stop.set())
+    rig = LaneRig(folder / "lane", plan=None, loop=not once)
+    records: list[dict[str, Any]] = []
+    rows: list[dict[str, Any]] = []
+    code = 0
+    try:
+        err.print("[bold]egate demo[/]: starting mosquitto, the turnstile simulator and the daemon ...")
+        began = time.monotonic()
+        rig.start()
+        gallery = rig.status().get("gallery", {})
+        err.print(
+            f"lane in service in {time.monotonic() - began:.1f} s; gallery v{gallery.get('version')} "
+            f"applied over MQTT ({gallery.get('subjects')} expected travellers); work folder {folder}"
+        )
+        scene = rig.play(DEMO_PLAN, loop=not once)
+        err.print(
+            f"camera: {scene.travellers} travellers in a {scene.duration_s:.0f} s lane clip"
+            + (" (once)" if once else ", looping: Ctrl-C stops")
+        )
+        assert rig.played_at is not None
+        end = rig.played_at + scene.duration_s
+        deadline = end + 60.0
+
+        def take_new() -> None:
+            for record in rig.outcomes[len(records) :]:
+                records.append(record)
+                rows.append(summarize(rig, record))
+                if not as_json:
+                    err.print(_line(len(records), rows[-1], record))
+
+        def settled() -> bool:
+            # The clip has played, the lane is idle and every recorded outcome arrived over MQTT.
+            if time.monotonic() < end or rig.status()["state"] != "idle":
+                return False
+            return len(rig.outcomes) >= len(rig.call("outcomes", n=100)["outcomes"])
+
+        while not stop.is_set():
+            take_new()
+            if once and settled():
+                take_new()
+                break
+            if once and time.monotonic() > deadline:
+                err.print("egate demo: the lane did not settle in time; see the daemon log (--keep)")
+                code = 1
+                break
+            stop.wait(0.2)
+    except (RigError, TimeoutError) as exc:
+        err.print(f"egate demo: {exc}")
+        code = 1
+    finally:
+        err.print("stopping the lane ...")
+        rig.close()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        if rig.daemon_stop_s is None and rig.daemon_exit_code is not None:
+            err.print("egate demo: the daemon did not stop within 5 s of SIGTERM")
+            code = code or 1
+        if not keep and workdir is None:
+            shutil.rmtree(folder, ignore_errors=True)
+        elif keep:
+            err.print(f"kept {folder} (daemon log: {rig.log_path})")
+    unexpected = [r for r in rows if r["expected"] is not None and r["decision"] != r["expected"]]
+    if as_json:
+        summary = {
+            "once": once,
+            "travellers_planned": len([p for p in DEMO_PLAN if isinstance(p, str)]),
+            "outcomes": rows,
+            "as_expected": not unexpected and len(rows) >= 1,
+            "daemon_stop_s": rig.daemon_stop_s,
+        }
+        sys.stdout.write(json.dumps(summary) + "\n")
+    elif rows:
+        out.print(_table(rows, records))
+        if unexpected:
+            err.print(f"note: {len(unexpected)} outcome(s) differ from what the demo expects (see the table)")
+    else:
+        err.print("no outcome yet")
+    raise typer.Exit(code)
+
+
+def register(app: typer.Typer) -> None:
+    """Add the top-level `demo` command."""
+    app.command("demo")(demo_command)
