@@ -248,7 +248,9 @@ def write_scene(folder: Path, plan: Iterable[PlanItem], *, tail_frames: int = 0)
     return Scene(folder, plan_frames, tuple(spans))
 
 
-def write_enrolment_photos(folder: Path, *, every: int = 3) -> dict[str, int]:
+def write_enrolment_photos(
+    folder: Path, *, every: int = 3, subject_ids: tuple[str, str] = ("subject-0001", "subject-0002")
+) -> dict[str, int]:
     """Enrolment photos for `egate ops gallery build --photos`: one sub-folder per subject.
 
     The enrolment clip shows both expected travellers side by side (the woman left, the man right,
@@ -258,7 +260,7 @@ def write_enrolment_photos(folder: Path, *, every: int = 3) -> dict[str, int]:
 
     frames = read_clip(ENROLMENT_CLIP)
     counts: dict[str, int] = {}
-    for subject, side in (("subject-0001", 0), ("subject-0002", 1)):
+    for subject, side in ((subject_ids[0], 0), (subject_ids[1], 1)):
         target = folder / subject
         target.mkdir(parents=True, exist_ok=True)
         for i, frame in enumerate(frames[::every]):
@@ -302,8 +304,17 @@ class OpsMaterial:
     templates: int
 
 
-def prepare_ops(folder: Path, *, model_dir: Path | None = None, scope: str = "*") -> OpsMaterial:
-    """Make an ops key and a signed gallery of the two expected travellers (photos stay in `folder`)."""
+def prepare_ops(
+    folder: Path,
+    *,
+    model_dir: Path | None = None,
+    scope: str = "*",
+    subject_ids: tuple[str, str] = ("subject-0001", "subject-0002"),
+) -> OpsMaterial:
+    """Make an ops key and a signed gallery of the two expected travellers (photos stay in `folder`).
+
+    `subject_ids`: the woman's and the man's gallery ids (entry/boarding tests derive them from a document
+    or boarding pass with edge.lane_adapters.HashedSubjectLookup)."""
     from engines.models import default_model_dir
 
     folder.mkdir(parents=True, exist_ok=True)
@@ -311,7 +322,7 @@ def prepare_ops(folder: Path, *, model_dir: Path | None = None, scope: str = "*"
         run_egate(["ops", "keys", "new", "--out", str(folder / "keys"), "--comment", "lane rig", "--json"])
     )
     photos = folder / "enrolment-photos"
-    write_enrolment_photos(photos)
+    write_enrolment_photos(photos, subject_ids=subject_ids)
     out = folder / "gallery.egb"
     built = json.loads(
         run_egate(
@@ -531,6 +542,7 @@ class LaneRig:
         tail_s: float = 900.0,
         start_timeout_s: float = 90.0,
         sim_seed: int | None = 7,
+        subject_key: bytes | None = None,
     ) -> None:
         self.workdir = Path(workdir).resolve()
         self.plan = list(plan) if plan is not None else None
@@ -544,6 +556,7 @@ class LaneRig:
         self.tail_s = tail_s
         self.start_timeout_s = start_timeout_s
         self.sim_seed = sim_seed
+        self.subject_key = subject_key if subject_key is not None else secrets.token_bytes(32)
         self.times = RigTimes()
         # parts
         self.broker: Any = None
@@ -612,7 +625,7 @@ class LaneRig:
         self.creds_dir.mkdir(mode=0o700, exist_ok=True)
         self._write_secret("turnstile.scbk", scbk.hex().encode())
         self._write_secret("gallery.key", secrets.token_bytes(32).hex().encode())
-        self._write_secret("subject-id.key", secrets.token_bytes(32))
+        self._write_secret("subject-id.key", self.subject_key)
 
         began = time.monotonic()
         if self.ops is None:
