@@ -120,7 +120,18 @@ class Mosquitto:
                 raise RuntimeError(f"mosquitto exited with {self._proc.returncode}: {err} {log}")
             try:
                 with socket.create_connection((self.host, self.port), timeout=0.2):
+                    pass
+                # Something answers on the port; make sure it is this mosquitto. Another process may have
+                # taken the port between free_port() and our bind (mosquitto then logs "Address already in
+                # use" and exits): "running" in our own log is written only after every listener opened.
+                if self._proc.poll() is None and self._says_running():
                     return
+                if time.monotonic() > deadline:
+                    self.kill()
+                    raise RuntimeError(
+                        f"mosquitto on port {self.port} did not report running: {self.log_text()[-2000:]}"
+                    )
+                time.sleep(0.01)
             except OSError:
                 if time.monotonic() > deadline:
                     self.kill()
@@ -128,6 +139,12 @@ class Mosquitto:
                         f"mosquitto did not listen on {self.host}:{self.port} within {timeout} s"
                     ) from None
                 time.sleep(0.01)
+
+    def _says_running(self) -> bool:
+        """Our own log's last start says "running" (restarts append to the same log)."""
+        text = self.log_text()
+        start = text.rfind(" starting")
+        return "running" in text[start:] if start >= 0 else False
 
     def stop(self, timeout: float = 10.0) -> None:
         """SIGTERM: mosquitto writes its persistence (retained messages) and exits."""
