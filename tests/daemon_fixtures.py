@@ -45,6 +45,7 @@ class GateDaemon:
         site: str = "site-t",
         gate: str = "gate-t1",
         extra: str = "",
+        gallery_key: bytes | None = None,
     ) -> None:
         self.workdir = workdir
         self.state = workdir / "state"
@@ -54,7 +55,7 @@ class GateDaemon:
         self.scbk = (
             scbk if scbk is not None else (sim.scbk if sim is not None and sim.scbk else secrets.token_bytes(16))
         )
-        (self.creds / "gallery.key").write_text(secrets.token_bytes(32).hex())
+        (self.creds / "gallery.key").write_text((gallery_key or secrets.token_bytes(32)).hex())
         (self.creds / "turnstile.scbk").write_text(self.scbk.hex())
         turnstile_url = sim.path if sim is not None else str(workdir / "no-such-serial-port")
         camera_cfg = (

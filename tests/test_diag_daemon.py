@@ -166,3 +166,27 @@ def test_status_watch_renders_live_frames_without_personal_data(healthy: GateDae
     assert code == 0, out
     assert "exit" in out and ("capturing" in out.lower() or "idle" in out.lower() or "refer" in out.lower())
     assert "descriptor" not in out
+
+
+def test_expired_gallery_fails_the_local_selftest_and_the_daemon_purges_it(tmp_path: Path) -> None:
+    import datetime as dt
+
+    from tests.diag_fixtures import write_gallery
+    from tests.gallery_fixtures import GALLERY_KEY
+
+    now = dt.datetime.now(dt.UTC)
+    daemon = GateDaemon(tmp_path, sim=None, broker=None, gallery_key=GALLERY_KEY)
+    path = write_gallery(daemon.state, issued_at=now - dt.timedelta(days=2), expires_at=now - dt.timedelta(hours=1))
+    code, data, out = diag(daemon, "selftest", "--json")  # daemon stopped: the tool reads the file
+    gallery = rows(data)["gallery"]
+    assert code == 1 and gallery["verdict"] == "FAIL" and "EXPIRED" in gallery["detail"], out
+    assert "egate ops push" in gallery["hint"]
+    daemon.start()
+    try:
+        status = daemon.call("status")
+        assert status["gallery"] == {"version": None}
+        assert not path.exists(), "the daemon must purge an expired gallery from disk at start"
+    finally:
+        assert daemon.stop() == 0
+    purged = [line for line in daemon.log_tail(200_000).splitlines() if '"gallery_purged"' in line]
+    assert purged and '"reason": "expired"' in purged[0]
