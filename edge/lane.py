@@ -47,6 +47,7 @@ from edge.lane_adapters import (
     gate_guidance,
 )
 from edge.lane_ops import OpsHandler
+from edge.lane_page import PageReader
 from edge.lane_vision import FaceWorker
 from edge.link import LinkCredentials, MqttLink
 from edge.matching import MatchPolicy
@@ -142,6 +143,9 @@ class Lane:
         self.engine: FaceEngine | None = None
         self.gate: OsdpGateController | None = None
         self.reader: DocumentReader | None = None
+        self.page_camera: Camera | None = None
+        self.page_reader: PageReader | None = None
+        self._page_engine: FaceEngine | None = None
         self.camera: Camera | None = None
         self.worker: FaceWorker | None = None
         self.controller: SessionController | None = None
@@ -450,7 +454,7 @@ class Lane:
 
     def _start_reader(self) -> None:
         cfg = self.settings.reader
-        if not cfg.serial_url:
+        if not cfg.serial_url and cfg.page_camera is None:
             return
         key = None
         if cfg.verify_bcbp_signature:
@@ -459,9 +463,29 @@ class Lane:
             except CredentialError as exc:
                 raise StartError(f"reader: {exc}") from None
         self.reader = DocumentReader(cfg, self._on_reader_result, bcbp_key_pem=key)
-        self.reader.start()
+        self.reader.start()  # the serial reader, when one is configured
+        if cfg.page_camera is not None:
+            self.page_camera = Camera(cfg.page_camera, name="page-camera")
+            self.page_camera.start()
+            # Its own engine instance: enrolling a page portrait never waits on (or delays) the lane camera.
+            self._page_engine = FaceEngine.from_config(self.settings.engine, self.model_dir)
+            self.page_reader = PageReader(
+                self.page_camera,
+                self.reader,
+                self._page_engine,
+                self.post,
+                change_threshold=cfg.page_change_threshold,
+                interval_s=cfg.page_interval_s,
+            )
+            self.page_reader.start()
 
     def _close_reader(self) -> None:
+        if self.page_reader is not None:
+            self.page_reader.close()
+        if self.page_camera is not None:
+            self.page_camera.close()
+        if self._page_engine is not None:
+            self._page_engine.close()
         if self.reader is not None:
             self.reader.close()
 
@@ -521,8 +545,10 @@ class Lane:
         self.post(DeviceHealth(device, ok, reason))
 
     def _start_monitor(self) -> None:
-        if not self.settings.reader.serial_url:
-            self._report("document_reader", False, "no document reader configured: set reader.serial_url")
+        if not self.settings.reader.serial_url and self.settings.reader.page_camera is None:
+            self._report(
+                "document_reader", False, "no document reader configured: set reader.serial_url or reader.page_camera"
+            )
         self._monitor = threading.Thread(target=self._monitor_loop, name="lane-monitor", daemon=True)
         self._monitor.start()
 
@@ -557,8 +583,12 @@ class Lane:
             else:
                 self._report("gate", state == "up", "" if state == "up" else f"turnstile link {state}")
         if self.reader is not None:
-            ok = self.reader.serial_connected
-            self._report("document_reader", ok, "" if ok else f"reader port {self.settings.reader.serial_url} not open")
+            problems = []
+            if self.settings.reader.serial_url and not self.reader.serial_connected:
+                problems.append(f"reader port {self.settings.reader.serial_url} not open")
+            if self.page_camera is not None and self.page_camera.state != "streaming":
+                problems.append(f"page camera {self.page_camera.state}")
+            self._report("document_reader", not problems, "; ".join(problems))
 
     def device_summary(self) -> dict[str, dict[str, Any]]:
         out = {name: {"ok": ok, "detail": why or "ok"} for name, (ok, why) in self._device_health.items()}

@@ -12,6 +12,8 @@ from collections.abc import Iterator
 from datetime import date
 from pathlib import Path
 
+import cv2
+import numpy as np
 import pytest
 
 from drivers.document.bcbp import parse_bcbp
@@ -51,6 +53,11 @@ def ops_for_modes(tmp_path_factory: pytest.TempPathFactory) -> OpsMaterial:
     # The man is enrolled under his boarding pass, to test boarding mode with the same gallery.
     man = LOOKUP.subject_for_passenger(bp.legs[0].pnr, bp.passenger_name)
     return prepare_ops(tmp_path_factory.mktemp("ops-modes"), scope=f"{SITE}:{GATE}", subject_ids=(woman, man))
+
+
+@pytest.fixture(scope="module")
+def ops_material_default(tmp_path_factory: pytest.TempPathFactory) -> OpsMaterial:
+    return prepare_ops(tmp_path_factory.mktemp("ops-default"), scope=f"{SITE}:{GATE}")
 
 
 @pytest.fixture
@@ -131,3 +138,74 @@ def test_td3_helper_builds_a_valid_mrz() -> None:
     result = parse_mrz_lines(td3(*WOMAN_DOC[:1], "DOE", "JANE"), today=date(2026, 11, 28))
     assert result.valid, result.errors
     assert result.document is not None and result.document.number == WOMAN_DOC[0]
+
+
+def _page(lines: list[str], person: int) -> np.ndarray:
+    """A data page: the portrait of enrolment-clip person 0 (woman) or 1 (man) above a rendered MRZ."""
+    from engines.config import EngineConfig
+    from engines.models import default_model_dir
+    from engines.pipeline import FaceEngine
+    from tests.reader_fixtures import render_ocrb_page
+    from tools.lane_rig import ENROLMENT_CLIP, read_clip
+
+    engine = FaceEngine.from_config(EngineConfig(), default_model_dir())
+    try:
+        frame = read_clip(ENROLMENT_CLIP)[10]
+        half = frame.shape[1] // 2
+        photo = frame[:, :half] if person == 0 else frame[:, half:]
+        x1, y1, x2, y2 = engine.analyze(photo)[0].box_xyxy
+    finally:
+        engine.close()
+    w, cx, cy = x2 - x1, (x1 + x2) / 2, (y1 + y2) / 2
+    crop = photo[int(max(0, cy - 1.1 * w)) : int(cy + 1.3 * w), int(max(0, cx - 0.9 * w)) : int(cx + 0.9 * w)]
+    portrait = cv2.resize(crop, None, fx=3, fy=3, interpolation=cv2.INTER_CUBIC)
+    mrz = render_ocrb_page(lines)
+    top = np.full((portrait.shape[0] + 80, mrz.shape[1], 3), 235, np.uint8)
+    top[40 : 40 + portrait.shape[0], 40 : 40 + portrait.shape[1]] = portrait
+    return np.vstack([top, mrz])
+
+
+def test_entry_mode_compares_with_the_portrait_on_the_document_page(
+    tmp_path: Path, ops_material_default: OpsMaterial
+) -> None:
+    """No gallery subject for the document: the lane compares the traveller with the page's own photo."""
+    pages = tmp_path / "pages"
+    woman_dir, man_dir = pages / "woman", pages / "man"
+    for folder, person, doc in ((woman_dir, 0, "X1234567"), (man_dir, 1, "Y7654321")):
+        folder.mkdir(parents=True)
+        cv2.imwrite(str(folder / "page.png"), _page(td3(doc, "DOE", "ALEX"), person))
+    window = pages / "window"  # what the page camera sees; swapped atomically like a document change
+    window.symlink_to(woman_dir, target_is_directory=True)
+    rig = LaneRig(
+        tmp_path / "rig-page",
+        ops=ops_material_default,
+        plan=None,
+        config={
+            "gate": {"mode": "entry"},
+            "reader": {
+                "page_camera": {"kind": "folder", "location": str(window), "loop": True, "fps": 4.0},
+            },
+            "lane": {"capture_timeout_s": 4.0},
+        },
+    )
+    rig.start()
+    try:
+        assert rig.status()["devices"]["document_reader"]["ok"] is True
+        rig.play([LEAD_IN, "female", GAP], loop=True)
+        [first] = rig.wait_outcomes(1, timeout=40)
+        assert first["decision"] == "accept", first
+        assert [c["kind"] for c in first["comparisons"]] == ["1:1_document"]
+        assert first["comparisons"][0]["subject_id"] is None
+        assert first["document"]["number_masked"] == "X1***7"
+        rig.wait_state("idle", 20)
+        # The same page stays on the window: not read again. The man's passport placed: NO_MATCH.
+        tmp_link = pages / "window.new"
+        tmp_link.symlink_to(man_dir, target_is_directory=True)
+        tmp_link.replace(window)
+        [_, second] = rig.wait_outcomes(2, timeout=40)
+        assert second["decision"] == "refer" and second["reasons"] == ["NO_MATCH"], second
+        assert [c["kind"] for c in second["comparisons"]] == ["1:1_document"]
+        assert second["document"]["number_masked"] == "Y7***1"
+        assert len(rig.log_events("page_document_read")) == 2
+    finally:
+        rig.close()

@@ -6,12 +6,30 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from drivers.camera import CameraConfig
+
 
 class ReaderConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     serial_url: str | None = Field(
         None, description="pyserial URL of a serial MRZ/BCBP reader (e.g. /dev/ttyUSB1); none to disable."
+    )
+    page_camera: CameraConfig | None = Field(
+        None,
+        description="Camera looking at the reader's document window (a full-page reader's image output, or a "
+        "camera over the platen): the MRZ is read from it by OCR and the portrait on the page is compared "
+        "in entry mode when the gallery has no subject for the document. None: serial reader only.",
+    )
+    page_change_threshold: float = Field(
+        6.0,
+        ge=0.5,
+        le=128.0,
+        description="Mean absolute grey-level change between page images that counts as a new page (a "
+        "document placed or removed); an unchanged page is not read twice.",
+    )
+    page_interval_s: float = Field(
+        0.3, ge=0.05, le=10.0, description="Shortest time between two reads of the page image."
     )
     baudrate: int = Field(9600, ge=1200, le=921600, description="Serial speed of the reader.")
     line_gap_s: float = Field(
