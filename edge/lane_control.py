@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import uuid6
 
-from edge.control import ControlRefused, ControlServer
+from edge.control import ControlRefused, ControlServer, DeviceCheck
 from edge.daemon import Health
 from edge.device_checks import camera_check, device_result, mqtt_check, reader_check, turnstile_check
 from edge.session import ClearAlarm, LaneState, Maintenance, mask_document_number
@@ -240,6 +240,23 @@ class LaneControl:
         last = lane.worker.last_frame() if lane.worker is not None else None
         mean_level = float(last.image.mean()) if last is not None else None
         err = lane.link.last_error if lane.link is not None else None
+        extra = []
+        if lane.page_camera is not None:
+            # The page camera only has to stream (a document window changes once per traveller): no fps rule.
+            st = lane.page_camera.stats()
+            ok = st.state == "streaming"
+            extra.append(
+                DeviceCheck(
+                    name="page_camera",
+                    verdict="PASS" if ok else "FAIL",
+                    detail=f"{st.kind} {st.state}, {st.width}x{st.height}"
+                    + ("" if ok else f" ({st.last_error or st.state})"),
+                    hint=""
+                    if ok
+                    else "check reader.page_camera (the document reader's image output); the daemon "
+                    "reopens it by itself",
+                )
+            )
         return device_result(
             camera_check(
                 lane.camera.stats().model_dump() if lane.camera else {"state": "closed"},
@@ -263,4 +280,5 @@ class LaneControl:
                 error_category=err.category if err else None,
                 error_message=err.message if err else None,
             ),
+            *extra,
         )

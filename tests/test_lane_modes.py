@@ -191,6 +191,8 @@ def test_entry_mode_compares_with_the_portrait_on_the_document_page(
     rig.start()
     try:
         assert rig.status()["devices"]["document_reader"]["ok"] is True
+        checks = {c["name"]: c for c in rig.call("selftest.device")["checks"]}
+        assert checks["page_camera"]["verdict"] == "PASS", checks["page_camera"]
         rig.play([LEAD_IN, "female", GAP], loop=True)
         [first] = rig.wait_outcomes(1, timeout=40)
         assert first["decision"] == "accept", first
