@@ -7,7 +7,10 @@ key ops and the gate share (`HashedSubjectLookup`), so the gallery holds no docu
 
 from __future__ import annotations
 
+import json
 import secrets
+import subprocess
+import sys
 from collections.abc import Iterator
 from datetime import date
 from pathlib import Path
@@ -43,6 +46,12 @@ def td3(number: str, surname: str, given: str, *, expiry: str = "310415", issuer
 
 WOMAN_DOC = ("X1234567", "UTO")  # the woman of the enrolment clip
 BOARDING_PASS = "M1DESMARAIS/LUC       EABC123 YULFRAAC 0834 326J001A0025 100"
+
+
+def _diag_reader(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "tools.cli", "diag", "reader", *args], capture_output=True, text=True, timeout=60
+    )
 
 
 @pytest.fixture(scope="module")
@@ -108,6 +117,14 @@ def test_entry_mode_matches_the_document_holder_and_refers_unknown_or_expired_do
         assert third["decision"] == "refer" and "DOCUMENT_EXPIRED" in third["reasons"], third
         # No document number in the daemon's log: only the masked form.
         assert WOMAN_DOC[0] not in rig.log_path.read_text()
+        # The technician's view of the reader goes through the daemon, which owns the port.
+        last = _diag_reader("--config", str(rig.config_path), "--json")
+        assert last.returncode == 0, last.stderr
+        data = json.loads(last.stdout.strip().splitlines()[-1])
+        assert data["source"] == "daemon" and data["connected"] is True
+        assert data["result"]["document"]["number"] == "X1***7" and "surname" not in data["result"]["document"]
+        clash = _diag_reader("--serial", reader.port_path, "--config", str(rig.config_path))
+        assert clash.returncode == 1 and "daemon owns the reader port" in clash.stdout + clash.stderr
     finally:
         rig.close()
 

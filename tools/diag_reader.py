@@ -2,11 +2,13 @@
 
 egate diag reader --image page.jpg [--json]
 egate diag reader --serial /dev/ttyUSB1 [--timeout 20] [--json]
+egate diag reader [--config FILE] [--json]        # the running daemon's last read (it owns the port)
 """
 
 from __future__ import annotations
 
 import json
+import os
 import queue
 import sys
 from datetime import date
@@ -15,6 +17,8 @@ from pathlib import Path
 import typer
 
 from drivers.document.models import BcbpResult, MrzResult, ReaderError, ReaderResult
+
+DEFAULT_CONFIG = Path(os.environ.get("EGATE_CONFIG", "/etc/egate/egate.toml"))
 
 
 def result_json(result: ReaderResult) -> dict[str, object]:
@@ -85,18 +89,73 @@ def reader_command(
     image: Path | None = typer.Option(None, "--image", help="Image of a data page or boarding pass."),
     serial: str | None = typer.Option(None, "--serial", help="pyserial URL of a document reader."),
     timeout: float = typer.Option(20.0, "--timeout", min=0.5, max=600, help="Seconds to wait on --serial."),
+    config: Path | None = typer.Option(
+        None, "--config", "-c", help="With neither --image nor --serial: the running daemon's last read."
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
-    """Read one document (MRZ or boarding pass) and print what was read."""
-    if (image is None) == (serial is None):
-        typer.echo("give exactly one of --image FILE or --serial URL", err=True)
+    """Read one document (MRZ or boarding pass) and print what was read; or the daemon's last read."""
+    if image is None and serial is None:
+        _daemon_last_read(config or DEFAULT_CONFIG, as_json)
+        return
+    if image is not None and serial is not None:
+        typer.echo("give one of --image FILE or --serial URL (or neither, for the daemon's last read)", err=True)
         raise typer.Exit(2)
+    if serial is not None:
+        _refuse_port_the_daemon_owns(serial, config or DEFAULT_CONFIG)
     result = read_image_file(image) if image is not None else read_serial_once(str(serial), timeout)
     if as_json:
         sys.stdout.write(json.dumps(result_json(result), default=str) + "\n")
     else:
         typer.echo(_human(result))
     raise typer.Exit(0 if result.valid else 1)
+
+
+def _refuse_port_the_daemon_owns(serial: str, config: Path) -> None:
+    """One owner per device: a second reader on the daemon's port would steal its lines."""
+    from tools.diag import DiagFailure, daemon_or_none, fail, load
+
+    if not config.exists():
+        return
+    try:
+        settings = load(config)
+    except DiagFailure:
+        return  # the config is not ours to judge here; the port may be unrelated
+    if settings.reader.serial_url == serial and daemon_or_none(settings) is not None:
+        fail(
+            DiagFailure(
+                f"the running daemon owns the reader port {serial}",
+                "present a document and run `egate diag reader` (no --serial) to see what the daemon read, "
+                "or stop the daemon first (systemctl stop egate)",
+            ),
+            as_json=False,
+        )
+
+
+def _daemon_last_read(config: Path, as_json: bool) -> None:
+    from tools.diag import DiagFailure, daemon_or_none, emit_json, fail, load, reported
+
+    with reported(as_json):
+        settings = load(config)
+        client = daemon_or_none(settings)
+        if client is None:
+            fail(
+                DiagFailure(
+                    "the daemon is not running, and neither --image nor --serial was given",
+                    f"egate diag reader --serial {settings.reader.serial_url or 'URL'} or --image FILE",
+                ),
+                as_json,
+            )
+        last = client.call("reader.last")
+    if as_json:
+        emit_json({"ok": True, "source": "daemon", **last})
+        raise typer.Exit(0)
+    if last["result"] is None:
+        typer.echo(f"no document read yet (reader port {'open' if last['connected'] else 'not open'})")
+        raise typer.Exit(1)
+    typer.echo(f"last read at {last['at']} (document number masked):")
+    typer.echo(json.dumps(last["result"], indent=2, default=str))
+    raise typer.Exit(0)
 
 
 def register(app: typer.Typer) -> None:
