@@ -157,6 +157,7 @@ class Lane:
         self._device_health: dict[str, tuple[bool, str]] = {}
         self._gate_waiters: dict[str, tuple[threading.Event, list[GateEvent]]] = {}
         self._stop = threading.Event()
+        self._status_dirty = threading.Event()
         self._monitor: threading.Thread | None = None
         self._last_health_publish = 0.0
 
@@ -229,7 +230,13 @@ class Lane:
         return Health(True, "connected" if self.link.connected else f"offline: {err.message if err else 'connecting'}")
 
     def publish_status(self) -> None:
-        if self.link is not None:
+        """Ask for the retained status to be re-published. The monitor does it on its next turn, after the
+        lane loop has handled the change (a status built inside the handler would still show the old one)."""
+        self._status_dirty.set()
+
+    def _publish_status_if_changed(self) -> None:
+        if self._status_dirty.is_set() and self.link is not None:
+            self._status_dirty.clear()
             self.link.publish_status()
 
     # ---- gallery, trust, bundles ------------------------------------------------------------------------
@@ -567,6 +574,7 @@ class Lane:
         while not self._stop.wait(MONITOR_INTERVAL_S):
             try:
                 self._poll_devices()
+                self._publish_status_if_changed()
                 if time.monotonic() - self._last_health_publish >= self.settings.link.health_interval_s:
                     self._last_health_publish = time.monotonic()
                     if self.link is not None:

@@ -8,13 +8,15 @@ One ops key and gallery are built per module and shared by the rigs; each test r
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from tools.lane_rig import GATE, SITE, LaneRig, OpsMaterial, prepare_ops
+from tools.lane_rig import GATE, SITE, LaneRig, OpsMaterial, prepare_ops, run_egate
 from tools.local_broker import MOSQUITTO
 
 MODEL_DIR = Path(__file__).resolve().parents[1] / ".cache" / "models"
@@ -240,3 +242,40 @@ def test_outcomes_wait_in_the_outbox_while_the_broker_is_down(make_rig) -> None:
     [record] = rig.wait_outcomes(1, timeout=20)
     assert record["txn_id"] == txn and record["decision"] == "accept"
     rig.wait_status(lambda _s: rig.call("mqtt.status")["outbox"]["depth"] == 0, 10, "the outbox to drain")
+
+
+def test_ops_sees_status_health_and_a_signed_mode_change(make_rig) -> None:
+    """What central ops sees of a running gate: retained status with versions and devices, periodic health
+    with real engine timings, and a signed set_mode command acknowledged and applied."""
+    from edge.messages import CmdAck, HealthPayload, StatusPayload
+
+    rig = make_rig(plan=[LEAD_IN, "stranger", GAP])
+    rig.wait_outcomes(1, timeout=20)
+
+    def latest(topic: str) -> Any:
+        found = rig.mqtt.of(topic)
+        return found[-1].payload if found else None
+
+    rig.mqtt.wait_for(
+        lambda: (h := latest("health")) is not None and HealthPayload.model_validate(h).fps, 15, "a health sample"
+    )
+    health = HealthPayload.model_validate(latest("health"))
+    assert health.fps and health.fps > 0 and "detect" in health.latency and health.outbox_depth is not None
+    status = StatusPayload.model_validate(latest("status"))
+    assert status.state == "online" and status.mode == "exit"
+    assert status.gallery_version is not None and status.model_versions["face"].startswith("dlib-resnet-v1.")
+    assert status.devices["camera"].state == "ok" and status.devices["gate"].state == "ok"
+
+    assert rig.ops is not None
+    args = [
+        "ops", "cmd", "set-mode", "--mode", "maintenance",
+        "--gate", rig.gate, "--site", rig.site,
+        "--host", rig.broker.host, "--port", str(rig.broker.port),
+        "--signing-key", str(rig.ops.key), "--key-id", rig.ops.key_id, "--json",
+    ]  # fmt: skip
+    out = run_egate(args, timeout=60)
+    ack = CmdAck.model_validate(json.loads(out.strip().splitlines()[-1])["ack"])
+    assert ack.status == "done", ack
+    st = rig.wait_status(lambda s: s["maintenance"], 10, "maintenance by ops command")
+    assert st["in_service"] is False
+    rig.mqtt.wait_for(lambda: (latest("status") or {}).get("mode") == "maintenance", 10, "status mode maintenance")
