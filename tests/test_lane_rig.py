@@ -279,3 +279,25 @@ def test_ops_sees_status_health_and_a_signed_mode_change(make_rig) -> None:
     st = rig.wait_status(lambda s: s["maintenance"], 10, "maintenance by ops command")
     assert st["in_service"] is False
     rig.mqtt.wait_for(lambda: (latest("status") or {}).get("mode") == "maintenance", 10, "status mode maintenance")
+
+
+def test_restart_keeps_the_encrypted_gallery_refuses_a_rollback_and_stores_nothing_personal(make_rig) -> None:
+    from tools.lane_rig import RigError
+
+    rig = make_rig(plan=[LEAD_IN, "female", GAP])
+    [first] = rig.wait_outcomes(1, timeout=30)
+    assert first["decision"] == "accept"
+    version = rig.status()["gallery"]["version"]
+
+    rig.restart_daemon()
+    assert rig.status()["gallery"]["version"] == version  # reloaded from the encrypted file
+    with pytest.raises(RigError, match="rollback"):
+        rig.push_gallery()  # the same version again: the persisted version state refuses it
+    rig.play([LEAD_IN, "female", GAP])
+    [_, second] = rig.wait_outcomes(2, timeout=30)
+    assert second["decision"] == "accept" and second["subject_id"] == first["subject_id"]
+
+    files = [p for p in rig.state_dir.rglob("*") if p.is_file()]
+    assert not [p for p in files if p.suffix.lower() in (".jpg", ".jpeg", ".png", ".bmp", ".npy")]
+    gallery = next(p for p in files if p.name == "gallery.egal")
+    assert first["subject_id"].encode() not in gallery.read_bytes()  # encrypted at rest, ids included
