@@ -632,26 +632,27 @@ class Lane:
             name: DeviceHealthMsg(state="ok" if d["ok"] else "fault", detail=str(d["detail"])[:500])
             for name, d in self.device_summary().items()
         }
-        mode = (
-            (st.mode.value if st else self.settings.gate.mode)
-            if st is None or st.in_service
-            else (
-                "maintenance"
-                if any(r.startswith("maintenance") for r in st.out_of_service_reasons)
-                else "out_of_service"
-            )
-        )
         return StatusPayload(
             state="online",
             site=self.settings.gate.site_id,
             gate=self.settings.gate.gate_id,
-            mode=mode,
+            mode=self._reported_mode(st),
             software_version=software_version(),
             config_version=config_fingerprint(self.settings),
             gallery_version=None if g is None else str(g.version),
             model_versions={"face": self.engine.model_id} if self.engine is not None else {},
             devices=devices,
         )
+
+    def _reported_mode(self, st: LaneStatus | None) -> str:
+        """The lane mode while in service; otherwise why it is not serving (maintenance or a fault)."""
+        if st is None:
+            return self.settings.gate.mode
+        if st.in_service:
+            return st.mode.value
+        if any(r.startswith("maintenance") for r in st.out_of_service_reasons):
+            return "maintenance"
+        return "out_of_service"
 
     def health_payload(self) -> HealthPayload:
         stats = self.outbox.stats() if self.outbox is not None else None
