@@ -301,3 +301,14 @@ def test_restart_keeps_the_encrypted_gallery_refuses_a_rollback_and_stores_nothi
     assert not [p for p in files if p.suffix.lower() in (".jpg", ".jpeg", ".png", ".bmp", ".npy")]
     gallery = next(p for p in files if p.name == "gallery.egal")
     assert first["subject_id"].encode() not in gallery.read_bytes()  # encrypted at rest, ids included
+
+
+def test_sigterm_mid_capture_ends_the_session_with_a_record_and_the_entry_locked(make_rig) -> None:
+    rig = make_rig(plan=[LEAD_IN, "far", GAP])  # never passes quality: the capture runs its full timeout
+    rig.wait_state("capturing", 15)
+    assert rig.stop_daemon() == 0 and rig.daemon_stop_s is not None and rig.daemon_stop_s < 5
+    assert not rig.sim.entry_free
+    rig.restart_daemon()  # whatever the link had not forwarded before the stop goes out now
+    [record] = rig.wait_outcomes(1, timeout=20)
+    assert record["decision"] == "refer" and "ABORTED_OUT_OF_SERVICE" in record["reasons"], record
+    assert not [e for e in rig.events if e.get("details", {}).get("reasons", "").startswith("camera")]
