@@ -16,15 +16,11 @@ technician tools go through the control socket (`edge.lane_control`).
 
 from __future__ import annotations
 
-import hashlib
 import threading
 import time
 from collections import deque
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-from importlib.metadata import PackageNotFoundError
-from importlib.metadata import version as package_version
-from pathlib import Path
 from typing import Any
 
 import structlog
@@ -35,6 +31,7 @@ from drivers.document.reader import DocumentReader
 from drivers.turnstile.base import GateEvent
 from drivers.turnstile.config import parse_scbk
 from drivers.turnstile.osdp import OsdpGateController
+from edge import lane_status
 from edge.bundles import BundleVerifier, Scope, VersionState
 from edge.daemon import Component, Health, StartError
 from edge.gallery import GalleryExpiryWatcher, GalleryStore
@@ -48,11 +45,11 @@ from edge.lane_adapters import (
 )
 from edge.lane_ops import OpsHandler
 from edge.lane_page import PageReader
+from edge.lane_status import config_fingerprint, software_version
 from edge.lane_vision import FaceWorker
 from edge.link import LinkCredentials, MqttLink
 from edge.matching import MatchPolicy
-from edge.messages import DeviceHealth as DeviceHealthMsg
-from edge.messages import EventPayload, HealthPayload, LatencyPercentiles, StatusPayload
+from edge.messages import HealthPayload, StatusPayload
 from edge.outbox import Outbox
 from edge.secrets import CredentialError, read_credential
 from edge.session import (
@@ -76,18 +73,6 @@ log = structlog.get_logger(__name__)
 
 MONITOR_INTERVAL_S = 0.25
 RECENT_OUTCOMES = 100
-
-
-def software_version() -> str:
-    try:
-        return package_version("egate")
-    except PackageNotFoundError:
-        return "0+unknown"
-
-
-def config_fingerprint(settings: Settings) -> str:
-    """Short hash of the effective config, for status and outcome records."""
-    return hashlib.sha256(settings.model_dump_json().encode()).hexdigest()[:12]
 
 
 class _NoSubjectLookup:
@@ -154,7 +139,7 @@ class Lane:
         self.recent_outcomes: deque[OutcomeRecord] = deque(maxlen=RECENT_OUTCOMES)
         self.reader_last: tuple[ReaderResult, datetime] | None = None
         self.guidance: Guidance | None = None
-        self._device_health: dict[str, tuple[bool, str]] = {}
+        self.device_health: dict[str, tuple[bool, str]] = {}
         self._gate_waiters: dict[str, tuple[threading.Event, list[GateEvent]]] = {}
         self._stop = threading.Event()
         self._status_dirty = threading.Event()
@@ -405,7 +390,7 @@ class Lane:
                 log.warning("lane_guidance_to_gate_failed", error=str(exc))
 
     def emit_event(self, event: LaneEvent) -> None:
-        payload = _event_payload(event)
+        payload = lane_status.event_payload(event)
         if payload is not None and self.outbox is not None:
             self.outbox.append("event", payload.model_dump(mode="json"))
         if event.kind in ("mode_changed", "in_service", "out_of_service"):
@@ -546,9 +531,9 @@ class Lane:
     def _report(self, device: str, ok: bool, reason: str) -> None:
         if self._stop.is_set():
             return  # devices closing during shutdown are not faults to report to ops
-        if self._device_health.get(device) == (ok, reason):
+        if self.device_health.get(device) == (ok, reason):
             return
-        self._device_health[device] = (ok, reason)
+        self.device_health[device] = (ok, reason)
         self.post(DeviceHealth(device, ok, reason))
 
     def _start_monitor(self) -> None:
@@ -598,116 +583,13 @@ class Lane:
                 problems.append(f"page camera {self.page_camera.state}")
             self._report("document_reader", not problems, "; ".join(problems))
 
+    # ---- what ops and technicians see (edge/lane_status.py) ----------------------------------------------
+
     def device_summary(self) -> dict[str, dict[str, Any]]:
-        out = {name: {"ok": ok, "detail": why or "ok"} for name, (ok, why) in self._device_health.items()}
-        if self.camera is not None:
-            st = self.camera.stats()
-            out.setdefault("camera", {"ok": st.state == "streaming", "detail": st.state})
-            out["camera"]["detail"] = (
-                f"{st.state}, {st.fps} fps" if st.state == "streaming" else out["camera"]["detail"]
-            )
-        if self.gate is not None:
-            # Live, not the last poll: status must never show the lane out for a gate fault while the
-            # gate row still says ok.
-            link = self.gate.link_state
-            sc_failed = bool(self.gate.status().get("secure_channel_failed"))
-            out["gate"] = {
-                "ok": link == "up" and not sc_failed,
-                "detail": "secure channel refused" if sc_failed else f"turnstile link {link}",
-            }
-        if self.worker is not None:
-            out["engine"] = {
-                "ok": self.worker.alive and not self.worker.stuck(),
-                "detail": f"{self.worker.fps()} fps processed, last {self.worker.last_inference_ms} ms",
-            }
-        if self.link is not None:
-            err = self.link.last_error
-            out["mqtt"] = {"ok": self.link.connected, "detail": "connected" if self.link.connected else str(err)}
-        return out
+        return lane_status.device_summary(self)
 
     def status_payload(self) -> StatusPayload:
-        st = self.controller.status() if self.controller is not None else None
-        g = self.gallery.current if self.gallery is not None else None
-        devices = {
-            name: DeviceHealthMsg(state="ok" if d["ok"] else "fault", detail=str(d["detail"])[:500])
-            for name, d in self.device_summary().items()
-        }
-        return StatusPayload(
-            state="online",
-            site=self.settings.gate.site_id,
-            gate=self.settings.gate.gate_id,
-            mode=self._reported_mode(st),
-            software_version=software_version(),
-            config_version=config_fingerprint(self.settings),
-            gallery_version=None if g is None else str(g.version),
-            model_versions={"face": self.engine.model_id} if self.engine is not None else {},
-            devices=devices,
-        )
-
-    def _reported_mode(self, st: LaneStatus | None) -> str:
-        """The lane mode while in service; otherwise why it is not serving (maintenance or a fault)."""
-        if st is None:
-            return self.settings.gate.mode
-        if st.in_service:
-            return st.mode.value
-        if any(r.startswith("maintenance") for r in st.out_of_service_reasons):
-            return "maintenance"
-        return "out_of_service"
+        return lane_status.status_payload(self)
 
     def health_payload(self) -> HealthPayload:
-        stats = self.outbox.stats() if self.outbox is not None else None
-        latency = {}
-        if self.worker is not None:
-            latency = {k: LatencyPercentiles(**v) for k, v in self.worker.stage_percentiles().items()}
-        return HealthPayload(
-            gate=self.settings.gate.gate_id,
-            uptime_s=round(time.monotonic() - self.started_mono, 1),
-            fps=self.worker.fps() if self.worker is not None else None,
-            latency=latency,
-            outbox_depth=stats.depth if stats else None,
-            outbox_oldest_age_s=stats.oldest_age_s if stats else None,
-            temperatures_c=read_temperatures(),
-        )
-
-
-def _event_payload(event: LaneEvent) -> EventPayload | None:
-    """Lane events ops must hear about, as outbox events (state changes stay in the log)."""
-    if event.kind == "alarm":
-        kind = event.detail.get("kind", "")
-        return EventPayload(
-            type="tailgate" if kind == "tailgate" else "forced_door",
-            severity="alarm",
-            message=f"{kind} at the gate: entry locked until cleared",
-            details={"txn_id": event.txn_id or "", "state": event.state.value},
-        )
-    if event.kind == "emergency":
-        on = event.detail.get("on") == "true"
-        return EventPayload(
-            type="emergency",
-            severity="critical" if on else "info",
-            message="emergency input active: all leaves released" if on else "emergency input cleared: entry locked",
-            details={"on": on},
-        )
-    if event.kind == "out_of_service":
-        return EventPayload(
-            type="device_fault", severity="warning", message="lane out of service", details=dict(event.detail)
-        )
-    if event.kind == "in_service":
-        return EventPayload(type="device_recovered", severity="info", message="lane back in service")
-    if event.kind == "mode_changed":
-        return EventPayload(
-            type="mode_changed", severity="info", message="lane mode changed", details=dict(event.detail)
-        )
-    return None
-
-
-def read_temperatures() -> dict[str, float]:
-    """Thermal zones from sysfs (Jetson: CPU, GPU, SoC), where readable."""
-    out: dict[str, float] = {}
-    for zone in sorted(Path("/sys/class/thermal").glob("thermal_zone*")):
-        try:
-            name = (zone / "type").read_text().strip()
-            out[name[:32]] = round(int((zone / "temp").read_text().strip()) / 1000.0, 1)
-        except (OSError, ValueError):
-            continue
-    return out
+        return lane_status.health_payload(self)
