@@ -317,6 +317,9 @@ class Lane:
             versions=VersionInfo(
                 software=software_version(), model=self.engine.model_id, config=config_fingerprint(cfg)
             ),
+            # The turnstile is not started yet (its link comes up later) and the OSDP driver locks the entry
+            # on every link-up; until then the controller's own fail-safe holds the gate.
+            lock_at_start=False,
         )
         self.loop = LaneLoop(self.controller)
         self.loop.start()
@@ -383,7 +386,8 @@ class Lane:
     def emit_guidance(self, kind: Guidance) -> None:
         self.guidance = kind
         log.info("lane_guidance", guidance=kind.value)
-        if self.gate is not None:
+        # Lamps and buzzer only over a live link (the controller shows its own fault state otherwise).
+        if self.gate is not None and self.gate.link_state == "up":
             try:
                 self.gate.set_guidance(gate_guidance(kind))
             except Exception as exc:

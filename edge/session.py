@@ -479,7 +479,10 @@ class SessionController:
         sinks: LaneSinks,
         clock: Clock | None = None,
         versions: VersionInfo | None = None,
+        lock_at_start: bool = True,
     ) -> None:
+        """`lock_at_start=False` only for a gate driver that locks the entry itself whenever its link
+        comes up (the OSDP driver does), so a start-up lock sent before the link is up is not refused."""
         self._cfg = config
         self._gate = gate
         self._matcher = matcher
@@ -500,7 +503,8 @@ class SessionController:
         self._last_guidance: tuple[Guidance, float] | None = None
         self._log = log.bind(gate_id=config.gate_id)
         # Safe start: entry locked until every required device has said it is healthy.
-        self._gate_lock()
+        if lock_at_start:
+            self._gate_lock()
         self._emit_guidance(Guidance.OUT_OF_SERVICE, force=True)
         self._status = self._snapshot()
 
