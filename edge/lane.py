@@ -123,6 +123,7 @@ class Lane:
         self.link: MqttLink | None = None
         self.gallery: GalleryStore | None = None
         self.trust: TrustStore | None = None
+        self._gallery_key = b""  # read at the gallery's start, used once the engine's model id is known
         self.verifier: BundleVerifier | None = None
         self.ops: OpsHandler | None = None
         self.engine: FaceEngine | None = None

@@ -70,7 +70,6 @@ class LaneControl:
         versions = lane.status_payload()
         return {
             **st.model_dump(mode="json"),
-            "maintenance": any(r.startswith("maintenance") for r in st.out_of_service_reasons),
             "guidance": lane.guidance.value if lane.guidance else None,
             "devices": lane.device_summary(),
             "versions": {
@@ -100,7 +99,7 @@ class LaneControl:
             raise ControlRefused("maintenance needs on: true or false", "egate diag maintenance on|off")
         on = bool(args["on"])
         self.lane.post(Maintenance(on, reason="technician (egate diag)"))
-        st = self._wait_status(lambda s: any(r.startswith("maintenance") for r in s.out_of_service_reasons) == on)
+        st = self._wait_status(lambda s: s.maintenance == on)
         return {"maintenance": on, "state": st.state.value.upper()}
 
     def clear_alarm(self, _args: dict[str, Any]) -> dict[str, Any]:
@@ -126,7 +125,7 @@ class LaneControl:
             raise ControlRefused("no turnstile controller", "check [turnstile] in the config")
         if action != "status":
             st = self.lane.status()
-            if not any(r.startswith("maintenance") for r in st.out_of_service_reasons):
+            if not st.maintenance:
                 raise ControlRefused(f"gate.{action} refused: the lane is not in maintenance mode", MAINTENANCE_HINT)
         return gate
 

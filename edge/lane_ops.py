@@ -13,7 +13,7 @@ from pathlib import Path
 
 import structlog
 
-from edge.bundles import BundleRejected, BundleVerifier, CommandPayload, RejectCode, split_envelope
+from edge.bundles import BundleRejected, BundleVerifier, CommandPayload, RejectCode, VerifiedBundle, split_envelope
 from edge.gallery import GalleryStore
 from edge.messages import BundleAck, CmdAck
 from edge.session import Event, Maintenance, SetMode
@@ -76,7 +76,7 @@ class OpsHandler:
         self._on_change()
         return BundleAck.applied(message)
 
-    def _apply(self, verified) -> str:  # type: ignore[no-untyped-def]
+    def _apply(self, verified: VerifiedBundle) -> str:
         if verified.kind == "gallery":
             g = self._gallery.activate(verified)
             return f"gallery v{g.version}: {g.subject_count} subjects, {g.template_count} templates"
@@ -87,7 +87,7 @@ class OpsHandler:
             # A config is validated by the verifier; it is stored for the next start (a live reload of
             # devices mid-session is not worth the risk at a gate).
             self._config_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-            atomic_write_bytes(self._config_dir / "pushed.toml", _config_text(verified))
+            atomic_write_bytes(self._config_dir / "pushed.toml", bytes(verified.payload))  # as ops signed it
             self.pending_config_version = verified.version
             return f"config v{verified.version} stored in {self._config_dir}; it takes effect at the next restart"
         raise ValueError(f"bundles of kind {verified.kind!r} are not applied on this topic")
@@ -132,11 +132,6 @@ class OpsHandler:
             raise ValueError(f"set_mode needs args.mode, one of {known}; got {mode!r}")
         self._on_change()
         return f"mode {mode} requested (applied when no traveller is in the gate)"
-
-
-def _config_text(verified) -> bytes:  # type: ignore[no-untyped-def]
-    """The TOML text of a verified config bundle (its payload), exactly as ops signed it."""
-    return bytes(verified.payload)
 
 
 def _command_id(raw: bytes) -> str:

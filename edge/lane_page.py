@@ -52,7 +52,6 @@ class PageReader:
         self._thread: threading.Thread | None = None
         self._last_gray: np.ndarray | None = None
         self._posted_lines: tuple[str, ...] | None = None
-        self.reads = 0
         self.last_read_ms: float | None = None
 
     def start(self) -> None:
@@ -96,7 +95,6 @@ class PageReader:
             return
         portrait = self._engine.enroll(image)
         doc = document_read(result, portrait_descriptor=None if portrait is None else portrait.descriptor)
-        self.reads += 1
         self.last_read_ms = round((time.perf_counter() - t0) * 1e3, 1)
         if doc is None:
             return

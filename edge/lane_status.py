@@ -86,7 +86,7 @@ def _reported_mode(lane: Lane, st: LaneStatus | None) -> str:
         return lane.settings.gate.mode
     if st.in_service:
         return st.mode.value
-    if any(r.startswith("maintenance") for r in st.out_of_service_reasons):
+    if st.maintenance:
         return "maintenance"
     return "out_of_service"
 

@@ -402,6 +402,7 @@ class LaneStatus(BaseModel):
     mode: Mode
     txn_id: str | None
     in_service: bool
+    maintenance: bool = Field(False, description="Out of service on purpose (technician or ops command).")
     out_of_service_reasons: list[str] = Field(
         default_factory=list, description="Why the lane is out of service, e.g. 'camera: no frames for 3 s'."
     )
@@ -528,13 +529,15 @@ class SessionController:
         return self._status
 
     def _snapshot(self) -> LaneStatus:
+        reasons = self._oos_reasons()
         return LaneStatus(
             gate_id=self._cfg.gate_id,
             state=self._state,
             mode=self._mode,
             txn_id=self.txn_id,
-            in_service=not self._oos_reasons(),
-            out_of_service_reasons=self._oos_reasons(),
+            in_service=not reasons,
+            maintenance=self._maintenance is not None,
+            out_of_service_reasons=reasons,
             alarm=self._alarm,
         )
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import base64
 import json
-import os
 import re
 import shutil
 import subprocess
@@ -26,6 +25,8 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 import typer
 
+from tools.cli import DEFAULT_CONFIG
+
 if TYPE_CHECKING:
     from rich.console import Console, RenderableType
 
@@ -33,7 +34,6 @@ if TYPE_CHECKING:
     from edge.settings import Settings
     from tools.selftest_checks import CheckResult
 
-DEFAULT_CONFIG = Path(os.environ.get("EGATE_CONFIG", "/etc/egate/egate.toml"))
 _CONFIG_HELP = "TOML config file (default $EGATE_CONFIG or /etc/egate/egate.toml, like `egate run`)."
 _JSON_HELP = "Print the result as JSON."
 _VERDICT_STYLE = {"PASS": "green", "WARN": "yellow", "FAIL": "bold red"}

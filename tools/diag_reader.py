@@ -8,7 +8,6 @@ egate diag reader [--config FILE] [--json]        # the running daemon's last re
 from __future__ import annotations
 
 import json
-import os
 import queue
 import sys
 from datetime import date
@@ -17,8 +16,7 @@ from pathlib import Path
 import typer
 
 from drivers.document.models import BcbpResult, MrzResult, ReaderError, ReaderResult
-
-DEFAULT_CONFIG = Path(os.environ.get("EGATE_CONFIG", "/etc/egate/egate.toml"))
+from tools.cli import DEFAULT_CONFIG
 
 
 def result_json(result: ReaderResult) -> dict[str, object]:
