@@ -6,7 +6,20 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-APT_PACKAGES=(libzbar0 tesseract-ocr tesseract-ocr-eng mosquitto socat fonts-ocr-b systemd openssl)
+# One package a line, grouped by the feature that needs it.
+APT_PACKAGES=(
+    # document reader: barcodes and OCR
+    libzbar0
+    tesseract-ocr
+    tesseract-ocr-eng
+    fonts-ocr-b
+    # link: the test broker; turnstile: PTY pairs
+    mosquitto
+    socat
+    # systemd-analyze for unit checks; openssl for test certificates
+    systemd
+    openssl
+)
 PYTHON=${PYTHON:-python3}
 
 missing=()

@@ -34,10 +34,23 @@ GROUPS: dict[str, tuple[str, list[str]]] = {
             "tools.bench_lane",
         ],
     ),
-    "diag": ("Field technician diagnostics.", ["tools.diag", "tools.diag_engines", "tools.diag_reader"]),
+    "diag": (
+        "Field technician diagnostics.",
+        [
+            "tools.diag",
+            "tools.diag_engines",
+            "tools.diag_reader",
+        ],
+    ),
     "ops": (
         "Central-ops tools: keys, bundles, galleries, push, watch.",
-        ["tools.ops_keys", "tools.ops_gallery", "tools.ops_bundle", "tools.ops_config", "tools.ops_link"],
+        [
+            "tools.ops_keys",
+            "tools.ops_gallery",
+            "tools.ops_bundle",
+            "tools.ops_config",
+            "tools.ops_link",
+        ],
     ),
 }
 
