@@ -221,8 +221,11 @@ class LaneControl:
     def engines_status(self, _args: dict[str, Any]) -> dict[str, Any]:
         lane = self.lane
         worker = lane.worker
+        backend = lane.engine.backend_status() if lane.engine else {}
         return {
             "backend": lane.settings.engine.backend,
+            "running_backend": backend.get("running"),
+            "fallback_reason": backend.get("fallback_reason"),
             "model_id": lane.engine.model_id if lane.engine else None,
             "threshold": lane.engine.threshold if lane.engine else None,
             "worker_alive": bool(worker and worker.alive),

@@ -50,10 +50,12 @@ def device_summary(lane: Lane) -> dict[str, dict[str, Any]]:
             "detail": "secure channel refused" if sc_failed else f"turnstile link {link}",
         }
     if lane.worker is not None:
-        out["engine"] = {
-            "ok": lane.worker.alive and not lane.worker.stuck(),
-            "detail": f"{lane.worker.fps()} fps processed, last {lane.worker.last_inference_ms} ms",
-        }
+        detail = f"{lane.worker.fps()} fps processed, last {lane.worker.last_inference_ms} ms"
+        backend = lane.engine.backend_status() if lane.engine is not None else None
+        if backend is not None and backend["fallback_reason"]:
+            # Still in service (the CPU serves), but a technician must see that the GPU is not used.
+            detail += f"; running on CPU ({backend['running']}): {backend['fallback_reason']}"
+        out["engine"] = {"ok": lane.worker.alive and not lane.worker.stuck(), "detail": detail}
     if lane.link is not None:
         err = lane.link.last_error
         out["mqtt"] = {"ok": lane.link.connected, "detail": "connected" if lane.link.connected else str(err)}

@@ -24,7 +24,7 @@ class Embedder:
                 f"embedder model must have one input and an output, got inputs {session.input_names} "
                 f"and outputs {session.output_names}; rebuild it with `egate models build`"
             )
-        self._session = session
+        self.session = session
         self._input = session.input_names[0]
 
     def embed(self, chip_rgb: np.ndarray) -> np.ndarray:
@@ -34,14 +34,14 @@ class Embedder:
                 f"got {chip_rgb.dtype} {chip_rgb.shape}"
             )
         tensor = np.ascontiguousarray(chip_rgb.transpose(2, 0, 1)[None], dtype=np.float32)
-        out = self._session.run({self._input: tensor})[0]
+        out = self.session.run({self._input: tensor})[0]
         descriptor = np.asarray(out, dtype=np.float32).reshape(-1)
         if descriptor.shape != (DESCRIPTOR_DIM,):
             raise ValueError(f"embedder returned shape {descriptor.shape}, expected ({DESCRIPTOR_DIM},)")
         return descriptor
 
     def close(self) -> None:
-        self._session.close()
+        self.session.close()
 
 
 def descriptor_distance(a: np.ndarray, b: np.ndarray) -> float:

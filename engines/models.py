@@ -560,15 +560,30 @@ def build_models(
         else:
             log.debug("models_up_to_date", model_dir=str(model_dir))
     if tensorrt:
-        build_tensorrt_engines(model_dir, manifest, precision=tensorrt_precision)
+        failed = [r for r in build_tensorrt_engines(model_dir, manifest, precision=tensorrt_precision) if r.error]
+        if failed:
+            raise ModelCacheError("TensorRT build failed for " + "; ".join(f"{r.model}: {r.error}" for r in failed))
     return manifest
+
+
+@dataclass(frozen=True)
+class EngineBuildResult:
+    """One model's TensorRT build: the engine path, or the error that stopped it (parser errors named)."""
+
+    model: str
+    engine: Path | None
+    error: str | None
 
 
 def build_tensorrt_engines(
     model_dir: Path, manifest: Manifest, *, precision: Literal["auto", "fp16", "fp32"] = "auto"
-) -> list[Path]:
-    """Build or verify the TensorRT engine for every ONNX model (device only)."""
-    from engines.backends.base import BackendUnavailable
+) -> list[EngineBuildResult]:
+    """Build or verify the TensorRT engine of every ONNX model, each on its own (device only).
+
+    One model failing (a parser error, CUDA out of memory) does not stop the others: the gate can run
+    the models that built on the GPU and the rest on the CPU. Raises only when TensorRT cannot run here.
+    """
+    from engines.backends.base import BackendUnavailable, is_device_error
     from engines.backends.tensorrt import TensorRTBackend
 
     reason = TensorRTBackend.unavailable_reason()
@@ -576,9 +591,18 @@ def build_tensorrt_engines(
         raise BackendUnavailable(f"cannot build TensorRT engines here: {reason}")
     # Same cache dir and precision as the daemon's TensorRTBackend (engine.tensorrt_precision).
     backend = TensorRTBackend(cache_dir=model_dir / "tensorrt", precision=precision, allow_build=True)
-    return [
-        backend.ensure_engine(model_dir / f.filename) for f in manifest.files.values() if f.filename.endswith(".onnx")
-    ]
+    results: list[EngineBuildResult] = []
+    for f in manifest.files.values():
+        if not f.filename.endswith(".onnx"):
+            continue
+        try:
+            results.append(EngineBuildResult(f.filename, backend.ensure_engine(model_dir / f.filename), None))
+        except Exception as exc:
+            if not (is_device_error(exc) or isinstance(exc, ValueError)):
+                raise
+            log.error("tensorrt_engine_build_failed", model=f.filename, error=str(exc))
+            results.append(EngineBuildResult(f.filename, None, f"{type(exc).__name__}: {exc}"))
+    return results
 
 
 def _now() -> str:

@@ -17,7 +17,7 @@ import numpy as np
 import structlog
 
 from engines.alignment import face_chip
-from engines.backends.base import Session, create_backend, load_session
+from engines.backends.base import Session, backend_class, create_backend, load_session
 from engines.config import EngineConfig
 from engines.detector import BlazeFaceDetector, Detection, Variant
 from engines.embedder import Embedder
@@ -100,6 +100,19 @@ class FaceEngine:
         self.embedder = embedder
         self.model_id = model_id
         self.threshold = threshold
+        self.configured_backend = ""
+
+    def backend_status(self) -> dict[str, str | None]:
+        """Which backend runs the models now and, when it is not the configured one, why.
+
+        `running` is a single name when both models agree, else "detector:embedder" names; a GPU error
+        at run time moves a model to the CPU, and this is how health and `egate diag` learn of it.
+        """
+        det, emb = self.detector.session, self.embedder.session
+        names = {det.backend_name, emb.backend_name}
+        running = names.pop() if len(names) == 1 else f"{det.backend_name}:{emb.backend_name}"
+        reason = det.fallback_reason or emb.fallback_reason
+        return {"configured": self.configured_backend or running, "running": running, "fallback_reason": reason}
 
     @classmethod
     def from_config(
@@ -120,6 +133,8 @@ class FaceEngine:
             cache_dir=model_dir / "tensorrt",  # where `egate models build --tensorrt` puts engines
             precision=config.tensorrt_precision,
         )
+        # Set when the configured backend cannot run here at all (create_backend chose the fallback).
+        unavailable = None if backend.name == config.backend else backend_class(config.backend).unavailable_reason()
         sessions: list[Session] = []
         try:
             det_session = load_session(
@@ -142,6 +157,11 @@ class FaceEngine:
                 min_face_px=config.min_face_px,
                 retry_pad=config.detector_retry_pad,
             )
+            engine.configured_backend = config.backend
+            for session in sessions:
+                session.backend_name = session.backend_name or backend.name
+                if unavailable is not None and session.fallback_reason is None:
+                    session.fallback_reason = f"{config.backend} unavailable: {unavailable}"
         except BaseException:
             for s in sessions:
                 s.close()

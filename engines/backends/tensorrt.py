@@ -6,17 +6,20 @@ fallback backend runs instead.
 
 Engines are built from the same ONNX files as the CPU backends by `egate models build --tensorrt`
 (never in the hot path: building takes minutes on a Jetson) and cached under a key of ONNX sha256,
-TensorRT version, CUDA version, compute capability, precision and input shapes
-(`engines.backends.tensorrt_cache`). `load()` only deserializes a cached engine; a missing engine is
+TensorRT version, CUDA runtime version, GPU name and compute capability, precision, input shapes and
+the build recipe's version (`engines.backends.tensorrt_cache`). `load()` only deserializes a cached engine; a missing engine is
 an error naming the build command, unless the backend was created with `allow_build=True`.
 
 Inference follows NVIDIA's TensorRT 10 Python samples: I/O tensors bound by name
 (`num_io_tensors`, `get_tensor_name`, `set_tensor_address`), `execute_async_v3` on a pycuda stream,
-page-locked host buffers, and device memory freed explicitly in `close()` (never in `__del__`).
+page-locked host buffers, and device memory and the stream freed explicitly in `close()` (never in
+`__del__`). Any pycuda or TensorRT error while loading is `BackendUnavailable` and while running a
+`DeviceError`, so `load_session` moves that model to the CPU backend instead of stopping the lane.
 """
 
 from __future__ import annotations
 
+import ctypes
 import functools
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,7 +29,7 @@ import numpy as np
 import structlog
 
 from engines.atomic_file import sha256_file
-from engines.backends.base import Backend, BackendUnavailable, Session, register_backend
+from engines.backends.base import Backend, BackendUnavailable, DeviceError, Session, is_device_error, register_backend
 from engines.backends.onnx_io import graph_io
 from engines.backends.tensorrt_cache import EngineCache, EngineCacheError, EngineKey, Precision
 
@@ -37,15 +40,41 @@ log = structlog.get_logger(__name__)
 
 PrecisionChoice = Literal["auto", "fp16", "fp32"]
 _WORKSPACE_BYTES = 256 << 20  # enough for a 150x150 ResNet and BlazeFace; Jetson memory is shared
+# Version of the build recipe below (flags, workspace, profile handling). Part of the engine cache key:
+# bump it whenever `build_serialized_engine` would build a different engine from the same inputs.
+# 2: FP32 builds clear TF32 (strict FP32), so they are not the engines recipe 1 built.
+BUILD_RECIPE_VERSION = 2
+# Shared-library names of the CUDA runtime on JetPack 5/6 and desktop CUDA 11/12.
+_CUDART_NAMES = ("libcudart.so", "libcudart.so.12", "libcudart.so.11.0")
 
 
 @dataclass(frozen=True)
 class PlatformInfo:
     tensorrt_version: str
-    cuda_version: str
+    cuda_version: str  # the CUDA runtime the process loads (what TensorRT runs on)
     compute_capability: str
     fast_fp16: bool
     device_name: str
+    driver_version: str = ""
+    pycuda_cuda_version: str = ""  # the CUDA pycuda was compiled against (may differ from the runtime)
+
+
+def _format_cuda_version(value: int) -> str:
+    """CUDA encodes versions as 1000 * major + 10 * minor (12060 -> 12.6)."""
+    return f"{value // 1000}.{(value % 1000) // 10}"
+
+
+def cuda_runtime_version() -> str | None:
+    """The CUDA runtime library's own version (`cudaRuntimeGetVersion`), None when none loads."""
+    for name in _CUDART_NAMES:
+        try:
+            lib = ctypes.CDLL(name)
+        except OSError:
+            continue
+        value = ctypes.c_int(0)
+        if lib.cudaRuntimeGetVersion(ctypes.byref(value)) == 0 and value.value > 0:
+            return _format_cuda_version(value.value)
+    return None
 
 
 @functools.cache
@@ -85,12 +114,16 @@ def platform_info(device_id: int = 0) -> PlatformInfo:
     major, minor = device.compute_capability()
     builder = trt.Builder(_structlog_trt_logger())
     fast_fp16 = bool(builder.platform_has_fast_fp16)
+    compiled = ".".join(str(p) for p in cuda.get_version())
     return PlatformInfo(
         tensorrt_version=str(trt.__version__),
-        cuda_version=".".join(str(p) for p in cuda.get_version()),
+        # The runtime, not pycuda's compile-time CUDA: an engine depends on the libraries it runs on.
+        cuda_version=cuda_runtime_version() or compiled,
         compute_capability=f"{major}.{minor}",
         fast_fp16=fast_fp16,
         device_name=str(device.name()),
+        driver_version=_format_cuda_version(int(cuda.get_driver_version())),
+        pycuda_cuda_version=compiled,
     )
 
 
@@ -164,6 +197,10 @@ def build_serialized_engine(onnx_path: Path, precision: Precision, input_shapes:
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, _WORKSPACE_BYTES)
     if precision == "fp16":
         config.set_flag(trt.BuilderFlag.FP16)
+    else:
+        # TensorRT enables TF32 by default on Ampere and later (Orin): matmuls and convolutions would
+        # then run with a 10-bit mantissa. The FP32 engine is the parity reference: make it strict.
+        config.clear_flag(trt.BuilderFlag.TF32)
     # An optimisation profile is only needed (and only allowed) when an input is dynamic.
     profile = builder.create_optimization_profile()
     dynamic = False
@@ -203,6 +240,7 @@ class TensorRTSession(Session):
         cuda.init()
         self._cuda_context = cuda.Device(device_id).retain_primary_context()
         self._bindings: list[_Binding] = []
+        self._stream: Any = None  # pycuda.driver.Stream
         self._closed = False
         self._runtime: trt.Runtime | None = None
         self._engine: trt.ICudaEngine | None = None
@@ -251,11 +289,12 @@ class TensorRTSession(Session):
                 if b.is_input:
                     array = np.asarray(inputs[b.name], dtype=b.dtype)
                     if array.shape != b.shape:
-                        raise ValueError(f"input {b.name!r} has shape {array.shape}, the engine wants {b.shape}")
+                        # The CPU backends take any batch; the engine has one static shape.
+                        raise DeviceError(f"input {b.name!r} has shape {array.shape}, the engine wants {b.shape}")
                     np.copyto(b.host, array)
                     cuda.memcpy_htod_async(b.device, b.host, self._stream)
             if not self._context.execute_async_v3(self._stream.handle):
-                raise RuntimeError("TensorRT execute_async_v3 returned False; see tensorrt_message logs")
+                raise DeviceError("TensorRT execute_async_v3 returned False; see tensorrt_message logs")
             for b in self._bindings:
                 if not b.is_input:
                     cuda.memcpy_dtoh_async(b.host, b.device, self._stream)
@@ -268,6 +307,8 @@ class TensorRTSession(Session):
         for b in self._bindings:
             b.device.free()
         self._bindings = []
+        # The stream is a CUDA object of the pushed context: drop it here, not at garbage collection.
+        self._stream = None
         # Order matters: context before engine before runtime (each holds the next one's memory).
         self._context = None
         self._engine = None
@@ -292,6 +333,7 @@ class TensorRTBackend(Backend):
     """Loads cached engines; builds them only when `allow_build` (the `models build --tensorrt` path)."""
 
     name = "tensorrt"
+    is_device = True
     options: ClassVar[frozenset[str]] = frozenset({"cache_dir", "precision", "allow_build", "device_id"})
 
     def __init__(
@@ -322,8 +364,10 @@ class TensorRTBackend(Backend):
             tensorrt_version=platform.tensorrt_version,
             cuda_version=platform.cuda_version,
             compute_capability=platform.compute_capability,
+            device_name=platform.device_name,
             precision=self.resolved_precision(platform),
             input_shapes=static_input_shapes(onnx_path),
+            recipe_version=BUILD_RECIPE_VERSION,
         )
 
     def _cache(self, onnx_path: Path) -> EngineCache:
@@ -358,6 +402,18 @@ class TensorRTBackend(Backend):
         return path
 
     def load(self, onnx_path: Path, *, threads: int = 1) -> Session:
+        """A session on the cached engine; any failure of the GPU stack is `BackendUnavailable`."""
         del threads  # GPU inference: CPU thread count does not apply
-        engine_path = self.ensure_engine(onnx_path)
-        return TensorRTSession(engine_path.read_bytes(), self.device_id)
+        try:
+            engine_path = self.ensure_engine(onnx_path)
+            return TensorRTSession(engine_path.read_bytes(), self.device_id)
+        except BackendUnavailable:
+            raise
+        except ValueError as exc:  # a model TensorRT cannot take with static shapes
+            raise BackendUnavailable(f"TensorRT cannot load {onnx_path.name}: {exc}") from exc
+        except Exception as exc:
+            if not is_device_error(exc):
+                raise
+            raise BackendUnavailable(
+                f"TensorRT/CUDA failed loading {onnx_path.name}: {type(exc).__name__}: {exc}"
+            ) from exc

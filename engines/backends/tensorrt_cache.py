@@ -1,7 +1,8 @@
 """On-disk cache of serialized TensorRT engines, keyed by everything that makes an engine valid.
 
-A TensorRT engine is specific to the exact ONNX it was built from, the TensorRT and CUDA versions,
-the GPU's compute capability, the precision and the input shapes; loading one built under any other
+A TensorRT engine is specific to the exact ONNX it was built from, the TensorRT and CUDA runtime
+versions, the GPU (compute capability and model: tactics are timed on it), the precision, the input
+shapes and the flags egate builds with (the recipe version); loading one built under any other
 combination fails or, worse, runs with wrong kernels. Frigate keys its cache by the TensorRT version
 only; here every component is part of the key, recorded in a versioned sidecar and checked on load
 together with the engine file's sha256 (a truncated copy or a swapped file is refused, not run).
@@ -34,10 +35,12 @@ class EngineKey(BaseModel):
 
     onnx_sha256: str = Field(pattern=r"^[0-9a-f]{64}$", description="sha256 of the source ONNX file.")
     tensorrt_version: str = Field(min_length=1, description="tensorrt.__version__ that built the engine.")
-    cuda_version: str = Field(min_length=1, description="CUDA version, e.g. 12.6.")
+    cuda_version: str = Field(min_length=1, description="CUDA runtime version the engine runs on, e.g. 12.6.")
     compute_capability: str = Field(pattern=r"^\d+\.\d+$", description="GPU SM version, e.g. 8.7 (Orin).")
+    device_name: str = Field(min_length=1, description="GPU name, e.g. Orin (tactics are timed on this GPU).")
     precision: Precision = Field(description="fp16 or fp32 kernels.")
     input_shapes: dict[str, tuple[int, ...]] = Field(description="Static shape of every input.")
+    recipe_version: int = Field(ge=1, description="Version of egate's build recipe (flags, workspace).")
 
     def digest(self) -> str:
         """sha256 of the canonical JSON of the key (sorted keys, no whitespace)."""
@@ -53,7 +56,7 @@ class EngineCacheEntry(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    schema_version: Literal[1] = Field(1, description="Version of this sidecar format.")
+    schema_version: Literal[2] = Field(2, description="Version of this sidecar format (2: key with device, recipe).")
     key: EngineKey
     engine_file: str = Field(description="File name of the serialized engine, in the same directory.")
     engine_sha256: str = Field(pattern=r"^[0-9a-f]{64}$", description="sha256 of the engine file.")
@@ -76,7 +79,7 @@ class EngineCache:
         engine_path, meta_path = self.paths(key, model_name)
         atomic_write_bytes(engine_path, engine)
         entry = EngineCacheEntry(
-            schema_version=1,
+            schema_version=2,
             key=key,
             engine_file=engine_path.name,
             engine_sha256=hashlib.sha256(engine).hexdigest(),
