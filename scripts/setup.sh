@@ -19,6 +19,8 @@ APT_PACKAGES=(
     # systemd-analyze for unit checks; openssl for test certificates
     systemd
     openssl
+    # engines: the device check traces the nodes cuInit opens (egate diag engines --device-check)
+    strace
 )
 PYTHON=${PYTHON:-python3}
 

@@ -462,3 +462,19 @@ def test_device_check_here_fails_with_versions_and_the_fix(model_dir: Path) -> N
     versions = report["device_check"]["versions"]
     assert versions["python"] == ".".join(map(str, sys.version_info[:3])) and "onnxruntime" in versions
     assert reason in report["failures"][0] and "--system-site-packages" in result.stderr
+
+
+def test_gpu_extra_never_pulls_a_tensorrt_wheel_on_a_jetson() -> None:
+    import tomllib
+
+    from packaging.requirements import Requirement
+
+    extra = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]["gpu"]
+    requirements = [Requirement(r) for r in extra]
+
+    def pulled(machine: str) -> set[str]:
+        env = {"platform_machine": machine, "sys_platform": "linux", "python_version": "3.10"}
+        return {r.name for r in requirements if r.marker is None or r.marker.evaluate(env)}
+
+    assert pulled("aarch64") == {"pycuda"}
+    assert pulled("x86_64") == {"pycuda", "tensorrt"}
