@@ -77,7 +77,9 @@ def wait_screen(driver: Any, screen: str | set[str], timeout: float, *, lang: st
         if last.get("screen") in wanted and (lang is None or last.get("lang") == lang):
             return last
         if time.monotonic() > deadline:
-            raise TimeoutError(f"the page did not show {sorted(wanted)} ({lang or 'any language'}) in {timeout} s: {last}")
+            raise TimeoutError(
+                f"the page did not show {sorted(wanted)} ({lang or 'any language'}) in {timeout} s: {last}"
+            )
         time.sleep(0.05)
 
 

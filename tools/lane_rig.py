@@ -783,10 +783,14 @@ class LaneRig:
         return self.daemon_exit_code
 
     def start_display(self, timeout: float = 30.0) -> str:
-        """Start `egate display serve` on a free loopback port; its URL once it listens."""
+        """Start `egate display serve` on a free loopback port (the same one again after a stop, so an open
+        page reconnects by itself); its URL once it listens."""
+        from urllib.parse import urlsplit
+
+        port = urlsplit(self.display_url).port if self.display_url else 0
         log = open(self.workdir / "display.log", "ab")  # noqa: SIM115 - the child holds it
         self.display_proc = subprocess.Popen(
-            [*EGATE, "display", "serve", "--config", str(self.config_path), "--port", "0"],
+            [*EGATE, "display", "serve", "--config", str(self.config_path), "--port", str(port)],
             stdout=subprocess.PIPE,
             stderr=log,
             stdin=subprocess.DEVNULL,
