@@ -33,8 +33,9 @@ class DisplayConfig(BaseModel):
         description="UNIX socket the daemon writes the lane's state to (write-only from the daemon's side).",
     )
     feed_group: str | None = Field(
-        "egate-display",
-        description="Group allowed to read the feed socket (mode 0660); none or empty keeps the owner only.",
+        "egate",
+        description="Group allowed to read the feed socket (mode 0660): the daemon's own group, which the display's "
+        "user joins (SupplementaryGroups=egate); none or empty keeps the owner only.",
     )
     host: str = Field(
         "127.0.0.1", description="Address the kiosk page is served on; loopback only (the kiosk browser is local)."
