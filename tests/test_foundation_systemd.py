@@ -58,7 +58,12 @@ def test_kiosk_units_show_the_loopback_page_full_screen_without_authority() -> N
     for part in ("/usr/bin/cage", "/usr/bin/chromium --kiosk", "http://127.0.0.1:8765/", "Restart=always"):
         assert part in kiosk, part
     server = (ROOT / "systemd" / "egate-display-server.service").read_text()
-    for line in ("ExecStart=/usr/bin/egate display serve", "User=egate-display", "NoNewPrivileges=yes", "PrivateDevices=yes"):
+    for line in (
+        "ExecStart=/usr/bin/egate display serve",
+        "User=egate-display",
+        "NoNewPrivileges=yes",
+        "PrivateDevices=yes",
+    ):
         assert line in server, line
     # The display's user is not the daemon's: it cannot reach the control socket's group or the devices.
     assert "egate-tech" not in server and "dialout" not in server
