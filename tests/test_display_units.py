@@ -214,3 +214,8 @@ def test_a_client_that_does_not_read_is_dropped_and_can_reconnect(feed: DisplayF
         stuck.close()
     with _client(feed.socket_path) as again:
         assert _messages(again, 1)[0]["type"] == "lane"
+
+
+def test_display_config_refuses_a_language_without_catalogue() -> None:
+    with pytest.raises(ValidationError, match="no catalogue for xx"):
+        DisplayConfig(languages=["en", "xx"])

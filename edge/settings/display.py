@@ -78,6 +78,19 @@ class DisplayConfig(BaseModel):
             raise ValueError(f"display.host must be a loopback address (127.0.0.1, ::1), not {value!r}")
         return value
 
+    @field_validator("languages")
+    @classmethod
+    def _languages_shipped(cls, value: list[str]) -> list[str]:
+        from edge.display.languages import available_languages
+
+        shipped = available_languages()
+        unknown = [code for code in value if code not in shipped]
+        if unknown:
+            raise ValueError(f"no catalogue for {', '.join(unknown)}; shipped: {', '.join(shipped)}")
+        if len(set(value)) != len(value):
+            raise ValueError("a language is listed twice")
+        return value
+
     @field_validator("supervisor_bind")
     @classmethod
     def _host_port(cls, value: str | None) -> str | None:
