@@ -110,7 +110,13 @@ def rig(tmp_path_factory: pytest.TempPathFactory, reader: ReaderSimulator) -> It
             "reader": {"serial_url": reader.port_path},
             # Long enough holds to look at each screen in three languages.
             "lane": {"refer_hold_s": 8.0, "capture_timeout_s": 6.0, "passage_timeout_s": 8.0},
-            "display": {"idle_cycle_s": 1.0, "supervisor_bind": f"127.0.0.1:{_free_port()}"},
+            # Tones and spoken prompts on: their code runs on every screen change (headless has no voice).
+            "display": {
+                "idle_cycle_s": 1.0,
+                "supervisor_bind": f"127.0.0.1:{_free_port()}",
+                "audio": True,
+                "speech": True,
+            },
         },
     )
     lane.start()

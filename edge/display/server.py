@@ -199,6 +199,7 @@ def kiosk_app(state: FeedState) -> Starlette:
         "idle_cycle_s": cfg.idle_cycle_s,
         "choice_hold_s": cfg.choice_hold_s,
         "audio": cfg.audio,
+        "speech": cfg.speech,
         "heartbeat_s": cfg.heartbeat_s,
         "stale_after_s": cfg.stale_after_s,
         "proceed_direction": cfg.proceed_direction,

@@ -58,6 +58,11 @@ class DisplayConfig(BaseModel):
         "ahead", description="Which way the 'please proceed' arrow points, as the traveller faces the screen."
     )
     audio: bool = Field(False, description="Play tones for 'please proceed' and 'see an officer' (WebAudio).")
+    speech: bool = Field(
+        False,
+        description="Also speak each new screen's words with a voice installed on the device (Web Speech API, "
+        "local voices only, e.g. speech-dispatcher + espeak-ng); silent where the language has no local voice.",
+    )
     heartbeat_s: float = Field(1.0, ge=0.2, le=5.0, description="Feed and page heartbeat interval.")
     stale_after_s: float = Field(
         2.5,

@@ -62,7 +62,10 @@ function draw(fromLane) {
     for (const b of document.querySelectorAll("#languages button")) {
       b.setAttribute("aria-pressed", String(b.dataset.code === lang));
     }
-    if (drawn.split("|")[0] !== screen) playTone(screen);
+    if (drawn.split("|")[0] !== screen) {
+      playTone(screen);
+      speak(screen, cat);
+    }
     drawn = key;
   }
   shownLang = lang;
@@ -101,6 +104,19 @@ function playTone(screen) {
   } catch (e) {
     /* no audio device: the screen still says it */
   }
+}
+
+// Spoken prompts only with a voice on the device itself (localService): nothing goes to a cloud voice.
+function speak(screen, cat) {
+  if (!cfg.speech || !("speechSynthesis" in window)) return;
+  const prefix = cat.bcp47.slice(0, 2).toLowerCase();
+  const voice = speechSynthesis.getVoices().find((v) => v.localService && v.lang.toLowerCase().startsWith(prefix));
+  if (!voice) return;
+  speechSynthesis.cancel();
+  const utterance = new SpeechSynthesisUtterance(cat.strings[screen + ".title"] + ". " + cat.strings[screen + ".text"]);
+  utterance.voice = voice;
+  utterance.lang = voice.lang;
+  speechSynthesis.speak(utterance);
 }
 
 function onLane(event) {
