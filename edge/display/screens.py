@@ -45,9 +45,6 @@ _CAPTURE_GUIDANCE: dict[str, Screen] = {
     "one_person_at_a_time": "one_person",
 }
 _WELCOME: dict[str, Screen] = {"exit": "welcome_exit", "entry": "welcome_entry", "boarding": "welcome_boarding"}
-# The tone a screen plays when audio is on: WCAG's "not colour alone" for those who cannot read the screen.
-Tone = Literal["proceed", "officer", "alarm"]
-TONES: dict[str, Tone] = {"proceed": "proceed", "see_officer": "officer", "alarm": "alarm"}
 
 
 class ScreenView(BaseModel):
@@ -60,7 +57,6 @@ class ScreenView(BaseModel):
     screen: Screen
     mode: str
     language: str | None = None  # the document's language, when one was read
-    tone: Tone | None = None
     connected: bool = True  # False: the display lost the daemon (the screen is out_of_service)
 
 
@@ -87,10 +83,7 @@ def screen_for(view: LaneView) -> Screen:
 
 
 def screen_view(view: LaneView) -> ScreenView:
-    screen = screen_for(view)
-    return ScreenView(
-        seq=view.seq, at=view.at, screen=screen, mode=view.mode, language=view.language, tone=TONES.get(screen)
-    )
+    return ScreenView(seq=view.seq, at=view.at, screen=screen_for(view), mode=view.mode, language=view.language)
 
 
 def disconnected_view(seq: int, at: float, mode: str = "exit") -> ScreenView:
