@@ -34,6 +34,8 @@ from drivers.turnstile.osdp import OsdpGateController
 from edge import lane_status
 from edge.bundles import BundleVerifier, Scope, VersionState
 from edge.daemon import Component, Health, StartError
+from edge.display.feed import DisplayFeed, supervisor_view
+from edge.display.languages import document_language
 from edge.gallery import GalleryExpiryWatcher, GalleryStore
 from edge.lane_adapters import (
     GalleryMatcher,
@@ -59,6 +61,7 @@ from edge.session import (
     Guidance,
     LaneEvent,
     LaneLoop,
+    LaneState,
     LaneStatus,
     Maintenance,
     OutcomeRecord,
@@ -140,6 +143,12 @@ class Lane:
         self.recent_outcomes: deque[OutcomeRecord] = deque(maxlen=RECENT_OUTCOMES)
         self.reader_last: tuple[ReaderResult, datetime] | None = None
         self.guidance: Guidance | None = None
+        # The traveller's screen (edge/display): the wall time of the lane's last event and the language of
+        # the document just read (only the language leaves for the screen, never the nationality).
+        self.display_feed: DisplayFeed | None = None
+        self._lane_event_at = time.time()
+        self._display_language: str | None = None
+        self._display_state: LaneState | None = None
         self.device_health: dict[str, tuple[bool, str]] = {}
         self._gate_waiters: dict[str, tuple[threading.Event, list[GateEvent]]] = {}
         self._stop = threading.Event()
@@ -165,6 +174,7 @@ class Lane:
             _Part("reader", self._start_reader, self._close_reader),
             _Part("camera", self._start_camera, self._close_camera, self._camera_health),
             _Part("control", control.start, control.close, control.health),
+            *self._display_parts(),
             _Part("monitor", self._start_monitor, self._close_monitor),
         ]
 
@@ -322,7 +332,7 @@ class Lane:
             # on every link-up; until then the controller's own fail-safe holds the gate.
             lock_at_start=False,
         )
-        self.loop = LaneLoop(self.controller)
+        self.loop = LaneLoop(self.controller, on_handled=self._publish_display)
         self.loop.start()
         self.post(DeviceHealth("engine", True, "loaded"))
         assert self.verifier is not None and self.trust is not None
@@ -386,6 +396,7 @@ class Lane:
 
     def emit_guidance(self, kind: Guidance) -> None:
         self.guidance = kind
+        self._lane_event_at = time.time()
         log.info("lane_guidance", guidance=kind.value)
         # Lamps and buzzer only over a live link (the controller shows its own fault state otherwise).
         if self.gate is not None and self.gate.link_state == "up":
@@ -395,6 +406,7 @@ class Lane:
                 log.warning("lane_guidance_to_gate_failed", error=str(exc))
 
     def emit_event(self, event: LaneEvent) -> None:
+        self._lane_event_at = time.time()
         payload = lane_status.event_payload(event)
         if payload is not None and self.outbox is not None:
             self.outbox.append("event", payload.model_dump(mode="json"))
@@ -488,6 +500,8 @@ class Lane:
 
     def _on_reader_result(self, result: ReaderResult) -> None:
         self.reader_last = (result, datetime.now(UTC))
+        if isinstance(result, MrzResult) and result.document is not None:
+            self._display_language = document_language(result.document.nationality, result.document.issuer)
         if isinstance(result, MrzResult):
             doc = document_read(result)
             if doc is None:
@@ -587,6 +601,38 @@ class Lane:
             if self.page_camera is not None and self.page_camera.state != "streaming":
                 problems.append(f"page camera {self.page_camera.state}")
             self._report("document_reader", not problems, "; ".join(problems))
+
+    # ---- the traveller's screen (edge/display) ------------------------------------------------------------
+
+    def _display_parts(self) -> list[Component]:
+        cfg = self.settings.display
+        if not cfg.enabled:
+            return []
+        self.display_feed = DisplayFeed(
+            cfg.feed_socket, cfg.feed_group, lambda: supervisor_view(self), heartbeat_s=cfg.heartbeat_s
+        )
+        return [self.display_feed]
+
+    def _publish_display(self) -> None:
+        """On the lane loop's thread after each handled event: the status is that event's."""
+        feed = self.display_feed
+        if feed is None or self.controller is None:
+            return
+        st = self.controller.status()
+        if st.state is LaneState.IDLE and self._display_state is not LaneState.IDLE:
+            # A traveller's session is over: the next one starts in the idle languages again. In entry mode the
+            # document is read while idle and the session starts at once, so only a return to idle clears it.
+            self._display_language = None
+        self._display_state = st.state
+        feed.update(
+            at=self._lane_event_at,
+            state=st.state.value,
+            mode=st.mode.value,
+            guidance=self.guidance.value if self.guidance else None,
+            maintenance=st.maintenance,
+            alarm=st.alarm,
+            language=self._display_language,
+        )
 
     # ---- what ops and technicians see (edge/lane_status.py) ----------------------------------------------
 

@@ -27,6 +27,8 @@ class LaneFace:
     quality_issues: tuple[str, ...] = ()  # the engine's quality-gate failure codes; empty = acceptable
     quality_detail: Mapping[str, float] = field(default_factory=dict)  # measurements, for the record
     width_px: float = 0.0
+    # (centre x, width) as fractions of the frame width, for "move left/right" and "step back" guidance.
+    placement: tuple[float, float] | None = None
 
 
 def _clip01(x: float) -> float:
@@ -55,7 +57,11 @@ def quality_score(q: FaceQuality, t: QualityThresholds) -> float:
 
 
 def lane_faces(
-    observations: Sequence[FaceObservation], thresholds: QualityThresholds, *, bystander_ratio: float = 0.5
+    observations: Sequence[FaceObservation],
+    thresholds: QualityThresholds,
+    *,
+    bystander_ratio: float = 0.5,
+    frame_width: int | None = None,
 ) -> list[LaneFace]:
     """The faces that count at the gate, largest first.
 
@@ -69,6 +75,12 @@ def lane_faces(
             quality_issues=tuple(thresholds.acceptable(o.quality)),
             quality_detail=o.quality.as_dict(),
             width_px=float(o.box_xyxy[2] - o.box_xyxy[0]),
+            placement=None
+            if not frame_width
+            else (
+                round((o.box_xyxy[0] + o.box_xyxy[2]) / 2 / frame_width, 4),
+                round((o.box_xyxy[2] - o.box_xyxy[0]) / frame_width, 4),
+            ),
         )
         for o in observations
     ]

@@ -142,7 +142,12 @@ class FaceWorker:
             for stage, ms in timings.items():
                 self._stage_ms.setdefault(stage, deque(maxlen=256)).append(ms)
             self._last = LastFrame(frame.image, observations, time.monotonic())
-            faces = lane_faces(observations, self._thresholds, bystander_ratio=self._bystander_ratio)
+            faces = lane_faces(
+                observations,
+                self._thresholds,
+                bystander_ratio=self._bystander_ratio,
+                frame_width=int(frame.image.shape[1]),
+            )
             self._post(FaceObserved(faces=faces, frame_seq=frame.seq, frame_time=frame.timestamp, timings_ms=timings))
 
     def _engine_health(self, ok: bool, reason: str) -> None:

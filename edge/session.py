@@ -21,7 +21,7 @@ from __future__ import annotations
 import queue
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from enum import StrEnum
@@ -77,6 +77,10 @@ class Guidance(StrEnum):
     READY = "ready"
     LOOK_AT_CAMERA = "look_at_camera"
     COME_CLOSER = "come_closer"
+    STEP_BACK = "step_back"
+    MOVE_LEFT = "move_left"  # the traveller's left (the camera faces them)
+    MOVE_RIGHT = "move_right"
+    LOOK_STRAIGHT = "look_straight"
     ONE_PERSON_AT_A_TIME = "one_person_at_a_time"
     PRESENT_DOCUMENT = "present_document"
     SCAN_BOARDING_PASS = "scan_boarding_pass"  # noqa: S105 - guidance kind, not a password
@@ -407,6 +411,32 @@ class LaneStatus(BaseModel):
         default_factory=list, description="Why the lane is out of service, e.g. 'camera: no frames for 3 s'."
     )
     alarm: str | None = None
+
+
+# Where a face may sit in the frame before the traveller is asked to move: its centre within this
+# distance of the middle (fraction of the frame width), its width at most this fraction of the frame.
+CENTRE_TOLERANCE = 0.2
+MAX_FACE_WIDTH_RATIO = 0.55
+_POSE_ISSUES = frozenset({"yaw_too_large", "pitch_too_large", "roll_too_large"})
+
+
+def positioning_guidance(issues: Sequence[str], placement: tuple[float, float] | None = None) -> Guidance:
+    """What to tell a traveller whose face did not pass the quality gate, from the engine's measurements.
+
+    `placement` is (face centre x, face width) as fractions of the frame width, when known. Too close
+    first (the face is cut), then too far, off-centre, head turned; anything else (blur, light) is
+    "look at the camera". Left and right are the traveller's: the camera faces them, so a face on the
+    image's left means they stand to their right.
+    """
+    if placement is not None and placement[1] > MAX_FACE_WIDTH_RATIO:
+        return Guidance.STEP_BACK
+    if "face_too_small" in issues:
+        return Guidance.COME_CLOSER
+    if placement is not None and abs(placement[0] - 0.5) > CENTRE_TOLERANCE:
+        return Guidance.MOVE_LEFT if placement[0] < 0.5 else Guidance.MOVE_RIGHT
+    if _POSE_ISSUES.intersection(issues):
+        return Guidance.LOOK_STRAIGHT
+    return Guidance.LOOK_AT_CAMERA
 
 
 def mask_document_number(number: str) -> str:
@@ -779,9 +809,7 @@ class SessionController:
             if cand.good(self._cfg.policy.min_quality):
                 s.good_frames += 1
             else:
-                self._emit_guidance(
-                    Guidance.COME_CLOSER if "face_too_small" in cand.issues else Guidance.LOOK_AT_CAMERA
-                )
+                self._emit_guidance(positioning_guidance(cand.issues, getattr(face, "placement", None)))
         if s.good_frames >= self._cfg.capture_frames:
             self._finish_capture()
         elif self._clock.monotonic() >= s.deadline:
@@ -1154,7 +1182,16 @@ class LaneLoop:
     state machine simple; producers (camera/engine worker, reader, turnstile, link) only enqueue.
     """
 
-    def __init__(self, controller: SessionController, *, tick_s: float = 0.05, max_queue: int = 256) -> None:
+    def __init__(
+        self,
+        controller: SessionController,
+        *,
+        tick_s: float = 0.05,
+        max_queue: int = 256,
+        on_handled: Callable[[], None] | None = None,
+    ) -> None:
+        """`on_handled` runs on the loop's thread after every handled event and tick, when the controller's
+        status is that event's (the traveller's screen publishes from there)."""
         if tick_s <= 0:
             raise ValueError(f"LaneLoop tick_s must be > 0 (got {tick_s}); 0.05 s suits a lane")
         self._controller = controller
@@ -1166,6 +1203,7 @@ class LaneLoop:
         self._handled = threading.Condition()
         self._handled_count = 0
         self._dropped = 0
+        self._on_handled = on_handled
 
     @property
     def controller(self) -> SessionController:
@@ -1236,6 +1274,7 @@ class LaneLoop:
                 self._controller.handle(event)
             except Exception:  # one bad event must not stop the lane; the gate is already safe-locked
                 log.exception("lane_event_failed", event_type=type(event).__name__)
+            self._after_handled()
             if isinstance(event, Tick):
                 next_tick = time.monotonic() + self._tick_s
             else:
@@ -1251,3 +1290,12 @@ class LaneLoop:
             self._controller.handle(Tick())
         except Exception:
             log.exception("lane_tick_failed")
+        self._after_handled()
+
+    def _after_handled(self) -> None:
+        if self._on_handled is None:
+            return
+        try:
+            self._on_handled()
+        except Exception:  # an observer (the screen) must never stop the lane
+            log.exception("lane_on_handled_failed")

@@ -21,6 +21,11 @@ APT_PACKAGES=(
     openssl
     # engines: the device check traces the nodes cuInit opens (egate diag engines --device-check)
     strace
+    # the traveller's screen: its fonts (Arabic, CJK) and the kiosk browser the tests drive
+    fonts-noto-core
+    fonts-noto-cjk
+    chromium
+    chromium-driver
 )
 PYTHON=${PYTHON:-python3}
 
@@ -47,6 +52,20 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
     # tensorrt-stubs declares a dependency on tensorrt itself, which cannot install here: type stubs only.
     .venv/bin/pip install -q --disable-pip-version-check --no-deps 'tensorrt-stubs>=10.0'
     touch "$stamp"
+fi
+
+# axe-core (WCAG audits of the traveller's screen in tests), project-local and gitignored. npm comes with
+# Debian's `npm` package unless a Node.js that bundles it (e.g. NodeSource's) is installed already.
+if [ ! -f .cache/npm/node_modules/axe-core/axe.min.js ]; then
+    if ! command -v npm >/dev/null; then
+        echo "setup: installing Debian package npm"
+        SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+        $SUDO apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends npm >/dev/null
+    fi
+    echo "setup: npm install axe-core@4 into .cache/npm"
+    mkdir -p .cache/npm
+    npm install --silent --no-audit --no-fund --prefix .cache/npm axe-core@4 >/dev/null
 fi
 
 if .venv/bin/egate models --help >/dev/null 2>&1 && .venv/bin/egate models build --help >/dev/null 2>&1; then

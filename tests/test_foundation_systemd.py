@@ -18,8 +18,9 @@ UNITS = sorted((ROOT / "systemd").glob("egate*"))
 def test_units_verify_cleanly(tmp_path: Path) -> None:
     assert UNITS
     for unit in UNITS:
-        # verify exits 1 when ExecStart's binary is missing; point a copy at /bin/true.
-        (tmp_path / unit.name).write_text(unit.read_text().replace("/usr/bin/egate", "/bin/true"))
+        # verify exits 1 when ExecStart's binary is missing; point a copy at /bin/true (cage: the kiosk compositor).
+        text = unit.read_text().replace("/usr/bin/egate", "/bin/true").replace("/usr/bin/cage", "/bin/true")
+        (tmp_path / unit.name).write_text(text)
     result = subprocess.run(
         ["systemd-analyze", "verify", *[str(tmp_path / u.name) for u in UNITS]],
         capture_output=True,
@@ -50,3 +51,19 @@ def test_daemon_unit_has_the_required_settings() -> None:
     ):
         assert line in text, line
     assert "WatchdogSec=" in text and "TimeoutStopSec=5s" in text
+
+
+def test_kiosk_units_show_the_loopback_page_full_screen_without_authority() -> None:
+    kiosk = (ROOT / "systemd" / "egate-display.service").read_text()
+    for part in ("/usr/bin/cage", "/usr/bin/chromium --kiosk", "http://127.0.0.1:8765/", "Restart=always"):
+        assert part in kiosk, part
+    server = (ROOT / "systemd" / "egate-display-server.service").read_text()
+    for line in (
+        "ExecStart=/usr/bin/egate display serve",
+        "User=egate-display",
+        "NoNewPrivileges=yes",
+        "PrivateDevices=yes",
+    ):
+        assert line in server, line
+    # The display's user is not the daemon's: it cannot reach the control socket's group or the devices.
+    assert "egate-tech" not in server and "dialout" not in server

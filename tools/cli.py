@@ -32,6 +32,7 @@ GROUPS: dict[str, tuple[str, list[str]]] = {
             "tools.bench_search",
             "tools.bench_link",
             "tools.bench_lane",
+            "tools.bench_display",
         ],
     ),
     "diag": (
@@ -42,6 +43,7 @@ GROUPS: dict[str, tuple[str, list[str]]] = {
             "tools.diag_reader",
         ],
     ),
+    "display": ("The traveller's screen (kiosk page).", ["tools.display_cmd"]),
     "ops": (
         "Central-ops tools: keys, bundles, galleries, push, watch.",
         [

@@ -103,6 +103,9 @@ def demo_command(
     as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON (stdout) instead of a table."),
     keep: bool = typer.Option(False, "--keep", help="Keep the work folder (daemon log, config) afterwards."),
     workdir: Path | None = typer.Option(None, "--workdir", help="Work folder (default: a new temporary one)."),
+    screenshots: Path | None = typer.Option(
+        None, "--screenshots", help="Save the traveller's screen of each decision here (headless Chromium)."
+    ),
 ) -> None:
     """Run the demo lane: real daemon, simulated turnstile, local broker, lane camera from the demo clips."""
     from rich.console import Console
@@ -126,7 +129,8 @@ def demo_command(
     previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
     for sig in previous:
         signal.signal(sig, lambda *_: stop.set())
-    rig = LaneRig(folder / "lane", plan=None, loop=not once)
+    rig = LaneRig(folder / "lane", plan=None, loop=not once, display=True)
+    shots: Any = None
     records: list[dict[str, Any]] = []
     rows: list[dict[str, Any]] = []
     code = 0
@@ -139,6 +143,12 @@ def demo_command(
             f"lane in service in {time.monotonic() - began:.1f} s; gallery v{gallery.get('version')} "
             f"applied over MQTT ({gallery.get('subjects')} expected travellers); work folder {folder}"
         )
+        err.print(f"traveller's screen: {rig.display_url} (open it in a browser)")
+        if screenshots is not None and rig.display_url:
+            from tools.demo_display import DecisionScreenshots
+
+            shots = DecisionScreenshots(rig.display_url, screenshots)
+            shots.start()
         scene = rig.play(DEMO_PLAN, loop=not once)
         err.print(
             f"camera: {scene.travellers} travellers in a {scene.duration_s:.0f} s lane clip"
@@ -176,6 +186,9 @@ def demo_command(
         code = 1
     finally:
         err.print("stopping the lane ...")
+        if shots is not None:
+            saved = shots.close()
+            err.print(f"saved {len(saved)} screenshot(s) of the traveller's screen in {screenshots}")
         rig.close()
         for sig, handler in previous.items():
             signal.signal(sig, handler)

@@ -31,6 +31,7 @@ The demo media are Intel's IoT DevKit preview clips (CC-BY-4.0, tools/demo_media
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import os
@@ -543,6 +544,7 @@ class LaneRig:
         start_timeout_s: float = 90.0,
         sim_seed: int | None = 7,
         subject_key: bytes | None = None,
+        display: bool = False,
     ) -> None:
         self.workdir = Path(workdir).resolve()
         self.plan = list(plan) if plan is not None else None
@@ -557,6 +559,10 @@ class LaneRig:
         self.start_timeout_s = start_timeout_s
         self.sim_seed = sim_seed
         self.subject_key = subject_key if subject_key is not None else secrets.token_bytes(32)
+        # The traveller's screen: the daemon writes its feed and `egate display serve` serves the page.
+        self.display = display
+        self.display_proc: subprocess.Popen[bytes] | None = None
+        self.display_url: str | None = None
         self.times = RigTimes()
         # parts
         self.broker: Any = None
@@ -645,6 +651,8 @@ class LaneRig:
 
         began = time.monotonic()
         self._start_daemon()
+        if self.display:
+            self.start_display()
         self.control = ControlClient(self.socket_path, timeout_s=10.0)
         self.wait_status(lambda s: s["in_service"], self.start_timeout_s, "the lane in service")
         self.times.mark("daemon_in_service", began)
@@ -657,6 +665,7 @@ class LaneRig:
             self.play(self.plan, loop=self.loop)
 
     def close(self) -> None:
+        self.stop_display()
         self.stop_daemon()
         if self.mqtt is not None:
             self.mqtt.close()
@@ -711,6 +720,13 @@ class LaneRig:
                 "reconnect_max_s": 1.0,
             },
         }
+        if self.display:
+            base["display"] = {
+                "enabled": True,
+                "feed_socket": str(self.socket_path.with_name("display.sock")),
+                "feed_group": "",
+                "port": 0,
+            }
         # config/demo.toml holds the demo lane's policy (timings, pacing); the rig adds the paths and ports.
         demo = tomllib.loads(DEMO_CONFIG.read_text())
         return deep_merge(deep_merge(demo, base), self.overrides)
@@ -765,6 +781,73 @@ class LaneRig:
                 fh.close()
         self._log_fh = self._err_fh = None
         return self.daemon_exit_code
+
+    def start_display(self, timeout: float = 30.0) -> str:
+        """Start `egate display serve` on a free loopback port (the same one again after a stop, so an open
+        page reconnects by itself); its URL once it listens."""
+        from urllib.parse import urlsplit
+
+        port = urlsplit(self.display_url).port if self.display_url else 0
+        log = open(self.workdir / "display.log", "ab")  # noqa: SIM115 - the child holds it
+        self.display_proc = subprocess.Popen(
+            [*EGATE, "display", "serve", "--config", str(self.config_path), "--port", str(port)],
+            stdout=subprocess.PIPE,
+            stderr=log,
+            stdin=subprocess.DEVNULL,
+            cwd=REPO,
+            start_new_session=True,
+        )
+        log.close()
+        assert self.display_proc.stdout is not None
+        found: list[str] = []
+
+        def read_url() -> None:
+            assert self.display_proc is not None and self.display_proc.stdout is not None
+            for line in self.display_proc.stdout:
+                with contextlib.suppress(ValueError):
+                    found.append(json.loads(line)["display_url"])
+                    return
+
+        reader = threading.Thread(target=read_url, daemon=True)
+        reader.start()
+        reader.join(timeout)
+        if not found and self.display_proc.poll() is not None:
+            raise RigError(f"egate display serve exited: {(self.workdir / 'display.log').read_text()[-2000:]}")
+        if not found:
+            self.stop_display()
+            raise RigError(
+                f"egate display serve did not start within {timeout:.0f} s: see {self.workdir / 'display.log'}"
+            )
+        self.display_url = found[0]
+        return self.display_url
+
+    def stop_display(self, *, kill: bool = False) -> None:
+        """Stop the display process (SIGKILL with `kill`: a crash)."""
+        proc = self.display_proc
+        if proc is None:
+            return
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGKILL if kill else signal.SIGTERM)
+            try:
+                proc.wait(STOP_BUDGET_S)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        if proc.stdout is not None:
+            proc.stdout.close()
+        self.display_proc = None
+
+    def kill_daemon(self) -> None:
+        """SIGKILL the daemon (a crash: nothing is closed in order)."""
+        if self.daemon is not None and self.daemon.poll() is None:
+            self.daemon.kill()
+            self.daemon.wait()
+        self.stop_daemon()
+
+    def start_daemon(self) -> None:
+        """Start the daemon again after stop_daemon/kill_daemon and wait until the lane is in service."""
+        self._start_daemon()
+        self.wait_status(lambda s: s["in_service"], self.start_timeout_s, "the lane back in service")
 
     @property
     def daemon_running(self) -> bool:

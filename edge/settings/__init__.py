@@ -28,6 +28,7 @@ from edge.settings.core import (
     PrivacyConfig,
     StateConfig,
 )
+from edge.settings.display import DisplayConfig
 from edge.settings.gallery import GalleryConfig
 from edge.settings.lane import LaneConfig, Mode
 from edge.settings.link import LinkConfig, OutboxConfig
@@ -61,6 +62,7 @@ class Settings(BaseModel):
     outbox: OutboxConfig = Field(default_factory=OutboxConfig, description="On-disk store-and-forward queue.")
     camera: CameraConfig = Field(default_factory=CameraConfig, description="Lane camera.")
     lane: LaneConfig = Field(default_factory=LaneConfig, description="Traveller sessions and decision policy.")
+    display: DisplayConfig = Field(default_factory=DisplayConfig, description="The traveller's screen (kiosk page).")
 
     @model_validator(mode="after")
     def _lane_identity_from_gate(self) -> Settings:
