@@ -125,7 +125,7 @@ def _ga(channel: Channel, payload: bytes, last: bool, expect: int) -> bytes:
     if sw in ACCESS_DENIED_SW:
         raise AccessDenied(f"PACE refused (status {sw:04X}): check the MRZ")
     if sw != SW_OK:
-        raise CardStatusError("GENERAL AUTHENTICATE", sw)
+        raise PaceError(f"GENERAL AUTHENTICATE failed with status {sw:04X}")
     try:
         outer, _end = parse_one(data)
         if outer.tag != 0x7C:
