@@ -49,6 +49,7 @@ GROUPS: dict[str, tuple[str, list[str]]] = {
             "tools.ops_gallery",
             "tools.ops_bundle",
             "tools.ops_config",
+            "tools.ops_csca",
             "tools.ops_link",
         ],
     ),

@@ -470,3 +470,17 @@ class PassportCard:
             return b"", SW_DATA
         self._pace = {}
         return b"", SW_CONDITIONS
+
+
+class DirectTransport:
+    """The reader's `Transport` straight onto a card object, without PC/SC (fuzzing, unit tests)."""
+
+    def __init__(self, card: PassportCard) -> None:
+        self.card = card
+
+    def transmit(self, apdu: bytes) -> tuple[bytes, int]:
+        answer = self.card.process(apdu)
+        return answer[:-2], int.from_bytes(answer[-2:], "big")
+
+    def close(self) -> None:
+        pass

@@ -54,7 +54,7 @@ SPECIMEN_MRZ = td3_mrz("L898902C", "740812", "350415")
 
 
 @dataclass(frozen=True)
-class TestPki:
+class ChipPki:
     csca_key: ec.EllipticCurvePrivateKey = field(repr=False)
     csca: x509.Certificate
     ds_key: rsa.RSAPrivateKey = field(repr=False)
@@ -78,7 +78,7 @@ def make_pki(
     ds_not_before: datetime | None = None,
     ds_not_after: datetime | None = None,
     ds_key_bits: int = 2048,
-) -> TestPki:
+) -> ChipPki:
     """A CSCA (ECDSA P-256) and a Document Signer (RSA, PKCS#1 v1.5 SOD signatures) it issued."""
     csca_key = ec.generate_private_key(ec.SECP256R1())
     csca_subject = _name(csca_name)
@@ -106,10 +106,10 @@ def make_pki(
         .add_extension(x509.KeyUsage(True, False, False, False, False, False, False, False, False), critical=True)
         .sign(csca_key, hashes.SHA256())
     )
-    return TestPki(csca_key, csca, ds_key, ds)
+    return ChipPki(csca_key, csca, ds_key, ds)
 
 
-def make_crl(pki: TestPki, now: datetime, revoked_serials: tuple[int, ...] = ()) -> bytes:
+def make_crl(pki: ChipPki, now: datetime, revoked_serials: tuple[int, ...] = ()) -> bytes:
     builder = (
         x509.CertificateRevocationListBuilder()
         .issuer_name(pki.csca.subject)
@@ -161,7 +161,7 @@ def card_access(parameter_id: int, cipher_suffix: int = 2) -> bytes:
     return encode(0x31, encode(0x30, info))
 
 
-def sign_sod(pki: TestPki, groups: dict[int, bytes], *, hash_name: str = "sha256") -> bytes:
+def sign_sod(pki: ChipPki, groups: dict[int, bytes], *, hash_name: str = "sha256") -> bytes:
     lso = LdsSecurityObject(
         {
             "version": 0,
@@ -236,7 +236,7 @@ class VirtualPassport:
 
 
 def build_passport(
-    pki: TestPki,
+    pki: ChipPki,
     face_jpeg: bytes,
     face_size: tuple[int, int],
     *,

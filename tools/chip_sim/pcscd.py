@@ -66,14 +66,38 @@ def _stop_pid(pid: int) -> None:
         _wait(lambda: not _alive(pid), 5.0, f"pcscd {pid} to die")
 
 
+VPCD_PORTS = {35963, 35964}  # /etc/reader.conf.d/vpcd: "Virtual PCD 00 00" and "Virtual PCD 00 01"
+
+
+def _time_wait_on(ports: set[int]) -> bool:
+    """A TIME_WAIT socket on a vpcd port keeps vpcd (no SO_REUSEADDR) from listening for ~60 s."""
+    try:
+        lines = Path("/proc/net/tcp").read_text().splitlines()[1:]
+    except OSError:
+        return False
+    for line in lines:
+        fields = line.split()
+        if fields[3] == "06" and int(fields[1].split(":")[1], 16) in ports:
+            return True
+    return False
+
+
 class Pcscd:
-    """`with Pcscd() as p:` gives a running pcscd with vpcd's virtual readers."""
+    """`with Pcscd() as p:` gives a running pcscd with vpcd's two virtual readers (the packaged
+    /etc/reader.conf.d/vpcd; a second vpcd entry in one pcscd makes the readers talk over each other)."""
 
     def __init__(self) -> None:
         self._proc: subprocess.Popen[bytes] | None = None
         self.adopted = False
 
     def start(self, timeout_s: float = 15.0) -> None:
+        try:
+            self._start(timeout_s)
+        except BaseException:
+            self.stop()
+            raise
+
+    def _start(self, timeout_s: float) -> None:
         if PID_FILE.exists():
             try:
                 old = int(PID_FILE.read_text().strip() or "0")
@@ -95,6 +119,7 @@ class Pcscd:
                 if not stale or not _alive(stale):
                     PCSCD_PIDFILE.unlink(missing_ok=True)
                     PCSCD_SOCKET.unlink(missing_ok=True)
+            _wait(lambda: not _time_wait_on(VPCD_PORTS), 75.0, "vpcd's ports to leave TCP TIME_WAIT")
             self._proc = subprocess.Popen(  # noqa: S603 - fixed argv
                 ["/usr/sbin/pcscd", "-f"],
                 stdin=subprocess.DEVNULL,
@@ -123,6 +148,13 @@ class Pcscd:
             self._proc.wait(timeout=5)
             self._proc = None
             PID_FILE.unlink(missing_ok=True)
+
+    def restart(self) -> None:
+        """A fresh daemon (readers and their drivers re-initialised); an adopted one is left alone."""
+        if self.adopted:
+            return
+        self.stop()
+        self.start()
 
     def __enter__(self) -> Pcscd:
         self.start()

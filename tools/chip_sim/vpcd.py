@@ -30,7 +30,9 @@ class CardRemoved(Exception):
 
 
 class FallSilent(Exception):
-    """Raised from a card's hook to stop answering (the field is still there, the chip is not)."""
+    """Raised from a card's hook to stop answering. The answer is held back until `remove()` and sent
+    just before the card leaves: the reader's deadline is what the test exercises, and vpcd, which
+    stops noticing new cards after one vanished in the middle of a command, stays usable."""
 
 
 class VpcdCard:
@@ -42,6 +44,9 @@ class VpcdCard:
         self._sock.settimeout(None)
         self._stop = threading.Event()
         self.silent = threading.Event()
+        self._held: bytes | None = None
+        self._message = threading.Event()
+        self._send_lock = threading.Lock()
         self.apdus = 0
         self._thread = threading.Thread(target=self._run, name="vpcd-card", daemon=True)
         self._thread.start()
@@ -56,13 +61,15 @@ class VpcdCard:
         return data
 
     def _send(self, payload: bytes) -> None:
-        self._sock.sendall(struct.pack("!H", len(payload)) + payload)
+        with self._send_lock:
+            self._sock.sendall(struct.pack("!H", len(payload)) + payload)
 
     def _run(self) -> None:
         try:
             while not self._stop.is_set():
                 (size,) = struct.unpack("!H", self._recv_exact(2))
                 msg = self._recv_exact(size) if size else b""
+                self._message.set()
                 if size == 1:
                     if msg[0] in (CTRL_ON, CTRL_RESET, CTRL_OFF):
                         self.card.reset()
@@ -78,6 +85,8 @@ class VpcdCard:
                     self._close_socket()
                     return
                 except FallSilent:
+                    self.card.before_command = None  # type: ignore[attr-defined]
+                    self._held = self.card.process(msg)
                     self.silent.set()
                     continue
                 self._send(response)
@@ -93,6 +102,15 @@ class VpcdCard:
 
     def remove(self) -> None:
         """Take the card out of the reader and stop the thread."""
+        if self._held is not None:
+            held, self._held = self._held, None
+            self._message.clear()
+            try:
+                self._send(held)
+            except OSError:
+                pass
+            # pcscd's next message (the power-off after the reader's disconnect) shows vpcd took the answer.
+            self._message.wait(timeout=5.0)
         self._stop.set()
         self._close_socket()
         self._thread.join(timeout=5.0)
