@@ -32,6 +32,7 @@ GROUPS: dict[str, tuple[str, list[str]]] = {
             "tools.bench_search",
             "tools.bench_link",
             "tools.bench_lane",
+            "tools.bench_chip",
         ],
     ),
     "diag": (
@@ -40,6 +41,7 @@ GROUPS: dict[str, tuple[str, list[str]]] = {
             "tools.diag",
             "tools.diag_engines",
             "tools.diag_reader",
+            "tools.diag_chip",
         ],
     ),
     "ops": (

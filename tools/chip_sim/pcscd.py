@@ -36,6 +36,16 @@ def _alive(pid: int) -> bool:
     return name == "pcscd" and state != "Z"
 
 
+def _process_exists(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def _socket_answers() -> bool:
     if not PCSCD_SOCKET.exists():
         return False
@@ -100,13 +110,16 @@ class Pcscd:
     def _start(self, timeout_s: float) -> None:
         if PID_FILE.exists():
             try:
-                old = int(PID_FILE.read_text().strip() or "0")
+                old, owner = (int(x) for x in PID_FILE.read_text().split())
             except ValueError:
-                old = 0
-            if old and _alive(old):
-                _stop_pid(old)  # ours, from an earlier run that did not clean up
-            PID_FILE.unlink(missing_ok=True)
-        if _socket_answers():
+                old, owner = 0, 0
+            if owner and _process_exists(owner):
+                self.adopted = True  # a live test session or bench owns it: share, never stop it
+            else:
+                if old and _alive(old):
+                    _stop_pid(old)  # ours, left by a run that crashed before stopping it
+                PID_FILE.unlink(missing_ok=True)
+        if self.adopted or _socket_answers():
             self.adopted = True  # someone else's pcscd: use it, never stop it
         else:
             if os.geteuid() != 0:
@@ -127,7 +140,7 @@ class Pcscd:
                 stderr=subprocess.DEVNULL,
                 start_new_session=True,
             )
-            PID_FILE.write_text(str(self._proc.pid))
+            PID_FILE.write_text(f"{self._proc.pid} {os.getpid()}")
             _wait(lambda: _socket_answers() or self._proc.poll() is not None, timeout_s, "pcscd's socket")  # type: ignore[union-attr]
             if self._proc.poll() is not None:
                 raise PcscdError(f"pcscd exited with {self._proc.returncode} at start")
