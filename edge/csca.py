@@ -77,5 +77,7 @@ class CscaStore:
             atomic_write_bytes(self.path, verified.raw)
             previous = self.version
             self._trust, self._expires_at, self.version = trust, verified.header.expires_at, verified.version
-        log.info("csca_activated", version=verified.version, previous=previous, cscas=len(trust.cscas), crls=len(trust.crls))
+        log.info(
+            "csca_activated", version=verified.version, previous=previous, cscas=len(trust.cscas), crls=len(trust.crls)
+        )
         return trust

@@ -33,8 +33,8 @@ from drivers.turnstile.config import parse_scbk
 from drivers.turnstile.osdp import OsdpGateController
 from edge import lane_status
 from edge.bundles import BundleVerifier, Scope, VersionState
-from edge.daemon import Component, Health, StartError
 from edge.csca import CscaStore
+from edge.daemon import Component, Health, StartError
 from edge.gallery import GalleryExpiryWatcher, GalleryStore
 from edge.lane_adapters import (
     GalleryMatcher,

@@ -19,6 +19,11 @@ APT_PACKAGES=(
     # systemd-analyze for unit checks; openssl for test certificates
     systemd
     openssl
+    # ePassport chip: PC/SC daemon, pyscard's build headers, vsmartcard's virtual reader for the tests
+    pcscd
+    libpcsclite-dev
+    swig
+    vsmartcard-vpcd
 )
 PYTHON=${PYTHON:-python3}
 

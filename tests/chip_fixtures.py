@@ -94,4 +94,3 @@ def read_over_pcsc(
     # The next test's card must not meet this one in pcscd's view of the reader.
     assert not wait_absent or wait_for_card(reader, present=False, timeout_s=10.0), "pcscd still sees the removed card"
     return ChipRun(result, card)
-

@@ -18,8 +18,8 @@ from edge.bundles import BundleRejected, RejectCode, VersionState
 from edge.csca import CscaStore
 from edge.csca_payload import encode_csca_payload
 from edge.lane_ops import OpsHandler
-from tests.gallery_fixtures import GALLERY_KEY, new_ops_key
-from tests.gallery_fixtures import NOW as OPS_NOW, plain_bundle, trust_with, verifier_for
+from tests.gallery_fixtures import GALLERY_KEY, new_ops_key, plain_bundle, trust_with, verifier_for
+from tests.gallery_fixtures import NOW as OPS_NOW
 from tools import ops_csca, ops_keys
 from tools.chip_sim.passport import build_passport, make_crl, make_pki, synthetic_face
 
@@ -41,7 +41,10 @@ def _master_list(certificates: list[bytes]) -> bytes:
         {
             "version": "v3",
             "digest_algorithms": [],
-            "encap_content_info": {"content_type": ops_csca.MASTER_LIST_OID, "content": core.ParsableOctetString(content.dump())},
+            "encap_content_info": {
+                "content_type": ops_csca.MASTER_LIST_OID,
+                "content": core.ParsableOctetString(content.dump()),
+            },
             "signer_infos": [],
         }
     )
@@ -50,7 +53,9 @@ def _master_list(certificates: list[bytes]) -> bytes:
 
 def test_ops_builds_a_csca_bundle_from_pem_der_crl_and_master_list(tmp_path: Path) -> None:
     app = _ops()
-    key = json.loads(runner.invoke(app, ["keys", "new", "--out", str(tmp_path / "keys"), "--json"]).stdout.splitlines()[-1])
+    key = json.loads(
+        runner.invoke(app, ["keys", "new", "--out", str(tmp_path / "keys"), "--json"]).stdout.splitlines()[-1]
+    )
     a, b, c = make_pki(NOW, csca_name="A CSCA"), make_pki(NOW, csca_name="B CSCA"), make_pki(NOW, csca_name="C CSCA")
     (tmp_path / "certs").mkdir()
     (tmp_path / "certs" / "a.pem").write_bytes(a.csca_pem())
@@ -61,9 +66,25 @@ def test_ops_builds_a_csca_bundle_from_pem_der_crl_and_master_list(tmp_path: Pat
     out = tmp_path / "csca.egb"
     result = runner.invoke(
         app,
-        ["csca", "build", "--out", str(out), "--key", key["private_key"], "--cert", str(tmp_path / "certs"),
-         "--cert", str(tmp_path / "b.der"), "--master-list", str(tmp_path / "ml.der"), "--crl", str(tmp_path / "a.crl"),
-         "--version", "7", "--json"],
+        [
+            "csca",
+            "build",
+            "--out",
+            str(out),
+            "--key",
+            key["private_key"],
+            "--cert",
+            str(tmp_path / "certs"),
+            "--cert",
+            str(tmp_path / "b.der"),
+            "--master-list",
+            str(tmp_path / "ml.der"),
+            "--crl",
+            str(tmp_path / "a.crl"),
+            "--version",
+            "7",
+            "--json",
+        ],
     )
     assert result.exit_code == 0, result.output
     info = json.loads(result.stdout.splitlines()[-1])
@@ -97,8 +118,15 @@ def test_csca_bundles_follow_the_gallery_rules(tmp_path: Path) -> None:
 
     store = CscaStore(tmp_path / "csca")
     posted: list[object] = []
-    ops = OpsHandler(verifier, GalleryStore(tmp_path / "gallery", GALLERY_KEY), trust, posted.append,
-                     config_dir=tmp_path / "config", csca=store, clock=lambda: OPS_NOW)
+    ops = OpsHandler(
+        verifier,
+        GalleryStore(tmp_path / "gallery", GALLERY_KEY),
+        trust,
+        posted.append,
+        config_dir=tmp_path / "config",
+        csca=store,
+        clock=lambda: OPS_NOW,
+    )
     pki = make_pki(NOW)
     payload = encode_csca_payload([pki.csca_der()], [])
 

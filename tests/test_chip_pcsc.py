@@ -12,10 +12,11 @@ from drivers.chip.lds import DATA_GROUPS
 from drivers.chip.models import ChipFailure
 from drivers.chip.pa import PaFailure, TrustList
 from drivers.chip.reader import ChipReadOptions
-from tests.chip_fixtures import NOW, SACRIFICIAL_READER, read_over_pcsc
-from tests.chip_fixtures import bac_passport, face, passport, pcscd, pki  # noqa: F401 - fixtures
+from tests.chip_fixtures import NOW, SACRIFICIAL_READER, bac_passport, face, passport, pcscd, pki, read_over_pcsc
 from tools.chip_sim.passport import ChipPki, VirtualPassport, build_passport, dg2, make_crl, make_pki, synthetic_face
 from tools.chip_sim.vpcd import CardRemoved, FallSilent
+
+__all__ = ["bac_passport", "face", "passport", "pcscd", "pki"]  # fixtures, imported for pytest
 
 DG1_FID = DATA_GROUPS[1][0]
 DG2_FID = DATA_GROUPS[2][0]
@@ -107,7 +108,9 @@ def test_expired_document_signer_is_refused(face: tuple[bytes, tuple[int, int]])
 
 
 @pytest.mark.usefixtures("pcscd")
-def test_revoked_document_signer_is_refused_and_an_unrelated_crl_is_not(passport: VirtualPassport, pki: ChipPki) -> None:
+def test_revoked_document_signer_is_refused_and_an_unrelated_crl_is_not(
+    passport: VirtualPassport, pki: ChipPki
+) -> None:
     revoked = read_over_pcsc(passport, trust_for(pki, (make_crl(pki, NOW, (pki.ds.serial_number,)),)))
     assert revoked.result.pa_failure is PaFailure.DS_REVOKED
     clean = read_over_pcsc(passport, trust_for(pki, (make_crl(pki, NOW, (12345,)),)))

@@ -11,11 +11,12 @@ from pathlib import Path
 
 import pytest
 
-from tests.chip_fixtures import READER
-from tests.chip_fixtures import passport, pcscd, pki, face  # noqa: F401 - fixtures
+from tests.chip_fixtures import READER, face, passport, pcscd, pki
 from tools.chip_sim.card import PassportCard
 from tools.chip_sim.passport import ChipPki, VirtualPassport, td3_mrz
 from tools.chip_sim.vpcd import VpcdCard
+
+__all__ = ["face", "passport", "pcscd", "pki"]  # fixtures, imported for pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -23,19 +24,38 @@ ROOT = Path(__file__).resolve().parents[1]
 def _egate(*args: str, timeout: float = 120) -> tuple[int, dict]:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     proc = subprocess.run(
-        [sys.executable, "-m", "tools.cli", *args, "--json"], capture_output=True, text=True, timeout=timeout, env=env, cwd=ROOT
+        [sys.executable, "-m", "tools.cli", *args, "--json"],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
+        cwd=ROOT,
     )
     return proc.returncode, json.loads(proc.stdout.strip().splitlines()[-1])
 
 
 @pytest.mark.usefixtures("pcscd")
-def test_diag_chip_reports_reader_card_protocol_pa_and_hints(passport: VirtualPassport, pki: ChipPki, tmp_path: Path) -> None:
+def test_diag_chip_reports_reader_card_protocol_pa_and_hints(
+    passport: VirtualPassport, pki: ChipPki, tmp_path: Path
+) -> None:
     csca = tmp_path / "csca.pem"
     csca.write_bytes(pki.csca_pem())
     card = PassportCard(dict(passport.files), passport.key.mrz_information())
     with VpcdCard(card):
-        rc, good = _egate("diag", "chip", "--reader", READER, "--mrz", passport.mrz[0], "--mrz", passport.mrz[1],
-                          "--csca", str(csca), "--timeout", "10")
+        rc, good = _egate(
+            "diag",
+            "chip",
+            "--reader",
+            READER,
+            "--mrz",
+            passport.mrz[0],
+            "--mrz",
+            passport.mrz[1],
+            "--csca",
+            str(csca),
+            "--timeout",
+            "10",
+        )
         assert rc == 0, good
         assert good["pcscd"] == "running" and good["reader"] == READER and good["card_present"]
         assert good["atr"] == card.atr().hex().upper()
@@ -46,8 +66,20 @@ def test_diag_chip_reports_reader_card_protocol_pa_and_hints(passport: VirtualPa
         assert passport.mrz[1][:9] not in json.dumps(good)  # no document number in the report
 
         wrong = td3_mrz("L898902C", "740813", "350415")  # birth date misread by one day
-        rc, bad = _egate("diag", "chip", "--reader", READER, "--mrz", wrong[0], "--mrz", wrong[1],
-                         "--csca", str(csca), "--timeout", "10")
+        rc, bad = _egate(
+            "diag",
+            "chip",
+            "--reader",
+            READER,
+            "--mrz",
+            wrong[0],
+            "--mrz",
+            wrong[1],
+            "--csca",
+            str(csca),
+            "--timeout",
+            "10",
+        )
     assert rc == 1
     assert bad["chip"]["reason"] == "chip_access_denied"
     assert any("MRZ" in hint for hint in bad["hints"])

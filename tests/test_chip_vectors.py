@@ -83,7 +83,9 @@ def test_bac_mutual_authentication_and_secure_messaging_match_appendix_d3_d4() -
 
 
 def test_a_tampered_response_mac_is_refused() -> None:
-    sm = SecureMessaging("3des", H("979EC13B1CBFE9DCD01AB0FED307EAE5"), H("F1CB1F1FB5ADF208806B89DC579DC1F8"), 0x887022120C06C226)
+    sm = SecureMessaging(
+        "3des", H("979EC13B1CBFE9DCD01AB0FED307EAE5"), H("F1CB1F1FB5ADF208806B89DC579DC1F8"), 0x887022120C06C226
+    )
     sm.wrap(0x00, 0xA4, 0x02, 0x0C, H("011E"), None)
     from drivers.chip.sm import SecureMessagingError
 
@@ -132,9 +134,7 @@ T_IFD = "C2B0BD78D94BA866"
 T_IC = "3ABB9674BCE93C08"
 
 
-@pytest.mark.parametrize(
-    ("curve", "named"), [(NIST_P256, cec.SECP256R1()), (BRAINPOOL_P256R1, cec.BrainpoolP256R1())]
-)
+@pytest.mark.parametrize(("curve", "named"), [(NIST_P256, cec.SECP256R1()), (BRAINPOOL_P256R1, cec.BrainpoolP256R1())])
 def test_curve_constants_agree_with_cryptography(curve: Curve, named: cec.EllipticCurve) -> None:
     assert curve.contains(curve.generator)
     assert curve.multiply(curve.n, curve.generator) is None

@@ -47,7 +47,12 @@ def run_bench(runs: int, dg2_bytes: int) -> dict[str, Any]:
     face, size = synthetic_face(dg2_bytes)
     trust = TrustList.from_der([pki.csca_der()])
     reader = "Virtual PCD 00 00"
-    out: dict[str, Any] = {"runs": runs, "dg2_image_bytes": len(face), "link_bits_per_s": LINK_BITS_PER_S, "variants": {}}
+    out: dict[str, Any] = {
+        "runs": runs,
+        "dg2_image_bytes": len(face),
+        "link_bits_per_s": LINK_BITS_PER_S,
+        "variants": {},
+    }
     with Pcscd():
         for name, param, extended in _variants():
             chip = build_passport(pki, face, size, pace_parameter_id=param)

@@ -121,7 +121,9 @@ def chip_command(
         if chip:
             typer.echo(f"access: {chip['access_protocol']}; authentic: {chip['authentic']}; reason: {chip['reason']}")
             for t in chip["timings"]:
-                typer.echo(f"  {t['step']:6s} {t['apdus']:4d} APDUs {t['bytes_in'] + t['bytes_out']:6d} B {t['seconds']:.3f} s")
+                typer.echo(
+                    f"  {t['step']:6s} {t['apdus']:4d} APDUs {t['bytes_in'] + t['bytes_out']:6d} B {t['seconds']:.3f} s"
+                )
         for hint in report["hints"]:
             typer.echo(f"hint: {hint}")
     ok = report["card_present"] and (not mrz or bool(report.get("chip", {}).get("authentic")))

@@ -116,9 +116,16 @@ def register(app: typer.Typer) -> None:
         )
         out.write_bytes(raw)
         subjects = [x509.load_der_x509_certificate(c).subject.rfc4514_string() for c in unique]
-        result = {"out": str(out), "cscas": len(unique), "crls": len(crls), "subjects": subjects,
-                  "expires_at": expires_at.isoformat()}
+        result = {
+            "out": str(out),
+            "cscas": len(unique),
+            "crls": len(crls),
+            "subjects": subjects,
+            "expires_at": expires_at.isoformat(),
+        }
         if json_out:
             typer.echo(json.dumps(result))
         else:
-            typer.echo(f"wrote {out}: {len(unique)} CSCA certificates, {len(crls)} CRLs, expires {expires_at.isoformat()}")
+            typer.echo(
+                f"wrote {out}: {len(unique)} CSCA certificates, {len(crls)} CRLs, expires {expires_at.isoformat()}"
+            )

@@ -90,7 +90,9 @@ class Channel:
         self.counters.seconds += time.perf_counter() - start
         return data, sw
 
-    def command(self, cla: int, ins: int, p1: int, p2: int, data: bytes = b"", le: int | None = None) -> tuple[bytes, int]:
+    def command(
+        self, cla: int, ins: int, p1: int, p2: int, data: bytes = b"", le: int | None = None
+    ) -> tuple[bytes, int]:
         if self.sm is None:
             return self.raw(encode_apdu(cla, ins, p1, p2, data, le))
         protected = self.sm.wrap(cla, ins, p1, p2, data, le)

@@ -8,7 +8,7 @@ chained to a trusted CSCA, its validity and revocation, and every read data grou
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
@@ -22,7 +22,13 @@ from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from drivers.chip.tlv import TlvError, parse_one
 
 LDS_SECURITY_OBJECT_OID = "2.23.136.1.1.1"
-_HASHES = {"sha1": hashes.SHA1, "sha224": hashes.SHA224, "sha256": hashes.SHA256, "sha384": hashes.SHA384, "sha512": hashes.SHA512}
+_HASHES: dict[str, Callable[[], hashes.HashAlgorithm]] = {
+    "sha1": hashes.SHA1,
+    "sha224": hashes.SHA224,
+    "sha256": hashes.SHA256,
+    "sha384": hashes.SHA384,
+    "sha512": hashes.SHA512,
+}
 
 
 class PaFailure(StrEnum):
@@ -45,7 +51,7 @@ class PaError(Exception):
 
 
 class DataGroupHash(core.Sequence):
-    _fields = [("data_group_number", core.Integer), ("data_group_hash_value", core.OctetString)]
+    _fields = [("data_group_number", core.Integer), ("data_group_hash_value", core.OctetString)]  # noqa: RUF012 - asn1crypto's declarative spec
 
 
 class DataGroupHashes(core.SequenceOf):
@@ -53,11 +59,11 @@ class DataGroupHashes(core.SequenceOf):
 
 
 class LdsVersionInfo(core.Sequence):
-    _fields = [("lds_version", core.PrintableString), ("unicode_version", core.PrintableString)]
+    _fields = [("lds_version", core.PrintableString), ("unicode_version", core.PrintableString)]  # noqa: RUF012 - asn1crypto's declarative spec
 
 
 class LdsSecurityObject(core.Sequence):
-    _fields = [
+    _fields = [  # noqa: RUF012 - asn1crypto's declarative spec
         ("version", core.Integer),
         ("hash_algorithm", cms.DigestAlgorithm),
         ("data_group_hash_values", DataGroupHashes),
@@ -117,7 +123,10 @@ def parse_sod(data: bytes) -> SodContent:
         algorithm = lso["hash_algorithm"]["algorithm"].native
         if algorithm not in _HASHES:
             raise PaError(PaFailure.MALFORMED, f"unsupported LDS hash algorithm {algorithm}")
-        hashes_ = {int(h["data_group_number"].native): bytes(h["data_group_hash_value"].native) for h in lso["data_group_hash_values"]}
+        hashes_ = {
+            int(h["data_group_number"].native): bytes(h["data_group_hash_value"].native)
+            for h in lso["data_group_hash_values"]
+        }
         return SodContent(algorithm, hashes_, signed, raw)
     except PaError:
         raise
@@ -125,7 +134,9 @@ def parse_sod(data: bytes) -> SodContent:
         raise PaError(PaFailure.MALFORMED, f"EF.SOD does not parse: {type(exc).__name__}: {exc}") from None
 
 
-def _verify_signature(public_key: object, signature: bytes, data: bytes, signature_algo: str, hash_name: str, pss_salt: int | None) -> None:
+def _verify_signature(
+    public_key: object, signature: bytes, data: bytes, signature_algo: str, hash_name: str, pss_salt: int | None
+) -> None:
     algorithm = _HASHES[hash_name]()
     if isinstance(public_key, rsa.RSAPublicKey):
         if signature_algo == "rsassa_pss":
@@ -144,10 +155,7 @@ def _signer_certificate(signed: cms.SignedData, signer: cms.SignerInfo) -> x509.
     certificates = [c.chosen for c in signed["certificates"] or [] if c.name == "certificate"]
     for cert in certificates:
         if sid.name == "issuer_and_serial_number":
-            if (
-                cert.issuer == sid.chosen["issuer"]
-                and cert.serial_number == sid.chosen["serial_number"].native
-            ):
+            if cert.issuer == sid.chosen["issuer"] and cert.serial_number == sid.chosen["serial_number"].native:
                 return x509.load_der_x509_certificate(cert.dump())
         elif cert.key_identifier == sid.chosen.native:
             return x509.load_der_x509_certificate(cert.dump())
@@ -184,13 +192,19 @@ def verify_sod(sod: SodContent, trust: TrustList | None, now: datetime) -> tuple
     if algo_name == "rsassa_pss":
         pss_salt = sig_algo["parameters"]["salt_length"].native
     try:
-        hash_name = sig_algo.hash_algo if algo_name != "rsassa_pss" else sig_algo["parameters"]["hash_algorithm"]["algorithm"].native
+        hash_name = (
+            sig_algo.hash_algo
+            if algo_name != "rsassa_pss"
+            else sig_algo["parameters"]["hash_algorithm"]["algorithm"].native
+        )
     except ValueError:
         hash_name = digest_name
     try:
         _verify_signature(ds.public_key(), signer["signature"].native, to_verify, algo_name, hash_name, pss_salt)
     except (InvalidSignature, ValueError, KeyError) as exc:
-        raise PaError(PaFailure.SIGNATURE, f"EF.SOD signature does not verify with its DS certificate ({type(exc).__name__})") from None
+        raise PaError(
+            PaFailure.SIGNATURE, f"EF.SOD signature does not verify with its DS certificate ({type(exc).__name__})"
+        ) from None
     csca = _issuer_in(trust, ds)
     if not (ds.not_valid_before_utc <= now <= ds.not_valid_after_utc):
         raise PaError(
@@ -216,7 +230,9 @@ def _issuer_in(trust: TrustList, ds: x509.Certificate) -> x509.Certificate:
         except (InvalidSignature, ValueError, TypeError):
             continue
         return csca
-    raise PaError(PaFailure.UNTRUSTED_CSCA, f"Document Signer issued by {ds.issuer.rfc4514_string()}, not a trusted CSCA")
+    raise PaError(
+        PaFailure.UNTRUSTED_CSCA, f"Document Signer issued by {ds.issuer.rfc4514_string()}, not a trusted CSCA"
+    )
 
 
 def check_hashes(sod: SodContent, files: Mapping[int, bytes]) -> tuple[int, ...]:
@@ -230,7 +246,9 @@ def check_hashes(sod: SodContent, files: Mapping[int, bytes]) -> tuple[int, ...]
     return tuple(sorted(files))
 
 
-def passive_authentication(sod_file: bytes, files: Mapping[int, bytes], trust: TrustList | None, now: datetime) -> PaResult:
+def passive_authentication(
+    sod_file: bytes, files: Mapping[int, bytes], trust: TrustList | None, now: datetime
+) -> PaResult:
     sod = parse_sod(sod_file)
     ds, csca = verify_sod(sod, trust, now)
     checked = check_hashes(sod, files)

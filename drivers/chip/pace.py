@@ -15,7 +15,7 @@ from typing import Literal
 
 from drivers.chip import crypto
 from drivers.chip.access import ACCESS_DENIED_SW, AccessDenied, AccessKey
-from drivers.chip.apdu import SW_OK, CardStatusError, Channel
+from drivers.chip.apdu import SW_OK, Channel
 from drivers.chip.ec import CURVES_BY_PARAMETER_ID, Curve, PointError
 from drivers.chip.sm import SecureMessaging
 from drivers.chip.tlv import Tlv, TlvError, encode, parse_all, parse_one
@@ -89,7 +89,7 @@ def choose(infos: list[PaceInfo]) -> PaceInfo | None:
 
 def password_key(key: AccessKey, cipher: Literal["aes128", "aes192", "aes256"]) -> bytes:
     """K_pi = KDF_pi(SHA-1(MRZ information)) (9303-11 §4.4.1 and §9.7.3)."""
-    return crypto.kdf(hashlib.sha1(key.mrz_information().encode("ascii")).digest(), "pace", cipher)
+    return crypto.kdf(hashlib.sha1(key.mrz_information().encode("ascii")).digest(), "pace", cipher)  # noqa: S324 - ICAO 9303-11 mandates SHA-1 here
 
 
 def auth_token(ks_mac: bytes, oid: bytes, curve: Curve, public: bytes) -> bytes:

@@ -10,7 +10,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Literal
+from typing import Literal, TypeVar
 
 import structlog
 
@@ -36,6 +36,7 @@ from drivers.chip.sm import SecureMessagingError
 from drivers.chip.tlv import TlvError, read_header
 
 log = structlog.get_logger(__name__)
+T = TypeVar("T")
 
 SHORT_CHUNK = 0xDF  # 223: the protected answer (cryptogram + DO'99' + DO'8E') still fits 256 bytes
 EXTENDED_CHUNK = 4000  # protected answer stays under 4 KB, within common reader/chip buffers
@@ -82,14 +83,16 @@ class _Steps:
         self.channel = channel
         self.timings: list[StepTiming] = []
 
-    def run(self, name: str, fn: Callable[[], object]) -> object:
+    def run(self, name: str, fn: Callable[[], T]) -> T:
         before = self.channel.counters.snapshot()
         start = time.perf_counter()
         try:
             return fn()
         finally:
             diff = self.channel.counters.since(before)
-            self.timings.append(StepTiming(name, time.perf_counter() - start, diff.apdus, diff.bytes_out, diff.bytes_in))
+            self.timings.append(
+                StepTiming(name, time.perf_counter() - start, diff.apdus, diff.bytes_out, diff.bytes_in)
+            )
 
 
 def read_file(channel: Channel, fid: int, chunk: int) -> bytes:
@@ -175,29 +178,30 @@ def read_document(
 
     try:
         try:
-            protocol = str(steps.run("access", lambda: _access(channel, key, opts, key_source, random)))
+            protocol = steps.run("access", lambda: _access(channel, key, opts, key_source, random))
         except CardStatusError as exc:
             if channel.sm is None and exc.sw in (0x6A82, 0x6A86, 0x6D00, 0x6E00):
                 return result(ChipFailure.NOT_EMRTD, f"no eMRTD application: {exc}")
             raise
         stage = "dg1"
-        files[1] = bytes(steps.run("dg1", lambda: read_file(channel, DATA_GROUPS[1][0], chunk)))  # type: ignore[arg-type]
+        files[1] = steps.run("dg1", lambda: read_file(channel, DATA_GROUPS[1][0], chunk))
         mrz = parse_dg1(files[1])
         stage = "dg2"
-        files[2] = bytes(steps.run("dg2", lambda: read_file(channel, DATA_GROUPS[2][0], chunk)))  # type: ignore[arg-type]
+        files[2] = steps.run("dg2", lambda: read_file(channel, DATA_GROUPS[2][0], chunk))
         face = parse_dg2(files[2])
         if on_face is not None:
             on_face(face)
         stage = "sod"
-        sod_file = bytes(steps.run("sod", lambda: read_file(channel, EF_SOD, chunk)))  # type: ignore[arg-type]
+        sod_file = steps.run("sod", lambda: read_file(channel, EF_SOD, chunk))
         listed = set(parse_sod(sod_file).hashes)
         stage = "com"
-        com = parse_ef_com(bytes(steps.run("com", lambda: read_file(channel, EF_COM, chunk))))  # type: ignore[arg-type]
+        com = parse_ef_com(steps.run("com", lambda: read_file(channel, EF_COM, chunk)))
         listed |= set(com.data_groups)
         for dg in (14, 15):
             if dg in listed:
                 stage = f"dg{dg}"
-                files[dg] = bytes(steps.run(stage, lambda dg=dg: read_file(channel, DATA_GROUPS[dg][0], chunk)))  # type: ignore[misc]
+                fid = DATA_GROUPS[dg][0]
+                files[dg] = steps.run(stage, lambda fid=fid: read_file(channel, fid, chunk))  # type: ignore[misc]
         stage = "pa"
         pa = steps.run("pa", lambda: passive_authentication(sod_file, files, trust, now))
     except AccessDenied as exc:
@@ -208,6 +212,8 @@ def read_document(
         return result(ChipFailure.MALFORMED, f"{stage}: {exc}")
     except (ChipIOError, SecureMessagingError, CardStatusError) as exc:
         return result(ChipFailure.UNREADABLE, f"{stage}: {exc}")
-    offered = {"chip_authentication": "not_done" if 14 in files else "not_offered",
-               "active_authentication": "not_done" if 15 in files else "not_offered"}
+    offered = {
+        "chip_authentication": "not_done" if 14 in files else "not_offered",
+        "active_authentication": "not_done" if 15 in files else "not_offered",
+    }
     return result(None, "", pa=pa, **offered)

@@ -89,9 +89,9 @@ def _objects(data: bytes) -> list[tuple[int, bytes]]:
 
 
 def _retail_mac(key: bytes, data: bytes) -> bytes:
-    state = DES.new(key[:8], DES.MODE_CBC, iv=bytes(8)).encrypt(data)[-8:]
-    state = DES.new(key[8:16], DES.MODE_ECB).decrypt(state)
-    return DES.new(key[:8], DES.MODE_ECB).encrypt(state)
+    state = DES.new(key[:8], DES.MODE_CBC, iv=bytes(8)).encrypt(data)[-8:]  # noqa: S304 - BAC's retail MAC is DES by definition
+    state = DES.new(key[8:16], DES.MODE_ECB).decrypt(state)  # noqa: S304 - BAC's retail MAC is DES by definition
+    return DES.new(key[:8], DES.MODE_ECB).encrypt(state)  # noqa: S304 - BAC's retail MAC is DES by definition
 
 
 def _kdf(secret: bytes, counter: int, aes_bits: int | None) -> bytes:
@@ -270,7 +270,11 @@ class PassportCard:
             if do8e is None:
                 raise ValueError("no MAC")
             header = _pad(bytes([cmd.cla, cmd.ins, cmd.p1, cmd.p2]), sm.block)
-            covered = header + (_tlv(0x87, do87) if do87 is not None else b"") + (_tlv(0x97, do97) if do97 is not None else b"")
+            covered = (
+                header
+                + (_tlv(0x87, do87) if do87 is not None else b"")
+                + (_tlv(0x97, do97) if do97 is not None else b"")
+            )
             if sm.mac(covered) != do8e:
                 raise ValueError("MAC")
             data = sm.decrypt(do87[1:]) if do87 is not None else b""
@@ -377,7 +381,9 @@ class PassportCard:
         answer = DES3.new(_des3(k_enc), DES3.MODE_CBC, iv=bytes(8)).encrypt(challenge + rnd_ifd + k_ic)
         answer += _retail_mac(k_mac, _pad(answer, 8))
         seed = bytes(a ^ b for a, b in zip(k_ifd, k_ic, strict=True))
-        self._sm = _Sm(False, _kdf(seed, 1, None), _kdf(seed, 2, None), int.from_bytes(challenge[4:] + rnd_ifd[4:], "big"))
+        self._sm = _Sm(
+            False, _kdf(seed, 1, None), _kdf(seed, 2, None), int.from_bytes(challenge[4:] + rnd_ifd[4:], "big")
+        )
         return answer, SW_OK
 
     # ---- PACE-ECDH-GM (9303-11 §4.4) -----------------------------------------------------------------
@@ -386,8 +392,8 @@ class PassportCard:
         raw = self.files.get(EF_CARD_ACCESS)
         if raw is None:
             return None
-        (_, content), = _objects(raw)
-        (_, info), = _objects(content)
+        ((_, content),) = _objects(raw)
+        ((_, info),) = _objects(content)
         fields = _objects(info)
         return fields[0][1], int.from_bytes(fields[2][1], "big")
 
@@ -402,7 +408,12 @@ class PassportCard:
         oid, param = offer
         if dos.get(0x80) != oid or dos.get(0x83) != b"\x01" or (0x84 in dos and dos[0x84] != bytes([param])):
             return b"", SW_DATA
-        self._pace = {"step": 1, "oid": oid, "curve": CURVES_BY_PARAMETER_ID[param], "bits": {2: 128, 3: 192, 4: 256}[oid[-1]]}
+        self._pace = {
+            "step": 1,
+            "oid": oid,
+            "curve": CURVES_BY_PARAMETER_ID[param],
+            "bits": {2: 128, 3: 192, 4: 256}[oid[-1]],
+        }
         self._sm = None
         return b"", SW_OK
 
@@ -453,6 +464,7 @@ class PassportCard:
                 st.update(step=4, pk_ifd=pk_ifd_raw, pk_ic=pk_ic_raw, enc=_kdf(x, 1, bits), mac=_kdf(x, 2, bits))
                 return _tlv(0x7C, _tlv(0x84, pk_ic_raw)), SW_OK
             if step == 4 and not chained and 0x85 in dos:
+
                 def token(public: bytes) -> bytes:
                     data = _tlv(0x7F49, _tlv(0x06, st["oid"]) + _tlv(0x86, public))  # type: ignore[arg-type]
                     return CMAC.new(st["mac"], data, ciphermod=AES).digest()[:8]  # type: ignore[arg-type]

@@ -20,11 +20,10 @@ from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.x509.oid import NameOID
 
 from drivers.chip.access import AccessKey
-from drivers.document import check_digit
 from drivers.chip.lds import DATA_GROUPS, EF_CARD_ACCESS, EF_COM, EF_SOD
 from drivers.chip.pa import LDS_SECURITY_OBJECT_OID, DataGroupHash, DataGroupHashes, LdsSecurityObject
 from drivers.chip.tlv import encode
-
+from drivers.document import check_digit
 
 
 def td3_mrz(
@@ -137,7 +136,9 @@ def face_record(image: bytes, width: int, height: int, *, jpeg2000: bool = False
 
 
 def dg2(image: bytes, width: int, height: int, *, jpeg2000: bool = False) -> bytes:
-    header = encode(0xA1, encode(0x80, b"\x01\x01") + encode(0x81, b"\x02") + encode(0x87, b"\x01\x01") + encode(0x88, b"\x00\x08"))
+    header = encode(
+        0xA1, encode(0x80, b"\x01\x01") + encode(0x81, b"\x02") + encode(0x87, b"\x01\x01") + encode(0x88, b"\x00\x08")
+    )
     template = encode(0x7F60, header + encode(0x5F2E, face_record(image, width, height, jpeg2000=jpeg2000)))
     return encode(0x75, encode(0x7F61, encode(0x02, b"\x01") + template))
 

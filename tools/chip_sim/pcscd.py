@@ -133,7 +133,7 @@ class Pcscd:
                     PCSCD_PIDFILE.unlink(missing_ok=True)
                     PCSCD_SOCKET.unlink(missing_ok=True)
             _wait(lambda: not _time_wait_on(VPCD_PORTS), 75.0, "vpcd's ports to leave TCP TIME_WAIT")
-            self._proc = subprocess.Popen(  # noqa: S603 - fixed argv
+            self._proc = subprocess.Popen(
                 ["/usr/sbin/pcscd", "-f"],
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.DEVNULL,
@@ -152,7 +152,7 @@ class Pcscd:
 
         try:
             return any("Virtual PCD" in str(r) for r in readers())
-        except Exception:  # noqa: BLE001 - pyscard raises several classes while pcscd comes up
+        except Exception:
             return False
 
     def stop(self) -> None:

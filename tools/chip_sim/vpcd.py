@@ -8,6 +8,7 @@ answered with the response APDU. Closing the socket is the card leaving the fiel
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import struct
 import threading
@@ -94,10 +95,8 @@ class VpcdCard:
             return
 
     def _close_socket(self) -> None:
-        try:
+        with contextlib.suppress(OSError):
             self._sock.shutdown(socket.SHUT_RDWR)
-        except OSError:
-            pass
         self._sock.close()
 
     def remove(self) -> None:
@@ -105,10 +104,8 @@ class VpcdCard:
         if self._held is not None:
             held, self._held = self._held, None
             self._message.clear()
-            try:
+            with contextlib.suppress(OSError):
                 self._send(held)
-            except OSError:
-                pass
             # pcscd's next message (the power-off after the reader's disconnect) shows vpcd took the answer.
             self._message.wait(timeout=5.0)
         self._stop.set()
