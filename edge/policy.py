@@ -66,6 +66,7 @@ class Reason(StrEnum):
     CHIP_ACCESS_DENIED = "CHIP_ACCESS_DENIED"
     CHIP_PA_FAILED = "CHIP_PA_FAILED"
     CHIP_DG1_DIFFERS = "CHIP_DG1_DIFFERS"
+    CHIP_CLONE_SUSPECTED = "CHIP_CLONE_SUSPECTED"  # Active Authentication failed
     CHIP_FACE_NOT_COMPARED = "CHIP_FACE_NOT_COMPARED"
     # Set by the session, not by `decide`: the session ended before a decision could be taken.
     ABORTED_EMERGENCY = "ABORTED_EMERGENCY"
@@ -228,6 +229,8 @@ def _chip_reasons(inputs: DecisionInputs) -> list[Reason]:
         out.append(Reason.CHIP_ACCESS_DENIED)
     elif chip.failure is not None and (chip.failure.startswith("pa_") or chip.failure == "chip_pa_failed"):
         out.append(Reason.CHIP_PA_FAILED)
+    elif chip.failure == "chip_aa_failed":
+        out.append(Reason.CHIP_CLONE_SUSPECTED)
     elif chip.failure is not None:
         out.append(Reason.CHIP_UNREADABLE)
     if chip.dg1_matches_page is False:

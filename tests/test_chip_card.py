@@ -133,3 +133,61 @@ def test_reader_turns_corrupted_chip_files_into_a_reason_code(fid: int, cut: int
     else:
         assert not result.authentic
         assert result.failure in (ChipFailure.MALFORMED, ChipFailure.PA_FAILED, ChipFailure.UNREADABLE)
+
+
+@pytest.mark.parametrize("jpeg2000", [False, True], ids=["jpeg", "jpeg2000"])
+def test_dg2_with_a_real_portrait_decodes_in_memory(jpeg2000: bool) -> None:
+    import cv2
+    import numpy as np
+
+    from tests.shared_data import shared_data
+    from tools.chip_sim.passport import dg2
+
+    photo = cv2.imread(str(shared_data("faces/lfw_krasserm/Colin_Powell/Colin_Powell_0001.jpg")), cv2.IMREAD_COLOR)
+    ok, encoded = cv2.imencode(".jp2" if jpeg2000 else ".jpg", photo)
+    assert ok
+    face = lds.parse_dg2(dg2(encoded.tobytes(), photo.shape[1], photo.shape[0], jpeg2000=jpeg2000))
+    assert face.image_type == ("jpeg2000" if jpeg2000 else "jpeg")
+    assert face.pixels.shape == photo.shape
+    # Same picture: JPEG 2000 here is lossless, JPEG re-encoding only slightly lossy.
+    assert float(np.mean(np.abs(face.pixels.astype(int) - photo.astype(int)))) < (0.5 if jpeg2000 else 4.0)
+
+
+def test_active_authentication_is_done_and_a_cloned_chip_is_caught() -> None:
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    from tools.chip_sim.passport import dg15
+
+    aa_key = ec.generate_private_key(ec.SECP256R1())
+    chip = build_passport(_PKI, _FACE, _SIZE, pace_parameter_id=None, extra_groups={15: dg15(aa_key.public_key())})
+    trust = pa.TrustList((_PKI.csca,))
+    genuine = PassportCard(dict(chip.files), chip.key.mrz_information(), aa_private_key=aa_key)
+    result = read_document(DirectTransport(genuine), chip.key, trust, _NOW, atr=genuine.atr())
+    assert result.authentic and result.active_authentication == "done", result.detail
+    assert 15 in result.data_groups and [t.step for t in result.timings][-1] == "aa"
+    # A copy of every file (so PA passes) without the chip's private key.
+    clone = PassportCard(
+        dict(chip.files), chip.key.mrz_information(), aa_private_key=ec.generate_private_key(ec.SECP256R1())
+    )
+    result = read_document(DirectTransport(clone), chip.key, trust, _NOW, atr=clone.atr())
+    assert result.failure is ChipFailure.AA_FAILED and result.reason == "chip_aa_failed"
+    assert result.active_authentication == "failed" and not result.authentic
+
+
+def test_rsa_active_authentication_signature_iso9796_2_scheme1() -> None:
+    import hashlib
+
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    from drivers.chip.aa import ActiveAuthenticationFailed, _verify_rsa_9796_2
+
+    key = rsa.generate_private_key(65537, 1024)
+    n, d = key.public_key().public_numbers().n, key.private_numbers().d
+    k = (n.bit_length() + 7) // 8
+    challenge = bytes(range(8))
+    m1 = bytes([0x5A]) * (k - 2 - 20)
+    message = b"\x6a" + m1 + hashlib.sha1(m1 + challenge).digest() + b"\xbc"
+    signature = pow(int.from_bytes(message, "big"), d, n).to_bytes(k, "big")
+    _verify_rsa_9796_2(key.public_key(), signature, challenge)
+    with pytest.raises(ActiveAuthenticationFailed):
+        _verify_rsa_9796_2(key.public_key(), signature, bytes(8))

@@ -94,7 +94,7 @@ def test_ops_builds_a_csca_bundle_from_pem_der_crl_and_master_list(tmp_path: Pat
 
     runner.invoke(app, ["keys", "install", key["public_key"], "--trust-dir", str(tmp_path / "trust")])
     verifier = verifier_for(TrustStore(tmp_path / "trust"))
-    verified = verifier.verify(out.read_bytes(), NOW)
+    verified = verifier.verify(out.read_bytes(), datetime.now(UTC))
     trust = CscaStore(tmp_path / "csca").activate(verified)
     assert {x.subject.rfc4514_string() for x in trust.cscas} == {"CN=A CSCA,C=UT", "CN=B CSCA,C=UT", "CN=C CSCA,C=UT"}
     face, size = synthetic_face(2_000)

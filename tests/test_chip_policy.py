@@ -68,6 +68,12 @@ CASES = [
     ),
     ("hash mismatch", entry(chip=ChipFacts(True, "pa_hash_mismatch", True)), Verdict.REFER, (Reason.CHIP_PA_FAILED,)),
     ("untrusted CSCA", entry(chip=ChipFacts(True, "pa_untrusted_csca", True)), Verdict.REFER, (Reason.CHIP_PA_FAILED,)),
+    (
+        "active authentication failed",
+        entry(chip=ChipFacts(True, "chip_aa_failed", True)),
+        Verdict.REFER,
+        (Reason.CHIP_CLONE_SUSPECTED,),
+    ),
     ("DG1 differs from the page", entry(chip=ChipFacts(True, None, False)), Verdict.REFER, (Reason.CHIP_DG1_DIFFERS,)),
     (
         "authentic chip whose face was not compared",

@@ -20,6 +20,7 @@ class ChipFailure(StrEnum):
     ACCESS_DENIED = "chip_access_denied"  # BAC/PACE refused the MRZ-derived key
     MALFORMED = "chip_malformed"  # a file or answer that does not parse
     PA_FAILED = "chip_pa_failed"  # Passive Authentication failed; `pa_failure` says why
+    AA_FAILED = "chip_aa_failed"  # Active Authentication did not verify: possibly a cloned chip
 
 
 @dataclass(frozen=True)
@@ -47,7 +48,7 @@ class ChipResult:
     mrz: str | None = field(default=None, repr=False)
     face: FaceImage | None = field(default=None, repr=False)
     chip_authentication: str = "not_offered"  # "not_offered" | "not_done" | "done"
-    active_authentication: str = "not_offered"
+    active_authentication: str = "not_offered"  # "not_offered" | "done" | "failed"
     extended_length: bool = False
     timings: tuple[StepTiming, ...] = ()
 

@@ -249,7 +249,15 @@ def check_hashes(sod: SodContent, files: Mapping[int, bytes]) -> tuple[int, ...]
 def passive_authentication(
     sod_file: bytes, files: Mapping[int, bytes], trust: TrustList | None, now: datetime
 ) -> PaResult:
-    sod = parse_sod(sod_file)
-    ds, csca = verify_sod(sod, trust, now)
-    checked = check_hashes(sod, files)
-    return PaResult(ds.subject.rfc4514_string(), csca.subject.rfc4514_string(), sod.hash_algorithm, checked)
+    """Run Passive Authentication; raises PaError with one PaFailure."""
+    try:
+        sod = parse_sod(sod_file)
+        ds, csca = verify_sod(sod, trust, now)
+        checked = check_hashes(sod, files)
+        return PaResult(ds.subject.rfc4514_string(), csca.subject.rfc4514_string(), sod.hash_algorithm, checked)
+    except PaError:
+        raise
+    except Exception as exc:
+        # asn1crypto parses lazily and `cryptography` rejects odd keys late: whatever the chip's EF.SOD
+        # breaks inside them is a malformed SOD, never a crash of the lane.
+        raise PaError(PaFailure.MALFORMED, f"EF.SOD does not parse: {type(exc).__name__}") from None

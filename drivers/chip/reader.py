@@ -14,6 +14,7 @@ from typing import Literal, TypeVar
 
 import structlog
 
+from drivers.chip.aa import ActiveAuthenticationFailed, parse_dg15, perform_aa
 from drivers.chip.access import AccessDenied, AccessKey, RandomSource, perform_bac
 from drivers.chip.apdu import CardStatusError, Channel, ChipIOError, Transport
 from drivers.chip.lds import (
@@ -204,6 +205,13 @@ def read_document(
                 files[dg] = steps.run(stage, lambda fid=fid: read_file(channel, fid, chunk))  # type: ignore[misc]
         stage = "pa"
         pa = steps.run("pa", lambda: passive_authentication(sod_file, files, trust, now))
+        if 15 in files:
+            # DG15 is trusted only once PA proved it; then the chip must prove it holds the private key.
+            stage = "aa"
+            aa_key = parse_dg15(files[15])
+            steps.run("aa", lambda: perform_aa(channel, aa_key, random))
+    except ActiveAuthenticationFailed as exc:
+        return result(ChipFailure.AA_FAILED, str(exc), active_authentication="failed")
     except AccessDenied as exc:
         return result(ChipFailure.ACCESS_DENIED, str(exc))
     except PaError as exc:
@@ -212,8 +220,12 @@ def read_document(
         return result(ChipFailure.MALFORMED, f"{stage}: {exc}")
     except (ChipIOError, SecureMessagingError, CardStatusError) as exc:
         return result(ChipFailure.UNREADABLE, f"{stage}: {exc}")
+    except Exception as exc:
+        # Chip data that trips a parsing library in a way not foreseen above: refer, never crash the lane.
+        log.error("chip_read_unexpected_error", stage=stage, error_type=type(exc).__name__)
+        return result(ChipFailure.MALFORMED, f"{stage}: unexpected {type(exc).__name__}")
     offered = {
         "chip_authentication": "not_done" if 14 in files else "not_offered",
-        "active_authentication": "not_done" if 15 in files else "not_offered",
+        "active_authentication": "done" if 15 in files else "not_offered",
     }
     return result(None, "", pa=pa, **offered)

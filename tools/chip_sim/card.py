@@ -15,6 +15,7 @@ import os
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from Crypto.Cipher import AES, DES, DES3
 from Crypto.Hash import CMAC
@@ -207,6 +208,8 @@ class PassportCard:
     secrets_: CardSecrets = field(default_factory=CardSecrets)
     # Called with every command before it runs; lets tests make the chip vanish or fall silent.
     before_command: Callable[[Command], None] | None = None
+    # Active Authentication key (the private half of DG15's public key); None: no AA.
+    aa_private_key: Any = None
     # Counters visible to tests: failed authentications (a retry storm shows here).
     failed_authentications: int = 0
     _app: bool = False
@@ -304,6 +307,7 @@ class PassportCard:
             0x82: self._external_authenticate,
             0x22: self._mse,
             0x86: self._general_authenticate,
+            0x88: self._internal_authenticate,
         }
         handler = handlers.get(cmd.ins)
         if handler is None:
@@ -355,6 +359,21 @@ class PassportCard:
             return b"", SW_WRONG_P1P2
         chunk = content[offset : offset + cmd.le]
         return chunk, (SW_OK if len(chunk) == cmd.le else SW_EOF)
+
+    # ---- Active Authentication (9303-11 §6.1) -------------------------------------------------------
+
+    def _internal_authenticate(self, cmd: Command, secured: bool) -> tuple[bytes, bytes]:
+        if not secured or self.aa_private_key is None:
+            return b"", SW_CONDITIONS
+        if len(cmd.data) != 8:
+            return b"", SW_DATA
+        from cryptography.hazmat.primitives import hashes
+        from cryptography.hazmat.primitives.asymmetric import ec
+        from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
+
+        r, s = decode_dss_signature(self.aa_private_key.sign(cmd.data, ec.ECDSA(hashes.SHA256())))
+        size = (self.aa_private_key.curve.key_size + 7) // 8
+        return r.to_bytes(size, "big") + s.to_bytes(size, "big"), SW_OK
 
     # ---- BAC (9303-11 §4.3) --------------------------------------------------------------------------
 

@@ -236,6 +236,12 @@ class VirtualPassport:
         return replace(self, files=files)
 
 
+def dg15(public_key: ec.EllipticCurvePublicKey) -> bytes:
+    """DG15: the Active Authentication public key (SubjectPublicKeyInfo)."""
+    spki = public_key.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    return encode(0x6F, spki)
+
+
 def build_passport(
     pki: ChipPki,
     face_jpeg: bytes,
