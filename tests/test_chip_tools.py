@@ -14,7 +14,7 @@ import pytest
 from tests.chip_fixtures import READER, face, passport, pcscd, pki
 from tools.chip_sim.card import PassportCard
 from tools.chip_sim.passport import ChipPki, VirtualPassport, td3_mrz
-from tools.chip_sim.vpcd import VpcdCard
+from tools.chip_sim.vpcd import FallSilent, VpcdCard
 
 __all__ = ["face", "passport", "pcscd", "pki"]  # fixtures, imported for pytest
 
@@ -83,6 +83,36 @@ def test_diag_chip_reports_reader_card_protocol_pa_and_hints(
     assert rc == 1
     assert bad["chip"]["reason"] == "chip_access_denied"
     assert any("MRZ" in hint for hint in bad["hints"])
+
+
+@pytest.mark.usefixtures("pcscd")
+def test_chip_that_stops_answering_is_unreadable_within_the_deadline(passport: VirtualPassport) -> None:
+    card = PassportCard(dict(passport.files), passport.key.mrz_information())
+
+    def silent_at_dg1(cmd):  # type: ignore[no-untyped-def]
+        if cmd.ins == 0xB0 and card._file == 0x0101:
+            raise FallSilent
+
+    card.before_command = silent_at_dg1
+    with VpcdCard(card):
+        rc, report = _egate(
+            "diag",
+            "chip",
+            "--reader",
+            READER,
+            "--mrz",
+            passport.mrz[0],
+            "--mrz",
+            passport.mrz[1],
+            "--timeout",
+            "10",
+            "--apdu-timeout",
+            "1",
+        )
+    assert rc == 1
+    assert report["chip"]["reason"] == "chip_unreadable"
+    assert "did not answer within 1.0 s" in report["chip"]["detail"]
+    assert any("hold the document still" in hint for hint in report["hints"])
 
 
 def test_diag_chip_without_pcscd_says_how_to_fix(monkeypatch: pytest.MonkeyPatch) -> None:

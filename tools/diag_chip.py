@@ -44,7 +44,9 @@ def _key_from_mrz(lines: list[str]) -> Any:
     return AccessKey(doc.number, doc.birth_date.strftime("%y%m%d"), doc.expiry_date.strftime("%y%m%d"))
 
 
-def diagnose(reader: str, mrz: list[str], csca: list[Path], timeout_s: float) -> dict[str, Any]:
+def diagnose(
+    reader: str, mrz: list[str], csca: list[Path], timeout_s: float, apdu_timeout_s: float = 5.0
+) -> dict[str, Any]:
     from drivers.chip.apdu import ChipIOError
     from drivers.chip.pa import TrustList
     from drivers.chip.pcsc import PcscTransport, list_readers, probe
@@ -74,7 +76,7 @@ def diagnose(reader: str, mrz: list[str], csca: list[Path], timeout_s: float) ->
     certificates = [c for path in csca for c in load_certificates(path)]
     trust = TrustList.from_der(certificates) if certificates else None
     try:
-        transport = PcscTransport.open(matching[0], timeout_s=timeout_s)
+        transport = PcscTransport.open(matching[0], timeout_s=timeout_s, apdu_timeout_s=apdu_timeout_s)
     except ChipIOError as exc:
         report["error"] = str(exc)
         report["hints"].append(HINTS["no_card"])
@@ -108,10 +110,11 @@ def chip_command(
     mrz: list[str] = typer.Option([], "--mrz", help="An MRZ line of the document on the reader; repeat per line."),
     csca: list[Path] = typer.Option([], "--csca", help="CSCA certificate (PEM/DER) for Passive Authentication."),
     timeout: float = typer.Option(5.0, "--timeout", min=0.0, help="Seconds to wait for a card."),
+    apdu_timeout: float = typer.Option(5.0, "--apdu-timeout", min=0.1, help="Seconds the chip may take per command."),
     json_out: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """Check the chip reader and, with --mrz, read and authenticate the chip on it."""
-    report = diagnose(reader, mrz, csca, timeout)
+    report = diagnose(reader, mrz, csca, timeout, apdu_timeout)
     if json_out:
         typer.echo(json.dumps(report))
     else:
