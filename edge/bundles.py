@@ -30,6 +30,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from edge.csca_payload import CscaPayloadError, decode_csca_payload
 from edge.gallery_payload import GalleryPayloadError, decode_gallery_payload
 from edge.trust import KEY_ID_PATTERN, KeysPayload, TrustStore
 from engines.atomic_file import atomic_write_bytes
@@ -43,8 +44,8 @@ MAX_HEADER_BYTES = 64 * 1024
 PAYLOAD_ALIGN = 64
 ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$"
 
-BundleKind = Literal["gallery", "config", "keys", "command"]
-BUNDLE_KINDS: tuple[BundleKind, ...] = ("gallery", "config", "keys", "command")
+BundleKind = Literal["gallery", "config", "keys", "command", "csca"]
+BUNDLE_KINDS: tuple[BundleKind, ...] = ("gallery", "config", "keys", "command", "csca")
 
 
 class RejectCode(StrEnum):
@@ -300,7 +301,8 @@ class VersionState:
 class VerifiedBundle:
     """A bundle that passed every check. `content` is the parsed payload for its kind:
     gallery -> DecodedGallery (views into `raw`), keys -> KeysPayload, command -> CommandPayload,
-    config -> the TOML text (already validated by the config hook when one was given)."""
+    csca -> drivers.chip.pa.TrustList, config -> the TOML text (already validated by the config hook when
+    one was given)."""
 
     header: BundleHeader
     raw: bytes
@@ -465,10 +467,12 @@ class BundleVerifier:
                 return KeysPayload.model_validate_json(bytes(payload))
             if header.kind == "command":
                 return CommandPayload.model_validate_json(bytes(payload))
+            if header.kind == "csca":
+                return decode_csca_payload(bytes(payload))
             text = bytes(payload).decode("utf-8")
             if self.config_validator is not None:
                 self.config_validator(text)
             return text
-        except (GalleryPayloadError, ValidationError, UnicodeDecodeError, ValueError) as exc:
+        except (GalleryPayloadError, CscaPayloadError, ValidationError, UnicodeDecodeError, ValueError) as exc:
             message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
             raise BundleRejected(RejectCode.MALFORMED, f"{header.kind} payload invalid: {message}") from None

@@ -33,6 +33,7 @@ from drivers.turnstile.config import parse_scbk
 from drivers.turnstile.osdp import OsdpGateController
 from edge import lane_status
 from edge.bundles import BundleVerifier, Scope, VersionState
+from edge.csca import CscaStore
 from edge.daemon import Component, Health, StartError
 from edge.display.feed import DisplayFeed, supervisor_view
 from edge.display.languages import document_language
@@ -125,6 +126,7 @@ class Lane:
         self.outbox: Outbox | None = None
         self.link: MqttLink | None = None
         self.gallery: GalleryStore | None = None
+        self.csca: CscaStore | None = None
         self.trust: TrustStore | None = None
         self._gallery_key = b""  # read at the gallery's start, used once the engine's model id is known
         self.verifier: BundleVerifier | None = None
@@ -267,6 +269,12 @@ class Lane:
         except Exception as exc:
             # A gallery that cannot be read is not fatal: the gate refers everyone until ops pushes again.
             self._log.error("gallery_load_failed", error=str(exc), fix="push the gallery again from ops")
+        self.csca = CscaStore(self.state_dir / "csca")
+        try:
+            self.csca.load()
+        except Exception as exc:
+            # Without a trust list every chip fails Passive Authentication (pa_no_trust_list): refer, not stop.
+            self._log.error("csca_load_failed", error=str(exc), fix="push the csca bundle again from ops")
         assert self.trust is not None
         self.verifier = BundleVerifier(
             self.trust,
@@ -343,6 +351,7 @@ class Lane:
             self.post,
             config_dir=self.state_dir / "config",
             on_change=self.publish_status,
+            csca=self.csca,
         )
 
     def _make_lookup(self) -> HashedSubjectLookup | _NoSubjectLookup:

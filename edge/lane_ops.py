@@ -14,6 +14,7 @@ from pathlib import Path
 import structlog
 
 from edge.bundles import BundleRejected, BundleVerifier, CommandPayload, RejectCode, VerifiedBundle, split_envelope
+from edge.csca import CscaStore
 from edge.gallery import GalleryStore
 from edge.messages import BundleAck, CmdAck
 from edge.session import Event, Maintenance, SetMode
@@ -43,7 +44,9 @@ class OpsHandler:
         config_dir: Path,
         on_change: Callable[[], None] = lambda: None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        csca: CscaStore | None = None,
     ) -> None:
+        self._csca = csca
         self._verifier = verifier
         self._gallery = gallery
         self._trust = trust
@@ -83,6 +86,11 @@ class OpsHandler:
         if verified.kind == "keys":
             self._trust.apply_keys(verified.content, signed_by=verified.header.key_id)
             return f"trusted keys now: {', '.join(self._trust.key_ids())}"
+        if verified.kind == "csca":
+            if self._csca is None:
+                raise ValueError("this gate has no chip reader configured: csca bundles are not applied")
+            trust = self._csca.activate(verified)
+            return f"csca v{verified.version}: {len(trust.cscas)} CSCA certificates, {len(trust.crls)} CRLs"
         if verified.kind == "config":
             # A config is validated by the verifier; it is stored for the next start (a live reload of
             # devices mid-session is not worth the risk at a gate).

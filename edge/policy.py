@@ -19,6 +19,7 @@ from edge.settings.lane import Mode, PolicyConfig
 __all__ = [
     "BoardingPassFacts",
     "CaptureFacts",
+    "ChipFacts",
     "Comparison",
     "ComparisonKind",
     "Decision",
@@ -59,13 +60,21 @@ class Reason(StrEnum):
     GALLERY_UNAVAILABLE = "GALLERY_UNAVAILABLE"
     GALLERY_EXPIRED = "GALLERY_EXPIRED"
     MATCHER_ERROR = "MATCHER_ERROR"
+    # ePassport chip (entry mode, policy.chip != off); the PA sub-reason goes into ChipFacts/the record.
+    CHIP_MISSING = "CHIP_MISSING"
+    CHIP_UNREADABLE = "CHIP_UNREADABLE"
+    CHIP_ACCESS_DENIED = "CHIP_ACCESS_DENIED"
+    CHIP_PA_FAILED = "CHIP_PA_FAILED"
+    CHIP_DG1_DIFFERS = "CHIP_DG1_DIFFERS"
+    CHIP_CLONE_SUSPECTED = "CHIP_CLONE_SUSPECTED"  # Active Authentication failed
+    CHIP_FACE_NOT_COMPARED = "CHIP_FACE_NOT_COMPARED"
     # Set by the session, not by `decide`: the session ended before a decision could be taken.
     ABORTED_EMERGENCY = "ABORTED_EMERGENCY"
     ABORTED_OUT_OF_SERVICE = "ABORTED_OUT_OF_SERVICE"
     ABORTED_ALARM = "ABORTED_ALARM"
 
 
-ComparisonKind = Literal["1:N", "1:1_gallery", "1:1_document"]
+ComparisonKind = Literal["1:N", "1:1_gallery", "1:1_document", "1:1_chip"]
 
 
 @dataclass(frozen=True)
@@ -109,6 +118,22 @@ class DocumentFacts:
 
     checks_ok: bool  # every MRZ check digit valid (ICAO 9303-3 §4.9)
     expiry: date | None  # None when the MRZ had no readable expiry date
+    issuer: str | None = None  # issuing state code, for the chip policy's expected issuers
+
+
+@dataclass(frozen=True)
+class ChipFacts:
+    """What the ePassport chip read established (drivers.chip's result, reduced to facts).
+
+    `present`: a chip answered on the reader. `failure`: drivers.chip's most specific reason code
+    (chip_unreadable, chip_access_denied, chip_malformed, chip_not_emrtd, pa_*), None when access
+    control, every file and Passive Authentication succeeded. `dg1_matches_page`: DG1's MRZ equals
+    the page's (None when DG1 was not read).
+    """
+
+    present: bool
+    failure: str | None = None
+    dg1_matches_page: bool | None = None
 
 
 @dataclass(frozen=True)
@@ -135,6 +160,7 @@ class DecisionInputs:
     gallery: GalleryFacts = field(default_factory=GalleryFacts)
     document: DocumentFacts | None = None
     boarding_pass: BoardingPassFacts | None = None
+    chip: ChipFacts | None = None
     liveness: bool | None = None  # None: no presentation-attack detection here, ignored
     matcher_error: bool = False
     uses_gallery: bool = True  # False in entry mode when the reference is the document-page face
@@ -154,6 +180,7 @@ def decide(inputs: DecisionInputs) -> Decision:
     reasons: list[Reason] = []
     reasons += _document_reasons(inputs)
     reasons += _boarding_reasons(inputs)
+    reasons += _chip_reasons(inputs)
     reasons += _gallery_reasons(inputs)
     reasons += _capture_reasons(inputs)
     if inputs.liveness is False:
@@ -184,6 +211,32 @@ def _document_reasons(inputs: DecisionInputs) -> list[Reason]:
     # A document is valid through its expiry date (ICAO 9303-3 §4.2.2 date of expiry); unknown = invalid.
     if doc.expiry is None or doc.expiry < inputs.today:
         out.append(Reason.DOCUMENT_EXPIRED if doc.expiry is not None else Reason.DOCUMENT_INVALID)
+    return out
+
+
+def _chip_reasons(inputs: DecisionInputs) -> list[Reason]:
+    """ICAO 9303-11 inspection: access control, DG1 = page, Passive Authentication, face vs DG2."""
+    policy = inputs.policy
+    if inputs.mode is not Mode.ENTRY or policy.chip == "off":
+        return []
+    chip = inputs.chip
+    issuer = inputs.document.issuer if inputs.document is not None else None
+    expected = policy.chip == "required" or (issuer is not None and issuer in policy.chip_expected_issuers)
+    if chip is None or not chip.present:
+        return [Reason.CHIP_MISSING] if expected else []
+    out: list[Reason] = []
+    if chip.failure == "chip_access_denied":
+        out.append(Reason.CHIP_ACCESS_DENIED)
+    elif chip.failure is not None and (chip.failure.startswith("pa_") or chip.failure == "chip_pa_failed"):
+        out.append(Reason.CHIP_PA_FAILED)
+    elif chip.failure == "chip_aa_failed":
+        out.append(Reason.CHIP_CLONE_SUSPECTED)
+    elif chip.failure is not None:
+        out.append(Reason.CHIP_UNREADABLE)
+    if chip.dg1_matches_page is False:
+        out.append(Reason.CHIP_DG1_DIFFERS)
+    if not out and not any(c.kind == "1:1_chip" for c in inputs.comparisons):
+        out.append(Reason.CHIP_FACE_NOT_COMPARED)  # an authentic chip whose face was never compared
     return out
 
 

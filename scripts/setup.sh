@@ -26,6 +26,11 @@ APT_PACKAGES=(
     fonts-noto-cjk
     chromium
     chromium-driver
+    # ePassport chip: PC/SC daemon, pyscard's build headers, vsmartcard's virtual reader for the tests
+    pcscd
+    libpcsclite-dev
+    swig
+    vsmartcard-vpcd
 )
 PYTHON=${PYTHON:-python3}
 

@@ -33,6 +33,7 @@ GROUPS: dict[str, tuple[str, list[str]]] = {
             "tools.bench_link",
             "tools.bench_lane",
             "tools.bench_display",
+            "tools.bench_chip",
         ],
     ),
     "diag": (
@@ -41,6 +42,7 @@ GROUPS: dict[str, tuple[str, list[str]]] = {
             "tools.diag",
             "tools.diag_engines",
             "tools.diag_reader",
+            "tools.diag_chip",
         ],
     ),
     "display": ("The traveller's screen (kiosk page).", ["tools.display_cmd"]),
@@ -51,6 +53,7 @@ GROUPS: dict[str, tuple[str, list[str]]] = {
             "tools.ops_gallery",
             "tools.ops_bundle",
             "tools.ops_config",
+            "tools.ops_csca",
             "tools.ops_link",
         ],
     ),

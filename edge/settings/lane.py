@@ -8,7 +8,7 @@ so the outcome record shows exactly what was used.
 from __future__ import annotations
 
 from enum import StrEnum
-from typing import Self
+from typing import Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -44,6 +44,18 @@ class PolicyConfig(BaseModel):
         True,
         description="In exit mode a document is optional; when one was read anyway, refer when it is "
         "invalid or expired (true) or ignore it (false).",
+    )
+    chip: Literal["off", "when_present", "required"] = Field(
+        "off",
+        description="Entry mode and the ePassport chip: off (not used), when_present (a chip that answers "
+        "must pass access control, DG1 = page MRZ and Passive Authentication, and the live face is also "
+        "compared with DG2; a document without a chip may use its page portrait) or required (no chip: refer).",
+    )
+    chip_expected_issuers: list[str] = Field(
+        default_factory=list,
+        max_length=300,
+        description="Issuing states (ICAO codes, e.g. D, FRA) whose passports all carry a chip: with "
+        "chip = when_present, a missing or unreadable chip from these issuers is referred (CHIP_MISSING).",
     )
 
 
