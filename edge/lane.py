@@ -201,8 +201,7 @@ class Lane:
             credentials,
             bundle_dir=self.state_dir / "bundles-incoming",
         )
-        self.link.set_bundle_handler(self.ops.on_bundle)
-        self.link.set_command_handler(self.ops.on_command)
+        self.ops.attach(self.link, self._gallery_key)
         self.link.start()
 
     def _close_link(self) -> None:
