@@ -13,10 +13,11 @@ from typing import TYPE_CHECKING, Any
 
 import uuid6
 
+from drivers.document.redact import public_view
 from edge.control import ControlRefused, ControlServer, DeviceCheck
 from edge.daemon import Health
 from edge.device_checks import camera_check, device_result, mqtt_check, reader_check, turnstile_check
-from edge.session import ClearAlarm, LaneState, Maintenance, mask_document_number
+from edge.session import ClearAlarm, LaneState, Maintenance
 from edge.snapshot import make_snapshot
 
 if TYPE_CHECKING:
@@ -186,16 +187,7 @@ class LaneControl:
         if lane.reader_last is None:
             return {"result": None, "at": None, "connected": connected}
         result, at = lane.reader_last
-        data = result.model_dump(mode="json")
-        data.pop("lines", None)
-        data.pop("raw", None)
-        doc = data.get("document")
-        if isinstance(doc, dict) and doc.get("number"):
-            doc["number"] = mask_document_number(str(doc["number"]))
-            for personal in ("surname", "given_names", "birth_date", "optional_data", "optional_data_2"):
-                doc.pop(personal, None)
-        if isinstance(data.get("boarding_pass"), dict):
-            data["boarding_pass"].pop("passenger_name", None)
+        data = public_view(result)  # the allowlisted view: no name, birth date, raw text or repair values
         return {"result": data, "at": at.isoformat(), "connected": connected}
 
     def mqtt_status(self, _args: dict[str, Any]) -> dict[str, Any]:

@@ -33,6 +33,7 @@ import uuid6
 from numpy.typing import NDArray
 from pydantic import BaseModel, ConfigDict, Field
 
+from drivers.document.redact import mask_document_number
 from drivers.turnstile.base import GateEventKind as TurnstileEventKind
 from edge.policy import (
     BoardingPassFacts,
@@ -407,14 +408,6 @@ class LaneStatus(BaseModel):
         default_factory=list, description="Why the lane is out of service, e.g. 'camera: no frames for 3 s'."
     )
     alarm: str | None = None
-
-
-def mask_document_number(number: str) -> str:
-    """First 2 characters + *** + last 1, as every log and record shows a document number."""
-    n = number.strip()
-    if len(n) <= 3:
-        return "***"
-    return f"{n[:2]}***{n[-1]}"
 
 
 # --------------------------------------------------------------------------------------------------
