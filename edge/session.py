@@ -1029,7 +1029,12 @@ class SessionController:
             comparisons=[
                 ComparisonRecord(
                     kind=c.kind,
-                    subject_id=c.subject_id,
+                    # Candidate ids are named only when config asks; the matched subject always is.
+                    subject_id=(
+                        c.subject_id
+                        if self._cfg.record_candidate_ids or (c.subject_id is not None and c.subject_id == d.subject_id)
+                        else None
+                    ),
                     score=float(c.score),
                     threshold=float(c.threshold),
                     higher_is_better=c.higher_is_better,
