@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import uuid6
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from drivers.document.redact import public_view
 from edge.control import ControlRefused, ControlServer, DeviceCheck
@@ -25,6 +26,43 @@ if TYPE_CHECKING:
 
 MAINTENANCE_HINT = "enter maintenance mode: egate diag maintenance on / signed ops command set_mode maintenance"
 MAX_GATE_TIMEOUT_S = 12.0
+
+
+ArgsT = TypeVar("ArgsT", bound="_Args")
+
+
+class _Args(BaseModel):
+    # Strict: `{"on": "false"}` is refused, never read as true; unknown arguments are refused too.
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+class NoArgs(_Args):
+    pass
+
+
+class MaintenanceArgs(_Args):
+    on: bool = Field(description="true: take the lane out of service; false: back in service.")
+
+
+class OutcomesArgs(_Args):
+    n: int = Field(10, ge=1, le=100, description="How many recent outcome records.")
+
+
+class GateTimeoutArgs(_Args):
+    timeout_s: float = Field(5.0, gt=0, le=MAX_GATE_TIMEOUT_S, description="How long the gate stays open.")
+
+
+def strict_args(model: type[ArgsT], args: dict[str, Any], cmd: str) -> ArgsT:
+    """`args` checked against the command's model, or ControlRefused naming the first bad argument."""
+    try:
+        return model.model_validate(args)
+    except ValidationError as exc:
+        first = exc.errors(include_url=False, include_input=False)[0]
+        where = ".".join(str(p) for p in first["loc"]) or "args"
+        fields = ", ".join(
+            f"{name}: {f.annotation.__name__ if f.annotation else '?'}" for name, f in model.model_fields.items()
+        )
+        raise ControlRefused(f"{cmd}: argument {where}: {first['msg']}", f"{cmd} takes {{{fields}}}") from None
 
 
 class LaneControl:
@@ -92,13 +130,11 @@ class LaneControl:
         }
 
     def outcomes(self, args: dict[str, Any]) -> dict[str, Any]:
-        n = max(1, min(100, int(args.get("n", 10))))
+        n = strict_args(OutcomesArgs, args, "outcomes").n
         return {"outcomes": [r.model_dump(mode="json") for r in list(self.lane.recent_outcomes)[:n]]}
 
     def maintenance(self, args: dict[str, Any]) -> dict[str, Any]:
-        if "on" not in args:
-            raise ControlRefused("maintenance needs on: true or false", "egate diag maintenance on|off")
-        on = bool(args["on"])
+        on = strict_args(MaintenanceArgs, args, "maintenance").on
         self.lane.post(Maintenance(on, reason="technician (egate diag)"))
         st = self._wait_status(lambda s: s.maintenance == on)
         return {"maintenance": on, "state": st.state.value.upper()}
@@ -134,8 +170,8 @@ class LaneControl:
         return dict(self._gate("status").status())
 
     def gate_open(self, args: dict[str, Any]) -> dict[str, Any]:
+        timeout = strict_args(GateTimeoutArgs, args, "gate.open").timeout_s
         gate = self._gate("open")
-        timeout = min(MAX_GATE_TIMEOUT_S, float(args.get("timeout_s", 5.0)))
         decision_id = f"diag-{uuid6.uuid7()}"
         ok = gate.open_for_passage(decision_id, timeout)
         return {"ok": ok, "decision_id": decision_id, "status": gate.status()}
@@ -145,8 +181,8 @@ class LaneControl:
         return {"ok": gate.lock(), "status": gate.status()}
 
     def gate_cycle(self, args: dict[str, Any]) -> dict[str, Any]:
+        timeout = strict_args(GateTimeoutArgs, args, "gate.cycle").timeout_s
         gate = self._gate("cycle")
-        timeout = min(MAX_GATE_TIMEOUT_S, float(args.get("timeout_s", 5.0)))
         decision_id = f"diag-{uuid6.uuid7()}"
         done, seen = self.lane.wait_gate_event(decision_id)
         try:
