@@ -33,6 +33,7 @@ GROUPS: dict[str, tuple[str, list[str]]] = {
             "tools.bench_link",
             "tools.bench_lane",
             "tools.bench_chunks",
+            "tools.bench_fuzz",
         ],
     ),
     "diag": (
