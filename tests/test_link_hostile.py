@@ -18,7 +18,7 @@ from edge.link import LinkCredentials, MqttLink
 from edge.messages import StatusPayload
 from edge.outbox import Outbox
 from edge.settings.link import OutboxConfig
-from tests.broker import Mosquitto
+from tests.broker import Mosquitto, wait_until
 from tests.gallery_fixtures import (
     GALLERY_KEY,
     GATE,
@@ -87,7 +87,7 @@ def test_flood_of_unsigned_chunks_is_answered_and_never_stored(gate: Gate, broke
     with structlog.testing.capture_logs() as logs, Recorder(broker, f"{ROOT}/bundle/ack") as acks:
         for i in range(count):
             acks.client.publish(f"{ROOT}/bundle/gallery", hostile_message(i), qos=1)
-        acks.wait(lambda r: len(r.on("bundle/ack")) >= count, 60, "an answer to every hostile chunk")
+        acks.wait(lambda r: len(r.on("bundle/ack")) >= count, 120, "an answer to every hostile chunk")
         answers = [m.json() for m in acks.on("bundle/ack")]
         # A real, signed gallery still goes through after the flood (chunk 0 first, as ops push sends it).
         raw = gallery_bundle(gate.key, random_subjects(3), version=7)  # type: ignore[attr-defined]
@@ -104,7 +104,7 @@ def test_flood_of_unsigned_chunks_is_answered_and_never_stored(gate: Gate, broke
     assert max(len(repr(entry)) for entry in logs) < 2000
 
 
-def test_full_work_queue_refuses_with_a_busy_ack_and_commands_still_pass(tmp_path: Path, broker: Mosquitto) -> None:
+def test_full_work_queue_refuses_with_a_busy_ack(tmp_path: Path, broker: Mosquitto) -> None:
     g, outbox = _gate(tmp_path, broker, work_queue_length=2)
     entered = threading.Event()
     release = threading.Event()
@@ -123,10 +123,10 @@ def test_full_work_queue_refuses_with_a_busy_ack_and_commands_still_pass(tmp_pat
             infos = [acks.client.publish(f"{ROOT}/bundle/gallery", hostile_message(4 * i), qos=1) for i in range(60)]
             for info in infos:
                 info.wait_for_publish(10)
-            acks.wait(lambda r: any(m.json().get("code") == "busy" for m in r.on("bundle/ack")), 10, "a busy ack")
-            stats = g.link.stats()
-            assert stats.work_queued <= 2
-            assert stats.downlink_refused >= 55
+            acks.wait(lambda r: any(m.json().get("code") == "busy" for m in r.on("bundle/ack")), 30, "a busy ack")
+            # All 60 reach the gate eventually; the queue holds 2, the rest are refused (and counted).
+            wait_until(lambda: g.link.stats().downlink_refused >= 58, 30, "the flood refused")
+            assert g.link.stats().work_queued <= 2
         release.set()
     finally:
         release.set()
