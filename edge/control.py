@@ -43,10 +43,11 @@ PROTOCOL_VERSION: Literal[1] = 1
 # requests are small, so a long request line is a wrong peer, not a big command.
 MAX_REQUEST_BYTES = 64 * 1024
 MAX_RESPONSE_BYTES = 32 * 1024 * 1024
-# A request line must be complete this long after the connection opened (or after the previous answer);
-# the deadline is absolute, so a peer trickling one byte at a time cannot hold a slot past it.
+# Defaults of control.request_deadline_s / control.connection_deadline_s. A request line must be complete
+# this long after the connection opened (or after the previous answer); the deadline is absolute, so a peer
+# trickling one byte at a time cannot hold a slot past it. No connection lives longer than the second,
+# whatever it sends: eight slow peers cannot lock technicians out for long.
 REQUEST_DEADLINE_S = 10.0
-# No connection lives longer than this, whatever it sends: eight slow peers cannot lock technicians out.
 CONNECTION_DEADLINE_S = 120.0
 # Brackets a request may nest: arguments are flat values, so anything deep is hostile (and would cost
 # the JSON parser its recursion limit).
@@ -167,8 +168,18 @@ class ControlServer:
 
     name = "control"
 
-    def __init__(self, socket_path: Path, group: str | None, handlers: Mapping[str, Handler]) -> None:
+    def __init__(
+        self,
+        socket_path: Path,
+        group: str | None,
+        handlers: Mapping[str, Handler],
+        *,
+        request_deadline_s: float = REQUEST_DEADLINE_S,
+        connection_deadline_s: float = CONNECTION_DEADLINE_S,
+    ) -> None:
         self.socket_path = Path(socket_path)
+        self._request_deadline_s = request_deadline_s
+        self._connection_deadline_s = connection_deadline_s
         # The demo config writes `socket_group = ""`: an empty group means "owner only" like None.
         self.group = group or None
         self._handlers: dict[str, Handler] = dict(handlers)
@@ -392,10 +403,11 @@ class ControlServer:
             self._connections.add(conn)
         try:
             conn.setblocking(True)
-            closes_at = time.monotonic() + CONNECTION_DEADLINE_S
+            closes_at = time.monotonic() + self._connection_deadline_s
             buffered = b""
             while not self._stop.is_set():
-                line, buffered = _read_line(conn, buffered, min(closes_at, time.monotonic() + REQUEST_DEADLINE_S))
+                deadline = min(closes_at, time.monotonic() + self._request_deadline_s)
+                line, buffered = _read_line(conn, buffered, deadline)
                 if line is None:
                     return  # closed, timed out or half a line at the deadline: nothing to answer
                 if len(line) > MAX_REQUEST_BYTES:

@@ -74,7 +74,9 @@ class LaneControl:
         self.server = ControlServer(
             cfg.socket_path,
             cfg.socket_group,
-            {
+            request_deadline_s=cfg.request_deadline_s,
+            connection_deadline_s=cfg.connection_deadline_s,
+            handlers={
                 "status": self.status,
                 "outcomes": self.outcomes,
                 "maintenance": self.maintenance,

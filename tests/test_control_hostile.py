@@ -16,7 +16,6 @@ from typing import Any
 
 import pytest
 
-import edge.control
 from edge.control import ControlClient, ControlRefused, ControlServer
 from edge.lane_control import GateTimeoutArgs, MaintenanceArgs, NoArgs, OutcomesArgs, strict_args
 
@@ -62,8 +61,9 @@ def test_hostile_request_gets_an_error_reply_and_the_server_keeps_serving(
     assert ControlClient(server.socket_path).call("echo", n=1) == {"args": {"n": 1}}
 
 
-def test_trickling_bytes_cannot_extend_the_deadline(server: ControlServer, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(edge.control, "REQUEST_DEADLINE_S", 0.5)
+def test_trickling_bytes_cannot_extend_the_deadline(tmp_path: Path) -> None:
+    server = ControlServer(tmp_path / "t.sock", None, {"echo": lambda args: {"args": args}}, request_deadline_s=0.5)
+    server.start()
     sent = 0
     closed = False
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
@@ -82,9 +82,12 @@ def test_trickling_bytes_cannot_extend_the_deadline(server: ControlServer, monke
             except OSError:
                 closed = True
                 break
-    assert closed, "the server kept a trickling connection open"
-    assert sent < 100
-    assert ControlClient(server.socket_path).call("echo") == {"args": {}}
+    try:
+        assert closed, "the server kept a trickling connection open"
+        assert sent < 100
+        assert ControlClient(server.socket_path).call("echo") == {"args": {}}
+    finally:
+        server.close()
 
 
 def test_arguments_are_strictly_typed() -> None:

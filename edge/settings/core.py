@@ -79,6 +79,16 @@ class ControlConfig(BaseModel):
         "egate-tech",
         description="Group allowed to use the control socket (mode 0660); none keeps the owner only.",
     )
+    request_deadline_s: float = Field(
+        10.0,
+        ge=0.5,
+        le=300.0,
+        description="A request line must be complete this long after the connection opened or the last answer "
+        "(absolute: trickled bytes do not extend it).",
+    )
+    connection_deadline_s: float = Field(
+        120.0, ge=1.0, le=3600.0, description="No control connection lives longer than this, whatever it sends."
+    )
 
 
 class HealthConfig(BaseModel):
