@@ -62,10 +62,10 @@ def rig(tmp_path: Path) -> Rig:
 
 
 def test_gallery_applied_then_rollback_refused_and_current_kept(rig: Rig) -> None:
-    ack = rig.ops.on_bundle("gallery", (gallery_bundle(rig.key, random_subjects(4), version=5)))
+    ack = rig.ops.on_bundle("gallery", gallery_bundle(rig.key, random_subjects(4), version=5))
     assert ack.status == "applied", ack
     assert rig.store.current is not None and rig.store.current.version == 5 and rig.changes == 1
-    ack = rig.ops.on_bundle("gallery", (gallery_bundle(rig.key, random_subjects(2), version=5)))
+    ack = rig.ops.on_bundle("gallery", gallery_bundle(rig.key, random_subjects(2), version=5))
     assert (ack.status, ack.code) == ("rejected", "rollback")
     assert rig.store.current.version == 5 and rig.store.current.subject_count == 4
 
@@ -99,7 +99,7 @@ def test_transfer_is_authenticated_from_its_first_chunk(rig: Rig) -> None:
 
 
 def test_bundle_on_the_wrong_topic_is_refused(rig: Rig) -> None:
-    ack = rig.ops.on_bundle("config", (gallery_bundle(rig.key, random_subjects(1))))
+    ack = rig.ops.on_bundle("config", gallery_bundle(rig.key, random_subjects(1)))
     assert (ack.status, ack.code) == ("rejected", "malformed")
     assert "--kind gallery" in ack.message
     assert rig.store.current is None
@@ -107,13 +107,13 @@ def test_bundle_on_the_wrong_topic_is_refused(rig: Rig) -> None:
 
 def test_unsigned_by_a_trusted_key_is_refused(rig: Rig) -> None:
     stranger = new_ops_key()
-    ack = rig.ops.on_bundle("gallery", (gallery_bundle(stranger, random_subjects(1))))
+    ack = rig.ops.on_bundle("gallery", gallery_bundle(stranger, random_subjects(1)))
     assert (ack.status, ack.code) == ("rejected", "unknown_key")
 
 
 def test_config_bundle_is_stored_and_runs_at_next_start(rig: Rig) -> None:
     toml = b'schema_version = 1\n[gate]\nsite_id = "ams"\ngate_id = "g07"\nmode = "entry"\n'
-    ack = rig.ops.on_bundle("config", (plain_bundle(rig.key, "config", toml, version=3)))
+    ack = rig.ops.on_bundle("config", plain_bundle(rig.key, "config", toml, version=3))
     assert ack.status == "applied", ack
     assert (rig.config_dir / "pushed.toml").read_bytes() == toml
     base = load_settings_text(f'[state]\nstate_dir = "{rig.tmp / "state"}"\n', environ={})
@@ -151,7 +151,7 @@ def test_replayed_command_is_refused(rig: Rig) -> None:
 
 
 def test_purge_command_wipes_the_gallery(rig: Rig) -> None:
-    assert rig.ops.on_bundle("gallery", (gallery_bundle(rig.key, random_subjects(3)))).status == "applied"
+    assert rig.ops.on_bundle("gallery", gallery_bundle(rig.key, random_subjects(3))).status == "applied"
     assert rig.store.path.exists()
     ack = rig.ops.on_command(rig.command("purge_gallery", 2))
     assert (ack.status, ack.message) == ("done", "gallery purged")
