@@ -577,9 +577,9 @@ class MqttLink:
         size = len(message.payload)
         if topic == self.topics.cmd:
             if size > self._config.max_command_bytes:
-                self._refuse_command(f"command of {size} bytes exceeds link.max_command_bytes")
+                self._refuse_command(client, f"command of {size} bytes exceeds link.max_command_bytes")
             elif not self._work.put("cmd", bytes(message.payload), urgent=True):
-                self._refuse_command("gate busy: command queue full, send it again")
+                self._refuse_command(client, "gate busy: command queue full, send it again")
             return
         prefix = self.topics.root + "/bundle/"
         if topic.startswith(prefix):
@@ -588,10 +588,10 @@ class MqttLink:
                 return
             if size > self._config.max_chunk_message_bytes:
                 self._refuse_chunk(
-                    kind, "too_large", f"chunk message of {size} bytes exceeds link.max_chunk_message_bytes"
+                    client, kind, "too_large", f"chunk message of {size} bytes exceeds link.max_chunk_message_bytes"
                 )
             elif not self._work.put("chunk", (kind, bytes(message.payload))):
-                self._refuse_chunk(kind, "busy", "gate busy: chunk dropped, send it again")
+                self._refuse_chunk(client, kind, "busy", "gate busy: chunk dropped, send it again")
 
     def _refuse_allowed(self) -> bool:
         # Refusals are answered at most _BUSY_ACKS_PER_S times a second, QoS 0: a flood must not turn into
@@ -604,15 +604,17 @@ class MqttLink:
         self._log.warning("link_downlink_refused", refused=self._refused, queued=len(self._work))
         return True
 
-    def _refuse_chunk(self, kind: str, code: str, message: str) -> None:
+    # The refusals publish with the callback's own client, never through `_client_lock`: a protocol fallback
+    # holds that lock while it joins this very thread.
+    def _refuse_chunk(self, client: mqtt.Client, kind: str, code: str, message: str) -> None:
         if self._refuse_allowed():
             ack = BundleAck(kind=short_text(kind, 32), gate=self._gate, status="rejected", code=code, message=message)
-            self._publish(self.topics.bundle_ack, ack.model_dump_json().encode(), qos=0)
+            client.publish(self.topics.bundle_ack, ack.model_dump_json().encode(), qos=0)
 
-    def _refuse_command(self, message: str) -> None:
+    def _refuse_command(self, client: mqtt.Client, message: str) -> None:
         if self._refuse_allowed():
             ack = CmdAck.rejected("", "busy", message).model_copy(update={"gate": self._gate})
-            self._publish(self.topics.cmd_ack, ack.model_dump_json().encode(), qos=0)
+            client.publish(self.topics.cmd_ack, ack.model_dump_json().encode(), qos=0)
 
     # ------------------------------------------------------------------ publishing helpers
 
