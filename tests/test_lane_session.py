@@ -428,7 +428,9 @@ def test_session_table(case: Case) -> None:
 
 def test_candidate_ids_are_recorded_only_when_config_asks() -> None:
     lane = make_lane(LaneConfig(record_candidate_ids=True))
-    lane.run(*healthy(), *frames(lane, "alice", 1, 0.95), *frames(lane, "alice", 1, 0.9), *frames(lane, "alice", 1, 0.9))
+    lane.run(
+        *healthy(), *frames(lane, "alice", 1, 0.95), *frames(lane, "alice", 1, 0.9), *frames(lane, "alice", 1, 0.9)
+    )
     lane.run(2.0, GateEventIn("passage_completed", lane.gate.opens[0]))
     [rec] = lane.sinks.outcomes
     assert len({c.subject_id for c in rec.comparisons}) == 3 and None not in {c.subject_id for c in rec.comparisons}
