@@ -385,6 +385,29 @@ class BundleVerifier:
                 "split the gallery or raise the limit",
             )
         envelope = split_envelope(raw)
+        header = self._check_header(envelope, now)
+        payload = memoryview(raw)[envelope.payload_offset :]
+        if len(payload) != header.payload_length:
+            raise BundleRejected(
+                RejectCode.LENGTH_MISMATCH,
+                f"payload is {len(payload)} bytes, header says {header.payload_length}: truncated transfer?",
+            )
+        if hashlib.sha256(payload).hexdigest() != header.payload_sha256:
+            raise BundleRejected(RejectCode.SHA256_MISMATCH, "payload sha256 differs from the signed header")
+        content = self._parse_payload(header, payload)
+        return VerifiedBundle(header, raw, envelope.payload_offset, content)
+
+    def check_header(self, prefix: bytes, now: datetime) -> tuple[BundleHeader, int]:
+        """Authenticate a bundle from its first bytes only (envelope framing, signed header, signature) and
+        check everything the header decides: key, size limit, scope, validity, version, model. Returns the
+        header and the payload offset. The chunk layer calls this on a transfer's chunk 0, so unsigned data
+        never reaches the disk."""
+        if now.tzinfo is None:
+            raise ValueError("now must be timezone-aware (UTC)")
+        envelope = split_envelope(prefix)
+        return self._check_header(envelope, now), envelope.payload_offset
+
+    def _check_header(self, envelope: Envelope, now: datetime) -> BundleHeader:
         header = parse_header(envelope.header_bytes)
         key = self.trust.public_key(header.key_id)
         if key is None:
@@ -437,16 +460,7 @@ class BundleVerifier:
                 f"gallery built with model {header.gallery.model_id!r}, this gate runs {self.model_id!r}: "
                 "rebuild the gallery with the gate's model",
             )
-        payload = memoryview(raw)[envelope.payload_offset :]
-        if len(payload) != header.payload_length:
-            raise BundleRejected(
-                RejectCode.LENGTH_MISMATCH,
-                f"payload is {len(payload)} bytes, header says {header.payload_length}: truncated transfer?",
-            )
-        if hashlib.sha256(payload).hexdigest() != header.payload_sha256:
-            raise BundleRejected(RejectCode.SHA256_MISMATCH, "payload sha256 differs from the signed header")
-        content = self._parse_payload(header, payload)
-        return VerifiedBundle(header, raw, envelope.payload_offset, content)
+        return header
 
     def _parse_payload(self, header: BundleHeader, payload: memoryview) -> Any:
         try:
@@ -473,6 +487,14 @@ class BundleVerifier:
             if self.config_validator is not None:
                 self.config_validator(text)
             return text
-        except (GalleryPayloadError, CscaPayloadError, ValidationError, UnicodeDecodeError, ValueError) as exc:
-            message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        except (
+            GalleryPayloadError,
+            CscaPayloadError,
+            ValidationError,
+            UnicodeDecodeError,
+            ValueError,
+            RecursionError,
+        ) as exc:
+            # RecursionError: JSON nested deeper than the parser allows (e.g. gallery tags) is malformed too.
+            message = str(exc).splitlines()[0][:300] if str(exc) else type(exc).__name__
             raise BundleRejected(RejectCode.MALFORMED, f"{header.kind} payload invalid: {message}") from None

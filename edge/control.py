@@ -24,6 +24,7 @@ import selectors
 import socket
 import stat
 import threading
+import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from types import TracebackType
@@ -42,8 +43,15 @@ PROTOCOL_VERSION: Literal[1] = 1
 # requests are small, so a long request line is a wrong peer, not a big command.
 MAX_REQUEST_BYTES = 64 * 1024
 MAX_RESPONSE_BYTES = 32 * 1024 * 1024
-# A connection that sends nothing for this long is closed, so a stuck client cannot hold a slot.
-IDLE_TIMEOUT_S = 30.0
+# Defaults of control.request_deadline_s / control.connection_deadline_s. A request line must be complete
+# this long after the connection opened (or after the previous answer); the deadline is absolute, so a peer
+# trickling one byte at a time cannot hold a slot past it. No connection lives longer than the second,
+# whatever it sends: eight slow peers cannot lock technicians out for long.
+REQUEST_DEADLINE_S = 10.0
+CONNECTION_DEADLINE_S = 120.0
+# Brackets a request may nest: arguments are flat values, so anything deep is hostile (and would cost
+# the JSON parser its recursion limit).
+MAX_REQUEST_DEPTH = 16
 # Connections served at once; more wait in the listen backlog.
 MAX_CONNECTIONS = 8
 # Kernel limit for sun_path on Linux (108 bytes including the terminating NUL).
@@ -160,8 +168,18 @@ class ControlServer:
 
     name = "control"
 
-    def __init__(self, socket_path: Path, group: str | None, handlers: Mapping[str, Handler]) -> None:
+    def __init__(
+        self,
+        socket_path: Path,
+        group: str | None,
+        handlers: Mapping[str, Handler],
+        *,
+        request_deadline_s: float = REQUEST_DEADLINE_S,
+        connection_deadline_s: float = CONNECTION_DEADLINE_S,
+    ) -> None:
         self.socket_path = Path(socket_path)
+        self._request_deadline_s = request_deadline_s
+        self._connection_deadline_s = connection_deadline_s
         # The demo config writes `socket_group = ""`: an empty group means "owner only" like None.
         self.group = group or None
         self._handlers: dict[str, Handler] = dict(handlers)
@@ -385,29 +403,29 @@ class ControlServer:
             self._connections.add(conn)
         try:
             conn.setblocking(True)
-            conn.settimeout(IDLE_TIMEOUT_S)
-            reader = conn.makefile("rb")
-            with reader:
-                while not self._stop.is_set():
-                    try:
-                        line = reader.readline(MAX_REQUEST_BYTES + 1)
-                    except (TimeoutError, OSError):
-                        return
-                    if not line:
-                        return
-                    if len(line) > MAX_REQUEST_BYTES or not line.endswith(b"\n"):
-                        if len(line) <= MAX_REQUEST_BYTES:
-                            return  # peer closed mid-line
-                        conn.sendall(
-                            _encode(
-                                ControlFailure(
-                                    error=f"request longer than {MAX_REQUEST_BYTES} bytes",
-                                    hint="send one JSON object per line; arguments are small",
-                                )
+            closes_at = time.monotonic() + self._connection_deadline_s
+            buffered = b""
+            while not self._stop.is_set():
+                deadline = min(closes_at, time.monotonic() + self._request_deadline_s)
+                line, buffered = _read_line(conn, buffered, deadline)
+                if line is None:
+                    return  # closed, timed out or half a line at the deadline: nothing to answer
+                if len(line) > MAX_REQUEST_BYTES:
+                    conn.sendall(
+                        _encode(
+                            ControlFailure(
+                                error=f"request longer than {MAX_REQUEST_BYTES} bytes",
+                                hint="send one JSON object per line; arguments are small",
                             )
                         )
-                        return
-                    conn.sendall(_encode(self.dispatch(line)))
+                    )
+                    return
+                try:
+                    answer = self.dispatch(line)
+                except Exception as exc:  # a hostile line must cost an error reply, never the thread
+                    self._failures += 1
+                    answer = ControlFailure(error=f"request could not be handled ({type(exc).__name__})")
+                conn.sendall(_encode(answer))
         except OSError:
             return
         finally:
@@ -418,11 +436,18 @@ class ControlServer:
 
     def dispatch(self, line: bytes) -> ControlOk | ControlFailure:
         """Answer one request line (public so the lane can be tested without a socket)."""
+        depth = _nesting(line)
+        if depth > MAX_REQUEST_DEPTH:
+            self._failures += 1
+            return ControlFailure(
+                error=f"request nested {depth} levels deep (at most {MAX_REQUEST_DEPTH})",
+                hint='arguments are flat: send {"v": 1, "cmd": "<name>", "args": {...}}',
+            )
         try:
             raw = json.loads(line)
-        except ValueError as exc:
+        except (ValueError, RecursionError) as exc:
             self._failures += 1
-            return ControlFailure(error=f"request is not JSON ({exc})", hint="send one JSON object per line")
+            return ControlFailure(error=f"request is not JSON ({str(exc)[:200]})", hint="send one JSON object per line")
         if isinstance(raw, dict) and raw.get("v", PROTOCOL_VERSION) != PROTOCOL_VERSION:
             self._failures += 1
             return ControlFailure(
@@ -467,6 +492,44 @@ class ControlServer:
             )
         log.debug("control_served", cmd=request.cmd)
         return ControlOk(result=jsonable)
+
+
+def _nesting(line: bytes) -> int:
+    """Deepest bracket nesting of a JSON text, counted without parsing it (brackets inside strings count
+    too, which only errs towards refusing)."""
+    depth = deepest = 0
+    for byte in line.translate(None, _NOT_BRACKETS):
+        depth += 1 if byte in b"[{" else -1
+        deepest = max(deepest, depth)
+    return deepest
+
+
+_NOT_BRACKETS = bytes(b for b in range(256) if b not in b"[]{}")
+
+
+def _read_line(conn: socket.socket, buffered: bytes, deadline: float) -> tuple[bytes | None, bytes]:
+    """One line (with its newline) from `conn` by `deadline`, at most MAX_REQUEST_BYTES + 1 bytes of it.
+
+    Returns (None, rest) when the peer closed, the deadline passed first, or the socket failed; a line
+    over the limit comes back as MAX_REQUEST_BYTES + 1 bytes so the caller can refuse it."""
+    data = buffered
+    while True:
+        newline = data.find(b"\n")
+        if newline >= 0:
+            return data[: newline + 1], data[newline + 1 :]
+        if len(data) > MAX_REQUEST_BYTES:
+            return data[: MAX_REQUEST_BYTES + 1], b""
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            return None, data
+        conn.settimeout(remaining)
+        try:
+            chunk = conn.recv(MAX_REQUEST_BYTES + 1 - len(data))
+        except (TimeoutError, OSError):
+            return None, data
+        if not chunk:
+            return None, data
+        data += chunk
 
 
 def _encode(response: ControlOk | ControlFailure) -> bytes:
@@ -540,8 +603,8 @@ class ControlClient:
             if group is None:
                 raise ControlPermissionDenied(
                     f"permission denied on {self.socket_path}: its folder is closed to this user",
-                    f"run as root (sudo) or open {self.socket_path.parent} to the technicians' group "
-                    "(systemd RuntimeDirectoryMode=0750 with Group=)",
+                    f"run as root (sudo) or let others traverse {self.socket_path.parent} (systemd "
+                    "RuntimeDirectoryMode=0751): the socket's own mode and group keep everyone else out",
                 ) from None
             raise ControlPermissionDenied(
                 f"permission denied on {self.socket_path} (owned by group {group})",

@@ -281,8 +281,9 @@ def decode_gallery_payload(buf: np.ndarray | bytes | memoryview, *, check_values
         try:
             raw_tags = json.loads(bytes(section("tags")))
             tags = {int(k): SubjectTags.model_validate(v) for k, v in raw_tags.items()}
-        except (ValueError, TypeError, AttributeError, ValidationError) as exc:
-            raise GalleryPayloadError(f"gallery payload tags section invalid: {exc}") from None
+        except (ValueError, TypeError, AttributeError, ValidationError, RecursionError) as exc:
+            # RecursionError: JSON nested deeper than the parser's limit; malformed like any other bad tag.
+            raise GalleryPayloadError(f"gallery payload tags section invalid: {str(exc)[:200]}") from None
         if any(not 0 <= k < s for k in tags):
             raise GalleryPayloadError("gallery payload tags name a subject index out of range")
     decoded = DecodedGallery(meta, templates, offsets, id_blob, id_ends, valid_from, valid_until, tags)

@@ -213,8 +213,7 @@ class Lane:
             credentials,
             bundle_dir=self.state_dir / "bundles-incoming",
         )
-        self.link.set_bundle_handler(self.ops.on_bundle)
-        self.link.set_command_handler(self.ops.on_command)
+        self.ops.attach(self.link, self._gallery_key)
         self.link.start()
 
     def _close_link(self) -> None:
@@ -262,7 +261,12 @@ class Lane:
     def _finish_gallery(self, model_id: str, threshold: float) -> None:
         """Needs the engine's model id and threshold, so it runs after the engine loaded."""
         cfg = self.settings.gallery
-        policy = MatchPolicy(threshold=cfg.threshold or threshold, margin=cfg.margin, top_k=cfg.top_k)
+        # One 1:N ambiguity rule: the lane policy's margin over lane.search_k candidates (distances, like
+        # the policy's goodness for the euclidean metric).
+        lane = self.settings.lane
+        policy = MatchPolicy(
+            threshold=cfg.threshold or threshold, margin=lane.policy.ambiguity_margin, top_k=lane.search_k
+        )
         self.gallery = GalleryStore(self.state_dir / "gallery", self._gallery_key, dtype=cfg.dtype, policy=policy)
         try:
             self.gallery.load()

@@ -192,6 +192,19 @@ class HashedSubjectLookup:
     def subject_for_passenger(self, pnr: str, passenger_name: str) -> str:
         return "b-" + self._mac(f"{pnr.strip().upper()}:{' '.join(passenger_name.split()).upper()}")
 
+    def subject_for_label(self, label: str) -> str:
+        """The id ops enrol a subject under, from the label they know it by: `doc:<ISSUER>:<NUMBER>` and
+        `pass:<PNR>:<SURNAME/GIVEN>` give the ids entry and boarding modes look up; any other label (a name,
+        a case number) gives `s-` + its keyed hash, for exit mode's 1:N search."""
+        kind, _, rest = label.partition(":")
+        if kind == "doc" and rest.count(":") >= 1:
+            issuer, _, number = rest.partition(":")
+            return self.subject_for_document(number, issuer)
+        if kind == "pass" and rest.count(":") >= 1:
+            pnr, _, name = rest.partition(":")
+            return self.subject_for_passenger(pnr, name)
+        return "s-" + self._mac(" ".join(label.split()))
+
     def by_document(self, document_number: str, issuing_state: str) -> str | None:
         return self._present(self.subject_for_document(document_number, issuing_state))
 

@@ -9,14 +9,16 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import uuid6
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from drivers.document.redact import public_view
 from edge.control import ControlRefused, ControlServer, DeviceCheck
 from edge.daemon import Health
 from edge.device_checks import camera_check, device_result, mqtt_check, reader_check, turnstile_check
-from edge.session import ClearAlarm, LaneState, Maintenance, mask_document_number
+from edge.session import ClearAlarm, LaneState, Maintenance
 from edge.snapshot import make_snapshot
 
 if TYPE_CHECKING:
@@ -24,6 +26,43 @@ if TYPE_CHECKING:
 
 MAINTENANCE_HINT = "enter maintenance mode: egate diag maintenance on / signed ops command set_mode maintenance"
 MAX_GATE_TIMEOUT_S = 12.0
+
+
+ArgsT = TypeVar("ArgsT", bound="_Args")
+
+
+class _Args(BaseModel):
+    # Strict: `{"on": "false"}` is refused, never read as true; unknown arguments are refused too.
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+class NoArgs(_Args):
+    pass
+
+
+class MaintenanceArgs(_Args):
+    on: bool = Field(description="true: take the lane out of service; false: back in service.")
+
+
+class OutcomesArgs(_Args):
+    n: int = Field(10, ge=1, le=100, description="How many recent outcome records.")
+
+
+class GateTimeoutArgs(_Args):
+    timeout_s: float = Field(5.0, gt=0, le=MAX_GATE_TIMEOUT_S, description="How long the gate stays open.")
+
+
+def strict_args(model: type[ArgsT], args: dict[str, Any], cmd: str) -> ArgsT:
+    """`args` checked against the command's model, or ControlRefused naming the first bad argument."""
+    try:
+        return model.model_validate(args)
+    except ValidationError as exc:
+        first = exc.errors(include_url=False, include_input=False)[0]
+        where = ".".join(str(p) for p in first["loc"]) or "args"
+        fields = ", ".join(
+            f"{name}: {f.annotation.__name__ if f.annotation else '?'}" for name, f in model.model_fields.items()
+        )
+        raise ControlRefused(f"{cmd}: argument {where}: {first['msg']}", f"{cmd} takes {{{fields}}}") from None
 
 
 class LaneControl:
@@ -35,7 +74,9 @@ class LaneControl:
         self.server = ControlServer(
             cfg.socket_path,
             cfg.socket_group,
-            {
+            request_deadline_s=cfg.request_deadline_s,
+            connection_deadline_s=cfg.connection_deadline_s,
+            handlers={
                 "status": self.status,
                 "outcomes": self.outcomes,
                 "maintenance": self.maintenance,
@@ -91,13 +132,11 @@ class LaneControl:
         }
 
     def outcomes(self, args: dict[str, Any]) -> dict[str, Any]:
-        n = max(1, min(100, int(args.get("n", 10))))
+        n = strict_args(OutcomesArgs, args, "outcomes").n
         return {"outcomes": [r.model_dump(mode="json") for r in list(self.lane.recent_outcomes)[:n]]}
 
     def maintenance(self, args: dict[str, Any]) -> dict[str, Any]:
-        if "on" not in args:
-            raise ControlRefused("maintenance needs on: true or false", "egate diag maintenance on|off")
-        on = bool(args["on"])
+        on = strict_args(MaintenanceArgs, args, "maintenance").on
         self.lane.post(Maintenance(on, reason="technician (egate diag)"))
         st = self._wait_status(lambda s: s.maintenance == on)
         return {"maintenance": on, "state": st.state.value.upper()}
@@ -133,8 +172,8 @@ class LaneControl:
         return dict(self._gate("status").status())
 
     def gate_open(self, args: dict[str, Any]) -> dict[str, Any]:
+        timeout = strict_args(GateTimeoutArgs, args, "gate.open").timeout_s
         gate = self._gate("open")
-        timeout = min(MAX_GATE_TIMEOUT_S, float(args.get("timeout_s", 5.0)))
         decision_id = f"diag-{uuid6.uuid7()}"
         ok = gate.open_for_passage(decision_id, timeout)
         return {"ok": ok, "decision_id": decision_id, "status": gate.status()}
@@ -144,8 +183,8 @@ class LaneControl:
         return {"ok": gate.lock(), "status": gate.status()}
 
     def gate_cycle(self, args: dict[str, Any]) -> dict[str, Any]:
+        timeout = strict_args(GateTimeoutArgs, args, "gate.cycle").timeout_s
         gate = self._gate("cycle")
-        timeout = min(MAX_GATE_TIMEOUT_S, float(args.get("timeout_s", 5.0)))
         decision_id = f"diag-{uuid6.uuid7()}"
         done, seen = self.lane.wait_gate_event(decision_id)
         try:
@@ -186,16 +225,7 @@ class LaneControl:
         if lane.reader_last is None:
             return {"result": None, "at": None, "connected": connected}
         result, at = lane.reader_last
-        data = result.model_dump(mode="json")
-        data.pop("lines", None)
-        data.pop("raw", None)
-        doc = data.get("document")
-        if isinstance(doc, dict) and doc.get("number"):
-            doc["number"] = mask_document_number(str(doc["number"]))
-            for personal in ("surname", "given_names", "birth_date", "optional_data", "optional_data_2"):
-                doc.pop(personal, None)
-        if isinstance(data.get("boarding_pass"), dict):
-            data["boarding_pass"].pop("passenger_name", None)
+        data = public_view(result)  # the allowlisted view: no name, birth date, raw text or repair values
         return {"result": data, "at": at.isoformat(), "connected": connected}
 
     def mqtt_status(self, _args: dict[str, Any]) -> dict[str, Any]:

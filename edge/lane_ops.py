@@ -10,10 +10,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import structlog
 
 from edge.bundles import BundleRejected, BundleVerifier, CommandPayload, RejectCode, VerifiedBundle, split_envelope
+from edge.chunks import TransferRefused
 from edge.csca import CscaStore
 from edge.gallery import GalleryStore
 from edge.messages import BundleAck, CmdAck
@@ -21,6 +23,9 @@ from edge.session import Event, Maintenance, SetMode
 from edge.settings.lane import Mode
 from edge.trust import TrustError, TrustStore
 from engines.atomic_file import atomic_write_bytes
+
+if TYPE_CHECKING:
+    from edge.link import MqttLink
 
 log = structlog.get_logger(__name__)
 
@@ -56,10 +61,38 @@ class OpsHandler:
         self._clock = clock
         self.pending_config_version: int | None = None
 
+    def attach(self, link: MqttLink, at_rest_key: bytes) -> None:
+        """Wire this handler to the link: bundles, commands, the early check of each transfer's chunk 0, and
+        the key that seals partial transfers on disk (the gallery key)."""
+        link.set_bundle_handler(self.on_bundle)
+        link.set_command_handler(self.on_command)
+        link.set_transfer_authenticator(self.authenticate_transfer)
+        link.set_at_rest_key(at_rest_key)
+
     # ---- bundles ------------------------------------------------------------------------------------
 
-    def on_bundle(self, topic_kind: str, path: Path) -> BundleAck:
-        raw = path.read_bytes()
+    def authenticate_transfer(self, topic_kind: str, first: bytes, total_bytes: int) -> None:
+        """Chunk 0 of a transfer: accept it only when it starts with a header signed by a trusted key, for
+        this gate, valid now, newer than what is applied, of the topic's kind and of exactly `total_bytes`."""
+        try:
+            header, payload_offset = self._verifier.check_header(first, self._clock())
+        except BundleRejected as exc:
+            if exc.code == RejectCode.MALFORMED and first[:4] == b"EGB1":
+                raise TransferRefused(
+                    exc.code.value, f"{exc.message} (chunk 0 must hold the whole signed header: use bigger chunks)"
+                ) from None
+            raise TransferRefused(exc.code.value, exc.message) from None
+        if header.kind != topic_kind:
+            raise TransferRefused(
+                RejectCode.MALFORMED.value, f"bundle of kind {header.kind!r} sent on the {topic_kind!r} topic"
+            )
+        if payload_offset + header.payload_length != total_bytes:
+            raise TransferRefused(
+                RejectCode.LENGTH_MISMATCH.value,
+                f"transfer declares {total_bytes} bytes, the signed header {payload_offset + header.payload_length}",
+            )
+
+    def on_bundle(self, topic_kind: str, raw: bytes) -> BundleAck:
         try:
             verified = self._verifier.verify(raw, self._clock())
         except BundleRejected as exc:

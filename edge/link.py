@@ -8,13 +8,21 @@ Threads (all stopped by `close()` within the 5 s systemd allows):
   memory and re-sends them (DUP) after a reconnect; new items wait until those are through, so the
   broker sees every gate's messages in order.
 - the worker: writes bundle chunks to disk, verifies, calls the daemon's bundle and command handlers
-  and publishes their acks.
+  and publishes their acks. It takes work from a bounded queue (signed commands ahead of chunks, each with
+  its own bound); when the queue is full, paho's thread refuses the message with a short `busy` ack
+  (rate-limited) instead of growing memory or blocking.
+
+Every downlink message is bounded before it costs anything: its size (`link.max_chunk_message_bytes`,
+`link.max_command_bytes`), the queue (`link.work_queue_length`), the transfers held at once
+(`link.max_concurrent_transfers`) and their idle age (`link.incomplete_bundle_max_age_s`); a transfer's
+chunk 0 is authenticated before anything of it is written (edge.chunks).
 
 Topic contract and payloads: docs/mqtt.md and edge/messages.py.
 """
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import queue
 import socket
@@ -35,7 +43,7 @@ from paho.mqtt.reasoncodes import ReasonCode
 from paho.mqtt.subscribeoptions import SubscribeOptions
 from pydantic import BaseModel, ValidationError
 
-from edge.chunks import ChunkAssembler, ChunkResult
+from edge.chunks import ChunkAssembler, ChunkResult, TransferAuthenticator
 from edge.messages import BundleAck, BundleChunk, CmdAck, HealthPayload, StatusPayload, utc_now
 from edge.outbox import Outbox, OutboxError
 from edge.settings.link import LinkConfig
@@ -43,13 +51,54 @@ from edge.topics import GateTopics
 
 log = structlog.get_logger(__name__)
 
-BundleHandler = Callable[[str, Path], BundleAck]
-"""`handler(kind, path)`: `path` is the complete bundle, SHA-256 checked, valid only during the call."""
+BundleHandler = Callable[[str, bytes], BundleAck]
+"""`handler(kind, data)`: `data` is the complete bundle, SHA-256 checked (it never touches the disk in clear)."""
 CommandHandler = Callable[[bytes], CmdAck]
 """`handler(raw)`: the `.../cmd` payload as received (signed envelope); verify it, act, return the ack."""
 
 _CLOSE_BUDGET_S = 4.0
 _REJECTED_PUBLISH_PAUSE_S = 5.0
+_EXPIRE_EVERY_S = 60.0
+_BUSY_ACKS_PER_S = 10.0
+_ACK_TEXT_MAX = 300  # characters of a reason in an ack: far below BundleAck's and CmdAck's own limits
+
+
+def short_text(text: str, limit: int = _ACK_TEXT_MAX) -> str:
+    """A reason cut to fit an ack (and a log line): never the whole of something a peer sent."""
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+class _WorkQueue:
+    """The worker's two bounded lanes: signed commands first, then chunks. `put` never blocks."""
+
+    def __init__(self, length: int) -> None:
+        self._length = length
+        self._cond = threading.Condition()
+        self._urgent: collections.deque[tuple[str, Any]] = collections.deque()
+        self._chunks: collections.deque[tuple[str, Any]] = collections.deque()
+
+    def put(self, task: str, arg: Any, *, urgent: bool = False, force: bool = False) -> bool:
+        lane = self._urgent if urgent else self._chunks
+        with self._cond:
+            if not force and len(lane) >= self._length:
+                return False
+            lane.append((task, arg))
+            self._cond.notify()
+            return True
+
+    def get(self, timeout: float) -> tuple[str, Any] | None:
+        with self._cond:
+            if not self._urgent and not self._chunks:
+                self._cond.wait(timeout)
+            if self._urgent:
+                return self._urgent.popleft()
+            if self._chunks:
+                return self._chunks.popleft()
+            return None
+
+    def __len__(self) -> int:
+        with self._cond:
+            return len(self._urgent) + len(self._chunks)
 
 
 @dataclass(frozen=True)
@@ -96,6 +145,8 @@ class LinkStats:
     acked: int
     inflight: int
     outbox_depth: int
+    work_queued: int = 0
+    downlink_refused: int = 0
 
 
 class _Client(mqtt.Client):
@@ -208,6 +259,8 @@ class MqttLink:
         self._assembler = ChunkAssembler(
             bundle_dir if bundle_dir is not None else outbox.path.parent / "bundles-incoming",
             max_bundle_bytes=config.max_bundle_bytes,
+            max_transfers=config.max_concurrent_transfers,
+            idle_max_s=config.incomplete_bundle_max_age_s,
         )
         self._bundle_handler: BundleHandler | None = None
         self._command_handler: CommandHandler | None = None
@@ -226,7 +279,9 @@ class MqttLink:
         self._drain_first = False
         self._wake = threading.Event()
         self._acks: queue.SimpleQueue[tuple[int, bool, str]] = queue.SimpleQueue()
-        self._tasks: queue.SimpleQueue[tuple[str, Any]] = queue.SimpleQueue()
+        self._work = _WorkQueue(config.work_queue_length)
+        self._refused = 0
+        self._busy_ack_at = 0.0
         self._forwarder: threading.Thread | None = None
         self._worker: threading.Thread | None = None
         self._log = log.bind(site_id=site_id, gate_id=gate_id)
@@ -254,6 +309,14 @@ class MqttLink:
     def set_command_handler(self, handler: CommandHandler) -> None:
         self._command_handler = handler
 
+    def set_transfer_authenticator(self, authenticator: TransferAuthenticator) -> None:
+        """Check each transfer's chunk 0 (its signed header) before anything of the transfer is stored."""
+        self._assembler.authenticator = authenticator
+
+    def set_at_rest_key(self, key: bytes) -> None:
+        """Seal partial transfers on disk with a key derived from `key` (the gallery key); call before start."""
+        self._assembler.set_key(key)
+
     def wait_connected(self, timeout: float) -> bool:
         return self._connected.wait(timeout)
 
@@ -261,7 +324,7 @@ class MqttLink:
         if self._started:
             raise RuntimeError("MqttLink.start() called twice")
         self._started = True
-        self._assembler.cleanup(self._config.incomplete_bundle_max_age_s)
+        self._assembler.expire()
         self._forwarder = threading.Thread(target=self._forward_loop, name="egate-link-forwarder", daemon=True)
         self._worker = threading.Thread(target=self._work_loop, name="egate-link-worker", daemon=True)
         self._forwarder.start()
@@ -304,7 +367,7 @@ class MqttLink:
         self._stopping.set()
         self._connected.clear()
         self._wake.set()
-        self._tasks.put(("stop", None))
+        self._work.put("stop", None, urgent=True, force=True)
         for thread in (self._forwarder, self._worker):
             if thread is not None:
                 thread.join(timeout=max(0.1, deadline - time.monotonic()))
@@ -350,6 +413,8 @@ class MqttLink:
             acked=self._acked,
             inflight=self._inflight_count,
             outbox_depth=self._outbox.depth(),
+            work_queued=len(self._work),
+            downlink_refused=self._refused,
         )
 
     # ------------------------------------------------------------------ client setup
@@ -441,7 +506,7 @@ class MqttLink:
                 self._log.error("link_refused", category=error.category, reason=str(reason_code), error=error.message)
             self._last_error = error
             if error.category == "protocol" and self._config.protocol == "auto" and self.protocol == "5":
-                self._tasks.put(("fallback", None))
+                self._work.put("fallback", None, urgent=True, force=True)
             return
         self._connects += 1
         self._last_error = None
@@ -458,7 +523,7 @@ class MqttLink:
         # `online` goes after the subscriptions: once ops sees it, commands reach the gate.
         client.publish(self.topics.status, self._status_bytes("online"), qos=1, retain=True)
         self._connected.set()
-        self._tasks.put(("resume", None))
+        self._work.put("resume", None, urgent=True, force=True)
         self._wake.set()
         self._log.info("link_connected", protocol=self.protocol, session_present=flags.session_present)
 
@@ -507,15 +572,49 @@ class MqttLink:
     def _on_message(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
         if client is not self._client:
             return
+        # paho's network thread: only size checks and a non-blocking hand-over happen here.
         topic = message.topic
+        size = len(message.payload)
         if topic == self.topics.cmd:
-            self._tasks.put(("cmd", bytes(message.payload)))
+            if size > self._config.max_command_bytes:
+                self._refuse_command(client, f"command of {size} bytes exceeds link.max_command_bytes")
+            elif not self._work.put("cmd", bytes(message.payload), urgent=True):
+                self._refuse_command(client, "gate busy: command queue full, send it again")
             return
         prefix = self.topics.root + "/bundle/"
         if topic.startswith(prefix):
             kind = topic[len(prefix) :]
-            if kind != "ack" and "/" not in kind:
-                self._tasks.put(("chunk", (kind, bytes(message.payload))))
+            if kind == "ack" or "/" in kind:
+                return
+            if size > self._config.max_chunk_message_bytes:
+                self._refuse_chunk(
+                    client, kind, "too_large", f"chunk message of {size} bytes exceeds link.max_chunk_message_bytes"
+                )
+            elif not self._work.put("chunk", (kind, bytes(message.payload))):
+                self._refuse_chunk(client, kind, "busy", "gate busy: chunk dropped, send it again")
+
+    def _refuse_allowed(self) -> bool:
+        # Refusals are answered at most _BUSY_ACKS_PER_S times a second, QoS 0: a flood must not turn into
+        # an unbounded queue of answers in paho's memory.
+        self._refused += 1
+        now = time.monotonic()
+        if now - self._busy_ack_at < 1.0 / _BUSY_ACKS_PER_S:
+            return False
+        self._busy_ack_at = now
+        self._log.warning("link_downlink_refused", refused=self._refused, queued=len(self._work))
+        return True
+
+    # The refusals publish with the callback's own client, never through `_client_lock`: a protocol fallback
+    # holds that lock while it joins this very thread.
+    def _refuse_chunk(self, client: mqtt.Client, kind: str, code: str, message: str) -> None:
+        if self._refuse_allowed():
+            ack = BundleAck(kind=short_text(kind, 32), gate=self._gate, status="rejected", code=code, message=message)
+            client.publish(self.topics.bundle_ack, ack.model_dump_json().encode(), qos=0)
+
+    def _refuse_command(self, client: mqtt.Client, message: str) -> None:
+        if self._refuse_allowed():
+            ack = CmdAck.rejected("", "busy", message).model_copy(update={"gate": self._gate})
+            client.publish(self.topics.cmd_ack, ack.model_dump_json().encode(), qos=0)
 
     # ------------------------------------------------------------------ publishing helpers
 
@@ -608,8 +707,18 @@ class MqttLink:
     # ------------------------------------------------------------------ worker thread
 
     def _work_loop(self) -> None:
+        next_expiry = time.monotonic() + _EXPIRE_EVERY_S
         while True:
-            task, arg = self._tasks.get()
+            item = self._work.get(timeout=_EXPIRE_EVERY_S)
+            if time.monotonic() >= next_expiry:
+                next_expiry = time.monotonic() + _EXPIRE_EVERY_S
+                try:
+                    self._assembler.expire()
+                except OSError as exc:
+                    self._log.error("bundle_expiry_failed", error=str(exc))
+            if item is None:
+                continue
+            task, arg = item
             if task == "stop" or self._stopping.is_set():
                 return
             try:
@@ -623,7 +732,7 @@ class MqttLink:
                 elif task == "fallback":
                     self._fallback_to_311()
             except Exception as exc:  # one bad message must not kill the downlink
-                self._log.exception("link_task_failed", task=task, error=str(exc))
+                self._log.error("link_task_failed", task=task, error=type(exc).__name__)
 
     def _ack(self, result: ChunkResult, status: str, **extra: Any) -> BundleAck:
         return BundleAck(
@@ -637,42 +746,39 @@ class MqttLink:
             **extra,
         )
 
+    def _reject(self, kind: str, code: str, message: str, transfer_id: str = "") -> None:
+        ack = BundleAck(
+            transfer_id=transfer_id,
+            kind=short_text(kind, 32),
+            gate=self._gate,
+            status="rejected",
+            code=code,
+            message=short_text(message),
+        )
+        self._publish_model(self.topics.bundle_ack, ack)
+
     def _handle_chunk(self, kind: str, payload: bytes) -> None:
         try:
             chunk = BundleChunk.model_validate_json(payload)
         except ValidationError as exc:
-            self._log.warning("bundle_chunk_invalid", kind=kind, error=str(exc.errors()[:1]))
-            self._publish_model(
-                self.topics.bundle_ack,
-                BundleAck(
-                    kind=kind,
-                    gate=self._gate,
-                    status="rejected",
-                    code="bad_chunk",
-                    message=f"chunk does not match the BundleChunk v1 schema: {exc.errors()[:1]}",
-                ),
+            # Only where and what kind of error: never the input (it may be a whole chunk of templates).
+            first = exc.errors(include_input=False, include_url=False, include_context=False)[0]
+            where = ".".join(str(part) for part in first["loc"]) or "<message>"
+            self._log.warning("bundle_chunk_invalid", kind=short_text(kind, 32), size=len(payload), field=where)
+            self._reject(
+                kind, "bad_chunk", f"chunk does not match the BundleChunk v1 schema at {where}: {first['msg']}"
             )
             return
         if chunk.kind != kind:
-            self._publish_model(
-                self.topics.bundle_ack,
-                BundleAck(
-                    transfer_id=chunk.transfer_id,
-                    kind=kind,
-                    gate=self._gate,
-                    status="rejected",
-                    code="bad_chunk",
-                    message=f"chunk says kind {chunk.kind!r} but came on bundle/{kind}",
-                ),
-            )
+            self._reject(kind, "bad_chunk", "the chunk's kind differs from its topic", chunk.transfer_id)
             return
         result = self._assembler.add(chunk)
         if result.status == "stored":
-            if chunk.index == chunk.count - 1:
+            if result.missing:
                 # The last chunk arrived with gaps: tell the sender what to resend.
                 self._publish_model(self.topics.bundle_ack, self._ack(result, "receiving"))
             return
-        if result.status == "duplicate":
+        if result.status in ("duplicate", "need_first"):
             self._publish_model(self.topics.bundle_ack, self._ack(result, "receiving"))
             return
         if result.status == "already_done":
@@ -680,15 +786,13 @@ class MqttLink:
             self._publish_model(self.topics.bundle_ack, result.done_ack)
             return
         if result.status == "rejected":
-            self._publish_model(
-                self.topics.bundle_ack, self._ack(result, "rejected", code=result.code, message=result.message)
-            )
+            ack = self._ack(result, "rejected", code=result.code, message=short_text(result.message))
+            self._publish_model(self.topics.bundle_ack, ack)
             return
-        assert result.path is not None
         self._apply_bundle(result)
 
     def _apply_bundle(self, result: ChunkResult) -> None:
-        assert result.path is not None
+        assert result.data is not None
         handler = self._bundle_handler
         if handler is None:
             self._log.error("bundle_no_handler", transfer_id=result.transfer_id, kind=result.kind)
@@ -697,12 +801,13 @@ class MqttLink:
             self._publish_model(self.topics.bundle_ack, ack)
             return
         try:
-            answer = handler(result.kind, result.path)
+            answer = handler(result.kind, result.data)
         except Exception as exc:
-            self._log.exception("bundle_handler_failed", transfer_id=result.transfer_id, kind=result.kind)
-            ack = self._ack(result, "rejected", code="handler_error", message=str(exc)[:500])
-            self._publish_model(self.topics.bundle_ack, ack)
-            result.path.unlink(missing_ok=True)  # not marked done: a resend is tried again
+            self._log.error(
+                "bundle_handler_failed", transfer_id=result.transfer_id, kind=result.kind, error=type(exc).__name__
+            )
+            ack = self._ack(result, "rejected", code="handler_error", message=short_text(str(exc)))
+            self._publish_model(self.topics.bundle_ack, ack)  # not marked done: a resend is tried again
             return
         ack = answer.model_copy(
             update={
@@ -744,8 +849,8 @@ class MqttLink:
             try:
                 ack = handler(raw)
             except Exception as exc:
-                self._log.exception("command_handler_failed")
-                ack = CmdAck.rejected("", "handler_error", str(exc)[:500])
+                self._log.error("command_handler_failed", error=type(exc).__name__)
+                ack = CmdAck.rejected("", "handler_error", short_text(str(exc)))
         ack = ack.model_copy(update={"gate": self._gate})
         self._log.info("command_handled", cmd_id=ack.cmd_id, status=ack.status, code=ack.code)
         self._publish_model(self.topics.cmd_ack, ack)

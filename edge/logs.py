@@ -1,7 +1,8 @@
 """structlog setup: JSON lines on stdout for journald, a readable console on a terminal.
 
 Every line carries an ISO timestamp, level, event and `gate_id`; session code binds `txn_id`
-with `structlog.contextvars.bound_contextvars(txn_id=...)`.
+with `structlog.contextvars.bound_contextvars(txn_id=...)`. Personal data is redacted by the document
+model's own rule (drivers.document.redact) before a line is rendered.
 """
 
 from __future__ import annotations
@@ -11,6 +12,8 @@ import sys
 from typing import Literal, TextIO
 
 import structlog
+
+from drivers.document.redact import redact_event
 
 LogFormat = Literal["auto", "json", "console"]
 
@@ -28,6 +31,8 @@ def configure_logging(
         _add_gate_id(gate_id),
         structlog.processors.StackInfoRenderer(),
         structlog.processors.format_exc_info,
+        # Last before rendering: reader results become their allowlisted view, personal keys are masked.
+        redact_event,
     ]
     renderer: structlog.types.Processor = (
         structlog.dev.ConsoleRenderer(colors=out.isatty())

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import base64
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import Base64Bytes, BaseModel, ConfigDict, Field, model_validator
+from pydantic import Base64Bytes, BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
 ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$"
 TRANSFER_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$"
@@ -20,6 +20,20 @@ SHA256_PATTERN = r"^[0-9a-f]{64}$"
 
 def utc_now() -> datetime:
     return datetime.now(UTC)
+
+
+def _cut_to(limit: int) -> BeforeValidator:
+    """Cut a reason text to fit its field: an ack must always build, whatever its reason quotes."""
+
+    def cut(value: object) -> object:
+        if isinstance(value, str) and len(value) > limit:
+            return value[: limit - 3] + "..."
+        return value
+
+    return BeforeValidator(cut)
+
+
+AckText = Annotated[str, _cut_to(1000), Field(max_length=1000)]
 
 
 class _Message(BaseModel):
@@ -182,7 +196,7 @@ class BundleAck(_Message):
     gate: str = Field("", max_length=64)
     status: Literal["receiving", "applied", "rejected"]
     code: str | None = Field(None, max_length=64, description="Rejection code (the bundle verifier's codes).")
-    message: str = Field("", max_length=1000)
+    message: AckText = ""
     received: int = Field(0, ge=0, description="Chunks held by the gate.")
     count: int = Field(0, ge=0, description="Chunks in the transfer.")
     missing: list[tuple[int, int]] = Field(
@@ -212,7 +226,7 @@ class CmdAck(_Message):
     gate: str = Field("", max_length=64)
     status: Literal["done", "rejected"]
     code: str | None = Field(None, max_length=64)
-    message: str = Field("", max_length=1000)
+    message: AckText = ""
     ts: datetime = Field(default_factory=utc_now)
 
     @classmethod

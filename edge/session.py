@@ -33,6 +33,7 @@ import uuid6
 from numpy.typing import NDArray
 from pydantic import BaseModel, ConfigDict, Field
 
+from drivers.document.redact import mask_document_number
 from drivers.turnstile.base import GateEventKind as TurnstileEventKind
 from edge.policy import (
     BoardingPassFacts,
@@ -437,14 +438,6 @@ def positioning_guidance(issues: Sequence[str], placement: tuple[float, float] |
     if _POSE_ISSUES.intersection(issues):
         return Guidance.LOOK_STRAIGHT
     return Guidance.LOOK_AT_CAMERA
-
-
-def mask_document_number(number: str) -> str:
-    """First 2 characters + *** + last 1, as every log and record shows a document number."""
-    n = number.strip()
-    if len(n) <= 3:
-        return "***"
-    return f"{n[:2]}***{n[-1]}"
 
 
 # --------------------------------------------------------------------------------------------------
@@ -1064,7 +1057,12 @@ class SessionController:
             comparisons=[
                 ComparisonRecord(
                     kind=c.kind,
-                    subject_id=c.subject_id,
+                    # Candidate ids are named only when config asks; the matched subject always is.
+                    subject_id=(
+                        c.subject_id
+                        if self._cfg.record_candidate_ids or (c.subject_id is not None and c.subject_id == d.subject_id)
+                        else None
+                    ),
                     score=float(c.score),
                     threshold=float(c.threshold),
                     higher_is_better=c.higher_is_better,

@@ -67,10 +67,13 @@ def test_env_overrides_apply_and_errors_name_the_variable() -> None:
     assert caught.value.issues[0].source == "env EGATE_LINK__PORT"
 
 
-def test_cross_field_rule_is_enforced() -> None:
-    text = '[logging]\nlevel = "debug"\n[privacy]\nlog_full_document_numbers = true\n'
-    with pytest.raises(ConfigError, match="log_full_document_numbers"):
-        load_settings_text(text, environ={})
+def test_old_privacy_switches_load_when_off_and_are_refused_when_on() -> None:
+    # The gate never keeps face images or templates nor logs full numbers: the old switches do nothing.
+    off = "[privacy]\nstore_face_images = false\nstore_templates = false\nlog_full_document_numbers = false\n"
+    assert "privacy" not in load_settings_text(off, environ={}).model_dump()
+    for key in ("store_face_images", "store_templates", "log_full_document_numbers"):
+        with pytest.raises(ConfigError, match=f"privacy.{key} is no longer supported"):
+            load_settings_text(f"[privacy]\n{key} = true\n", environ={})
 
 
 def test_config_check_cli_exit_codes(tmp_path: Path) -> None:

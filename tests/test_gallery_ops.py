@@ -116,10 +116,14 @@ def test_gallery_build_with_the_real_engine(tmp_path: Path) -> None:
     key = _new_key(app, tmp_path / "keys")
     _run(app, "keys", "install", key["public_key"], "--trust-dir", str(tmp_path / "trust"))
     out = tmp_path / "gallery.egb"
+    subject_key = tmp_path / "subject-id.key"
+    subject_key.write_bytes(bytes(range(32)))
     built = _run(
         app,
         "gallery",
         "build",
+        "--subject-key",
+        str(subject_key),
         "--photos",
         str(photos),
         "--out",
@@ -156,7 +160,11 @@ def test_gallery_build_with_the_real_engine(tmp_path: Path) -> None:
     store = GalleryStore(tmp_path / "gallery", GALLERY_KEY)
     gallery = store.activate(verifier.verify(out.read_bytes(), datetime.now(UTC)))
     result = gallery.search(probe.descriptor, 3)
-    assert result.candidates[0].subject_id == "subj-Colin"
+    # Subject ids are the keyed hashes of the folder names, as the gates derive them.
+    from edge.lane_adapters import HashedSubjectLookup
+
+    expected = HashedSubjectLookup(bytes(range(32)), lambda: None).subject_for_label("subj-Colin")
+    assert result.candidates[0].subject_id == expected and expected.startswith("s-")
 
 
 def test_bench_search_json_keys() -> None:

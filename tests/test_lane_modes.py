@@ -122,7 +122,7 @@ def test_entry_mode_matches_the_document_holder_and_refers_unknown_or_expired_do
         assert last.returncode == 0, last.stderr
         data = json.loads(last.stdout.strip().splitlines()[-1])
         assert data["source"] == "daemon" and data["connected"] is True
-        assert data["result"]["document"]["number"] == "X1***7" and "surname" not in data["result"]["document"]
+        assert data["result"]["document"]["number_masked"] == "X1***7" and "surname" not in data["result"]["document"]
         clash = _diag_reader("--serial", reader.port_path, "--config", str(rig.config_path))
         assert clash.returncode == 1 and "daemon owns the reader port" in clash.stdout + clash.stderr
     finally:

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from edge.bundles import CommandPayload, VersionState
+from edge.chunks import TransferRefused
 from edge.gallery import GalleryStore
 from edge.lane_ops import OpsHandler
 from edge.matching import MatchPolicy
@@ -50,11 +51,6 @@ class Rig:
     def _changed(self) -> None:
         self.changes += 1
 
-    def bundle_file(self, raw: bytes, name: str = "b.bin") -> Path:
-        path = self.tmp / name
-        path.write_bytes(raw)
-        return path
-
     def command(self, name: str, version: int, key: OpsKey | None = None, **args: str) -> bytes:
         payload = CommandPayload(command_id=f"c{version}", name=name, args=args)  # type: ignore[arg-type]
         return plain_bundle(key or self.key, "command", payload.model_dump_json().encode(), version=version)
@@ -66,16 +62,44 @@ def rig(tmp_path: Path) -> Rig:
 
 
 def test_gallery_applied_then_rollback_refused_and_current_kept(rig: Rig) -> None:
-    ack = rig.ops.on_bundle("gallery", rig.bundle_file(gallery_bundle(rig.key, random_subjects(4), version=5)))
+    ack = rig.ops.on_bundle("gallery", gallery_bundle(rig.key, random_subjects(4), version=5))
     assert ack.status == "applied", ack
     assert rig.store.current is not None and rig.store.current.version == 5 and rig.changes == 1
-    ack = rig.ops.on_bundle("gallery", rig.bundle_file(gallery_bundle(rig.key, random_subjects(2), version=5)))
+    ack = rig.ops.on_bundle("gallery", gallery_bundle(rig.key, random_subjects(2), version=5))
     assert (ack.status, ack.code) == ("rejected", "rollback")
     assert rig.store.current.version == 5 and rig.store.current.subject_count == 4
 
 
+def test_transfer_is_authenticated_from_its_first_chunk(rig: Rig) -> None:
+    raw = gallery_bundle(rig.key, random_subjects(4), version=5)
+    first = raw[:2048]
+    rig.ops.authenticate_transfer("gallery", first, len(raw))  # signed header, this gate, newer: accepted
+    refusals = {
+        "unsigned": ("gallery", b"\x00" * 2048, len(raw)),
+        "other key": ("gallery", gallery_bundle(new_ops_key(), random_subjects(1))[:2048], len(raw)),
+        "wrong topic": ("config", first, len(raw)),
+        "size lie": ("gallery", first, len(raw) + 1),
+        "header split": ("gallery", first[:100], len(raw)),
+    }
+    codes = {}
+    for name, (kind, data, total) in refusals.items():
+        with pytest.raises(TransferRefused) as info:
+            rig.ops.authenticate_transfer(kind, data, total)
+        codes[name] = info.value.code
+    assert codes == {
+        "unsigned": "malformed",
+        "other key": "unknown_key",
+        "wrong topic": "malformed",
+        "size lie": "length_mismatch",
+        "header split": "malformed",
+    }
+    assert rig.ops.on_bundle("gallery", raw).status == "applied"
+    with pytest.raises(TransferRefused, match="rollback"):  # a replayed transfer of an applied version
+        rig.ops.authenticate_transfer("gallery", first, len(raw))
+
+
 def test_bundle_on_the_wrong_topic_is_refused(rig: Rig) -> None:
-    ack = rig.ops.on_bundle("config", rig.bundle_file(gallery_bundle(rig.key, random_subjects(1))))
+    ack = rig.ops.on_bundle("config", gallery_bundle(rig.key, random_subjects(1)))
     assert (ack.status, ack.code) == ("rejected", "malformed")
     assert "--kind gallery" in ack.message
     assert rig.store.current is None
@@ -83,13 +107,13 @@ def test_bundle_on_the_wrong_topic_is_refused(rig: Rig) -> None:
 
 def test_unsigned_by_a_trusted_key_is_refused(rig: Rig) -> None:
     stranger = new_ops_key()
-    ack = rig.ops.on_bundle("gallery", rig.bundle_file(gallery_bundle(stranger, random_subjects(1))))
+    ack = rig.ops.on_bundle("gallery", gallery_bundle(stranger, random_subjects(1)))
     assert (ack.status, ack.code) == ("rejected", "unknown_key")
 
 
 def test_config_bundle_is_stored_and_runs_at_next_start(rig: Rig) -> None:
     toml = b'schema_version = 1\n[gate]\nsite_id = "ams"\ngate_id = "g07"\nmode = "entry"\n'
-    ack = rig.ops.on_bundle("config", rig.bundle_file(plain_bundle(rig.key, "config", toml, version=3)))
+    ack = rig.ops.on_bundle("config", plain_bundle(rig.key, "config", toml, version=3))
     assert ack.status == "applied", ack
     assert (rig.config_dir / "pushed.toml").read_bytes() == toml
     base = load_settings_text(f'[state]\nstate_dir = "{rig.tmp / "state"}"\n', environ={})
@@ -127,9 +151,7 @@ def test_replayed_command_is_refused(rig: Rig) -> None:
 
 
 def test_purge_command_wipes_the_gallery(rig: Rig) -> None:
-    assert (
-        rig.ops.on_bundle("gallery", rig.bundle_file(gallery_bundle(rig.key, random_subjects(3)))).status == "applied"
-    )
+    assert rig.ops.on_bundle("gallery", gallery_bundle(rig.key, random_subjects(3))).status == "applied"
     assert rig.store.path.exists()
     ack = rig.ops.on_command(rig.command("purge_gallery", 2))
     assert (ack.status, ack.message) == ("done", "gallery purged")

@@ -426,6 +426,16 @@ def test_session_table(case: Case) -> None:
         assert lane.gate.calls[-1] == ("lock",)
 
 
+def test_candidate_ids_are_recorded_only_when_config_asks() -> None:
+    lane = make_lane(LaneConfig(record_candidate_ids=True))
+    lane.run(
+        *healthy(), *frames(lane, "alice", 1, 0.95), *frames(lane, "alice", 1, 0.9), *frames(lane, "alice", 1, 0.9)
+    )
+    lane.run(2.0, GateEventIn("passage_completed", lane.gate.opens[0]))
+    [rec] = lane.sinks.outcomes
+    assert len({c.subject_id for c in rec.comparisons}) == 3 and None not in {c.subject_id for c in rec.comparisons}
+
+
 def test_accept_record_carries_scores_versions_and_timings() -> None:
     lane = make_lane()
     lane.run(
@@ -443,6 +453,8 @@ def test_accept_record_carries_scores_versions_and_timings() -> None:
     best = min(rec.comparisons, key=lambda c: c.score)
     assert best.subject_id == "alice" and best.passed and best.threshold == 0.6 and not best.higher_is_better
     assert len(rec.comparisons) == 3  # search_k candidates, each with its score and threshold
+    # Only the matched subject is named (lane.record_candidate_ids is off by default).
+    assert [c.subject_id for c in rec.comparisons if c is not best] == [None, None]
     assert {"capture", "match", "decide", "frame_to_open", "open_command", "passage", "total"} <= set(rec.timings_ms)
     # The first frame triggers the session; two more 0.1 s apart complete it (fake clock).
     assert rec.timings_ms["capture"] == pytest.approx(200.0)

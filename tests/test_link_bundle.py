@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from edge.chunks import ChunkAssembler
+from edge.chunks import ChunkAssembler, TransferRefused, missing_ranges
 from edge.messages import BundleAck, BundleChunk
 from tests.broker import Mosquitto, wait_until
 from tests.link_fixtures import GATE, SITE, broker, fast_link_config, make_link
@@ -36,31 +36,43 @@ def _chunks(data: bytes, size: int, tid: str = "t1", kind: str = "gallery") -> l
     ]
 
 
+KEY = bytes(range(32))
+
+
 def test_assembler_resumes_after_restart_and_answers_once(tmp_path: Path) -> None:
     data = os.urandom(10 * 1000 + 17)
     chunks = _chunks(data, 1000)
-    first = ChunkAssembler(tmp_path, max_bundle_bytes=1 << 20)
+    first = ChunkAssembler(tmp_path, max_bundle_bytes=1 << 20, key=KEY)
     for chunk in chunks[:3] + chunks[6:8]:
         assert first.add(chunk).status == "stored"
     assert first.add(chunks[1]).status == "duplicate"
+    # Sealed at rest: no run of the bundle's bytes is in the partial file.
+    assert data[:64] not in (tmp_path / "t1.part").read_bytes()
 
-    again = ChunkAssembler(tmp_path, max_bundle_bytes=1 << 20)  # daemon restarted
+    again = ChunkAssembler(tmp_path, max_bundle_bytes=1 << 20, key=KEY)  # daemon restarted
     [state] = again.incomplete()
     assert state.missing_ranges() == [(3, 5), (8, 10)]
     results = [again.add(c) for c in chunks[3:6] + chunks[8:]]
     assert [r.status for r in results[:-1]] == ["stored"] * 5
     done = results[-1]
-    assert done.status == "complete" and done.path is not None
-    assert done.path.read_bytes() == data
+    assert done.status == "complete" and done.data == data
+    assert not list(tmp_path.glob("t1.*"))  # nothing of the bundle left on disk
     again.mark_done(done.transfer_id, BundleAck.applied())
-    assert not done.path.exists()
     replay = again.add(chunks[0])
     assert replay.status == "already_done" and replay.done_ack is not None
     assert replay.done_ack.status == "applied"
 
 
+def test_assembler_with_another_key_drops_partials(tmp_path: Path) -> None:
+    chunks = _chunks(os.urandom(3000), 1000)
+    ChunkAssembler(tmp_path, max_bundle_bytes=1 << 20, key=KEY).add(chunks[0])
+    other = ChunkAssembler(tmp_path, max_bundle_bytes=1 << 20, key=bytes(32))
+    assert other.incomplete() == []
+    assert not list(tmp_path.glob("t1.*"))
+
+
 def test_assembler_rejects_wrong_hash_size_and_conflicts(tmp_path: Path) -> None:
-    asm = ChunkAssembler(tmp_path, max_bundle_bytes=5000)
+    asm = ChunkAssembler(tmp_path, max_bundle_bytes=5000, max_transfers=4)
     data = os.urandom(3000)
     bad = [c.model_copy(update={"sha256": "0" * 64}) for c in _chunks(data, 1000, tid="bad")]
     results = [asm.add(c) for c in bad]
@@ -71,6 +83,43 @@ def test_assembler_rejects_wrong_hash_size_and_conflicts(tmp_path: Path) -> None
     asm.add(_chunks(data, 1000, tid="c")[0])
     other = _chunks(os.urandom(3000), 1000, tid="c")[1]
     assert asm.add(other).code == "transfer_conflict"
+
+
+def test_assembler_bounds_transfers_and_expires_idle_ones(tmp_path: Path) -> None:
+    now = [0.0]
+    asm = ChunkAssembler(tmp_path, max_bundle_bytes=1 << 20, max_transfers=2, idle_max_s=60, clock=lambda: now[0])
+    for tid in ("a", "b"):
+        assert asm.add(_chunks(os.urandom(3000), 1000, tid=tid)[0]).status == "stored"
+    third = _chunks(os.urandom(3000), 1000, tid="c")
+    assert asm.add(third[0]).code == "busy"
+    # A chunk of a transfer the gate does not hold asks for chunk 0 (which carries the signed header).
+    unknown = asm.add(third[1])
+    assert (unknown.status, unknown.missing) == ("need_first", ((0, 0),))
+    now[0] = 61.0  # idle past the limit: expired while running, and the slot is free again
+    assert asm.add(third[0]).status == "stored"
+    assert sorted(t.transfer_id for t in asm.incomplete()) == ["c"]
+    assert not list(tmp_path.glob("a.*")) and not list(tmp_path.glob("b.*"))
+
+
+def test_assembler_asks_the_authenticator_before_writing(tmp_path: Path) -> None:
+    seen: list[tuple[str, int]] = []
+
+    def refuse(kind: str, first: bytes, total: int) -> None:
+        seen.append((kind, total))
+        raise TransferRefused("bad_signature", "not signed")
+
+    asm = ChunkAssembler(tmp_path, max_bundle_bytes=1 << 20, authenticator=refuse)
+    result = asm.add(_chunks(os.urandom(3000), 1000)[0])
+    assert (result.status, result.code) == ("rejected", "bad_signature")
+    assert seen == [("gallery", 3000)]
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_missing_ranges_are_capped() -> None:
+    have = bytearray(b"\x00\x01" * 100)
+    assert missing_ranges(have, limit=3) == [(0, 0), (2, 2), (4, 4)]
+    assert missing_ranges(bytearray(b"\x01\x01\x00\x00")) == [(2, 3)]
+    assert missing_ranges(bytearray(b"\x01")) == []
 
 
 def test_chunk_geometry_is_checked() -> None:
@@ -92,12 +141,8 @@ def test_20mb_bundle_with_two_cuts_is_applied_once(tmp_path: Path, broker: Mosqu
     outbox, link = make_link(tmp_path, fast_link_config(broker, reconnect_min_s=2.0, reconnect_max_s=2.0))
     applied: list[str] = []
 
-    def on_bundle(kind: str, path: Path) -> BundleAck:
-        h = hashlib.sha256()
-        with path.open("rb") as fh:
-            while block := fh.read(1 << 20):
-                h.update(block)
-        applied.append(h.hexdigest())
+    def on_bundle(kind: str, bundle: bytes) -> BundleAck:
+        applied.append(hashlib.sha256(bundle).hexdigest())
         return BundleAck.applied(f"{kind} active")
 
     link.set_bundle_handler(on_bundle)
@@ -157,7 +202,7 @@ def test_20mb_bundle_with_two_cuts_is_applied_once(tmp_path: Path, broker: Mosqu
 
 def test_rejection_by_handler_reaches_ops(tmp_path: Path, broker: Mosquitto) -> None:
     outbox, link = make_link(tmp_path, fast_link_config(broker))
-    link.set_bundle_handler(lambda kind, path: BundleAck.rejected("signature_invalid", "not signed by ops key"))
+    link.set_bundle_handler(lambda kind, bundle: BundleAck.rejected("signature_invalid", "not signed by ops key"))
     link.start()
     try:
         assert link.wait_connected(10)

@@ -43,8 +43,8 @@ def test_push_waits_for_the_gate_ack(tmp_path: Path, broker: Mosquitto) -> None:
     outbox, link = make_link(tmp_path, fast_link_config(broker))
     got: list[bytes] = []
 
-    def on_bundle(kind: str, path: Path) -> BundleAck:
-        got.append(path.read_bytes())
+    def on_bundle(kind: str, bundle: bytes) -> BundleAck:
+        got.append(bundle)
         return BundleAck.applied()
 
     link.set_bundle_handler(on_bundle)

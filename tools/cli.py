@@ -34,6 +34,8 @@ GROUPS: dict[str, tuple[str, list[str]]] = {
             "tools.bench_lane",
             "tools.bench_display",
             "tools.bench_chip",
+            "tools.bench_chunks",
+            "tools.bench_fuzz",
         ],
     ),
     "diag": (

@@ -151,7 +151,9 @@ def _daemon_last_read(config: Path, as_json: bool) -> None:
     if last["result"] is None:
         typer.echo(f"no document read yet (reader port {'open' if last['connected'] else 'not open'})")
         raise typer.Exit(1)
-    typer.echo(f"last read at {last['at']} (document number masked):")
+    typer.echo(
+        f"last read at {last['at']} (personal data masked: names, birth date, raw text and repair values are never shown):"
+    )
     typer.echo(json.dumps(last["result"], indent=2, default=str))
     raise typer.Exit(0)
 

@@ -335,6 +335,7 @@ def prepare_ops(
                 "--scope", scope,
                 "--expires", "24h",
                 "--models", str(model_dir or default_model_dir()),
+                "--ids-as-given",  # the tests derive the ids themselves (edge.lane_adapters.HashedSubjectLookup)
                 "--json",
             ]
         )

@@ -49,7 +49,7 @@ def inspect_bundle(raw: bytes, public_keys: list[PublicKeyEntry]) -> dict[str, A
     elif header.kind in ("keys", "command"):
         try:
             info["payload"] = json.loads(bytes(payload))
-        except ValueError as exc:
+        except (ValueError, RecursionError) as exc:
             info["payload_error"] = str(exc)
     else:
         info["counts"] = {"config_lines": bytes(payload).count(b"\n")}

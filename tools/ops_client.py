@@ -229,6 +229,13 @@ class OpsClient:
         """
         if not data:
             raise OpsError("bundle is empty")
+        header_end = signed_prefix_bytes(data)
+        if header_end > chunk_bytes:
+            # The gate authenticates a transfer from chunk 0 alone: it must hold the whole signed header.
+            raise OpsError(
+                f"--chunk-bytes {chunk_bytes} is smaller than the bundle's signed header ({header_end} bytes): "
+                "use bigger chunks"
+            )
         topics = self.topics(site, gate)
         tid = transfer_id or uuid.uuid4().hex
         digest = hashlib.sha256(data).hexdigest()
@@ -321,6 +328,14 @@ class OpsClient:
             raise OpsError(
                 f"no ack from {site}/{gate} within {timeout} s: is the gate online (egate ops watch)?"
             ) from None
+
+
+def signed_prefix_bytes(data: bytes) -> int:
+    """Bytes of the bundle envelope before the payload (magic, header, signature, padding); 0 if not a bundle."""
+    if len(data) < 8 or data[:4] != b"EGB1":
+        return 0
+    header_len = int.from_bytes(data[4:8], "little")
+    return min(len(data), (8 + header_len + 64 + 63) // 64 * 64)
 
 
 def read_bundle_file(path: Path) -> bytes:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 from collections import defaultdict
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -42,6 +43,26 @@ def collect_photos(photos: Path) -> dict[str, list[Path]]:
     return dict(found)
 
 
+def subject_id_maker(subject_key: Path | None, ids_as_given: bool) -> Callable[[str], str]:
+    """Label -> subject id: the keyed hash gates use (edge.lane_adapters), or the label itself when asked."""
+    if ids_as_given:
+        if subject_key is not None:
+            raise typer.BadParameter("give --subject-key or --ids-as-given, not both")
+        return lambda label: label
+    if subject_key is None:
+        raise typer.BadParameter(
+            "subject ids are derived from the labels with the subject-id key the gates share: give --subject-key "
+            "FILE (or EGATE_OPS_SUBJECT_KEY), or --ids-as-given when the labels already are opaque ids"
+        )
+    from edge.lane_adapters import HashedSubjectLookup
+
+    try:
+        lookup = HashedSubjectLookup(subject_key.read_bytes(), lambda: None)
+    except (OSError, ValueError) as exc:
+        raise typer.BadParameter(f"--subject-key {subject_key}: {exc}") from None
+    return lookup.subject_for_label
+
+
 def register(app: typer.Typer) -> None:
     gallery = typer.Typer(no_args_is_help=True, help="Gallery bundles.")
     app.add_typer(gallery, name="gallery")
@@ -57,15 +78,29 @@ def register(app: typer.Typer) -> None:
         version: int = typer.Option(0, "--version", min=0, help="Gallery version; 0 = current Unix time."),
         models: Path | None = typer.Option(None, "--models", help="Model cache (default: $EGATE_MODEL_DIR)."),
         flight: list[str] = typer.Option([], "--flight", help="Flight tag given to every subject."),
+        subject_key: Path | None = typer.Option(
+            None,
+            "--subject-key",
+            envvar="EGATE_OPS_SUBJECT_KEY",
+            help="The subject-id key shared with the gates: subject ids become keyed hashes of the folder or "
+            "CSV labels (doc:ISSUER:NUMBER, pass:PNR:NAME, or any other label).",
+        ),
+        ids_as_given: bool = typer.Option(
+            False, "--ids-as-given", help="Use the labels themselves as subject ids (they must already be opaque)."
+        ),
         json_out: bool = typer.Option(False, "--json", help="Print the result as JSON."),
     ) -> None:
-        """Detect, align and embed every photo; photos with no usable face are reported, not enrolled."""
+        """Detect, align and embed every photo; photos with no usable face are reported, not enrolled.
+
+        Subject ids are opaque by construction: keyed hashes of the labels (--subject-key), unless
+        --ids-as-given says the labels already are opaque ids."""
         import cv2
 
         from engines.config import EngineConfig
         from engines.models import default_model_dir
         from engines.pipeline import FaceEngine
 
+        to_id = subject_id_maker(subject_key, ids_as_given)
         private, key_id = load_signing_key(key)
         now = datetime.now(UTC)
         expires_at = parse_expiry(expires, now)
@@ -83,7 +118,7 @@ def register(app: typer.Typer) -> None:
                         continue
                     templates.append(np.asarray(observation.descriptor, np.float32))
                 if templates:
-                    subjects.append(SubjectEntry(subject_id, np.stack(templates), flights=list(flight)))
+                    subjects.append(SubjectEntry(to_id(subject_id), np.stack(templates), flights=list(flight)))
             model_id = engine.model_id
         if not subjects:
             typer.echo(f"no usable face in any photo ({len(no_face)} tried): no bundle written", err=True)
@@ -113,6 +148,7 @@ def register(app: typer.Typer) -> None:
             "subjects": layout.subject_count,
             "templates": layout.template_count,
             "no_face": no_face,
+            "subject_ids": "as_given" if ids_as_given else "derived",
             "expires_at": expires_at.isoformat(),
         }
         if json_out:

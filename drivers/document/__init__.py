@@ -12,11 +12,11 @@ from drivers.document.models import (
     MrzResult,
     ReaderError,
     ReaderResult,
-    mask_document_number,
 )
 from drivers.document.mrz import check_digit, parse_mrz
 from drivers.document.ocr import read_mrz_image
 from drivers.document.reader import DocumentReader, read_image
+from drivers.document.redact import mask_document_number, public_view
 from drivers.document.serial_reader import SerialDocumentReader
 
 __all__ = [
@@ -38,6 +38,7 @@ __all__ = [
     "mask_document_number",
     "parse_bcbp",
     "parse_mrz",
+    "public_view",
     "read_image",
     "read_mrz_image",
 ]

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -57,6 +58,9 @@ _REPEATED_CONDITIONAL = (
 )
 
 
+_HEX2 = re.compile(r"[0-9A-Fa-f]{2}")
+
+
 class _Fail(Exception):
     def __init__(self, field: str, message: str) -> None:
         super().__init__(message)
@@ -70,6 +74,8 @@ class _Cursor:
         self.pos = 0
 
     def take(self, n: int, field: str) -> str:
+        if n < 0:  # a size read from the text must never move the cursor backwards
+            raise _Fail(field, f"negative size {n}")
         if self.pos + n > len(self.text):
             raise _Fail(field, f"text ends at character {len(self.text)}: {field} needs {n} characters at "
                         f"{self.pos}; the barcode is truncated, scan it again")  # fmt: skip
@@ -79,10 +85,10 @@ class _Cursor:
 
     def hex_size(self, field: str) -> int:
         raw = self.take(2, field)
-        try:
-            return int(raw, 16)
-        except ValueError:
-            raise _Fail(field, f"{raw!r} is not a 2-digit hexadecimal size (Res. 792)") from None
+        # Exactly two hex digits: int(..., 16) alone would also take "+0", "-0", " 0" and "0_".
+        if not _HEX2.fullmatch(raw):
+            raise _Fail(field, f"{raw!r} is not a 2-digit hexadecimal size (Res. 792)")
+        return int(raw, 16)
 
     def remaining(self) -> int:
         return len(self.text) - self.pos

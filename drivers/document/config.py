@@ -36,6 +36,13 @@ class ReaderConfig(BaseModel):
         0.5, ge=0.05, le=10.0, description="Longest pause inside one read (between MRZ lines) before giving up."
     )
     reconnect_s: float = Field(2.0, ge=0.1, le=60.0, description="Wait before reopening a failed serial port.")
+    max_line_bytes: int = Field(
+        1024,
+        ge=128,
+        le=65536,
+        description="Longest serial line kept (a boarding pass with a signature is ~400); longer runs are dropped "
+        "as garbage up to the next line end.",
+    )
     ocr_char_height_px: int = Field(
         40, ge=16, le=128, description="MRZ character height tesseract sees on the first OCR attempt."
     )

@@ -1,7 +1,8 @@
 """Data the document reader hands to the lane: pydantic models with a version field.
 
-Document numbers are personal data: `mask_document_number()` is the only form that may reach a log line,
-and the models keep the full number out of their `repr()` so an accidental `log.info(doc=...)` stays masked.
+Most of what they hold is personal data: drivers.document.redact decides, from an allowlist, what of them
+may be shown anywhere (logs, control API, MQTT, records). The models also keep the most sensitive fields out
+of their `repr()` so an accidental `log.info(doc=...)` does not print them.
 """
 
 from __future__ import annotations
@@ -15,15 +16,6 @@ MODELS_VERSION = 1
 
 MrzFormat = Literal["TD1", "TD2", "TD3", "MRV-A", "MRV-B"]
 DocumentKind = Literal["passport", "id_card", "visa", "other"]
-
-
-def mask_document_number(number: str | None) -> str:
-    """First 2 characters + `***` + last 1 (egate logging rule); short or empty numbers are fully hidden."""
-    if not number:
-        return "<none>"
-    if len(number) < 4:
-        return "***"
-    return f"{number[:2]}***{number[-1]}"
 
 
 class FieldError(BaseModel):
@@ -81,6 +73,8 @@ class Document(BaseModel):
 
     @property
     def masked_number(self) -> str:
+        from drivers.document.redact import mask_document_number  # the one masking rule (imports this module)
+
         return mask_document_number(self.number)
 
 

@@ -62,6 +62,7 @@ class DocumentReader:
                 baudrate=self.config.baudrate,
                 line_gap_s=self.config.line_gap_s,
                 reconnect_s=self.config.reconnect_s,
+                max_line=self.config.max_line_bytes,
                 today=self._today,
                 bcbp_verifier=self._verifier,
             )

@@ -9,6 +9,7 @@ become `ReaderError` results, and the port is reopened until `close()`.
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 from collections.abc import Callable
@@ -23,7 +24,9 @@ from drivers.document.mrz import MRZ_ALPHABET, parse_mrz
 
 log = structlog.get_logger(__name__)
 
-_LINE_ENDS = (b"\r", b"\n", b"\x02", b"\x03")  # STX/ETX framing treated as line boundaries
+_LINE_END = re.compile(rb"[\r\n\x02\x03]")  # STX/ETX framing treated as line boundaries
+# Bytes taken from the port per read: a flood is handled in bounded steps, never one huge buffer.
+_MAX_READ = 4096
 _MRZ_LINES_FOR_WIDTH = {30: 3, 36: 2, 44: 2}
 _BCBP_MIN = 60
 
@@ -128,7 +131,7 @@ class SerialDocumentReader:
             try:
                 assert self._port is not None
                 waiting = int(getattr(self._port, "in_waiting", 0) or 0)
-                chunk = self._port.read(max(1, waiting))
+                chunk = self._port.read(min(max(1, waiting), _MAX_READ))
             except Exception as exc:
                 self._close_port()
                 self._error(f"serial reader {self.url!r} failed: {exc}; reopening in {self._reconnect_s:.0f} s")
@@ -145,32 +148,34 @@ class SerialDocumentReader:
     # --- framing -------------------------------------------------------------------------------------
 
     def _feed(self, chunk: bytes, now: float) -> None:
-        if chunk and self._discarding:
-            # After an overlong run, drop everything up to the next line end: that is where the reader's
-            # next record starts (resynchronisation).
-            ends = [i for i in (chunk.find(e) for e in _LINE_ENDS) if i >= 0]
-            if not ends:
-                return
-            chunk = chunk[min(ends) + 1 :]
-            self._discarding = False
+        # One pass over the new bytes (a regex scan, linear in the input): lines are cut at every line end,
+        # the unterminated rest is kept only up to `max_line` bytes.
         if chunk:
+            data = bytes(self._buffer) + chunk if self._buffer else bytes(chunk)
             if not self._buffer:
                 self._buffer_since = now
-            self._buffer.extend(chunk)
-            while True:
-                cut = min((i for i in (self._buffer.find(e) for e in _LINE_ENDS) if i >= 0), default=-1)
-                if cut < 0:
-                    break
-                line = bytes(self._buffer[:cut])
-                del self._buffer[: cut + 1]
+            self._buffer.clear()
+            pos = 0
+            for end in _LINE_END.finditer(data):
+                line, pos = data[pos : end.start()], end.end()
                 self._buffer_since = now
-                if line.strip():
+                if self._discarding:
+                    # After an overlong run, everything up to the next line end is dropped: that is where
+                    # the reader's next record starts (resynchronisation).
+                    self._discarding = False
+                    continue
+                if len(line) > self._max_line:
+                    self._resync(f"{len(line)} bytes without a line end: garbage dropped")
+                elif line.strip():
                     self._line(line, now)
-            if len(self._buffer) > self._max_line:
-                n = len(self._buffer)
-                self._buffer.clear()
+            rest = data[pos:]
+            if self._discarding:
+                rest = b""
+            elif len(rest) > self._max_line:
                 self._discarding = True
-                self._error(f"{n} bytes without a line end: garbage dropped, waiting for the next line")
+                self._error(f"{len(rest)} bytes without a line end: garbage dropped, waiting for the next line")
+                rest = b""
+            self._buffer.extend(rest)
         # Timeouts: an unterminated line or an incomplete MRZ that stopped arriving.
         if self._buffer and now - self._buffer_since > self._line_gap_s:
             line = bytes(self._buffer)

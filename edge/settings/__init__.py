@@ -25,8 +25,8 @@ from edge.settings.core import (
     GateConfig,
     HealthConfig,
     LoggingConfig,
-    PrivacyConfig,
     StateConfig,
+    drop_legacy_privacy,
 )
 from edge.settings.display import DisplayConfig
 from edge.settings.gallery import GalleryConfig
@@ -50,7 +50,6 @@ class Settings(BaseModel):
     )
     gate: GateConfig = Field(default_factory=GateConfig, description="Who this gate is and its lane mode.")
     logging: LoggingConfig = Field(default_factory=LoggingConfig, description="Log level and format.")
-    privacy: PrivacyConfig = Field(default_factory=PrivacyConfig, description="What personal data may be kept.")
     state: StateConfig = Field(default_factory=StateConfig, description="Where state lives on disk.")
     control: ControlConfig = Field(default_factory=ControlConfig, description="Local control API for tools.")
     health: HealthConfig = Field(default_factory=HealthConfig, description="Health checks and stop budget.")
@@ -73,12 +72,13 @@ class Settings(BaseModel):
         self.lane = self.lane.model_copy(update={"gate_id": self.gate.gate_id, "mode": Mode(self.gate.mode)})
         return self
 
-    @model_validator(mode="after")
-    def _privacy_is_never_silently_off(self) -> Settings:
-        if self.privacy.log_full_document_numbers and self.logging.level == "debug":
-            # Full numbers in debug logs end up in support tickets; make the operator choose one.
-            raise ValueError("privacy.log_full_document_numbers cannot be combined with logging.level = 'debug'")
-        return self
+    @model_validator(mode="before")
+    @classmethod
+    def _no_privacy_switches(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "privacy" in data:
+            data = dict(data)
+            drop_legacy_privacy(data.pop("privacy"))
+        return data
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,4 @@
-"""Config sections owned by the daemon itself: identity, logging, privacy, state, control socket."""
+"""Config sections owned by the daemon itself: identity, logging, state, control socket."""
 
 from __future__ import annotations
 
@@ -33,16 +33,24 @@ class LoggingConfig(BaseModel):
     )
 
 
-class PrivacyConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+LEGACY_PRIVACY_KEYS = ("store_face_images", "store_templates", "log_full_document_numbers")
 
-    store_face_images: bool = Field(
-        False, description="Write face crops to disk for audits. Off by default (privacy by default)."
-    )
-    store_templates: bool = Field(False, description="Write live face templates to disk for audits. Off by default.")
-    log_full_document_numbers: bool = Field(
-        False, description="Log document numbers unmasked. Off by default; never enable in production."
-    )
+
+def drop_legacy_privacy(section: object) -> None:
+    """`[privacy]` of older configs: its switches asked for face images, templates or full document numbers
+    on disk or in logs, which this gate never does (drivers.document.redact is the one rule). A section that
+    leaves them all off is dropped; one that turns any on is refused, so nobody believes they are kept."""
+    if not isinstance(section, dict):
+        raise ValueError("[privacy] must be a table")
+    unknown = sorted(set(section) - set(LEGACY_PRIVACY_KEYS))
+    if unknown:
+        raise ValueError(f"[privacy] has no setting {', '.join(unknown)}")
+    enabled = [key for key in LEGACY_PRIVACY_KEYS if section.get(key)]
+    if enabled:
+        raise ValueError(
+            f"privacy.{enabled[0]} is no longer supported: the gate never writes face images or templates and "
+            "never logs full document numbers; remove the [privacy] section"
+        )
 
 
 class StateConfig(BaseModel):
@@ -70,6 +78,16 @@ class ControlConfig(BaseModel):
     socket_group: str | None = Field(
         "egate-tech",
         description="Group allowed to use the control socket (mode 0660); none keeps the owner only.",
+    )
+    request_deadline_s: float = Field(
+        10.0,
+        ge=0.5,
+        le=300.0,
+        description="A request line must be complete this long after the connection opened or the last answer "
+        "(absolute: trickled bytes do not extend it).",
+    )
+    connection_deadline_s: float = Field(
+        120.0, ge=1.0, le=3600.0, description="No control connection lives longer than this, whatever it sends."
     )
 
 

@@ -1,7 +1,8 @@
 """`[gallery]` config section: bundle limits, trust, matching thresholds and gallery lifetime.
 
-The section covers both the signed bundles (size, clock skew) and the gallery they carry (matching
-rule, in-memory layout, expiry checks). Secrets are not here: the AES key that encrypts the gallery at
+The section covers both the signed bundles (size, clock skew) and the gallery they carry (threshold,
+in-memory layout, expiry checks). The 1:N ambiguity rule has one home: `lane.policy.ambiguity_margin`
+with `lane.search_k` candidates; the gallery's own search uses the same two values. Secrets are not here: the AES key that encrypts the gallery at
 rest is read from `$CREDENTIALS_DIRECTORY/<key_credential>`.
 """
 
@@ -44,14 +45,6 @@ class GalleryConfig(BaseModel):
         description="Euclidean distance at or below which a face matches a template. Unset: the "
         "calibrated threshold in the model manifest (FMR <= 0.1% on the development pairs).",
     )
-    margin: float = Field(
-        0.04,
-        ge=0.0,
-        le=2.0,
-        description="1:N only: the best subject must be closer than the second-best subject by at least "
-        "this distance, else the result is ambiguous and the traveller is referred.",
-    )
-    top_k: int = Field(5, ge=1, le=100, description="Number of nearest subjects returned by a 1:N search.")
     dtype: Literal["float32", "float16"] = Field(
         "float32",
         description="In-memory template type. float32 is the fastest on CPU (BLAS); float16 halves the "

@@ -98,6 +98,11 @@ class LaneConfig(BaseModel):
         description="In exit mode a face at or above this quality starts a session (a face approaching).",
     )
     search_k: int = Field(3, ge=2, le=50, description="Candidates asked of the 1:N search (>= 2 to see ambiguity).")
+    record_candidate_ids: bool = Field(
+        False,
+        description="Outcome records name the gallery subject id of every compared candidate. Off (privacy by "
+        "default): only the matched subject's id is named; the other comparisons keep their scores.",
+    )
     passage_timeout_s: float = Field(
         10.0,
         gt=0.0,

@@ -69,10 +69,31 @@ class LinkConfig(BaseModel):
         512 * 1024 * 1024, ge=1024, le=8 * 1024**3, description="Largest bundle accepted over the link, in bytes."
     )
     incomplete_bundle_max_age_s: int = Field(
-        7 * 24 * 3600,
+        6 * 3600,
         ge=60,
         le=90 * 24 * 3600,
-        description="Partly received bundles older than this are deleted from disk at start.",
+        description="A partly received bundle with no new chunk for this long is deleted (checked every minute "
+        "while running, and at start).",
+    )
+    max_concurrent_transfers: int = Field(
+        2, ge=1, le=16, description="Bundle transfers held at once; chunk 0 of one more is refused with `busy`."
+    )
+    max_chunk_message_bytes: int = Field(
+        1024 * 1024,
+        ge=4096,
+        le=96 * 1024 * 1024,
+        description="Largest `.../bundle/<kind>` message taken in (base64 makes a chunk ~4/3 its size); bigger "
+        "ones are refused before they are parsed.",
+    )
+    max_command_bytes: int = Field(
+        64 * 1024, ge=1024, le=16 * 1024 * 1024, description="Largest `.../cmd` message taken in."
+    )
+    work_queue_length: int = Field(
+        32,
+        ge=1,
+        le=4096,
+        description="Downlink messages waiting for the link's worker. When full, more chunks are refused with a "
+        "`busy` ack (at most ten such acks a second); signed commands have their own queue of the same length.",
     )
     health_interval_s: float = Field(30.0, ge=1, le=3600, description="How often the daemon publishes health.")
 
@@ -88,6 +109,10 @@ class LinkConfig(BaseModel):
             raise ValueError("link.reconnect_max_s must be >= link.reconnect_min_s")
         if self.chunk_bytes > self.max_bundle_bytes:
             raise ValueError("link.chunk_bytes must not exceed link.max_bundle_bytes")
+        if self.chunk_bytes * 4 // 3 + 1024 > self.max_chunk_message_bytes:
+            raise ValueError(
+                "link.max_chunk_message_bytes must hold a chunk of link.chunk_bytes in base64 (4/3 its size + 1 KiB)"
+            )
         return self
 
 
