@@ -55,7 +55,8 @@ def _config(tmp_path: Path, state_dir: str) -> Path:
     (creds / "turnstile.scbk").write_text(os.urandom(16).hex())
     cfg = tmp_path / "egate.toml"
     cfg.write_text(
-        f'schema_version = 1\n[state]\nstate_dir = "{state_dir}"\nmodel_dir = "{default_model_dir()}"\n'
+        'schema_version = 1\n[gate]\nsite_id = "site-t"\ngate_id = "gate-t1"\n'
+        f'[state]\nstate_dir = "{state_dir}"\nmodel_dir = "{default_model_dir()}"\n'
         '[logging]\nformat = "json"\n'
         "[health]\ncheck_interval_s = 0.1\n"
         f'[control]\nsocket_path = "{tmp_path / "c.sock"}"\nsocket_group = ""\n'

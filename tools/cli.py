@@ -103,24 +103,67 @@ def run(
 
 @config_app.command("check")
 def config_check(
-    file: Path = typer.Argument(..., help="TOML config file to validate."),
+    file: Path = typer.Argument(
+        DEFAULT_CONFIG, help="TOML config file to validate (default $EGATE_CONFIG or /etc/egate/egate.toml)."
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
 ) -> None:
-    """Validate FILE; print every error with its key path and line; exit 2 when invalid."""
+    """Validate FILE and the paths it names; every problem with its key path and line; exit 2 when invalid.
+
+    Missing devices (serial ports, cameras) are warnings: they may be connected later. Missing files
+    the lane reads (a recorded clip, an image folder) are errors.
+    """
     from edge.settings import ConfigError, load_settings
+    from edge.settings.locate import key_lines, line_of
+    from edge.settings.paths import path_issues
 
     try:
-        load_settings(file)
+        settings = load_settings(file)
     except ConfigError as exc:
         if as_json:
             issues = [{"key": i.key, "line": i.line, "message": i.message, "source": i.source} for i in exc.issues]
-            typer.echo(json.dumps({"valid": False, "file": str(file), "errors": issues}))
+            typer.echo(json.dumps({"valid": False, "file": str(file), "errors": issues, "warnings": []}))
         else:
             for issue in exc.issues:
-                typer.echo(str(issue), err=True)
-            typer.echo(f"{len(exc.issues)} error(s) in {file}", err=True)
+                typer.echo(f"error: {issue}", err=True)
+            if exc.issues[0].key == "<file>":
+                typer.echo("fix: write the gate's config there (see config/default.toml), or pass its path", err=True)
+            else:
+                typer.echo(f"fix: the {len(exc.issues)} setting(s) above in {file}, then check again", err=True)
         raise typer.Exit(2) from None
-    typer.echo(json.dumps({"valid": True, "file": str(file)}) if as_json else f"{file}: OK")
+    found = path_issues(settings)
+    lines = key_lines(file.read_text(encoding="utf-8"))
+
+    def where(key: str) -> str:
+        line = line_of(lines, tuple(key.split(".")))
+        return f"{file}:{line}" if line else str(file)
+
+    errors = [i for i in found if i.severity == "error"]
+    warnings = [i for i in found if i.severity == "warning"]
+    if as_json:
+        typer.echo(
+            json.dumps(
+                {
+                    "valid": not errors,
+                    "file": str(file),
+                    "errors": [
+                        {"key": i.key, "line": line_of(lines, tuple(i.key.split("."))), "message": i.message}
+                        for i in errors
+                    ],
+                    "warnings": [{"key": i.key, "message": i.message} for i in warnings],
+                }
+            )
+        )
+    else:
+        for issue in found:
+            typer.echo(f"{issue.severity}: {where(issue.key)}: {issue.key}: {issue.message}", err=True)
+        if not errors:
+            ids = f"site {settings.gate.site_id}, gate {settings.gate.gate_id}, {settings.gate.mode} mode"
+            typer.echo(f"{file}: OK ({ids})" + (f", {len(warnings)} warning(s)" if warnings else ""))
+    if errors:
+        if not as_json:
+            typer.echo("fix: correct the paths marked error above, then check again", err=True)
+        raise typer.Exit(2)
 
 
 @config_app.command("schema")

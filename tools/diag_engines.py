@@ -22,6 +22,8 @@ from typing import Any
 
 import typer
 
+from tools.cli import DEFAULT_CONFIG
+
 FP32_MIN_COSINE = 0.9999
 _IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".pgm", ".bmp"}
 
@@ -173,20 +175,40 @@ def register(app: typer.Typer) -> None:
         run_parity: bool = typer.Option(False, "--parity", help="Build TensorRT engines and compare with the CPU."),
         images: Path | None = typer.Option(None, "--images", help="Folder of face photos for --parity."),
         model_dir: Path | None = typer.Option(
-            None, "--dir", help="Model cache (default $EGATE_MODEL_DIR or .cache/models)."
+            None,
+            "--model-dir",
+            "--dir",
+            help="Model cache (default: the config's state.model_dir, else $EGATE_MODEL_DIR or .cache/models).",
+        ),
+        config: Path = typer.Option(
+            DEFAULT_CONFIG,
+            "--config",
+            "-c",
+            help="TOML config file (default $EGATE_CONFIG or /etc/egate/egate.toml, like `egate run`).",
         ),
         chips: int = typer.Option(20, "--chips", min=1, max=1000, help="Number of face chips compared."),
         as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
     ) -> None:
-        """List inference backends with availability; --parity checks TensorRT against the CPU backend."""
+        """List inference backends with availability; --parity checks TensorRT against the CPU backend.
+
+        Exits 1 when the model cache is missing or broken, or the backend the config asks for
+        (engine.backend) cannot run here.
+        """
         from engines.backends.base import BackendUnavailable
         from engines.models import ModelCacheError, default_model_dir
         from tools.models_cmd import quiet_logs
 
         quiet_logs()
-        target = model_dir or default_model_dir()
+        wanted, target, config_note = configured_engine(config, model_dir)
+        target = target or default_model_dir()
         report = backend_report(target)
+        report["config"] = config_note
+        report["configured_backend"] = wanted
         exit_code = 0
+        problems = configured_problems(report, wanted)
+        if problems:
+            report["problems"] = problems
+            exit_code = 1
         if run_parity:
             paths = (
                 sorted(p for p in images.rglob("*") if p.suffix.lower() in _IMAGE_SUFFIXES)
@@ -209,7 +231,44 @@ def register(app: typer.Typer) -> None:
             typer.echo(f"models       {'ok ' + str(models['model_id']) if models['ok'] else models['error']}")
             if "parity" in report:
                 typer.echo("parity       " + json.dumps(report["parity"]))
+            typer.echo(f"config       {config_note}")
         if exit_code:
+            for error, fix in report.get("problems", []):
+                typer.echo(f"error: {error}\nfix: {fix}", err=True)
             if "error" in report.get("parity", {}):
-                typer.echo(f"egate diag engines: {report['parity']['error']}", err=True)
+                typer.echo(f"error: {report['parity']['error']}", err=True)
             raise typer.Exit(exit_code)
+
+
+def configured_engine(config: Path, model_dir: Path | None) -> tuple[str | None, Path | None, str]:
+    """(engine.backend, model cache, a note on where they came from) from the gate's config when it exists."""
+    from edge.settings import ConfigError, load_settings
+
+    if not config.exists():
+        return None, model_dir, f"{config} not found: listing backends only"
+    try:
+        settings = load_settings(config)
+    except ConfigError as exc:
+        return None, model_dir, f"{config} invalid ({exc.issues[0]}): listing backends only"
+    return settings.engine.backend, model_dir or settings.state.resolved_model_dir(), f"{config}"
+
+
+def configured_problems(report: dict[str, Any], wanted: str | None) -> list[tuple[str, str]]:
+    """What stops the configured engine from running here, each as (error, fix)."""
+    problems = []
+    if not report["models"]["ok"]:
+        problems.append(
+            (
+                f"model cache {report['model_dir']}: {report['models']['error']}",
+                f"egate models build --model-dir {report['model_dir']}",
+            )
+        )
+    row = next((b for b in report["backends"] if b["name"] == wanted), None)
+    if wanted is not None and row is not None and not row["available"]:
+        problems.append(
+            (
+                f"engine.backend = {wanted!r} cannot run here: {row['reason']}",
+                "set engine.backend to an available backend (listed above), or install its runtime",
+            )
+        )
+    return problems
