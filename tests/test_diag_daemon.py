@@ -18,10 +18,10 @@ from typing import Any
 import cv2
 import pytest
 
+from edge.device_checks import HINT_MQTT_PLAIN
 from tests.daemon_fixtures import ROOT, GateDaemon
 from tests.diag_fixtures import write_gallery
 from tests.gallery_fixtures import GALLERY_KEY
-from edge.device_checks import HINT_MQTT_PLAIN
 from tools.local_broker import Mosquitto
 from tools.turnstile_sim import TurnstileSimulator
 
