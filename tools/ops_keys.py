@@ -34,6 +34,16 @@ def load_signing_key(path: Path) -> tuple[Ed25519PrivateKey, str]:
     return key, key_id_for(raw)
 
 
+def signing_key_id(path: Path) -> str:
+    """The key id of an ops signing key file (derived from its public half, as the gates compute it)."""
+    from tools.ops_client import OpsError
+
+    try:
+        return load_signing_key(path)[1]
+    except typer.BadParameter as exc:
+        raise OpsError(str(exc), "pass the .key file `egate ops keys new` wrote") from None
+
+
 def parse_expiry(text: str, now: datetime) -> datetime:
     """`--expires`: a duration (`90m`, `12h`, `30d`) or an ISO 8601 time with a zone."""
     units = {"m": "minutes", "h": "hours", "d": "days"}
