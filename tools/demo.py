@@ -294,14 +294,13 @@ def _quietly(write: Any) -> None:
 
 def _silence_stdout() -> None:
     """Point stdout and stderr at /dev/null, so Python's exit-time flush does not fail on a closed pipe."""
+    import contextlib
     import os
 
     devnull = os.open(os.devnull, os.O_WRONLY)
     for fd in (1, 2):
-        try:
+        with contextlib.suppress(OSError):
             os.dup2(devnull, fd)
-        except OSError:
-            pass
     os.close(devnull)
 
 

@@ -341,10 +341,10 @@ def prepare_ops(
                 "ops", "gallery", "build",
                 "--photos", str(photos),
                 "--out", str(out),
-                "--key", keys["private_key"],
+                "--signing-key", keys["private_key"],
                 "--scope", scope,
                 "--expires", "24h",
-                "--models", str(model_dir or default_model_dir()),
+                "--model-dir", str(model_dir or default_model_dir()),
                 "--json",
             ]
         )
@@ -749,7 +749,7 @@ class LaneRig:
             env=env,
             # Its own session: a Ctrl-C at the terminal reaches the rig, which stops the daemon in order.
             start_new_session=True,
-            preexec_fn=_terminate_with_parent if self.daemon_dies_with_rig else None,  # noqa: PLW1509
+            preexec_fn=_terminate_with_parent if self.daemon_dies_with_rig else None,
         )
 
     def restart_daemon(self) -> None:
