@@ -140,7 +140,7 @@ def register(app: typer.Typer) -> None:
     def engine(
         images: Path | None = typer.Option(None, "--images", help="Folder of photos (default: shared LFW + frames)."),
         model_dir: Path | None = typer.Option(
-            None, "--dir", help="Model cache (default $EGATE_MODEL_DIR or .cache/models)."
+            None, "--model-dir", "--dir", help="Model cache (default $EGATE_MODEL_DIR or .cache/models)."
         ),
         backend: list[str] = typer.Option([], "--backend", help="Only these backends (repeatable)."),
         threads: int = typer.Option(1, "--threads", min=1, max=16, help="CPU threads per model session."),

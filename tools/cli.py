@@ -11,6 +11,7 @@ import json
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 import structlog
 import typer
@@ -174,14 +175,47 @@ def config_schema() -> None:
     typer.echo(json.dumps(json_schema(), indent=2))
 
 
+def _flags_as_flags(command: Any) -> None:
+    """Boolean flags take no value: show none in help (typer labels them `<bool>`).
+
+    Duck-typed: typer builds its commands from its own copy of click's classes.
+    """
+    for param in command.params:
+        if getattr(param, "is_flag", False):
+            param.metavar = ""
+    made_help = command.get_help_option
+
+    def help_option(ctx: Any) -> Any:  # --help is made per invocation: mark it too
+        option = made_help(ctx)
+        if option is not None:
+            option.metavar = ""
+        return option
+
+    command.get_help_option = help_option
+    for sub in getattr(command, "commands", {}).values():
+        _flags_as_flags(sub)
+
+
+def build_command() -> Any:
+    """The whole `egate` command tree as click sees it (also walked by the help-conventions test)."""
+    if not _registered:
+        _register_groups()
+        _registered.append(True)
+    command = typer.main.get_command(app)
+    _flags_as_flags(command)
+    return command
+
+
+_registered: list[bool] = []
+
+
 def main() -> None:
     if sys.argv[1:2] != ["run"]:
         # Tools print their results (often --json) on stdout: their logs go to stderr, warnings and up.
         from edge.logs import configure_logging
 
         configure_logging(level="warning", fmt="auto", stream=sys.stderr)
-    _register_groups()
-    app(prog_name="egate")
+    build_command()(prog_name="egate")
 
 
 if __name__ == "__main__":

@@ -56,7 +56,7 @@ def register(app: typer.Typer) -> None:
             "auto", "--precision", help="TensorRT precision: auto (fp16 where fast), fp16 or fp32."
         ),
         model_dir: Path | None = typer.Option(
-            None, "--dir", help="Model cache (default $EGATE_MODEL_DIR or .cache/models)."
+            None, "--model-dir", "--dir", help="Model cache (default $EGATE_MODEL_DIR or .cache/models)."
         ),
         as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
     ) -> None:
@@ -80,7 +80,7 @@ def register(app: typer.Typer) -> None:
     @app.command("show")
     def show(
         model_dir: Path | None = typer.Option(
-            None, "--dir", help="Model cache (default $EGATE_MODEL_DIR or .cache/models)."
+            None, "--model-dir", "--dir", help="Model cache (default $EGATE_MODEL_DIR or .cache/models)."
         ),
         as_json: bool = typer.Option(False, "--json", help="Print the manifest summary as JSON."),
     ) -> None:

@@ -482,7 +482,7 @@ def cmd_command(
     mode: str | None = typer.Option(None, "--mode", help=f"For set-mode: {', '.join(SET_MODES)}."),
     signing_key: Path = typer.Option(..., "--signing-key", help="Ops signing key (Ed25519 private PEM)."),
     key_id: str | None = typer.Option(
-        None, "--key-id", help="Id of the signing key (read from the key itself; a mismatch is refused)."
+        None, "--key-id", help="Key id; read from --signing-key itself (a different one is refused)."
     ),
     valid_for: float = typer.Option(300.0, "--valid-for", help="Seconds until the command expires."),
     timeout: float = typer.Option(30.0, "--timeout", help="Seconds to wait for the gate's ack."),

@@ -129,13 +129,15 @@ def check_models(model_dir: Path) -> CheckResult:
     try:
         manifest = load_manifest(model_dir, verify=True)
     except ModelCacheError as exc:
-        return CheckResult("models", "FAIL", str(exc), f"rebuild the model cache: egate models build --dir {model_dir}")
+        return CheckResult(
+            "models", "FAIL", str(exc), f"rebuild the model cache: egate models build --model-dir {model_dir}"
+        )
     if manifest.model_id is None:
         return CheckResult(
             "models",
             "FAIL",
             f"{model_dir}: the embedder is not converted (model_id empty)",
-            f"egate models build --dir {model_dir}",
+            f"egate models build --model-dir {model_dir}",
         )
     return _pass("models", f"{len(manifest.files)} files, sizes and sha256 match; model {manifest.model_id}")
 
@@ -212,7 +214,7 @@ def check_engine(
             "engine",
             "FAIL",
             f"engine does not load on backend {config.backend}: {exc}",
-            f"egate models build --dir {model_dir}; see backends with: egate diag engines",
+            f"egate models build --model-dir {model_dir}; see backends with: egate diag engines",
         )
     try:
         for frame in frames[::4]:  # every 4th frame: a few tries find the face quickly
@@ -226,7 +228,7 @@ def check_engine(
                 "engine",
                 "FAIL",
                 f"no face found in {len(frames[::4])} frames of {golden.name}, which has one",
-                f"the models give wrong results: egate models build --dir {model_dir}; egate diag engines --parity",
+                f"the models give wrong results: egate models build --model-dir {model_dir}; egate diag engines --parity",
             )
     finally:
         if own:
