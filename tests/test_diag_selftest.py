@@ -59,7 +59,7 @@ def test_config_valid_passes(tmp_path: Path) -> None:
 def test_models_missing_fails_with_build_command(tmp_path: Path) -> None:
     result = checks.check_models(tmp_path / "models")
     assert result.verdict == "FAIL"
-    assert result.hint == f"rebuild the model cache: egate models build --dir {tmp_path / 'models'}"
+    assert result.hint == f"rebuild the model cache: egate models build --model-dir {tmp_path / 'models'}"
 
 
 def test_models_tampered_fails(tmp_path: Path, model_dir: Path) -> None:  # noqa: F811
