@@ -156,8 +156,10 @@ def config_check(
             )
         )
     else:
-        for issue in found:
-            typer.echo(f"{issue.severity}: {where(issue.key)}: {issue.key}: {issue.message}", err=True)
+        for found_issue in found:
+            typer.echo(
+                f"{found_issue.severity}: {where(found_issue.key)}: {found_issue.key}: {found_issue.message}", err=True
+            )
         if not errors:
             ids = f"site {settings.gate.site_id}, gate {settings.gate.gate_id}, {settings.gate.mode} mode"
             typer.echo(f"{file}: OK ({ids})" + (f", {len(warnings)} warning(s)" if warnings else ""))
@@ -219,4 +221,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

@@ -145,12 +145,13 @@ def register(app: typer.Typer) -> None:
                     progress.step(path)
                     why = photo_problem(path)
                     image = None if why else cv2.imread(str(path), cv2.IMREAD_COLOR)
-                    if image is None and not why:
-                        why = "cannot be decoded (corrupt or truncated image file)"
-                    observation = None if why else engine.enroll(image)
-                    if observation is None and not why:
-                        why = "no usable face (none found, several, or too small/blurred)"
-                    if why:
+                    observation = None
+                    if image is None:
+                        why = why or "cannot be decoded (corrupt or truncated image file)"
+                    else:
+                        observation = engine.enroll(image)
+                    if observation is None:
+                        why = why or "no usable face (none found, several, or too small/blurred)"
                         problems.append({"subject_id": subject_id, "photo": str(path), "problem": why})
                         no_face.append(str(path))
                         continue
