@@ -100,7 +100,7 @@ def test_ready_watchdog_stopping_and_exit_within_5s(tmp_path: Path) -> None:
         notify.close()
     out = proc.stdout.read() if proc.stdout else ""
     assert '"event": "daemon_ready"' in out
-    assert '"gate_id": "gate-01"' in out
+    assert '"gate_id": "gate-t1"' in out
 
 
 def test_fatal_start_error_exits_nonzero_with_the_fix(tmp_path: Path) -> None:
