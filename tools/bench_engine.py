@@ -158,7 +158,7 @@ def register(app: typer.Typer) -> None:
         try:
             result = bench(paths, model_dir or default_model_dir(), backends=backend or None, threads=threads)
         except (ModelCacheError, ValueError) as exc:
-            typer.echo(f"egate bench engine: {exc}", err=True)
+            typer.echo(f"error: {exc}\nfix: egate models build (then egate diag engines)", err=True)
             raise typer.Exit(1) from None
         result["meets_targets"] = _meets_targets(result)
         if as_json:

@@ -88,8 +88,9 @@ def run(
     try:
         settings, config_source = with_pushed_config(load_settings(config))
     except ConfigError as exc:
-        typer.echo(f"egate: invalid config, not starting:\n{exc}", err=True)
-        typer.echo("fix the lines above, then check with: egate config check " + str(config), err=True)
+        for issue in exc.issues:
+            typer.echo(f"error: invalid config, not starting: {issue}", err=True)
+        typer.echo(f"fix: the settings above, then check with: egate config check {config}", err=True)
         raise typer.Exit(2) from None
     configure_logging(gate_id=settings.gate.gate_id, level=settings.logging.level, fmt=settings.logging.format)
     structlog.get_logger("egate").info("config_loaded", source=config_source)

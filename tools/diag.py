@@ -158,16 +158,51 @@ def daemon_or_none(settings: Settings, timeout_s: float = 15.0) -> ControlClient
     return client
 
 
+def human_value(key: str, value: Any) -> str:
+    """One value for people: yes/no, local times, units from the key's suffix, lists joined."""
+    if value is None:
+        return "-"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if key.endswith("_at") and isinstance(value, int | float) and value > 1e9:
+        from datetime import datetime
+
+        return datetime.fromtimestamp(value).astimezone().strftime("%Y-%m-%d %H:%M:%S %Z")
+    if key.endswith("_at") and isinstance(value, str):
+        from datetime import datetime
+
+        try:
+            return datetime.fromisoformat(value).astimezone().strftime("%Y-%m-%d %H:%M:%S %Z")
+        except ValueError:
+            return value
+    for suffix, unit in (("_ms", "ms"), ("_s", "s"), ("_bytes", "bytes")):
+        if key.endswith(suffix) and isinstance(value, int | float):
+            return f"{value:g} {unit}"
+    if isinstance(value, list):
+        return ", ".join(human_value(key, v) for v in value) or "-"
+    return str(value)
+
+
+def flat_rows(data: dict[str, Any], prefix: str = "") -> list[tuple[str, str]]:
+    """Nested dicts as `parent child` rows (no JSON blobs in a table for people)."""
+    rows: list[tuple[str, str]] = []
+    for key, value in data.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            rows += flat_rows(value, f"{name} ") if value else [(name, "-")]
+        else:
+            rows.append((name.replace("_", " "), human_value(str(key), value)))
+    return rows
+
+
 def kv_table(title: str, data: dict[str, Any]) -> RenderableType:
     from rich.table import Table
 
     table = Table(title=title, show_header=False, title_justify="left")
     table.add_column(style="bold")
     table.add_column()
-    for key, value in data.items():
-        if isinstance(value, dict | list):
-            value = json.dumps(value, default=str)
-        table.add_row(str(key), "-" if value is None else str(value))
+    for key, value in flat_rows(data):
+        table.add_row(key, value)
     return table
 
 
@@ -478,13 +513,13 @@ def _status_view(status: dict[str, Any], outcomes: list[dict[str, Any]]) -> Rend
             )
         parts.append(dev)
     table = Table(title="last outcomes (no personal data)", title_justify="left")
-    for column in ("ended", "txn", "mode", "decision", "reasons", "score/threshold", "quality", "ms"):
+    for column in ("ended (local)", "txn", "mode", "decision", "reasons", "score/threshold", "quality", "total ms"):
         table.add_column(column)
     for o in outcomes:
         comps = o.get("comparisons") or []
         best = comps[0] if comps else None
         table.add_row(
-            str(o.get("ended_at", ""))[11:19],
+            human_value("ended_at", o.get("ended_at"))[11:19],
             str(o.get("txn_id", ""))[-8:],
             str(o.get("mode", "")),
             Text(str(o.get("decision", "")), style="green" if o.get("decision") == "ACCEPT" else "yellow"),

@@ -71,7 +71,13 @@ def register(app: typer.Typer) -> None:
                 raise ModelCacheError(f"--precision {precision!r} is not one of auto, fp16, fp32")
             manifest = build_models(target, tensorrt=tensorrt, tensorrt_precision=precision)  # type: ignore[arg-type]
         except (ModelCacheError, BackendUnavailable) as exc:
-            typer.echo(f"egate models build: {exc}", err=True)
+            fix = (
+                "build TensorRT engines on the device itself; egate diag engines says what is missing here"
+                if isinstance(exc, BackendUnavailable)
+                else "fix what the error names (network to the package index, disk space, --precision), then "
+                "run it again: it resumes"
+            )
+            typer.echo(f"error: {exc}\nfix: {fix}", err=True)
             raise typer.Exit(1) from None
         summary = _summary(manifest, target)
         summary["tensorrt"] = "built" if tensorrt else "not requested"
@@ -92,6 +98,6 @@ def register(app: typer.Typer) -> None:
         try:
             manifest = load_manifest(target)
         except ModelCacheError as exc:
-            typer.echo(f"egate models show: {exc}", err=True)
+            typer.echo(f"error: {exc}\nfix: egate models build", err=True)
             raise typer.Exit(1) from None
         _print(_summary(manifest, target), as_json)

@@ -240,7 +240,7 @@ def register_purge(gallery: typer.Typer) -> None:
             existed = store.path.exists()
             gallery = store.load(datetime.now(UTC))  # load() purges an expired gallery itself
         except (CredentialError, GalleryStoreError) as exc:
-            typer.echo(f"egate: {exc}", err=True)
+            typer.echo(f"error: {exc}\nfix: run as root with CREDENTIALS_DIRECTORY holding the gallery key", err=True)
             raise typer.Exit(1) from None
         result = {
             "gallery": existed,
