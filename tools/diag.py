@@ -257,7 +257,14 @@ def selftest(
                 ),
                 as_json,
             )
-    results, mode = run_selftest(config, golden=golden, use_daemon=not local)
+    if not as_json and sys.stderr.isatty():
+        from rich.console import Console
+
+        # The engine and device checks take seconds: say that work is going on.
+        with Console(stderr=True).status("running the checks (engine, devices, link) ..."):
+            results, mode = run_selftest(config, golden=golden, use_daemon=not local)
+    else:
+        results, mode = run_selftest(config, golden=golden, use_daemon=not local)
     counts = summary(results)
     if as_json:
         emit_json(
