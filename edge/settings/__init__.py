@@ -205,6 +205,8 @@ def load_settings_text(
         issues = []
         for err in exc.errors(include_url=False):
             loc = tuple(err["loc"])
+            if err["type"] == "value_error":
+                loc = _named_key(str(err["msg"]), loc)
             key = ".".join(str(part) for part in loc) or "<root>"
             env_name = next((name for path, name in env_paths.items() if loc[: len(path)] == path), None)
             where = f"env {env_name}" if env_name else source
@@ -214,6 +216,19 @@ def load_settings_text(
     if missing:
         raise ConfigError(missing)
     return settings
+
+
+_KEY_PATH = re.compile(r"\b([a-z_]+(?:\.[a-z_]+)+)\b")
+
+
+def _named_key(message: str, loc: tuple[Any, ...]) -> tuple[Any, ...]:
+    """A cross-field rule reports at its section; point at the first setting its message names instead."""
+    prefix = ".".join(str(part) for part in loc)
+    for match in _KEY_PATH.finditer(message):
+        path = match.group(1)
+        if not prefix or path.startswith(prefix + "."):
+            return tuple(path.split("."))
+    return loc
 
 
 # Plain words for the patterns the settings use (a raw regex helps nobody at a gate).
