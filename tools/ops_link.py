@@ -49,6 +49,11 @@ class _Conn:
     prefix: str
 
     def client(self, **extra: Any) -> OpsClient:
+        if self.port == 8883 and self.ca is None:
+            raise OpsError(
+                "port 8883 is MQTT over TLS but no --ca was given (the connection would wait in vain)",
+                "give the broker's CA with --ca (or EGATE_OPS_CA), or --port 1883 for a plain lab broker",
+            )
         tls = OpsTls(self.ca, self.cert, self.key) if self.ca is not None else None
         password = self.password_file.read_text().strip() if self.password_file is not None else None
         return OpsClient(
@@ -166,12 +171,11 @@ def watch_command(
     """
     conn = _Conn(host, port, ca, cert, key, user, password_file, prefix)
     inbox: queue.SimpleQueue[tuple[str, str, str, bool, Any]] = queue.SimpleQueue()
-    client = conn.client()
-
     def on_message(m: Any) -> None:
         _enqueue(inbox, prefix, m.topic, bytes(m.payload), bool(m.retain), health)
 
     try:
+        client = conn.client()
         client.connect()
         client.subscribe(site_wildcard(prefix, site), on_message)
     except OpsError as exc:
