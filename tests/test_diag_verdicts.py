@@ -32,10 +32,21 @@ IN_SERVICE = {"state": "idle", "mode": "exit", "in_service": True, "maintenance"
             "out of service: camera: no frames for 3 s",
             "returns to service by itself",
         ),
+        (
+            {
+                **IN_SERVICE,
+                "in_service": False,
+                "maintenance": True,
+                "out_of_service_reasons": ["maintenance: closed (ops command)"],
+            },
+            "FAIL",
+            "closed by ops",
+            "--mode open",
+        ),
         ({**IN_SERVICE, "state": "alarm", "alarm": "tailgate"}, "FAIL", "alarm: tailgate", "alarm.clear"),
         ({**IN_SERVICE, "state": "emergency"}, "FAIL", "emergency input active", "emergency input"),
     ],
-    ids=["serving", "maintenance", "out-of-service", "alarm", "emergency"],
+    ids=["serving", "maintenance", "out-of-service", "closed", "alarm", "emergency"],
 )
 def test_lane_row(status: dict, verdict: str, detail: str, hint: str) -> None:
     row = lane_verdict(status)

@@ -88,6 +88,13 @@ def lane_verdict(status: dict[str, Any]) -> CheckResult:
     state = str(status.get("state", "?")).lower()
     mode = str(status.get("mode", "?"))
     reasons = [str(r) for r in status.get("out_of_service_reasons") or []]
+    if status.get("maintenance") and any(r.startswith("maintenance: closed") for r in reasons):
+        return CheckResult(
+            "lane",
+            "FAIL",
+            f"closed by ops: travellers are not served ({'; '.join(reasons)})",
+            "ops reopens it: egate ops cmd set-mode --mode open --gate GATE --site SITE --signing-key KEY",
+        )
     if status.get("maintenance"):
         return CheckResult(
             "lane",
