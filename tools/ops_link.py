@@ -171,6 +171,7 @@ def watch_command(
     """
     conn = _Conn(host, port, ca, cert, key, user, password_file, prefix)
     inbox: queue.SimpleQueue[tuple[str, str, str, bool, Any]] = queue.SimpleQueue()
+
     def on_message(m: Any) -> None:
         _enqueue(inbox, prefix, m.topic, bytes(m.payload), bool(m.retain), health)
 
