@@ -38,6 +38,8 @@ def hint_turnstile_key(credential_name: str) -> str:
     )
 
 
+HINT_MQTT_PLAIN = "set link.tls = true outside a lab: outcomes travel in clear"
+
 MQTT_HINTS = {
     "unreachable": "start the broker or fix link.host/link.port; check routes and firewall (port {port})",
     "tls_failure": "install the CA that signed the broker as credential link.ca_credential, and check link.host "
@@ -140,7 +142,14 @@ def turnstile_check(status: Mapping[str, Any], *, credential_name: str = "turnst
 
 
 def mqtt_check(
-    *, enabled: bool, connected: bool, host: str, port: int, error_category: str | None, error_message: str | None
+    *,
+    enabled: bool,
+    connected: bool,
+    host: str,
+    port: int,
+    error_category: str | None,
+    error_message: str | None,
+    tls: bool = True,
 ) -> DeviceCheck:
     """From `MqttLink.connected` and `MqttLink.last_error` (category, message)."""
     if not enabled:
@@ -150,8 +159,16 @@ def mqtt_check(
             detail="link disabled (link.enabled = false)",
             hint="standalone gate: outcomes stay in the outbox",
         )
+    if connected and not tls:
+        # The same verdict as the tool's own connection test: a plain link is a lab set-up.
+        return DeviceCheck(
+            name="mqtt",
+            verdict="WARN",
+            detail=f"connected to {host}:{port} (plain)",
+            hint=HINT_MQTT_PLAIN,
+        )
     if connected:
-        return DeviceCheck(name="mqtt", verdict="PASS", detail=f"connected to {host}:{port}")
+        return DeviceCheck(name="mqtt", verdict="PASS", detail=f"connected to {host}:{port} (TLS)")
     hint = MQTT_HINTS.get(error_category or "", "check the network and the broker; see egate diag mqtt")
     return DeviceCheck(
         name="mqtt",

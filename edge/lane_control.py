@@ -309,6 +309,7 @@ class LaneControl:
                 connected=bool(lane.link and lane.link.connected),
                 host=cfg.link.host,
                 port=cfg.link.port,
+                tls=cfg.link.tls,
                 error_category=err.category if err else None,
                 error_message=err.message if err else None,
             ),

@@ -6,6 +6,7 @@ mosquitto. Each check's verdict and fix hint are asserted, as a technician at a 
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import secrets
 import subprocess
@@ -17,7 +18,10 @@ from typing import Any
 import cv2
 import pytest
 
+from edge.device_checks import HINT_MQTT_PLAIN
 from tests.daemon_fixtures import ROOT, GateDaemon
+from tests.diag_fixtures import write_gallery
+from tests.gallery_fixtures import GALLERY_KEY
 from tools.local_broker import Mosquitto
 from tools.turnstile_sim import TurnstileSimulator
 
@@ -49,7 +53,10 @@ def healthy(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GateDaemon]:
         Mosquitto(work / "broker") as broker,
         TurnstileSimulator(scbk=secrets.token_bytes(16), link_path=work / "pty", time_scale=0.2) as sim,
     ):
-        daemon = GateDaemon(work, broker=broker, sim=sim).start()
+        daemon = GateDaemon(work, broker=broker, sim=sim, gallery_key=GALLERY_KEY)
+        now = dt.datetime.now(dt.UTC)
+        write_gallery(daemon.state, issued_at=now - dt.timedelta(hours=1), expires_at=now + dt.timedelta(days=2))
+        daemon.start()
         try:
             daemon.wait_status(lambda s: s["in_service"], 60, "the lane to be in service")
             yield daemon
@@ -60,13 +67,39 @@ def healthy(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GateDaemon]:
 def test_selftest_through_the_daemon(healthy: GateDaemon) -> None:
     code, data, out = diag(healthy, "selftest", "--json")
     checks = rows(data)
-    for name in ("config", "models", "engine", "camera", "turnstile", "mqtt", "disk", "outbox"):
+    for name in ("config", "models", "engine", "lane", "camera", "turnstile", "disk", "outbox", "gallery"):
         assert checks[name]["verdict"] == "PASS", (name, checks[name], out)
     assert "secure channel up" in checks["turnstile"]["detail"]
-    assert checks["gallery"]["verdict"] == "WARN" and "egate ops push" in checks["gallery"]["hint"]
-    # No FAIL here, so the exit code follows only from warnings (0) - unless the clock is unsynchronised,
-    # which is a WARN too.
+    assert "in service, exit mode" in checks["lane"]["detail"]
+    assert checks["gallery"]["detail"].startswith("version 7, 3 subjects")
+    # A plain broker is a lab set-up: the same WARN as when the tool connects itself.
+    assert checks["mqtt"]["verdict"] == "WARN" and checks["mqtt"]["hint"] == HINT_MQTT_PLAIN
+    assert "daemon" not in checks
     assert code == 0, out
+
+
+def test_selftest_fails_a_lane_in_maintenance_and_names_the_way_back(healthy: GateDaemon) -> None:
+    code, data, out = diag(healthy, "maintenance", "on", "--json")
+    assert code == 0, out
+    try:
+        code, data, out = diag(healthy, "selftest", "--json")
+        lane = rows(data)["lane"]
+        assert code == 1 and lane["verdict"] == "FAIL" and "maintenance" in lane["detail"], out
+        assert "egate diag maintenance off" in lane["hint"]
+        assert [c["name"] for c in data["checks"] if c["verdict"] == "FAIL"] == ["lane"]
+        code, _, out = diag(healthy, "selftest")  # the human table says it too
+        assert code == 1 and "in maintenance" in out and "1 failed" in out
+    finally:
+        assert diag(healthy, "maintenance", "off", "--json")[0] == 0
+    healthy.wait_status(lambda s: s["in_service"], 20, "the lane back in service")
+
+
+def test_local_selftest_is_refused_while_the_daemon_owns_the_devices(healthy: GateDaemon) -> None:
+    code, data, out = diag(healthy, "selftest", "--local", "--json")
+    assert code == 1 and data["ok"] is False, out
+    assert "daemon is running" in data["error"] and "without --local" in data["hint"]
+    code, _, out = diag(healthy, "selftest", "--local")
+    assert code == 1 and out.startswith("error: ") and "\nfix: " in out
 
 
 def test_status_shows_state_devices_and_versions(healthy: GateDaemon) -> None:
@@ -76,7 +109,7 @@ def test_status_shows_state_devices_and_versions(healthy: GateDaemon) -> None:
     assert status["in_service"] is True and status["mode"] == "exit"
     assert status["devices"]["camera"]["ok"] is True and status["devices"]["gate"]["ok"] is True
     assert status["versions"]["model"].startswith("dlib-resnet-v1.")
-    assert status["gallery"] == {"version": None}
+    assert status["gallery"]["version"] == 7 and status["gallery"]["subjects"] == 3
 
 
 def test_gate_commands_need_maintenance_and_then_cycle_the_real_gate(healthy: GateDaemon) -> None:
@@ -169,10 +202,6 @@ def test_status_watch_renders_live_frames_without_personal_data(healthy: GateDae
 
 
 def test_expired_gallery_fails_the_local_selftest_and_the_daemon_purges_it(tmp_path: Path) -> None:
-    import datetime as dt
-
-    from tests.diag_fixtures import write_gallery
-    from tests.gallery_fixtures import GALLERY_KEY
 
     now = dt.datetime.now(dt.UTC)
     daemon = GateDaemon(tmp_path, sim=None, broker=None, gallery_key=GALLERY_KEY)
@@ -186,6 +215,11 @@ def test_expired_gallery_fails_the_local_selftest_and_the_daemon_purges_it(tmp_p
         status = daemon.call("status")
         assert status["gallery"] == {"version": None}
         assert not path.exists(), "the daemon must purge an expired gallery from disk at start"
+        # The same gate asked through the daemon: still a FAIL, now that nothing usable is loaded.
+        code, data, out = diag(daemon, "selftest", "--json")
+        gallery = rows(data)["gallery"]
+        assert code == 1 and gallery["verdict"] == "FAIL" and "GALLERY_UNAVAILABLE" in gallery["detail"], out
+        assert "expired and was purged" in gallery["detail"] and "egate ops push" in gallery["hint"]
     finally:
         assert daemon.stop() == 0
     purged = [line for line in daemon.log_tail(200_000).splitlines() if '"gallery_purged"' in line]

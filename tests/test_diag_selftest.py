@@ -51,7 +51,7 @@ def test_config_invalid_fails_with_line_and_check_command(tmp_path: Path) -> Non
 
 def test_config_valid_passes(tmp_path: Path) -> None:
     good = tmp_path / "egate.toml"
-    good.write_text('schema_version = 1\n[gate]\ngate_id = "g9"\n')
+    good.write_text('schema_version = 1\n[gate]\nsite_id = "s9"\ngate_id = "g9"\n')
     result = checks.check_config(good)
     assert result.verdict == "PASS" and "g9" in result.detail and result.hint == ""
 
@@ -59,7 +59,7 @@ def test_config_valid_passes(tmp_path: Path) -> None:
 def test_models_missing_fails_with_build_command(tmp_path: Path) -> None:
     result = checks.check_models(tmp_path / "models")
     assert result.verdict == "FAIL"
-    assert result.hint == f"rebuild the model cache: egate models build --dir {tmp_path / 'models'}"
+    assert result.hint == f"rebuild the model cache: egate models build --model-dir {tmp_path / 'models'}"
 
 
 def test_models_tampered_fails(tmp_path: Path, model_dir: Path) -> None:  # noqa: F811
@@ -231,12 +231,19 @@ def test_gallery_expiring_soon_warns_and_current_passes(tmp_path: Path) -> None:
     assert later.verdict == "PASS" and "version 7" in later.detail
 
 
-def test_gallery_with_wrong_key_fails_and_missing_warns(tmp_path: Path) -> None:
+def test_gallery_with_wrong_key_fails_and_missing_fails_where_the_mode_needs_one(tmp_path: Path) -> None:
     path = write_gallery(tmp_path, issued_at=NOW - dt.timedelta(hours=1), expires_at=NOW + dt.timedelta(hours=5))
     wrong = checks.check_gallery(path, bytes(32), now=NOW)
     assert wrong.verdict == "FAIL" and "egate ops push" in wrong.hint
-    missing = checks.check_gallery(tmp_path / "none" / "gallery.egal", GALLERY_KEY, now=NOW)
-    assert missing.verdict == "WARN" and "egate ops push" in missing.hint
+    nowhere = tmp_path / "none" / "gallery.egal"
+    for mode in ("exit", "boarding"):
+        missing = checks.check_gallery(nowhere, GALLERY_KEY, now=NOW, mode=mode)
+        assert missing.verdict == "FAIL" and "GALLERY_UNAVAILABLE" in missing.detail, mode
+        assert "egate ops push" in missing.hint
+    # Entry compares with the document page's portrait when the reader gives one: a gallery is optional.
+    entry = checks.check_gallery(nowhere, GALLERY_KEY, now=NOW, mode="entry", page_reference=True)
+    assert entry.verdict == "WARN" and "portrait" in entry.detail
+    assert checks.check_gallery(nowhere, GALLERY_KEY, now=NOW, mode="entry").verdict == "FAIL"
 
 
 def test_outbox_not_draining_warns_full_fails_empty_passes(tmp_path: Path) -> None:

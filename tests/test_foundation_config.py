@@ -98,3 +98,35 @@ def test_config_schema_is_json_schema() -> None:
     for name, definition in schema["$defs"].items():
         for field, spec in definition.get("properties", {}).items():
             assert spec.get("description"), f"{name}.{field} has no description"
+
+
+def test_identity_is_required_none_is_a_value_and_errors_are_plain_words(tmp_path: Path) -> None:
+    from edge.settings import load_settings as load
+
+    empty = tmp_path / "empty.toml"
+    empty.write_text("")
+    with pytest.raises(ConfigError) as caught:
+        load(empty, environ={})
+    assert {i.key for i in caught.value.issues} == {"gate.site_id", "gate.gate_id"}
+    # The environment can supply them too (EGATE_GATE__SITE_ID): the rule is about the effective config.
+    env = {"EGATE_GATE__SITE_ID": "ams", "EGATE_GATE__GATE_ID": "g1"}
+    assert load(empty, environ=env).gate.gate_id == "g1"
+
+    text = '[gate]\nsite_id = "a"\ngate_id = "g"\n[turnstile.io]\nbuzzer_output = "none"\n[link]\nport = "8883"\n'
+    with pytest.raises(ConfigError) as caught:
+        load_settings_text(text, environ={})
+    (port,) = caught.value.issues
+    assert port.key == "link.port" and port.line == 7 and "without quotes" in port.message
+    settings = load_settings_text(text.replace('"8883"', "8883"), environ={})
+    assert settings.turnstile.io.buzzer_output is None
+
+    cross = '[gate]\nsite_id = "a"\ngate_id = "g"\n[link]\ncert_credential = "none"\n'
+    with pytest.raises(ConfigError) as caught:
+        load_settings_text(cross, environ={})
+    (issue,) = caught.value.issues
+    assert issue.key == "link.cert_credential" and issue.line == 5
+    assert "go together" in issue.message and "Value error" not in issue.message and "{" not in issue.message
+
+    with pytest.raises(ConfigError) as caught:
+        load_settings_text('[gate]\nsite_id = "a b"\ngate_id = "g"\n', environ={})
+    assert "letters, digits" in caught.value.issues[0].message and "^" not in caught.value.issues[0].message

@@ -55,7 +55,8 @@ def _config(tmp_path: Path, state_dir: str) -> Path:
     (creds / "turnstile.scbk").write_text(os.urandom(16).hex())
     cfg = tmp_path / "egate.toml"
     cfg.write_text(
-        f'schema_version = 1\n[state]\nstate_dir = "{state_dir}"\nmodel_dir = "{default_model_dir()}"\n'
+        'schema_version = 1\n[gate]\nsite_id = "site-t"\ngate_id = "gate-t1"\n'
+        f'[state]\nstate_dir = "{state_dir}"\nmodel_dir = "{default_model_dir()}"\n'
         '[logging]\nformat = "json"\n'
         "[health]\ncheck_interval_s = 0.1\n"
         f'[control]\nsocket_path = "{tmp_path / "c.sock"}"\nsocket_group = ""\n'
@@ -99,7 +100,7 @@ def test_ready_watchdog_stopping_and_exit_within_5s(tmp_path: Path) -> None:
         notify.close()
     out = proc.stdout.read() if proc.stdout else ""
     assert '"event": "daemon_ready"' in out
-    assert '"gate_id": "gate-01"' in out
+    assert '"gate_id": "gate-t1"' in out
 
 
 def test_fatal_start_error_exits_nonzero_with_the_fix(tmp_path: Path) -> None:

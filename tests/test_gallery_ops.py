@@ -61,7 +61,9 @@ def test_keys_config_and_inspect(tmp_path: Path) -> None:
 
     other = _new_key(app, tmp_path / "other")
     wrong = runner.invoke(app, ["bundle", "inspect", str(out), "--pub", other["public_key"], "--json"])
-    assert "not among the given keys" in wrong.output
+    assert wrong.exit_code == 1 and "not among the given keys" in wrong.output
+    unchecked = runner.invoke(app, ["bundle", "inspect", str(out)])
+    assert unchecked.exit_code == 1 and "signature not trusted" in unchecked.output
 
 
 def test_keys_rotation_bundle(tmp_path: Path) -> None:
@@ -112,33 +114,33 @@ def test_gallery_build_with_the_real_engine(tmp_path: Path) -> None:
     noface.mkdir()
     cv2.imwrite(str(noface / "wall.png"), np.full((200, 200, 3), 128, np.uint8))
 
+    # A truncated JPEG beside a good photo: said as corrupt, not as "no usable face".
+    good = sorted((photos / "subj-Tony_").iterdir())[0]
+    (photos / "subj-Tony_" / "zz-cut.jpg").write_bytes(good.read_bytes()[:1500])
+
     app = _ops()
     key = _new_key(app, tmp_path / "keys")
     _run(app, "keys", "install", key["public_key"], "--trust-dir", str(tmp_path / "trust"))
     out = tmp_path / "gallery.egb"
     subject_key = tmp_path / "subject-id.key"
     subject_key.write_bytes(bytes(range(32)))
-    built = _run(
-        app,
-        "gallery",
-        "build",
-        "--subject-key",
-        str(subject_key),
-        "--photos",
-        str(photos),
-        "--out",
-        str(out),
-        "--key",
-        key["private_key"],
-        "--expires",
-        "2h",
-        "--scope",
-        "ams:g07",
-        "--models",
-        str(models),
-    )
-    assert built["subjects"] == 3 and built["templates"] == 6
-    assert built["no_face"] == [str(noface / "wall.png")]
+    args = [
+        "gallery", "build", "--subject-key", str(subject_key), "--photos", str(photos), "--out", str(out), "--signing-key", key["private_key"],
+        "--expires", "2h", "--scope", "ams:g07", "--model-dir", str(models), "--json",
+    ]  # fmt: skip
+    refused = runner.invoke(app, args)
+    assert refused.exit_code == 1 and not out.exists(), refused.output
+    assert "subj-blank" in json.loads(refused.stdout.strip().splitlines()[-1])["dropped"]
+    assert "wall.png (subj-blank): no usable face" in refused.output
+    assert "zz-cut.jpg (subj-Tony_): corrupt JPEG" in refused.output
+
+    # Built anyway on request: still exit 1, so a script sees that photos were left out.
+    result = runner.invoke(app, [*args, "--allow-dropped"])
+    assert result.exit_code == 1, result.output
+    built = json.loads(result.stdout.strip().splitlines()[-1])
+    assert built["subjects"] == 3 and built["subjects_given"] == 4 and built["templates"] == 6
+    assert built["dropped"] == ["subj-blank"] and built["ok"] is False
+    assert sorted(built["no_face"]) == sorted([str(noface / "wall.png"), str(photos / "subj-Tony_" / "zz-cut.jpg")])
     info = _run(app, "bundle", "inspect", str(out), "--trust-dir", str(tmp_path / "trust"))
     assert info["signature"] == "valid" and info["counts"]["subjects"] == 3
 

@@ -37,9 +37,30 @@ def _conn(broker: Mosquitto) -> list[str]:
     return ["--host", broker.host, "--port", str(broker.port)]
 
 
+def _signed_bundle(path: Path, payload: bytes) -> Path:
+    """A real signed bundle (kind `keys`: the tool reads the kind from its header)."""
+    from datetime import UTC, datetime, timedelta
+
+    from edge.bundles import BundleScope, sign_bundle
+
+    now = datetime.now(UTC)
+    path.write_bytes(
+        sign_bundle(
+            kind="keys",
+            version=1,
+            payload=payload,
+            private_key=Ed25519PrivateKey.generate(),
+            key_id="ops-0123456789abcdef",
+            scope=BundleScope(site=SITE, gates=(GATE,)),
+            issued_at=now,
+            expires_at=now + timedelta(hours=1),
+        )
+    )
+    return path
+
+
 def test_push_waits_for_the_gate_ack(tmp_path: Path, broker: Mosquitto) -> None:
-    bundle = tmp_path / "gallery.egb"
-    bundle.write_bytes(os.urandom(700_000))
+    bundle = _signed_bundle(tmp_path / "keys.egb", os.urandom(700_000))
     outbox, link = make_link(tmp_path, fast_link_config(broker))
     got: list[bytes] = []
 
@@ -56,19 +77,58 @@ def test_push_waits_for_the_gate_ack(tmp_path: Path, broker: Mosquitto) -> None:
         assert result.exit_code == 0, result.output
         out = json.loads(result.output.strip().splitlines()[-1])
         assert out["ok"] and out["ack"]["status"] == "applied" and out["chunks"] == 11
+        assert out["kind"] == "keys"  # read from the bundle's header, no --kind needed
         assert got == [bundle.read_bytes()]
+        wrong = CliRunner().invoke(_app(ops_link.register), [*args, "--kind", "gallery", *_conn(broker)])
+        assert wrong.exit_code == 2 and "is a keys bundle, not gallery" in wrong.output
     finally:
         link.close()
         outbox.close()
 
 
-def test_push_to_absent_gate_fails_clearly(tmp_path: Path, broker: Mosquitto) -> None:
-    bundle = tmp_path / "b.egb"
-    bundle.write_bytes(b"x" * 100)
-    args = ["push", str(bundle), "--gate", "nobody", "--site", SITE, "--timeout", "1", "--json"]
-    result = CliRunner().invoke(_app(ops_link.register), [*args, *_conn(broker)])
-    assert result.exit_code == 2
-    assert "no final ack" in json.loads(result.output)["error"]
+def test_push_to_an_unknown_gate_fails_at_once_naming_the_known_ones(tmp_path: Path, broker: Mosquitto) -> None:
+    bundle = _signed_bundle(tmp_path / "b.egb", b"x" * 100)
+    outbox, link = make_link(tmp_path, fast_link_config(broker))
+    link.start()
+    try:
+        assert link.wait_connected(10)
+        # The default --timeout (600 s) is never waited: the gate's retained status answers first.
+        args = ["push", str(bundle), "--gate", "nobody", "--site", SITE, "--json"]
+        result = CliRunner().invoke(_app(ops_link.register), [*args, *_conn(broker)])
+        out = json.loads(result.output)
+        assert result.exit_code == 2 and out["error"].startswith(f"unknown gate {SITE}/nobody")
+        assert GATE in out["hint"]
+    finally:
+        link.close()
+        outbox.close()
+    # Stopped cleanly: the retained status says so, with the time.
+    result = CliRunner().invoke(
+        _app(ops_link.register), ["push", str(bundle), "--gate", GATE, "--site", SITE, "--json", *_conn(broker)]
+    )
+    out = json.loads(result.output)
+    assert result.exit_code == 2 and f"gate {SITE}/{GATE} is stopped" in out["error"], out
+    assert "systemctl start egate" in out["hint"]
+
+
+def test_push_of_a_file_that_is_no_bundle_is_refused_before_connecting(tmp_path: Path) -> None:
+    junk = tmp_path / "photo.jpg"
+    junk.write_bytes(b"\xff\xd8 not a bundle")
+    args = ["push", str(junk), "--gate", GATE, "--site", SITE, "--port", "1", "--json"]
+    result = CliRunner().invoke(_app(ops_link.register), args)
+    assert result.exit_code == 2 and "not a signed egate bundle" in json.loads(result.output)["error"]
+
+
+def test_broker_refused_and_dns_failure_are_told_apart(tmp_path: Path) -> None:
+    from tools.local_broker import free_port
+
+    bundle = _signed_bundle(tmp_path / "b.egb", b"x")
+    base = ["push", str(bundle), "--gate", GATE, "--site", SITE, "--json"]
+    refused = CliRunner().invoke(_app(ops_link.register), [*base, "--host", "127.0.0.1", "--port", str(free_port())])
+    out = json.loads(refused.output)
+    assert refused.exit_code == 2 and "refused the connection" in out["error"] and "start the broker" in out["hint"]
+    dns = CliRunner().invoke(_app(ops_link.register), [*base, "--host", "no-such-host.invalid", "--port", "1883"])
+    out = json.loads(dns.output)
+    assert dns.exit_code == 2 and "cannot resolve the broker host" in out["error"] and "DNS" in out["hint"]
 
 
 def test_watch_json_lines(tmp_path: Path, broker: Mosquitto) -> None:
@@ -111,7 +171,8 @@ def test_watch_table_shows_gate_status(tmp_path: Path, broker: Mosquitto) -> Non
         args = ["watch", "--site", SITE, "--count", "1", "--timeout", "30"]
         result = CliRunner().invoke(_app(ops_link.register), [*args, *_conn(broker)])
         assert result.exit_code == 0, result.output
-        assert GATE in result.output and "online mode=exit" in result.output
+        # Piped (not a terminal): plain lines, flushed one by one.
+        assert GATE in result.output and "status: online since" in result.output and "mode exit" in result.output
     finally:
         link.close()
         outbox.close()
@@ -149,8 +210,6 @@ def test_cmd_is_signed_with_the_bundle_signer(tmp_path: Path, broker: Mosquitto)
             SITE,
             "--signing-key",
             str(key_file),
-            "--key-id",
-            "ops-2026",
             "--json",
         ]
         result = CliRunner().invoke(_app(ops_link.register), [*args, *_conn(broker)])
@@ -160,6 +219,11 @@ def test_cmd_is_signed_with_the_bundle_signer(tmp_path: Path, broker: Mosquitto)
         assert out["ack"]["message"] == "set_mode {'mode': 'closed'}"
         bad = CliRunner().invoke(_app(ops_link.register), [*args[:2], *args[4:], *_conn(broker)])
         assert bad.exit_code == 2 and "--mode" in bad.output
+        # Checked before anything is signed or sent: an unknown mode, a key id that is not the key's.
+        banana = CliRunner().invoke(_app(ops_link.register), [*args[:3], "banana", *args[4:], *_conn(broker)])
+        assert banana.exit_code == 2 and "'banana' is not a mode" in banana.output
+        wrong_id = CliRunner().invoke(_app(ops_link.register), [*args, "--key-id", "ops-2026", *_conn(broker)])
+        assert wrong_id.exit_code == 2 and "does not belong to" in wrong_id.output
     finally:
         link.close()
         outbox.close()

@@ -140,7 +140,7 @@ def register(app: typer.Typer) -> None:
     def engine(
         images: Path | None = typer.Option(None, "--images", help="Folder of photos (default: shared LFW + frames)."),
         model_dir: Path | None = typer.Option(
-            None, "--dir", help="Model cache (default $EGATE_MODEL_DIR or .cache/models)."
+            None, "--model-dir", "--dir", help="Model cache (default $EGATE_MODEL_DIR or .cache/models)."
         ),
         backend: list[str] = typer.Option([], "--backend", help="Only these backends (repeatable)."),
         threads: int = typer.Option(1, "--threads", min=1, max=16, help="CPU threads per model session."),
@@ -158,7 +158,7 @@ def register(app: typer.Typer) -> None:
         try:
             result = bench(paths, model_dir or default_model_dir(), backends=backend or None, threads=threads)
         except (ModelCacheError, ValueError) as exc:
-            typer.echo(f"egate bench engine: {exc}", err=True)
+            typer.echo(f"error: {exc}\nfix: egate models build (then egate diag engines)", err=True)
             raise typer.Exit(1) from None
         result["meets_targets"] = _meets_targets(result)
         if as_json:

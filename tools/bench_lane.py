@@ -134,7 +134,7 @@ def lane_command(
         typer.echo("egate bench lane: mosquitto not installed (make setup, or apt-get install mosquitto)", err=True)
         raise typer.Exit(2)
     if not (default_model_dir() / "manifest.json").exists():
-        typer.echo(f"egate bench lane: no face models in {default_model_dir()}: run `egate models build`", err=True)
+        typer.echo(f"error: no face models in {default_model_dir()}\nfix: egate models build", err=True)
         raise typer.Exit(2)
     if keep is not None:
         result = run_bench(keep, rounds, timeout)

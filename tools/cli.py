@@ -11,6 +11,7 @@ import json
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 import structlog
 import typer
@@ -94,8 +95,9 @@ def run(
     try:
         settings, config_source = with_pushed_config(load_settings(config))
     except ConfigError as exc:
-        typer.echo(f"egate: invalid config, not starting:\n{exc}", err=True)
-        typer.echo("fix the lines above, then check with: egate config check " + str(config), err=True)
+        for issue in exc.issues:
+            typer.echo(f"error: invalid config, not starting: {issue}", err=True)
+        typer.echo(f"fix: the settings above, then check with: egate config check {config}", err=True)
         raise typer.Exit(2) from None
     configure_logging(gate_id=settings.gate.gate_id, level=settings.logging.level, fmt=settings.logging.format)
     structlog.get_logger("egate").info("config_loaded", source=config_source)
@@ -110,24 +112,69 @@ def run(
 
 @config_app.command("check")
 def config_check(
-    file: Path = typer.Argument(..., help="TOML config file to validate."),
+    file: Path = typer.Argument(
+        DEFAULT_CONFIG, help="TOML config file to validate (default $EGATE_CONFIG or /etc/egate/egate.toml)."
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
 ) -> None:
-    """Validate FILE; print every error with its key path and line; exit 2 when invalid."""
+    """Validate FILE and the paths it names; every problem with its key path and line; exit 2 when invalid.
+
+    Missing devices (serial ports, cameras) are warnings: they may be connected later. Missing files
+    the lane reads (a recorded clip, an image folder) are errors.
+    """
     from edge.settings import ConfigError, load_settings
+    from edge.settings.locate import key_lines, line_of
+    from edge.settings.paths import path_issues
 
     try:
-        load_settings(file)
+        settings = load_settings(file)
     except ConfigError as exc:
         if as_json:
             issues = [{"key": i.key, "line": i.line, "message": i.message, "source": i.source} for i in exc.issues]
-            typer.echo(json.dumps({"valid": False, "file": str(file), "errors": issues}))
+            typer.echo(json.dumps({"valid": False, "file": str(file), "errors": issues, "warnings": []}))
         else:
             for issue in exc.issues:
-                typer.echo(str(issue), err=True)
-            typer.echo(f"{len(exc.issues)} error(s) in {file}", err=True)
+                typer.echo(f"error: {issue}", err=True)
+            if exc.issues[0].key == "<file>":
+                typer.echo("fix: write the gate's config there (see config/default.toml), or pass its path", err=True)
+            else:
+                typer.echo(f"fix: the {len(exc.issues)} setting(s) above in {file}, then check again", err=True)
         raise typer.Exit(2) from None
-    typer.echo(json.dumps({"valid": True, "file": str(file)}) if as_json else f"{file}: OK")
+    found = path_issues(settings)
+    lines = key_lines(file.read_text(encoding="utf-8"))
+
+    def where(key: str) -> str:
+        line = line_of(lines, tuple(key.split(".")))
+        return f"{file}:{line}" if line else str(file)
+
+    errors = [i for i in found if i.severity == "error"]
+    warnings = [i for i in found if i.severity == "warning"]
+    if as_json:
+        typer.echo(
+            json.dumps(
+                {
+                    "valid": not errors,
+                    "file": str(file),
+                    "errors": [
+                        {"key": i.key, "line": line_of(lines, tuple(i.key.split("."))), "message": i.message}
+                        for i in errors
+                    ],
+                    "warnings": [{"key": i.key, "message": i.message} for i in warnings],
+                }
+            )
+        )
+    else:
+        for found_issue in found:
+            typer.echo(
+                f"{found_issue.severity}: {where(found_issue.key)}: {found_issue.key}: {found_issue.message}", err=True
+            )
+        if not errors:
+            ids = f"site {settings.gate.site_id}, gate {settings.gate.gate_id}, {settings.gate.mode} mode"
+            typer.echo(f"{file}: OK ({ids})" + (f", {len(warnings)} warning(s)" if warnings else ""))
+    if errors:
+        if not as_json:
+            typer.echo("fix: correct the paths marked error above, then check again", err=True)
+        raise typer.Exit(2)
 
 
 @config_app.command("schema")
@@ -138,15 +185,48 @@ def config_schema() -> None:
     typer.echo(json.dumps(json_schema(), indent=2))
 
 
+def _flags_as_flags(command: Any) -> None:
+    """Boolean flags take no value: show none in help (typer labels them `<bool>`).
+
+    Duck-typed: typer builds its commands from its own copy of click's classes.
+    """
+    for param in command.params:
+        if getattr(param, "is_flag", False):
+            param.metavar = ""
+    made_help = command.get_help_option
+
+    def help_option(ctx: Any) -> Any:  # --help is made per invocation: mark it too
+        option = made_help(ctx)
+        if option is not None:
+            option.metavar = ""
+        return option
+
+    command.get_help_option = help_option
+    for sub in getattr(command, "commands", {}).values():
+        _flags_as_flags(sub)
+
+
+def build_command() -> Any:
+    """The whole `egate` command tree as click sees it (also walked by the help-conventions test)."""
+    if not _registered:
+        _register_groups()
+        _registered.append(True)
+    command = typer.main.get_command(app)
+    _flags_as_flags(command)
+    return command
+
+
+_registered: list[bool] = []
+
+
 def main() -> None:
     if sys.argv[1:2] != ["run"]:
         # Tools print their results (often --json) on stdout: their logs go to stderr, warnings and up.
         from edge.logs import configure_logging
 
         configure_logging(level="warning", fmt="auto", stream=sys.stderr)
-    _register_groups()
-    app(prog_name="egate")
+    build_command()(prog_name="egate")
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

@@ -23,6 +23,8 @@ HEADER = """\
 # Validate with `egate config check FILE`; any setting can be overridden by the environment as
 # EGATE_<SECTION>__<KEY>=value (e.g. EGATE_LINK__PORT=1883). Secrets are never set here: they are
 # files in $CREDENTIALS_DIRECTORY (systemd LoadCredential=), named in the sections that use them.
+# Required in every gate's file: [gate] site_id and gate_id (the values below are examples).
+# "none" switches an optional setting off (e.g. buzzer_output = "none" for a gate without a buzzer).
 """
 
 
@@ -68,7 +70,7 @@ def _section(model: type[BaseModel], instance: BaseModel, path: str, out: list[s
             continue
         out.append(f"# {info.description or ''}{_bounds(info)}")
         if value is None:
-            out.append(f"# {name} =")
+            out.append(f'{name} = "none"')
         else:
             out.append(f"{name} = {toml_value(value)}")
     for name, sub_model, sub in nested:

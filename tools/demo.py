@@ -98,16 +98,75 @@ def _line(i: int, row: dict[str, Any], record: dict[str, Any]) -> str:
     )
 
 
+DEMO_MARKER = ".egate-demo"  # marks a work folder `egate demo` made, so a rerun may reuse it
+
+
+def prepare_workdir(workdir: Path | None) -> tuple[Path, str]:
+    """The work folder and a note on it; refuses (RigError) a folder that is not the demo's own."""
+    if workdir is None:
+        folder = Path(tempfile.mkdtemp(prefix="egate-demo-"))
+        (folder / DEMO_MARKER).touch()
+        return folder, f"work folder {folder} (deleted at the end; keep it with --keep)"
+    folder = workdir.resolve()
+    if folder.exists() and not folder.is_dir():
+        raise RigError(f"--workdir {folder} is a file, not a folder", "pass a new or empty folder")
+    if folder.exists() and any(folder.iterdir()):
+        if not (folder / DEMO_MARKER).exists():
+            raise RigError(
+                f"--workdir {folder} is not empty and was not made by egate demo: nothing in it is touched",
+                "pass a new or empty folder (or one an earlier egate demo used)",
+            )
+        shutil.rmtree(folder / "lane", ignore_errors=True)  # the previous run's lane: made again below
+        return folder, f"work folder {folder} (reused: the previous demo run in it was cleared)"
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / DEMO_MARKER).touch()
+    return folder, f"work folder {folder} (kept)"
+
+
+def how_to_reach(rig: LaneRig) -> list[str]:
+    """What a person needs to use the tools on the running demo, with commands ready to paste."""
+    config = rig.config_path
+    broker = f"--host {rig.broker.host} --port {rig.broker.port}"
+    ops = rig.ops
+    lines = [
+        f"config       {config}",
+        f"gate         site {rig.site}, gate {rig.gate}, exit mode",
+        f"broker       {rig.broker.host}:{rig.broker.port} (plain MQTT, loopback only)",
+    ]
+    if ops is not None:
+        lines.append(f"ops key      {ops.key} (key id {ops.key_id}); gallery bundle {ops.gallery}")
+    lines += [
+        "try, in another terminal while the demo runs:",
+        f"  egate diag status --config {config}",
+        f"  egate diag selftest --config {config}",
+        f"  egate ops watch --site {rig.site} {broker}",
+    ]
+    if ops is not None:
+        lines += [
+            f"  egate ops push {ops.gallery} --gate {rig.gate} --site {rig.site} {broker}",
+            f"  egate ops cmd set-mode --mode maintenance --gate {rig.gate} --site {rig.site} "
+            f"--signing-key {ops.key} {broker}",
+        ]
+    return lines
+
+
 def demo_command(
     once: bool = typer.Option(False, "--once", help="Play the lane once, print the summary and exit."),
     as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON (stdout) instead of a table."),
     keep: bool = typer.Option(False, "--keep", help="Keep the work folder (daemon log, config) afterwards."),
-    workdir: Path | None = typer.Option(None, "--workdir", help="Work folder (default: a new temporary one)."),
+    workdir: Path | None = typer.Option(
+        None, "--workdir", help="Work folder (default: a new temporary one); an earlier demo's folder is reused."
+    ),
     screenshots: Path | None = typer.Option(
         None, "--screenshots", help="Save the traveller's screen of each decision here (headless Chromium)."
     ),
 ) -> None:
-    """Run the demo lane: real daemon, simulated turnstile, local broker, lane camera from the demo clips."""
+    """Run the demo lane: real daemon, simulated turnstile, local broker, lane camera from the demo clips.
+
+    It prints the config path, the gate's ids, the broker port, the ops key and commands to paste into
+    another terminal. Ctrl-C (also through a pipe such as `| tee log`), SIGTERM or a closed terminal
+    stop it and its daemon.
+    """
     from rich.console import Console
 
     from engines.models import default_model_dir
@@ -118,18 +177,29 @@ def demo_command(
     if not out.is_terminal:
         out = Console(width=120)  # a pipe or file: do not squeeze the table into 80 columns
     if shutil.which(MOSQUITTO) is None and not Path(MOSQUITTO).exists():
-        err.print("egate demo: mosquitto is not installed: run `make setup` (or apt-get install mosquitto)")
+        err.print("error: mosquitto is not installed\nfix: make setup (or apt-get install mosquitto)")
         raise typer.Exit(2)
     if not (default_model_dir() / "manifest.json").exists():
-        err.print(f"egate demo: no face models in {default_model_dir()}: run `egate models build` (make setup does)")
+        err.print(f"error: no face models in {default_model_dir()}\nfix: egate models build (make setup does)")
         raise typer.Exit(2)
+    try:
+        folder, folder_note = prepare_workdir(workdir)
+    except RigError as exc:
+        err.print(f"error: {exc.args[0]}\nfix: {exc.args[1]}")
+        raise typer.Exit(2) from None
 
-    folder = workdir or Path(tempfile.mkdtemp(prefix="egate-demo-"))
     stop = threading.Event()
-    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    stopped_by: list[str] = []
+
+    def on_signal(signum: int, _frame: Any) -> None:
+        stopped_by.append(signal.Signals(signum).name)
+        stop.set()
+
+    # SIGHUP: the terminal closed; SIGPIPE does not kill Python (writes raise BrokenPipeError instead).
+    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
     for sig in previous:
-        signal.signal(sig, lambda *_: stop.set())
-    rig = LaneRig(folder / "lane", plan=None, loop=not once, display=True)
+        signal.signal(sig, on_signal)
+    rig = LaneRig(folder / "lane", plan=None, loop=not once, display=True, daemon_dies_with_rig=True)
     shots: Any = None
     records: list[dict[str, Any]] = []
     rows: list[dict[str, Any]] = []
@@ -141,9 +211,10 @@ def demo_command(
         gallery = rig.status().get("gallery", {})
         err.print(
             f"lane in service in {time.monotonic() - began:.1f} s; gallery v{gallery.get('version')} "
-            f"applied over MQTT ({gallery.get('subjects')} expected travellers); work folder {folder}"
+            f"applied over MQTT ({gallery.get('subjects')} expected travellers); {folder_note}"
         )
-        err.print(f"traveller's screen: {rig.display_url} (open it in a browser)")
+        err.print("\n".join(how_to_reach(rig)), markup=False)
+        err.print(f"traveller's screen: {rig.display_url} (open it in a browser)", markup=False)
         if screenshots is not None and rig.display_url:
             from tools.demo_display import DecisionScreenshots
 
@@ -177,45 +248,73 @@ def demo_command(
                 take_new()
                 break
             if once and time.monotonic() > deadline:
-                err.print("egate demo: the lane did not settle in time; see the daemon log (--keep)")
+                err.print("error: the lane did not settle in time\nfix: read the daemon log (run with --keep)")
                 code = 1
                 break
             stop.wait(0.2)
     except (RigError, TimeoutError) as exc:
-        err.print(f"egate demo: {exc}")
-        code = 1
+        if not stop.is_set():  # a part failing because we are stopping is not an error
+            err.print(f"error: {exc}")
+            code = 1
+    except BrokenPipeError:
+        stopped_by.append("SIGPIPE")  # whoever read our output has gone (`| tee` after Ctrl-C)
     finally:
-        err.print("stopping the lane ...")
+        _quietly(lambda: err.print("stopping the lane ..."))
         if shots is not None:
             saved = shots.close()
-            err.print(f"saved {len(saved)} screenshot(s) of the traveller's screen in {screenshots}")
+            _quietly(lambda: err.print(f"saved {len(saved)} screenshot(s) of the traveller's screen in {screenshots}"))
         rig.close()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
         if rig.daemon_stop_s is None and rig.daemon_exit_code is not None:
-            err.print("egate demo: the daemon did not stop within 5 s of SIGTERM")
+            _quietly(lambda: err.print("error: the daemon did not stop within 5 s of SIGTERM"))
             code = code or 1
         if not keep and workdir is None:
             shutil.rmtree(folder, ignore_errors=True)
         elif keep:
-            err.print(f"kept {folder} (daemon log: {rig.log_path})")
+            _quietly(lambda: err.print(f"kept {folder} (daemon log: {rig.log_path})"))
     unexpected = [r for r in rows if r["expected"] is not None and r["decision"] != r["expected"]]
-    if as_json:
-        summary = {
-            "once": once,
-            "travellers_planned": len([p for p in DEMO_PLAN if isinstance(p, str)]),
-            "outcomes": rows,
-            "as_expected": not unexpected and len(rows) >= 1,
-            "daemon_stop_s": rig.daemon_stop_s,
-        }
-        sys.stdout.write(json.dumps(summary) + "\n")
-    elif rows:
-        out.print(_table(rows, records))
-        if unexpected:
-            err.print(f"note: {len(unexpected)} outcome(s) differ from what the demo expects (see the table)")
-    else:
-        err.print("no outcome yet")
+    try:
+        if as_json:
+            summary = {
+                "once": once,
+                "travellers_planned": len([p for p in DEMO_PLAN if isinstance(p, str)]),
+                "outcomes": rows,
+                "as_expected": not unexpected and len(rows) >= 1,
+                "daemon_stop_s": rig.daemon_stop_s,
+                "stopped_by": stopped_by[0] if stopped_by else None,
+            }
+            sys.stdout.write(json.dumps(summary) + "\n")
+            sys.stdout.flush()
+        elif rows:
+            out.print(_table(rows, records))
+            if unexpected:
+                err.print(f"note: {len(unexpected)} outcome(s) differ from what the demo expects (see the table)")
+        else:
+            err.print("no outcome yet")
+    except BrokenPipeError:
+        _silence_stdout()
     raise typer.Exit(code)
+
+
+def _quietly(write: Any) -> None:
+    """Write progress unless the reader of that stream has gone (the lane is being stopped anyway)."""
+    try:
+        write()
+    except (BrokenPipeError, OSError):
+        _silence_stdout()
+
+
+def _silence_stdout() -> None:
+    """Point stdout and stderr at /dev/null, so Python's exit-time flush does not fail on a closed pipe."""
+    import contextlib
+    import os
+
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    for fd in (1, 2):
+        with contextlib.suppress(OSError):
+            os.dup2(devnull, fd)
+    os.close(devnull)
 
 
 def register(app: typer.Typer) -> None:

@@ -158,16 +158,51 @@ def daemon_or_none(settings: Settings, timeout_s: float = 15.0) -> ControlClient
     return client
 
 
+def human_value(key: str, value: Any) -> str:
+    """One value for people: yes/no, local times, units from the key's suffix, lists joined."""
+    if value is None:
+        return "-"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if key.endswith("_at") and isinstance(value, int | float) and value > 1e9:
+        from datetime import datetime
+
+        return datetime.fromtimestamp(value).astimezone().strftime("%Y-%m-%d %H:%M:%S %Z")
+    if key.endswith("_at") and isinstance(value, str):
+        from datetime import datetime
+
+        try:
+            return datetime.fromisoformat(value).astimezone().strftime("%Y-%m-%d %H:%M:%S %Z")
+        except ValueError:
+            return value
+    for suffix, unit in (("_ms", "ms"), ("_s", "s"), ("_bytes", "bytes")):
+        if key.endswith(suffix) and isinstance(value, int | float):
+            return f"{value:g} {unit}"
+    if isinstance(value, list):
+        return ", ".join(human_value(key, v) for v in value) or "-"
+    return str(value)
+
+
+def flat_rows(data: dict[str, Any], prefix: str = "") -> list[tuple[str, str]]:
+    """Nested dicts as `parent child` rows (no JSON blobs in a table for people)."""
+    rows: list[tuple[str, str]] = []
+    for key, value in data.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            rows += flat_rows(value, f"{name} ") if value else [(name, "-")]
+        else:
+            rows.append((name.replace("_", " "), human_value(str(key), value)))
+    return rows
+
+
 def kv_table(title: str, data: dict[str, Any]) -> RenderableType:
     from rich.table import Table
 
     table = Table(title=title, show_header=False, title_justify="left")
     table.add_column(style="bold")
     table.add_column()
-    for key, value in data.items():
-        if isinstance(value, dict | list):
-            value = json.dumps(value, default=str)
-        table.add_row(str(key), "-" if value is None else str(value))
+    for key, value in flat_rows(data):
+        table.add_row(key, value)
     return table
 
 
@@ -178,7 +213,8 @@ def checks_table(results: list[CheckResult], mode: str) -> RenderableType:
     from rich.table import Table
     from rich.text import Text
 
-    table = Table(title=f"egate self-test ({'through the daemon' if mode == 'daemon' else 'devices opened locally'})")
+    where = {"daemon": "through the daemon", "denied": "daemon not reachable"}.get(mode, "devices opened locally")
+    table = Table(title=f"egate self-test ({where})")
     table.add_column("check", style="bold")
     table.add_column("verdict")
     table.add_column("detail", overflow="fold")
@@ -192,13 +228,43 @@ def selftest(
     config: Path = typer.Option(DEFAULT_CONFIG, "--config", "-c", help=_CONFIG_HELP),
     as_json: bool = typer.Option(False, "--json", help=_JSON_HELP),
     golden: Path | None = typer.Option(None, "--golden", help="Image/GIF with one face for the engine check."),
-    local: bool = typer.Option(False, "--local", help="Do not ask the daemon; open devices here (daemon stopped)."),
+    local: bool = typer.Option(
+        False, "--local", help="Open the devices here instead of asking the daemon (refused while it runs)."
+    ),
 ) -> None:
-    """Run every check: PASS/WARN/FAIL with a one-line fix each; exit 1 on any FAIL."""
-    quiet_logs()
-    from tools.diag_selftest import run_selftest, summary
+    """Does this gate serve travellers now? Every check PASS/WARN/FAIL with a fix; exit 1 on any FAIL.
 
-    results, mode = run_selftest(config, golden=golden, use_daemon=not local)
+    FAIL when the daemon is not running, the lane is out of service, in maintenance or in alarm, a
+    device fails, or the lane's mode has no usable gallery.
+    """
+    quiet_logs()
+    from tools.diag_selftest import daemon_is_running, run_selftest, summary
+
+    if local:
+        from edge.settings import ConfigError, load_settings
+
+        try:
+            running = daemon_is_running(load_settings(config))
+        except ConfigError:
+            running = False  # the config row reports it
+        if running:
+            fail(
+                DiagFailure(
+                    "the egate daemon is running and owns the camera, reader and gate controller: "
+                    "--local would fight it for the devices and blame them wrongly",
+                    "run egate diag selftest without --local (it asks the daemon), or stop the daemon first: "
+                    "systemctl stop egate",
+                ),
+                as_json,
+            )
+    if not as_json and sys.stderr.isatty():
+        from rich.console import Console
+
+        # The engine and device checks take seconds: say that work is going on.
+        with Console(stderr=True).status("running the checks (engine, devices, link) ..."):
+            results, mode = run_selftest(config, golden=golden, use_daemon=not local)
+    else:
+        results, mode = run_selftest(config, golden=golden, use_daemon=not local)
     counts = summary(results)
     if as_json:
         emit_json(
@@ -282,7 +348,13 @@ def gate(
     action: GateAction = typer.Argument(..., help="status, open (one passage), lock, or cycle (open, pass, lock)."),
     config: Path = typer.Option(DEFAULT_CONFIG, "--config", "-c", help=_CONFIG_HELP),
     as_json: bool = typer.Option(False, "--json", help=_JSON_HELP),
-    timeout_s: float = typer.Option(8.0, "--timeout", min=0.5, max=12.0, help="Passage time for open/cycle (s)."),
+    timeout_s: float = typer.Option(
+        8.0,
+        "--passage-time",
+        min=0.5,
+        max=12.0,
+        help="How long the gate stays open for the passage (open, cycle), in s.",
+    ),
 ) -> None:
     """Gate controller: status, open, lock, cycle. With the daemon running, only in maintenance mode."""
     quiet_logs()
@@ -308,14 +380,44 @@ def gate(
                     result = local_gate.cycle(timeout_s)
             source = "local"
         if action is not GateAction.status and result.get("ok") is False:
-            raise DiagFailure(
-                f"gate {action.value} was not acknowledged by the controller",
-                "check the link with: egate diag gate status / egate diag selftest",
-            )
+            raise gate_refusal(action.value, result)
     if as_json:
         emit_json({"ok": True, "source": source, "result": result})
     else:
         console().print(kv_table(f"gate {action.value} ({source})", result))
+
+
+def gate_refusal(action: str, result: dict[str, Any]) -> DiagFailure:
+    """Why the controller did not do `action`, read from the gate's state after the attempt."""
+    status = result.get("status") or {}
+    state = str(status.get("gate_state", ""))
+    if action == "cycle" and result.get("opened") and result.get("passage") not in (None, "passage_completed"):
+        return DiagFailure(
+            f"gate cycle: opened, but the passage ended as {result.get('passage')}"
+            + ("" if result.get("locked") else ", and the lock was not acknowledged"),
+            "walk through within the passage time (--passage-time) or check the passage sensors: "
+            "egate diag gate status shows the inputs",
+        )
+    if state in ("released", "passing"):
+        return DiagFailure(
+            f"gate {action} refused: an earlier passage is still pending (decision "
+            f"{status.get('pending_decision') or '?'}, gate {state})",
+            "wait for that passage to end (its passage time) or end it now: egate diag gate lock",
+        )
+    if state in ("emergency", "emergency_release") or status.get("emergency"):
+        return DiagFailure(
+            f"gate {action} refused: the emergency input is active (all leaves released)",
+            "clear the emergency input at the gate controller",
+        )
+    if status.get("link_state") not in (None, "up") or state == "safe":
+        return DiagFailure(
+            f"gate {action} failed: the controller link is {status.get('link_state', 'down')}",
+            "check the link: egate diag selftest (turnstile row)",
+        )
+    return DiagFailure(
+        f"gate {action} was not acknowledged by the controller (link up, gate {state or 'unknown'})",
+        "retry once; if it repeats, check the controller's output wiring and egate diag logs --since 10m",
+    )
 
 
 # ------------------------------------------------------------------------------------------ maintenance
@@ -418,13 +520,13 @@ def _status_view(status: dict[str, Any], outcomes: list[dict[str, Any]]) -> Rend
             )
         parts.append(dev)
     table = Table(title="last outcomes (no personal data)", title_justify="left")
-    for column in ("ended", "txn", "mode", "decision", "reasons", "score/threshold", "quality", "ms"):
+    for column in ("ended (local)", "txn", "mode", "decision", "reasons", "score/threshold", "quality", "total ms"):
         table.add_column(column)
     for o in outcomes:
         comps = o.get("comparisons") or []
         best = comps[0] if comps else None
         table.add_row(
-            str(o.get("ended_at", ""))[11:19],
+            human_value("ended_at", o.get("ended_at"))[11:19],
             str(o.get("txn_id", ""))[-8:],
             str(o.get("mode", "")),
             Text(str(o.get("decision", "")), style="green" if o.get("decision") == "ACCEPT" else "yellow"),

@@ -32,6 +32,7 @@ from typing import Any
 import typer
 
 from engines.parity import FP32_MIN_COSINE
+from tools.cli import DEFAULT_CONFIG
 
 DEMO_MEDIA = Path(__file__).resolve().parent / "demo_media"
 PACKAGED_UNIT = Path(__file__).resolve().parents[1] / "systemd" / "egate.service"
@@ -324,41 +325,57 @@ def register(app: typer.Typer) -> None:
         run_check: bool = typer.Option(
             False, "--device-check", "--parity", help="First-run check of TensorRT on this device (see above)."
         ),
-        config: Path | None = typer.Option(
-            None, "--config", "-c", help="The gate's config: its engine.tensorrt_precision is checked."
+        config: Path = typer.Option(
+            DEFAULT_CONFIG,
+            "--config",
+            "-c",
+            help="TOML config file (default $EGATE_CONFIG or /etc/egate/egate.toml, like `egate run`); its "
+            "engine.backend is checked and its engine.tensorrt_precision built.",
         ),
         images: Path | None = typer.Option(
             None, "--images", help="Folder of face photos for the check (default: the demo clips egate ships)."
         ),
         model_dir: Path | None = typer.Option(
-            None, "--dir", help="Model cache (default $EGATE_MODEL_DIR or .cache/models)."
+            None,
+            "--model-dir",
+            "--dir",
+            help="Model cache (default: the config's state.model_dir, else $EGATE_MODEL_DIR or .cache/models).",
         ),
         frames: int = typer.Option(12, "--frames", min=1, max=1000, help="Number of images compared."),
         unit: Path | None = typer.Option(None, "--unit", help="egate.service to check DeviceAllow against."),
         sandbox: bool = typer.Option(False, "--sandbox", help="Run the check inside the unit's sandbox (systemd-run)."),
         as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
     ) -> None:
-        """List inference backends; --device-check proves TensorRT on this device against the CPU."""
+        """List inference backends; --device-check proves TensorRT on this device against the CPU.
+
+        Exits 1 when the model cache is missing or broken, when the backend the config asks for
+        (engine.backend) cannot run here, or when any step of the device check fails.
+        """
         from engines.models import ModelCacheError, default_model_dir
         from tools.models_cmd import configured_precision, quiet_logs
 
         quiet_logs()
-        target = model_dir or default_model_dir()
+        wanted, target, config_note = configured_engine(config, model_dir)
+        target = target or default_model_dir()
         if sandbox:
             found = _unit_text(unit)
             if found is None:
                 typer.echo("error: no egate.service to take the sandbox from\nfix: pass --unit PATH", err=True)
                 raise typer.Exit(2)
-            argv = [sys.executable, "-m", "tools.cli", "diag", "engines", "--device-check", "--dir", str(target)]
-            if config:
-                argv += ["--config", str(config)]
+            argv = [sys.executable, "-m", "tools.cli", "diag", "engines", "--device-check", "--model-dir", str(target)]
+            argv += ["--config", str(config)]
             if as_json:
                 argv.append("--json")
             raise typer.Exit(subprocess.run(sandbox_command(found[1], argv), check=False).returncode)
         report = backend_report(target)
+        report["config"] = config_note
+        report["configured_backend"] = wanted
+        problems = configured_problems(report, wanted)
+        if problems:
+            report["problems"] = problems
         failures: list[str] = []
         if run_check:
-            precision = configured_precision(config) if config else "auto"
+            precision = configured_precision(config) if wanted is not None else "auto"
             shots = _images_from(images, frames) if images else shipped_face_frames(frames)
             try:
                 check, failures = device_check(target, precision, shots, unit=unit)
@@ -371,7 +388,9 @@ def register(app: typer.Typer) -> None:
             typer.echo(json.dumps(report, indent=2, default=str))
         else:
             _print_human(report)
-        if failures:
+        if problems or failures:
+            for error, fix in problems:
+                typer.echo(f"error: {error}\nfix: {fix}", err=True)
             for failure in failures:
                 typer.echo(f"error: {failure}", err=True)
             raise typer.Exit(1)
@@ -383,6 +402,7 @@ def _print_human(report: dict[str, Any]) -> None:
         typer.echo(f"{row['name']:<12} {state}")
     models = report["models"]
     typer.echo(f"models       {'ok ' + str(models['model_id']) if models['ok'] else models['error']}")
+    typer.echo(f"config       {report['config']}")
     check = report.get("device_check")
     if not check:
         return
@@ -395,3 +415,37 @@ def _print_human(report: dict[str, Any]) -> None:
     if nodes:
         typer.echo(f"device nodes {nodes.get('detail', '')}")
     typer.echo("result       " + ("PASS" if report.get("device_check_ok") else "FAIL"))
+
+
+def configured_engine(config: Path, model_dir: Path | None) -> tuple[str | None, Path | None, str]:
+    """(engine.backend, model cache, a note on where they came from) from the gate's config when it exists."""
+    from edge.settings import ConfigError, load_settings
+
+    if not config.exists():
+        return None, model_dir, f"{config} not found: listing backends only"
+    try:
+        settings = load_settings(config)
+    except ConfigError as exc:
+        return None, model_dir, f"{config} invalid ({exc.issues[0]}): listing backends only"
+    return settings.engine.backend, model_dir or settings.state.resolved_model_dir(), f"{config}"
+
+
+def configured_problems(report: dict[str, Any], wanted: str | None) -> list[tuple[str, str]]:
+    """What stops the configured engine from running here, each as (error, fix)."""
+    problems = []
+    if not report["models"]["ok"]:
+        problems.append(
+            (
+                f"model cache {report['model_dir']}: {report['models']['error']}",
+                f"egate models build --model-dir {report['model_dir']}",
+            )
+        )
+    row = next((b for b in report["backends"] if b["name"] == wanted), None)
+    if wanted is not None and row is not None and not row["available"]:
+        problems.append(
+            (
+                f"engine.backend = {wanted!r} cannot run here: {row['reason']}",
+                "set engine.backend to an available backend (listed above), or install its runtime",
+            )
+        )
+    return problems

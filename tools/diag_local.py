@@ -89,8 +89,12 @@ class LocalGate:
         self.controller.start()
         deadline = time.monotonic() + self.timeout_s
         while self.controller.link_state != "up" and time.monotonic() < deadline:
-            if self.controller.status().get("secure_channel_failed"):
+            status = self.controller.status()
+            if status.get("secure_channel_failed"):
                 break  # wrong key: waiting will not help
+            serial = status.get("serial") or {}
+            if not serial.get("open", True) and serial.get("last_error") and not serial.get("opens"):
+                break  # the port cannot even be opened: waiting will not help
             with self._changed:
                 self._changed.wait(0.05)
         if self.controller.link_state != "up":
@@ -101,6 +105,11 @@ class LocalGate:
                     "the gate controller refuses the secure channel (wrong SCBK)",
                     "install the controller's key as the SCBK credential; check with: egate diag selftest",
                 )
+            serial = status.get("serial") or {}
+            if not serial.get("open", False) and serial.get("last_error"):
+                from edge.device_checks import HINT_TURNSTILE_PORT
+
+                raise ControlRefused(f"cannot open {self.config.url}: {serial['last_error']}", HINT_TURNSTILE_PORT)
             raise ControlRefused(
                 f"gate controller at {self.config.url} did not come online in {self.timeout_s:.0f} s",
                 "run egate diag selftest for the turnstile check and its fix",

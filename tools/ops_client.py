@@ -48,7 +48,11 @@ class PushProgress:
 
 
 class OpsError(RuntimeError):
-    pass
+    """An ops operation failed; `hint` says what to do about it."""
+
+    def __init__(self, message: str, hint: str = "") -> None:
+        super().__init__(message)
+        self.hint = hint
 
 
 class OpsClient:
@@ -67,11 +71,14 @@ class OpsClient:
         reconnect_min_s: float = 0.2,
         reconnect_max_s: float = 5.0,
         session_expiry_s: int = 0,
+        check_reach: bool = False,
     ) -> None:
         """`session_expiry_s` > 0 with a fixed `client_id` keeps the subscription and queues QoS 1 messages
         at the broker while this client is away (MQTT 5.0 section 3.1.2.11.2): a collector misses nothing."""
         self.host = host
         self.port = port
+        # The CLI fails fast on a broker it cannot reach; peers in tests may start before their broker.
+        self._check_reach = check_reach
         self._session_expiry_s = session_expiry_s
         self.prefix = prefix
         self._subs: dict[str, int] = {}
@@ -106,6 +113,13 @@ class OpsClient:
     # ------------------------------------------------------------------ lifecycle
 
     def connect(self, timeout: float = 10.0) -> None:
+        from tools.ops_precheck import PrecheckError, reach_broker
+
+        if self._check_reach:
+            try:
+                reach_broker(self.host, self.port)  # DNS failure, refusal and silence each said as such
+            except PrecheckError as exc:
+                raise OpsError(exc.error, exc.hint) from None
         if self._session_expiry_s > 0:
             props = Properties(PacketTypes.CONNECT)
             props.SessionExpiryInterval = self._session_expiry_s
@@ -115,8 +129,15 @@ class OpsClient:
         self._client.loop_start()
         if not self._connected.wait(timeout):
             self.close()
-            why = f": {self.refused}" if self.refused else ""
-            raise OpsError(f"could not connect to broker {self.host}:{self.port} within {timeout} s{why}")
+            if self.refused:
+                raise OpsError(
+                    f"broker {self.host}:{self.port} refused this client: {self.refused}",
+                    "check --user/--password-file or the client certificate (--cert/--tls-key) and the broker ACL",
+                )
+            raise OpsError(
+                f"broker {self.host}:{self.port} accepted TCP but no MQTT session came up within {timeout} s",
+                "check that TLS matches the port (--ca for 8883, none for 1883) and the broker's log",
+            )
 
     def close(self) -> None:
         self._client.disconnect()

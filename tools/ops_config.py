@@ -19,7 +19,7 @@ def register(app: typer.Typer) -> None:
     @config.command("build")
     def build(
         file: Path = typer.Argument(..., help="TOML config to push (validated exactly as the gate will)."),
-        key: Path = typer.Option(..., "--key", help="Ops private key (PEM)."),
+        key: Path = typer.Option(..., "--signing-key", "--key", help="Ops signing key (Ed25519 private PEM)."),
         out: Path = typer.Option(..., "--out", help="Bundle file to write."),
         version: int = typer.Option(0, "--version", min=0, help="Config version; 0 = current Unix time."),
         scope: str = typer.Option(..., "--scope", help="SITE or SITE:GATE1,GATE2."),

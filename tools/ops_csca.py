@@ -82,7 +82,7 @@ def register(app: typer.Typer) -> None:
     @csca.command("build")
     def build(
         out: Path = typer.Option(..., "--out", help="Bundle file to write."),
-        key: Path = typer.Option(..., "--key", help="Ops private key (PEM)."),
+        key: Path = typer.Option(..., "--signing-key", "--key", help="Ops signing key (Ed25519 private PEM)."),
         cert: list[Path] = typer.Option([], "--cert", help="CSCA certificate file (PEM/DER) or folder; repeatable."),
         crl: list[Path] = typer.Option([], "--crl", help="CRL file (PEM/DER) or folder; repeatable."),
         master_list: list[Path] = typer.Option([], "--master-list", help="ICAO CSCA master list (DER CMS)."),

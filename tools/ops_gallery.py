@@ -20,7 +20,12 @@ IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".pgm", ".ppm", ".tif", ".tif
 
 
 def collect_photos(photos: Path) -> dict[str, list[Path]]:
-    """Subject id -> photos: one folder per subject, or a CSV of `subject_id,photo_path` rows."""
+    """Subject id -> photos: one folder per subject, or a CSV of `subject_id,photo_path` rows.
+
+    CSV format (UTF-8): one row per photo, `subject_id,photo_path`; a first row `subject_id,photo_path`
+    and rows starting with `#` are skipped; relative paths are relative to the CSV's folder; a subject
+    may have several rows (several templates).
+    """
     found: dict[str, list[Path]] = defaultdict(list)
     if photos.is_file():
         with open(photos, newline="", encoding="utf-8") as fh:
@@ -63,6 +68,47 @@ def subject_id_maker(subject_key: Path | None, ids_as_given: bool) -> Callable[[
     return lookup.subject_for_label
 
 
+def photo_problem(path: Path) -> str:
+    """Why a photo cannot even be tried (missing, unreadable, truncated JPEG), or ''."""
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        return f"cannot be read: {exc.strerror}"
+    if not data:
+        return "empty file"
+    if data[:2] == b"\xff\xd8" and b"\xff\xd9" not in data[-64:]:
+        return "corrupt JPEG (the file is truncated: no end-of-image marker)"
+    return ""
+
+
+class _Progress:
+    """`enrolling 12/300 photos` on stderr, only on a terminal and only after the first second."""
+
+    def __init__(self, enabled: bool, total: int) -> None:
+        import sys
+        import time
+
+        self._stream = sys.stderr
+        self.enabled = enabled and sys.stderr.isatty()
+        self.total = total
+        self.count = 0
+        self._clock = time.monotonic
+        self.began = time.monotonic()
+        self.shown = False
+
+    def step(self, path: Path) -> None:
+        self.count += 1
+        if self.enabled and self._clock() - self.began > 1.0:
+            self._stream.write(f"\renrolling photo {self.count}/{self.total} ({path.name})\033[K")
+            self._stream.flush()
+            self.shown = True
+
+    def done(self) -> None:
+        if self.shown:
+            self._stream.write("\r\033[K")
+            self._stream.flush()
+
+
 def register(app: typer.Typer) -> None:
     gallery = typer.Typer(no_args_is_help=True, help="Gallery bundles.")
     app.add_typer(gallery, name="gallery")
@@ -70,13 +116,23 @@ def register(app: typer.Typer) -> None:
 
     @gallery.command("build")
     def build(
-        photos: Path = typer.Option(..., "--photos", help="Folder with one sub-folder per subject, or a CSV."),
+        photos: Path = typer.Option(
+            ...,
+            "--photos",
+            help="Folder with one sub-folder of photos per subject (named by subject id), or a CSV file of "
+            "subject_id,photo_path rows (paths relative to the CSV).",
+        ),
         out: Path = typer.Option(..., "--out", help="Bundle file to write."),
-        key: Path = typer.Option(..., "--key", help="Ops private key (PEM)."),
+        key: Path = typer.Option(..., "--signing-key", "--key", help="Ops signing key (Ed25519 private PEM)."),
         expires: str = typer.Option("24h", "--expires", help="Gallery lifetime: 24h, 90m, 2d or ISO time."),
         scope: str = typer.Option("*", "--scope", help="SITE, SITE:GATE1,GATE2 or * (all)."),
         version: int = typer.Option(0, "--version", min=0, help="Gallery version; 0 = current Unix time."),
-        models: Path | None = typer.Option(None, "--models", help="Model cache (default: $EGATE_MODEL_DIR)."),
+        models: Path | None = typer.Option(
+            None, "--model-dir", "--models", help="Model cache (default $EGATE_MODEL_DIR or .cache/models)."
+        ),
+        allow_dropped: bool = typer.Option(
+            False, "--allow-dropped", help="Write the bundle even when some subjects have no usable photo."
+        ),
         flight: list[str] = typer.Option([], "--flight", help="Flight tag given to every subject."),
         subject_key: Path | None = typer.Option(
             None,
@@ -90,10 +146,14 @@ def register(app: typer.Typer) -> None:
         ),
         json_out: bool = typer.Option(False, "--json", help="Print the result as JSON."),
     ) -> None:
-        """Detect, align and embed every photo; photos with no usable face are reported, not enrolled.
+        """Detect, align and embed every photo into a signed gallery bundle.
 
         Subject ids are opaque by construction: keyed hashes of the labels (--subject-key), unless
-        --ids-as-given says the labels already are opaque ids."""
+        --ids-as-given says the labels already are opaque ids. Photos that cannot be read or show no
+        usable face are listed with the reason. When a subject is left without any template nothing is
+        written and the exit code is 1 (unless --allow-dropped); a bundle written with dropped photos
+        still exits 1 so scripts notice.
+        """
         import cv2
 
         from engines.config import EngineConfig
@@ -107,21 +167,52 @@ def register(app: typer.Typer) -> None:
         bundle_scope = BundleScope.parse(scope)
         subjects: list[SubjectEntry] = []
         no_face: list[str] = []
+        problems: list[dict[str, str]] = []  # every photo not enrolled, with why
+        dropped: list[str] = []  # subjects left with no template
+        wanted = collect_photos(photos)
+        total = sum(len(files) for files in wanted.values())
+        progress = _Progress(not json_out, total)
         with FaceEngine.from_config(EngineConfig(), models or default_model_dir()) as engine:
-            for subject_id, files in collect_photos(photos).items():
+            for subject_id, files in wanted.items():
                 templates = []
                 for path in files:
-                    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
-                    observation = None if image is None else engine.enroll(image)
+                    progress.step(path)
+                    why = photo_problem(path)
+                    image = None if why else cv2.imread(str(path), cv2.IMREAD_COLOR)
+                    observation = None
+                    if image is None:
+                        why = why or "cannot be decoded (corrupt or truncated image file)"
+                    else:
+                        observation = engine.enroll(image)
                     if observation is None:
+                        why = why or "no usable face (none found, several, or too small/blurred)"
+                        problems.append({"subject_id": subject_id, "photo": str(path), "problem": why})
                         no_face.append(str(path))
                         continue
                     templates.append(np.asarray(observation.descriptor, np.float32))
                 if templates:
                     subjects.append(SubjectEntry(to_id(subject_id), np.stack(templates), flights=list(flight)))
+                else:
+                    dropped.append(subject_id)
             model_id = engine.model_id
-        if not subjects:
-            typer.echo(f"no usable face in any photo ({len(no_face)} tried): no bundle written", err=True)
+        progress.done()
+        for problem in problems:
+            typer.echo(f"error: {problem['photo']} ({problem['subject_id']}): {problem['problem']}", err=True)
+        if not subjects or (dropped and not allow_dropped):
+            reason = (
+                f"no usable face in any photo ({len(no_face)} tried)"
+                if not subjects
+                else f"{len(dropped)} of {len(wanted)} subjects have no usable photo: {', '.join(dropped)}"
+            )
+            if json_out:
+                typer.echo(json.dumps({"ok": False, "error": reason, "problems": problems, "dropped": dropped}))
+            else:
+                typer.echo(f"error: {reason}: no bundle written", err=True)
+                typer.echo(
+                    "fix: replace the photos listed above (one clear frontal face each), or pass "
+                    "--allow-dropped to build without those subjects",
+                    err=True,
+                )
             raise typer.Exit(1)
         payload = encode_gallery_payload(subjects, model_id=model_id, dim=int(subjects[0].templates.shape[1]))
         layout = GalleryLayout(
@@ -143,23 +234,29 @@ def register(app: typer.Typer) -> None:
         )
         out.write_bytes(raw)
         result = {
+            "ok": not problems,
             "out": str(out),
             "model_id": model_id,
             "subjects": layout.subject_count,
+            "subjects_given": len(wanted),
             "templates": layout.template_count,
             "no_face": no_face,
             "subject_ids": "as_given" if ids_as_given else "derived",
+            "problems": problems,
+            "dropped": dropped,
             "expires_at": expires_at.isoformat(),
         }
         if json_out:
             typer.echo(json.dumps(result))
         else:
             typer.echo(
-                f"wrote {out}: {layout.subject_count} subjects, {layout.template_count} templates, "
-                f"model {model_id}, expires {expires_at.isoformat()}"
+                f"wrote {out}: {layout.subject_count} of {len(wanted)} subjects, {layout.template_count} templates, "
+                f"model {model_id}, expires {expires_at.astimezone():%Y-%m-%d %H:%M %Z}"
             )
-            for missed in no_face:
-                typer.echo(f"no usable face: {missed}")
+            if problems:
+                typer.echo(f"{len(problems)} photo(s) not enrolled: see the errors above", err=True)
+        if problems:
+            raise typer.Exit(1)
 
 
 def register_purge(gallery: typer.Typer) -> None:
@@ -178,7 +275,7 @@ def register_purge(gallery: typer.Typer) -> None:
             existed = store.path.exists()
             gallery = store.load(datetime.now(UTC))  # load() purges an expired gallery itself
         except (CredentialError, GalleryStoreError) as exc:
-            typer.echo(f"egate: {exc}", err=True)
+            typer.echo(f"error: {exc}\nfix: run as root with CREDENTIALS_DIRECTORY holding the gallery key", err=True)
             raise typer.Exit(1) from None
         result = {
             "gallery": existed,

@@ -20,6 +20,7 @@ from cryptography.hazmat.primitives.serialization import (
 
 from edge.bundles import BundleScope, sign_bundle
 from edge.trust import KeysPayload, PublicKeyEntry, TrustStore, key_id_for
+from tools.cli import DEFAULT_CONFIG
 
 
 def load_signing_key(path: Path) -> tuple[Ed25519PrivateKey, str]:
@@ -27,11 +28,39 @@ def load_signing_key(path: Path) -> tuple[Ed25519PrivateKey, str]:
     try:
         key = load_pem_private_key(path.read_bytes(), password=None)
     except (OSError, ValueError) as exc:
-        raise typer.BadParameter(f"--key {path}: not a readable unencrypted PEM private key ({exc})") from None
+        raise typer.BadParameter(f"--signing-key {path}: not a readable unencrypted PEM private key ({exc})") from None
     if not isinstance(key, Ed25519PrivateKey):
-        raise typer.BadParameter(f"--key {path}: not an Ed25519 key; make one with `egate ops keys new`")
+        raise typer.BadParameter(f"--signing-key {path}: not an Ed25519 key; make one with `egate ops keys new`")
     raw = key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
     return key, key_id_for(raw)
+
+
+def daemon_on_trust_dir(config: Path, trust_dir: Path) -> bool:
+    """Whether the daemon of `config` runs and keeps its trust store in `trust_dir`."""
+    from edge.control import ControlClient, ControlError
+    from edge.settings import ConfigError, load_settings
+
+    try:
+        settings = load_settings(config)
+    except ConfigError:
+        return False
+    if (settings.state.state_dir / "trust").resolve() != trust_dir.resolve():
+        return False
+    try:
+        ControlClient(settings.control.socket_path, timeout_s=3.0).ping()
+    except ControlError:
+        return False
+    return True
+
+
+def signing_key_id(path: Path) -> str:
+    """The key id of an ops signing key file (derived from its public half, as the gates compute it)."""
+    from tools.ops_client import OpsError
+
+    try:
+        return load_signing_key(path)[1]
+    except typer.BadParameter as exc:
+        raise OpsError(str(exc), "pass the .key file `egate ops keys new` wrote") from None
 
 
 def parse_expiry(text: str, now: datetime) -> datetime:
@@ -79,19 +108,48 @@ def register(app: typer.Typer) -> None:
     def install(
         public: Path = typer.Argument(..., help="A .pub.json file from `egate ops keys new`."),
         trust_dir: Path = typer.Option(..., "--trust-dir", help="The gate's <state_dir>/trust folder."),
+        config: Path = typer.Option(
+            DEFAULT_CONFIG,
+            "--config",
+            "-c",
+            help="The gate's config, to tell whether its running daemon sees the key (default $EGATE_CONFIG "
+            "or /etc/egate/egate.toml).",
+        ),
         json_out: bool = typer.Option(False, "--json", help="Print the result as JSON."),
     ) -> None:
-        """Provision a gate: trust this ops key (first key only; later keys come in keys bundles)."""
+        """Provision a gate: trust this ops key on disk (first key; later keys come in signed keys bundles).
+
+        A running daemon reads its trust store at start: it trusts the new key only after a restart
+        (this command says so when it finds the daemon running on that trust folder).
+        """
         entry = PublicKeyEntry.model_validate_json(public.read_text())
         store = TrustStore(trust_dir)
         store.install(entry)
-        result = {"installed": entry.key_id, "trusted": store.key_ids()}
-        typer.echo(json.dumps(result) if json_out else f"trusted now: {', '.join(store.key_ids())}")
+        running = daemon_on_trust_dir(config, trust_dir)
+        result = {
+            "installed": entry.key_id,
+            "trusted": store.key_ids(),
+            "daemon_running": running,
+            "active_now": not running,
+        }
+        if json_out:
+            typer.echo(json.dumps(result))
+            return
+        typer.echo(f"trusted on disk in {trust_dir}: {', '.join(store.key_ids())}")
+        if running:
+            typer.echo(
+                f"note: the running daemon read its trust store at start and does not trust {entry.key_id} yet\n"
+                "fix: restart it (systemctl restart egate), or send the key in a keys bundle signed by a key "
+                "it already trusts (egate ops keys bundle, then egate ops push)",
+                err=True,
+            )
 
     @keys.command("bundle")
     def bundle(
         trusted: list[Path] = typer.Option(..., "--trusted", help="Public key files the gates trust afterwards."),
-        key: Path = typer.Option(..., "--key", help="Private key of a key the gates trust now."),
+        key: Path = typer.Option(
+            ..., "--signing-key", "--key", help="Ops signing key (private PEM) of a key the gates trust now."
+        ),
         version: int = typer.Option(..., "--version", min=1, help="Keys bundle version (newer than the last)."),
         out: Path = typer.Option(..., "--out", help="Bundle file to write."),
         revoke: list[str] = typer.Option([], "--revoke", help="Key id to revoke for good (repeatable)."),

@@ -30,6 +30,7 @@ from edge.device_checks import (
     HINT_CAMERA_BRIGHT,
     HINT_CAMERA_DARK,
     HINT_CAMERA_FPS,
+    HINT_MQTT_PLAIN,
     HINT_READER_PORT,
     HINT_TURNSTILE_INSTALL,
     HINT_TURNSTILE_PORT,
@@ -128,13 +129,15 @@ def check_models(model_dir: Path) -> CheckResult:
     try:
         manifest = load_manifest(model_dir, verify=True)
     except ModelCacheError as exc:
-        return CheckResult("models", "FAIL", str(exc), f"rebuild the model cache: egate models build --dir {model_dir}")
+        return CheckResult(
+            "models", "FAIL", str(exc), f"rebuild the model cache: egate models build --model-dir {model_dir}"
+        )
     if manifest.model_id is None:
         return CheckResult(
             "models",
             "FAIL",
             f"{model_dir}: the embedder is not converted (model_id empty)",
-            f"egate models build --dir {model_dir}",
+            f"egate models build --model-dir {model_dir}",
         )
     return _pass("models", f"{len(manifest.files)} files, sizes and sha256 match; model {manifest.model_id}")
 
@@ -182,12 +185,19 @@ def check_engine(
     engine: FaceEngine | None = None,
 ) -> CheckResult:
     """Load the engine and time one face frame of `golden` (after a warm-up run)."""
-    if golden is None or not golden.exists():
+    if golden is None:
         return CheckResult(
             "engine",
             "WARN",
-            "engine not exercised: no golden image (demo media not installed)",
-            f"install the demo media into {GOLDEN_MEDIA} or pass --golden IMAGE with one face",
+            f"engine not exercised: no golden image (the demo media are not in {GOLDEN_MEDIA})",
+            "pass --golden IMAGE with one face (or reinstall egate, which ships the demo media)",
+        )
+    if not golden.exists():
+        return CheckResult(
+            "engine",
+            "FAIL",
+            f"golden image {golden} does not exist",
+            "pass --golden with the path of an existing image, GIF or video showing one face",
         )
     from engines.pipeline import FaceEngine
 
@@ -204,7 +214,7 @@ def check_engine(
             "engine",
             "FAIL",
             f"engine does not load on backend {config.backend}: {exc}",
-            f"egate models build --dir {model_dir}; see backends with: egate diag engines",
+            f"egate models build --model-dir {model_dir}; see backends with: egate diag engines",
         )
     try:
         for frame in frames[::4]:  # every 4th frame: a few tries find the face quickly
@@ -218,7 +228,7 @@ def check_engine(
                 "engine",
                 "FAIL",
                 f"no face found in {len(frames[::4])} frames of {golden.name}, which has one",
-                f"the models give wrong results: egate models build --dir {model_dir}; egate diag engines --parity",
+                f"the models give wrong results: egate models build --model-dir {model_dir}; egate diag engines --parity",
             )
     finally:
         if own:
@@ -468,6 +478,7 @@ def check_mqtt(
     client_id: str,
     timeout_s: float = 5.0,
     now: datetime | None = None,
+    credentials_error: str = "",
 ) -> CheckResult:
     """Connect to the broker with the link's TLS settings (under `client_id`, NOT the daemon's: a second
     connection with the same id would kick the daemon off, MQTT 3.1.4-2), then report certificate expiry."""
@@ -493,6 +504,14 @@ def check_mqtt(
 
     client.on_connect = on_connect
     days: list[tuple[str, float]] = []
+    if credentials_error:
+        return CheckResult(
+            "mqtt",
+            "FAIL",
+            credentials_error,
+            "install the named credential in the credentials folder (/etc/egate/credentials), or run as root "
+            "with CREDENTIALS_DIRECTORY set; with the daemon running, egate diag selftest asks it instead",
+        )
     if config.tls:
         if credentials is None or credentials.ca_path is None:
             return CheckResult(
@@ -550,7 +569,7 @@ def check_mqtt(
         if left < CERT_WARN_DAYS:
             return CheckResult("mqtt", "WARN", detail, f"renew the {which} before it expires")
     elif not config.tls:
-        return CheckResult("mqtt", "WARN", detail, "set link.tls = true outside a lab: outcomes travel in clear")
+        return CheckResult("mqtt", "WARN", detail, HINT_MQTT_PLAIN)
     return _pass("mqtt", detail)
 
 
@@ -705,20 +724,49 @@ def check_outbox(path: Path, config: OutboxConfig) -> CheckResult:
     return _pass("outbox", detail)
 
 
+def gallery_required(mode: str, *, page_reference: bool) -> bool:
+    """Whether the lane in `mode` refers every traveller without a gallery.
+
+    Exit compares 1:N against the gallery and boarding looks the passenger up in it; entry compares
+    with the gallery subject of the document or, when the reader gives a page image, with its portrait.
+    """
+    return mode != "entry" or not page_reference
+
+
+def no_gallery_verdict(mode: str, *, page_reference: bool, where: str) -> CheckResult:
+    """The gallery row when there is none: FAIL where the mode cannot serve anyone without it."""
+    push = "push a current gallery for this gate from ops: egate ops push GALLERY.egb --gate GATE"
+    if gallery_required(mode, page_reference=page_reference):
+        return CheckResult(
+            "gallery",
+            "FAIL",
+            f"no gallery {where}: in {mode} mode every traveller is referred (GALLERY_UNAVAILABLE)",
+            push,
+        )
+    return CheckResult(
+        "gallery",
+        "WARN",
+        f"no gallery {where}: entry mode compares with the document page portrait only",
+        push,
+    )
+
+
 @guarded("gallery")
-def check_gallery(gallery_file: Path, key: bytes | None, *, now: datetime | None = None) -> CheckResult:
+def check_gallery(
+    gallery_file: Path,
+    key: bytes | None,
+    *,
+    now: datetime | None = None,
+    mode: str = "exit",
+    page_reference: bool = False,
+) -> CheckResult:
     """Version, size and expiry of the gallery on disk. Read only: an expired one is reported, not purged."""
     from edge.bundles import BundleRejected, parse_header, split_envelope
     from edge.gallery import GalleryStoreError, parse_gallery_key, read_encrypted
 
     now = now or datetime.now(UTC)
     if not gallery_file.exists():
-        return CheckResult(
-            "gallery",
-            "WARN",
-            f"no gallery at {gallery_file}: every traveller will be referred",
-            "push a gallery for this gate from ops: egate ops push",
-        )
+        return no_gallery_verdict(mode, page_reference=page_reference, where=f"at {gallery_file}")
     if key is None:
         return CheckResult(
             "gallery",
@@ -752,7 +800,7 @@ def gallery_verdict(
     """The gallery check's verdict from its facts (shared by the file check and the daemon's status)."""
     size = f"{subjects} subjects, {templates} templates" if subjects is not None else "size unknown"
     left = (expires_at - now).total_seconds()
-    detail = f"version {version}, {size}, expires {expires_at.astimezone(UTC):%Y-%m-%d %H:%M} UTC"
+    detail = f"version {version}, {size}, expires {expires_at.astimezone():%Y-%m-%d %H:%M %Z} (local time)"
     if left <= 0:
         return CheckResult(
             "gallery",

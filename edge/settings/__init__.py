@@ -145,8 +145,48 @@ def _apply(data: dict[str, Any], path: tuple[str, ...], value: Any) -> None:
     node[path[-1]] = value
 
 
-def load_settings_text(text: str, *, source: str = "<config>", environ: Mapping[str, str] | None = None) -> Settings:
-    """Validate TOML text (plus env overrides) or raise ConfigError listing every issue."""
+# Settings every real gate must set in its file (or environment): the defaults only serve examples.
+REQUIRED_KEYS: dict[tuple[str, ...], str] = {
+    ("gate", "site_id"): 'this gate\'s site (airport/terminal) id, used in MQTT topics: e.g. site_id = "ams-t2"',
+    ("gate", "gate_id"): 'this gate\'s id, unique within the site, as ops address it: e.g. gate_id = "g07"',
+}
+# The word that turns an optional setting off (`buzzer_output = "none"`): TOML has no null.
+NONE_WORD = "none"
+
+
+def _none_words(node: Any) -> Any:
+    """`"none"` -> None everywhere, so optional settings can be switched off explicitly."""
+    if isinstance(node, dict):
+        return {key: _none_words(value) for key, value in node.items()}
+    if isinstance(node, list):
+        return [_none_words(value) for value in node]
+    if isinstance(node, str) and node.strip().lower() == NONE_WORD:
+        return None
+    return node
+
+
+def _missing_required(data: Mapping[str, Any], source: str) -> list[ConfigIssue]:
+    issues = []
+    for path, what in REQUIRED_KEYS.items():
+        node: Any = data
+        for part in path:
+            node = node.get(part) if isinstance(node, Mapping) else None
+        if node is None:
+            issues.append(ConfigIssue(".".join(path), None, f"required, not set: {what}", source))
+    return issues
+
+
+def load_settings_text(
+    text: str,
+    *,
+    source: str = "<config>",
+    environ: Mapping[str, str] | None = None,
+    require_identity: bool = False,
+) -> Settings:
+    """Validate TOML text (plus env overrides) or raise ConfigError listing every issue.
+
+    `require_identity` (a gate's own config file) also requires the keys in REQUIRED_KEYS.
+    """
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
@@ -157,29 +197,72 @@ def load_settings_text(text: str, *, source: str = "<config>", environ: Mapping[
     overrides = env_overrides(os.environ if environ is None else environ)
     for path, value in overrides.items():
         _apply(data, path, value)
-    data = _migrate(data)
+    data = _none_words(_migrate(data))
+    missing = _missing_required(data, source) if require_identity else []
     try:
-        return Settings.model_validate(data)
+        settings = Settings.model_validate(data)
     except ValidationError as exc:
         lines = key_lines(text)
         env_paths = {path: ENV_PREFIX + ENV_NESTING.join(p.upper() for p in path) for path in overrides}
         issues = []
         for err in exc.errors(include_url=False):
             loc = tuple(err["loc"])
+            if err["type"] == "value_error":
+                loc = _named_key(str(err["msg"]), loc)
             key = ".".join(str(part) for part in loc) or "<root>"
             env_name = next((name for path, name in env_paths.items() if loc[: len(path)] == path), None)
             where = f"env {env_name}" if env_name else source
             line = None if env_name else line_of(lines, loc)
             issues.append(ConfigIssue(key, line, _explain(err), where))
-        raise ConfigError(issues) from None
+        raise ConfigError(issues + missing) from None
+    if missing:
+        raise ConfigError(missing)
+    return settings
+
+
+_KEY_PATH = re.compile(r"\b([a-z_]+(?:\.[a-z_]+)+)\b")
+
+
+def _named_key(message: str, loc: tuple[Any, ...]) -> tuple[Any, ...]:
+    """A cross-field rule reports at its section; point at the first setting its message names instead."""
+    prefix = ".".join(str(part) for part in loc)
+    for match in _KEY_PATH.finditer(message):
+        path = match.group(1)
+        if not prefix or path.startswith(prefix + "."):
+            return tuple(path.split("."))
+    return loc
+
+
+# Plain words for the patterns the settings use (a raw regex helps nobody at a gate).
+_PATTERN_WORDS = {
+    r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$": "1-64 letters, digits, '-' or '_', starting with a letter or digit",
+    r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$": "a file name: 1-128 letters, digits, '.', '-' or '_' (no folders)",
+    r"^[A-Za-z0-9_-]+(/[A-Za-z0-9_-]+)*$": "words of letters, digits, '-' or '_' joined by '/' (no leading or "
+    "trailing '/')",
+    r"^[A-Za-z0-9_-]{0,32}$": "at most 32 letters, digits, '-' or '_'",
+}
 
 
 def _explain(err: Any) -> str:
-    if err["type"] == "extra_forbidden":
+    kind = err["type"]
+    got = err.get("input")
+    if kind == "extra_forbidden":
         return "unknown setting: remove it or check its spelling against `egate config schema`"
-    if err["type"] == "missing":
+    if kind == "missing":
         return "required setting is missing"
-    return f"{err['msg']} (got {err.get('input')!r})"
+    if kind == "value_error":
+        # A cross-field rule: its message already names the keys and the fix.
+        return str(err["msg"]).removeprefix("Value error, ")
+    if kind == "string_pattern_mismatch":
+        pattern = str((err.get("ctx") or {}).get("pattern", ""))
+        return f"{got!r} is not allowed here: use {_PATTERN_WORDS.get(pattern, 'letters, digits, - and _ only')}"
+    if got is None:
+        return "cannot be none: give a value (see config/default.toml)"
+    if kind in ("int_type", "int_parsing", "float_type", "float_parsing") and isinstance(got, str):
+        return f"must be a number, written without quotes (got the text {got!r})"
+    if isinstance(got, dict | list):
+        return str(err["msg"])
+    return f"{err['msg']} (got {got!r})"
 
 
 def load_settings(path: Path, *, environ: Mapping[str, str] | None = None) -> Settings:
@@ -196,7 +279,7 @@ def load_settings(path: Path, *, environ: Mapping[str, str] | None = None) -> Se
                 )
             ]
         ) from None
-    return load_settings_text(text, source=str(path), environ=environ)
+    return load_settings_text(text, source=str(path), environ=environ, require_identity=True)
 
 
 def json_schema() -> dict[str, Any]:

@@ -19,7 +19,9 @@ class LinkConfig(BaseModel):
 
     enabled: bool = Field(True, description="Connect to central ops; false runs the gate standalone (outbox fills).")
     host: str = Field("localhost", min_length=1, max_length=253, description="MQTT broker host name or address.")
-    port: int = Field(8883, ge=1, le=65535, description="MQTT broker port (8883 for TLS, 1883 plain).")
+    port: int = Field(
+        8883, ge=1, le=65535, strict=True, description="MQTT broker port (8883 for TLS, 1883 plain), a number."
+    )
     protocol: Literal["auto", "5", "3.1.1"] = Field(
         "auto", description="MQTT version: auto tries 5 and falls back to 3.1.1 when the broker refuses it."
     )
