@@ -106,7 +106,7 @@ def test_kiosk_units_show_the_loopback_page_full_screen_without_authority() -> N
         assert part in kiosk, part
     server = (ROOT / "systemd" / "egate-display-server.service").read_text()
     for line in (
-        "ExecStart=/usr/bin/egate display serve",
+        "ExecStart=/opt/egate/bin/egate display serve",
         "User=egate-display",
         "NoNewPrivileges=yes",
         "PrivateDevices=yes",

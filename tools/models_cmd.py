@@ -8,6 +8,8 @@ from typing import Any
 
 import typer
 
+from tools.cli import DEFAULT_CONFIG
+
 
 def quiet_logs() -> None:
     """Logs to stderr at warning level: stdout carries only the command's result (JSON with --json)."""
@@ -77,8 +79,12 @@ def register(app: typer.Typer) -> None:
             help="TensorRT precision: auto (fp16 where fast), fp16 or fp32; default: engine.tensorrt_precision "
             "of --config, else auto.",
         ),
-        config: Path | None = typer.Option(
-            None, "--config", "-c", help="The gate's config: its engine.tensorrt_precision is built."
+        config: Path = typer.Option(
+            DEFAULT_CONFIG,
+            "--config",
+            "-c",
+            help="The gate's config (default $EGATE_CONFIG or /etc/egate/egate.toml, like `egate run`): its "
+            "engine.tensorrt_precision is built when the file exists.",
         ),
         if_gpu: bool = typer.Option(
             False, "--if-gpu", help="With --tensorrt: when TensorRT cannot run here, say why and exit 0."
@@ -99,7 +105,7 @@ def register(app: typer.Typer) -> None:
 
         quiet_logs()
         target = model_dir or default_model_dir()
-        chosen = precision or (configured_precision(config) if config else "auto")
+        chosen = precision or (configured_precision(config) if config.exists() else "auto")
         if chosen not in ("auto", "fp16", "fp32"):
             typer.echo(f"error: --precision {chosen!r} is not one of auto, fp16, fp32\nfix: pick one of them", err=True)
             raise typer.Exit(2)
