@@ -50,6 +50,18 @@ CommandHandler = Callable[[bytes], CmdAck]
 
 _CLOSE_BUDGET_S = 4.0
 _REJECTED_PUBLISH_PAUSE_S = 5.0
+# A message the broker refuses this many times in a row (a failing PUBACK, or the connection closed while
+# it was the oldest unacknowledged: RabbitMQ's answer to a topic-ACL denial) is parked: it stays in the
+# outbox, the rest of the traffic flows past it, and it is tried again after _PARKED_RETRY_S.
+_STRIKES_TO_PARK = 3
+_PARKED_RETRY_S = 600.0
+# In `auto` mode, a broker that closes TCP this many times without a CONNACK to our v5 CONNECT (and never
+# accepted v5 on this link) is taken to speak 3.1.1 only (RabbitMQ 3.x does exactly that).
+_V5_SILENT_CLOSES_TO_FALL_BACK = 2
+# Connections that end this soon after CONNACK with nothing of ours in flight, this many times in a row,
+# point at a topic ACL refusing the gate's own status/subscriptions.
+_SHORT_SESSION_S = 2.0
+_SHORT_SESSIONS_TO_ALARM = 3
 
 
 @dataclass(frozen=True)
@@ -96,6 +108,7 @@ class LinkStats:
     acked: int
     inflight: int
     outbox_depth: int
+    parked: int = 0  # outbox messages the broker keeps refusing, held back (see MqttLink.publish_refused)
 
 
 class _Client(mqtt.Client):
@@ -224,6 +237,12 @@ class MqttLink:
         self._acked = 0
         self._inflight_count = 0
         self._drain_first = False
+        self._disconnects = 0  # connections lost after CONNACK (the forwarder counts strikes with it)
+        self._v5_silent_closes = 0
+        self._connected_at = 0.0
+        self._short_sessions = 0
+        self._parked_count = 0
+        self._publish_refused: LinkError | None = None
         self._wake = threading.Event()
         self._acks: queue.SimpleQueue[tuple[int, bool, str]] = queue.SimpleQueue()
         self._tasks: queue.SimpleQueue[tuple[str, Any]] = queue.SimpleQueue()
@@ -243,6 +262,11 @@ class MqttLink:
     def last_error(self) -> LinkError | None:
         """Why the link is down (None while connected or before the first attempt)."""
         return self._last_error
+
+    @property
+    def publish_refused(self) -> LinkError | None:
+        """Alarm: outbox messages the broker keeps refusing (topic ACL), parked so the rest flows; else None."""
+        return self._publish_refused
 
     @property
     def protocol(self) -> str:
@@ -350,6 +374,7 @@ class MqttLink:
             acked=self._acked,
             inflight=self._inflight_count,
             outbox_depth=self._outbox.depth(),
+            parked=self._parked_count,
         )
 
     # ------------------------------------------------------------------ client setup
@@ -408,18 +433,24 @@ class MqttLink:
         client.loop_start()
 
     def _fallback_to_311(self) -> None:
+        if self._replace_client(MQTTProtocolVersion.MQTTv311):
+            self._log.warning("link_protocol_fallback", protocol="3.1.1")
+
+    def _replace_client(self, protocol: MQTTProtocolVersion | None = None) -> bool:
+        """Start over with a fresh paho client: it forgets the messages the old one would re-send."""
         with self._client_lock:
             old = self._client
             if old is None or self._stopping.is_set():
-                return
+                return False
             old.disconnect()
             old.loop_stop()
-            self._protocol = MQTTProtocolVersion.MQTTv311
+            if protocol is not None:
+                self._protocol = protocol
             self._generation += 1
             self._client = self._new_client()
             self._connect(self._client)
         self._wake.set()
-        self._log.warning("link_protocol_fallback", protocol="3.1.1")
+        return True
 
     # ------------------------------------------------------------------ paho callbacks (network thread)
 
@@ -444,6 +475,7 @@ class MqttLink:
                 self._tasks.put(("fallback", None))
             return
         self._connects += 1
+        self._connected_at = time.monotonic()
         self._last_error = None
         if self._protocol == MQTTProtocolVersion.MQTTv5:
             # no_local: bundle/+ also matches our own bundle/ack uplink (MQTT 5.0 section 3.8.3.1).
@@ -484,12 +516,43 @@ class MqttLink:
         was_connected = self._connected.is_set()
         self._connected.clear()
         self._drain_first = True
+        if was_connected:
+            self._disconnects += 1
         self._wake.set()
         if self._stopping.is_set():
             return
-        if was_connected:
-            self._last_error = LinkError("lost", f"connection to the broker lost ({reason_code})", time.time())
-            self._log.warning("link_disconnected", reason=str(reason_code))
+        if not was_connected:
+            self._on_closed_before_connack()
+            return
+        self._last_error = LinkError("lost", f"connection to the broker lost ({reason_code})", time.time())
+        self._log.warning("link_disconnected", reason=str(reason_code))
+        if time.monotonic() - self._connected_at < _SHORT_SESSION_S and self._inflight_count == 0:
+            self._short_sessions += 1
+        else:
+            self._short_sessions = 0
+        if self._short_sessions >= _SHORT_SESSIONS_TO_ALARM:
+            self._last_error = LinkError(
+                "not_authorised",
+                f"broker {self._config.host}:{self._config.port} closes the connection right after accepting it: "
+                f"its topic ACL probably refuses this gate's own topics ({self.topics.root}/#); check the "
+                "gate's user name and the broker's ACL",
+                time.time(),
+            )
+            self._log.error("link_closed_after_connect", sessions=self._short_sessions)
+
+    def _on_closed_before_connack(self) -> None:
+        # RabbitMQ 3.x answers an MQTT 5 CONNECT by closing TCP without any CONNACK.
+        if self._config.protocol != "auto" or self.protocol != "5" or self._connects > 0:
+            return
+        self._v5_silent_closes += 1
+        if self._v5_silent_closes == _V5_SILENT_CLOSES_TO_FALL_BACK:
+            self._last_error = LinkError(
+                "protocol",
+                f"broker {self._config.host}:{self._config.port} closed the connection without answering an "
+                "MQTT 5 CONNECT; retrying with MQTT 3.1.1",
+                time.time(),
+            )
+            self._tasks.put(("fallback", None))
 
     def _on_publish(
         self,
@@ -540,11 +603,41 @@ class MqttLink:
         rewind_to: int | None = None
         paused_until = 0.0
         window = self._config.max_inflight
+        strikes: dict[int, int] = {}  # seq -> refusals in a row
+        parked: dict[int, float] = {}  # seq -> when to try it again (monotonic)
+        disconnects = self._disconnects
+
+        def strike(seq: int, why: str) -> bool:
+            """Count one refusal of `seq`; True when it is now parked."""
+            strikes[seq] = strikes.get(seq, 0) + 1
+            if strikes[seq] < _STRIKES_TO_PARK:
+                return False
+            strikes.pop(seq, None)
+            parked[seq] = time.monotonic() + _PARKED_RETRY_S
+            self._parked_count = len(parked)
+            self._publish_refused = LinkError(
+                "publish_refused",
+                f"broker keeps refusing outbox message seq {seq} ({why}); held back in the outbox, other "
+                f"messages flow on, retried every {_PARKED_RETRY_S:.0f} s: check the broker's topic ACL "
+                f"for {self.topics.root}/#",
+                time.time(),
+            )
+            self._log.error("outbox_publish_parked", seq=seq, reason=why, parked=len(parked))
+            return True
+
         while not self._stopping.is_set():
             self._wake.wait(timeout=1.0)
             self._wake.clear()
             if self._stopping.is_set():
                 break
+            if disconnects != self._disconnects:
+                disconnects = self._disconnects
+                if inflight and generation == self._generation:
+                    # paho re-sends the oldest first after the reconnect: a broker that closes the
+                    # connection on a denied publish does so on this one, again and again.
+                    oldest = min(inflight.values())
+                    if strike(oldest, "connection closed while it was unacknowledged"):
+                        self._tasks.put(("renew", None))  # the old client would re-send it forever
             if generation != self._generation:
                 # A new paho client lost the old one's in-memory queue: publish again from the oldest.
                 generation = self._generation
@@ -561,17 +654,33 @@ class MqttLink:
                     continue  # a status or ack publish, not from the outbox
                 if ok:
                     done.append(seq)
+                    strikes.pop(seq, None)
                 else:
                     self._log.error("outbox_publish_rejected", seq=seq, reason=reason)
                     self._last_error = LinkError(
                         "refused", f"broker rejected outbox message seq {seq}: {reason}", time.time()
                     )
-                    rewind_to = seq - 1 if rewind_to is None else min(rewind_to, seq - 1)
+                    if not strike(seq, f"PUBACK {reason}"):
+                        rewind_to = seq - 1 if rewind_to is None else min(rewind_to, seq - 1)
             if done:
                 try:
                     self._acked += self._outbox.ack(done)
                 except OutboxError as exc:
                     self._log.error("outbox_ack_failed", error=str(exc))
+                if parked and any(parked.pop(seq, None) is not None for seq in done):
+                    self._parked_count = len(parked)
+                    if not parked:
+                        self._publish_refused = None
+            now = time.monotonic()
+            due = [seq for seq, at in parked.items() if at <= now and seq not in inflight.values()]
+            if due and self._connected.is_set():
+                # Try a parked message again (the ACL may have been fixed); it is parked anew if refused.
+                for seq in due:
+                    parked[seq] = now + _PARKED_RETRY_S
+                retry = min(due)
+                strikes[retry] = _STRIKES_TO_PARK - 1
+                parked.pop(retry)
+                rewind_to = retry - 1 if rewind_to is None else min(rewind_to, retry - 1)
             if rewind_to is not None and not inflight:
                 cursor, rewind_to = rewind_to, None
                 paused_until = time.monotonic() + _REJECTED_PUBLISH_PAUSE_S
@@ -594,6 +703,9 @@ class MqttLink:
             if client is None or generation != self._generation:
                 continue
             for item in items:
+                if item.seq in parked:
+                    cursor = item.seq
+                    continue
                 info = client.publish(self.topics.for_kind(item.kind), item.body, qos=1)
                 if info.rc == MQTTErrorCode.MQTT_ERR_QUEUE_SIZE:
                     break
@@ -622,6 +734,8 @@ class MqttLink:
                     self._report_incomplete()
                 elif task == "fallback":
                     self._fallback_to_311()
+                elif task == "renew":
+                    self._replace_client()
             except Exception as exc:  # one bad message must not kill the downlink
                 self._log.exception("link_task_failed", task=task, error=str(exc))
 

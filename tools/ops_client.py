@@ -67,11 +67,19 @@ class OpsClient:
         reconnect_min_s: float = 0.2,
         reconnect_max_s: float = 5.0,
         session_expiry_s: int = 0,
+        protocol: str = "5",
+        fallback_hosts: list[tuple[str, int]] | None = None,
     ) -> None:
         """`session_expiry_s` > 0 with a fixed `client_id` keeps the subscription and queues QoS 1 messages
-        at the broker while this client is away (MQTT 5.0 section 3.1.2.11.2): a collector misses nothing."""
+        at the broker while this client is away (MQTT 5.0 section 3.1.2.11.2): a collector misses nothing.
+        `protocol` "3.1.1" for brokers without MQTT 5 (RabbitMQ 3.x); there a persistent session is a
+        clean_session=false one. `fallback_hosts`: further nodes of a broker cluster, tried in turn when
+        the current one is unreachable or drops the connection."""
         self.host = host
         self.port = port
+        self._v5 = protocol != "3.1.1"
+        self._hosts = [(host, port), *(fallback_hosts or [])]
+        self._host_index = 0
         self._session_expiry_s = session_expiry_s
         self.prefix = prefix
         self._subs: dict[str, int] = {}
@@ -81,7 +89,8 @@ class OpsClient:
         self._client = mqtt.Client(
             callback_api_version=CallbackAPIVersion.VERSION2,
             client_id=client_id or f"egate-ops-{uuid.uuid4().hex[:12]}",
-            protocol=MQTTProtocolVersion.MQTTv5,
+            protocol=MQTTProtocolVersion.MQTTv5 if self._v5 else MQTTProtocolVersion.MQTTv311,
+            clean_session=None if self._v5 else session_expiry_s <= 0,
         )
         self._client.reconnect_delay_set(reconnect_min_s, reconnect_max_s)  # type: ignore[arg-type]
         self._client.max_inflight_messages_set(16)
@@ -96,6 +105,7 @@ class OpsClient:
         if username is not None:
             self._client.username_pw_set(username, password)
         self._client.on_connect = self._on_connect
+        self._client.on_connect_fail = self._on_connect_fail
         self._client.on_disconnect = self._on_disconnect
         self._client.on_message = self._on_message
         self._client.on_publish = self._on_publish
@@ -106,7 +116,9 @@ class OpsClient:
     # ------------------------------------------------------------------ lifecycle
 
     def connect(self, timeout: float = 10.0) -> None:
-        if self._session_expiry_s > 0:
+        if not self._v5:
+            self._client.connect_async(self.host, self.port, keepalive=30)
+        elif self._session_expiry_s > 0:
             props = Properties(PacketTypes.CONNECT)
             props.SessionExpiryInterval = self._session_expiry_s
             self._client.connect_async(self.host, self.port, keepalive=30, clean_start=False, properties=props)
@@ -154,6 +166,23 @@ class OpsClient:
         props: Properties | None,
     ) -> None:
         self._connected.clear()
+        self._next_host(client)
+
+    def _on_connect_fail(self, client: mqtt.Client, userdata: object) -> None:
+        self._next_host(client)
+
+    def _next_host(self, client: mqtt.Client) -> None:
+        # Called in paho's network thread before it reconnects: point it at the next cluster node.
+        if len(self._hosts) < 2:
+            return
+        self._host_index = (self._host_index + 1) % len(self._hosts)
+        host, port = self._hosts[self._host_index]
+        try:
+            client.host = host
+            client.port = port
+        except RuntimeError:
+            return  # paho refuses while a socket is open; the next disconnect moves on
+        self.host, self.port = host, port
 
     def _on_publish(
         self, client: mqtt.Client, userdata: object, mid: int, rc: ReasonCode, props: Properties | None
