@@ -38,6 +38,7 @@ from pydantic import BaseModel, ValidationError
 from edge.chunks import ChunkAssembler, ChunkResult
 from edge.messages import BundleAck, BundleChunk, CmdAck, HealthPayload, StatusPayload, utc_now
 from edge.outbox import Outbox, OutboxError
+from edge.publish_refusals import RefusalTracker
 from edge.settings.link import LinkConfig
 from edge.topics import GateTopics
 
@@ -603,27 +604,22 @@ class MqttLink:
         rewind_to: int | None = None
         paused_until = 0.0
         window = self._config.max_inflight
-        strikes: dict[int, int] = {}  # seq -> refusals in a row
-        parked: dict[int, float] = {}  # seq -> when to try it again (monotonic)
+        refusals = RefusalTracker(strikes_to_park=_STRIKES_TO_PARK, retry_s=_PARKED_RETRY_S)
         disconnects = self._disconnects
 
-        def strike(seq: int, why: str) -> bool:
-            """Count one refusal of `seq`; True when it is now parked."""
-            strikes[seq] = strikes.get(seq, 0) + 1
-            if strikes[seq] < _STRIKES_TO_PARK:
-                return False
-            strikes.pop(seq, None)
-            parked[seq] = time.monotonic() + _PARKED_RETRY_S
-            self._parked_count = len(parked)
+        def note_parked(before: int) -> None:
+            self._parked_count = refusals.parked_count
+            parked = refusals.last_parked
+            if refusals.parked_count <= before or parked is None:
+                return
             self._publish_refused = LinkError(
                 "publish_refused",
-                f"broker keeps refusing outbox message seq {seq} ({why}); held back in the outbox, other "
-                f"messages flow on, retried every {_PARKED_RETRY_S:.0f} s: check the broker's topic ACL "
-                f"for {self.topics.root}/#",
+                f"broker keeps refusing outbox message seq {parked.seq} ({parked.why}); held back in the "
+                f"outbox while other messages flow on, retried every {_PARKED_RETRY_S:.0f} s: check the "
+                f"broker's topic ACL for {self.topics.root}/#",
                 time.time(),
             )
-            self._log.error("outbox_publish_parked", seq=seq, reason=why, parked=len(parked))
-            return True
+            self._log.error("outbox_publish_parked", seq=parked.seq, reason=parked.why, parked=refusals.parked_count)
 
         while not self._stopping.is_set():
             self._wake.wait(timeout=1.0)
@@ -632,12 +628,12 @@ class MqttLink:
                 break
             if disconnects != self._disconnects:
                 disconnects = self._disconnects
-                if inflight and generation == self._generation:
-                    # paho re-sends the oldest first after the reconnect: a broker that closes the
-                    # connection on a denied publish does so on this one, again and again.
-                    oldest = min(inflight.values())
-                    if strike(oldest, "connection closed while it was unacknowledged"):
-                        self._tasks.put(("renew", None))  # the old client would re-send it forever
+                if generation == self._generation:
+                    before = refusals.parked_count
+                    if refusals.connection_lost(inflight.values()):
+                        # paho would re-send its whole queue (or the parked message) after every reconnect.
+                        self._tasks.put(("renew", None))
+                    note_parked(before)
             if generation != self._generation:
                 # A new paho client lost the old one's in-memory queue: publish again from the oldest.
                 generation = self._generation
@@ -654,33 +650,32 @@ class MqttLink:
                     continue  # a status or ack publish, not from the outbox
                 if ok:
                     done.append(seq)
-                    strikes.pop(seq, None)
                 else:
                     self._log.error("outbox_publish_rejected", seq=seq, reason=reason)
                     self._last_error = LinkError(
                         "refused", f"broker rejected outbox message seq {seq}: {reason}", time.time()
                     )
-                    if not strike(seq, f"PUBACK {reason}"):
+                    before = refusals.parked_count
+                    # 0x87 "Not authorized" is the topic ACL speaking: retrying the same message is pointless.
+                    denied = reason == "Not authorized"
+                    if not refusals.refused(seq, f"PUBACK {reason}", at_once=denied):
                         rewind_to = seq - 1 if rewind_to is None else min(rewind_to, seq - 1)
+                    note_parked(before)
             if done:
                 try:
                     self._acked += self._outbox.ack(done)
                 except OutboxError as exc:
                     self._log.error("outbox_ack_failed", error=str(exc))
-                if parked and any(parked.pop(seq, None) is not None for seq in done):
-                    self._parked_count = len(parked)
-                    if not parked:
+                if refusals.acked(done):
+                    self._parked_count = refusals.parked_count
+                    if refusals.parked_count == 0:
                         self._publish_refused = None
-            now = time.monotonic()
-            due = [seq for seq, at in parked.items() if at <= now and seq not in inflight.values()]
-            if due and self._connected.is_set():
-                # Try a parked message again (the ACL may have been fixed); it is parked anew if refused.
-                for seq in due:
-                    parked[seq] = now + _PARKED_RETRY_S
-                retry = min(due)
-                strikes[retry] = _STRIKES_TO_PARK - 1
-                parked.pop(retry)
-                rewind_to = retry - 1 if rewind_to is None else min(rewind_to, retry - 1)
+            if self._connected.is_set() and refusals.parked_count:
+                retry = refusals.due(inflight.values())
+                if retry is not None:
+                    # Try a parked message again (the ACL may have been fixed); parked anew if refused.
+                    self._parked_count = refusals.parked_count
+                    rewind_to = retry - 1 if rewind_to is None else min(rewind_to, retry - 1)
             if rewind_to is not None and not inflight:
                 cursor, rewind_to = rewind_to, None
                 paused_until = time.monotonic() + _REJECTED_PUBLISH_PAUSE_S
@@ -689,6 +684,7 @@ class MqttLink:
                 if inflight:
                     continue  # paho re-sends these first after the reconnect; keep the order
                 self._drain_first = False
+            window = refusals.window(self._config.max_inflight)
             if not self._connected.is_set() or len(inflight) >= window or rewind_to is not None:
                 continue
             if time.monotonic() < paused_until:
@@ -703,7 +699,7 @@ class MqttLink:
             if client is None or generation != self._generation:
                 continue
             for item in items:
-                if item.seq in parked:
+                if refusals.is_parked(item.seq):
                     cursor = item.seq
                     continue
                 info = client.publish(self.topics.for_kind(item.kind), item.body, qos=1)

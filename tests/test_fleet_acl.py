@@ -7,7 +7,7 @@ import pytest
 
 from tests.broker import wait_until
 from tests.fleet_clients import Peer
-from tests.fleet_fixtures import OPS_USER, AclMosquitto, Rabbit, acl_mosquitto, postgres, rabbit  # noqa: F401
+from tests.fleet_fixtures import OPS_USER, AclMosquitto, Rabbit
 from tools.broker_acl import gate_username
 
 P = "egate/v1"

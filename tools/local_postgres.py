@@ -93,7 +93,9 @@ class Postgres:
             "-c fsync=off -c synchronous_commit=off -c full_page_writes=off -c shared_buffers=32MB "
             "-c max_connections=40"
         )
-        ctl = self._run(self._bin / "pg_ctl", "-D", str(self.datadir), "-l", str(self.logfile), "-o", opts, "-w", "start")
+        ctl = self._run(
+            self._bin / "pg_ctl", "-D", str(self.datadir), "-l", str(self.logfile), "-o", opts, "-w", "start"
+        )
         if ctl.returncode != 0:
             log = self.logfile.read_text(errors="replace")[-2000:] if self.logfile.exists() else ""
             raise RuntimeError(f"pg_ctl start failed: {ctl.stdout} {ctl.stderr} {log}")
@@ -107,7 +109,11 @@ class Postgres:
         while True:
             try:
                 with psycopg.connect(
-                    host=self.host, port=self.port, user=self.user, password=self.password, dbname="postgres",
+                    host=self.host,
+                    port=self.port,
+                    user=self.user,
+                    password=self.password,
+                    dbname="postgres",
                     autocommit=True,
                 ) as conn:
                     conn.execute(f'CREATE DATABASE "{self.dbname}"')

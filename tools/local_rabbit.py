@@ -92,9 +92,7 @@ class RabbitCluster:
     def _write_node_config(self, node: RabbitNode) -> None:
         node.base.mkdir(parents=True, exist_ok=True)
         (node.base / "enabled_plugins").write_text("[rabbitmq_mqtt].\n")
-        peers = "\n".join(
-            f"cluster_formation.classic_config.nodes.{n.index + 1} = {n.name}" for n in self.nodes
-        )
+        peers = "\n".join(f"cluster_formation.classic_config.nodes.{n.index + 1} = {n.name}" for n in self.nodes)
         (node.base / "rabbitmq.conf").write_text(
             "\n".join(
                 [
