@@ -50,6 +50,8 @@ GROUPS: dict[str, tuple[str, list[str]]] = {
             "tools.ops_bundle",
             "tools.ops_config",
             "tools.ops_link",
+            "tools.ops_collect",
+            "tools.ops_rollout",
         ],
     ),
 }

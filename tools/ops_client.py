@@ -51,6 +51,10 @@ class OpsError(RuntimeError):
     pass
 
 
+class GateOffline(OpsError):
+    """The gate did not answer the first chunk of a push in time: it is probably offline."""
+
+
 class OpsClient:
     """A paho client for ops tools; subscriptions are re-made on every connect."""
 
@@ -69,12 +73,14 @@ class OpsClient:
         session_expiry_s: int = 0,
         protocol: str = "5",
         fallback_hosts: list[tuple[str, int]] | None = None,
+        manual_ack: bool = False,
     ) -> None:
         """`session_expiry_s` > 0 with a fixed `client_id` keeps the subscription and queues QoS 1 messages
         at the broker while this client is away (MQTT 5.0 section 3.1.2.11.2): a collector misses nothing.
         `protocol` "3.1.1" for brokers without MQTT 5 (RabbitMQ 3.x); there a persistent session is a
         clean_session=false one. `fallback_hosts`: further nodes of a broker cluster, tried in turn when
-        the current one is unreachable or drops the connection."""
+        the current one is unreachable or drops the connection. `manual_ack`: QoS 1 messages are
+        acknowledged only by `ack(message)` (a collector acks after its database commit)."""
         self.host = host
         self.port = port
         self._v5 = protocol != "3.1.1"
@@ -109,6 +115,11 @@ class OpsClient:
         self._client.on_disconnect = self._on_disconnect
         self._client.on_message = self._on_message
         self._client.on_publish = self._on_publish
+        self._client.on_subscribe = self._on_subscribe
+        self._suback_events: dict[int, threading.Event] = {}
+        self._suback_lock = threading.Lock()
+        if manual_ack:
+            self._client.manual_ack_set(True)
         self._published: set[int] = set()
         self._published_cond = threading.Condition()
         self.refused: str | None = None
@@ -213,18 +224,28 @@ class OpsClient:
             self._subs[topic_filter] = qos
             self._callbacks.append((topic_filter, callback))
         done = threading.Event()
-        previous = self._client.on_subscribe
+        with self._suback_lock:
+            # Under the lock so the SUBACK (network thread) cannot arrive before its event is registered.
+            _rc, mid = self._client.subscribe(topic_filter, qos)
+            if mid is not None:
+                self._suback_events[mid] = done
+        if mid is None or not done.wait(timeout):
+            raise OpsError(f"no SUBACK for {topic_filter} within {timeout} s")
 
-        def on_subscribe(*args: object) -> None:
+    def _on_subscribe(self, client: mqtt.Client, userdata: object, mid: int, *args: object) -> None:
+        with self._suback_lock:
+            done = self._suback_events.pop(mid, None)
+        if done is not None:
             done.set()
 
-        self._client.on_subscribe = on_subscribe
-        try:
-            self._client.subscribe(topic_filter, qos)
-            if not done.wait(timeout):
-                raise OpsError(f"no SUBACK for {topic_filter} within {timeout} s")
-        finally:
-            self._client.on_subscribe = previous
+    def unsubscribe_callback(self, topic_filter: str, callback: MessageCallback) -> None:
+        """Stop calling `callback` (the broker subscription stays: other callbacks may share it)."""
+        with self._lock:
+            self._callbacks = [(f, cb) for f, cb in self._callbacks if not (f == topic_filter and cb is callback)]
+
+    def ack(self, message: mqtt.MQTTMessage) -> None:
+        """Acknowledge a QoS 1 message received with `manual_ack` (after it is safely stored)."""
+        self._client.ack(message.mid, message.qos)
 
     def publish(self, topic: str, payload: bytes, qos: int = 1, retain: bool = False) -> mqtt.MQTTMessageInfo:
         return self._client.publish(topic, payload, qos=qos, retain=retain)
@@ -248,6 +269,7 @@ class OpsClient:
         progress: PushProgress | None = None,
         window: int = 8,
         before_send: Callable[[int], None] | None = None,
+        offline_after_s: float | None = None,
     ) -> BundleAck:
         """Send `data` in chunks to `.../bundle/<kind>` and return the gate's final ack (applied/rejected).
 
@@ -255,6 +277,10 @@ class OpsClient:
         reconnect, or when the last chunk came with gaps); with no answer for `probe_s` the last chunk is
         re-sent as a probe. Raises OpsError when no final ack came within `timeout`.
         `before_send(index)` runs before each chunk of the first pass (progress display, tests).
+        `offline_after_s`: send only the last chunk first, which the gate answers at once with the chunks
+        it still needs; no answer within that time raises GateOffline, having cost the broker one chunk
+        (a rollout tries offline gates again later). With a stable `transfer_id` a gate keeps what it
+        already received across attempts.
         """
         if not data:
             raise OpsError("bundle is empty")
@@ -302,11 +328,39 @@ class OpsClient:
             last_sent[index] = time.monotonic()
 
         deadline = time.monotonic() + timeout
-        for index in range(count):
-            if before_send is not None:
-                before_send(index)
-            send(index)
-            prog.sent += 1
+        try:
+            if offline_after_s is not None:
+                send(count - 1)
+                prog.sent += 1
+                try:
+                    first = acks.get(timeout=offline_after_s)
+                except queue.Empty:
+                    raise GateOffline(f"{site}/{gate} did not answer within {offline_after_s:.0f} s") from None
+                acks.put(first)
+            else:
+                for index in range(count):
+                    if before_send is not None:
+                        before_send(index)
+                    send(index)
+                    prog.sent += 1
+            return self._finish_push(acks, send, last_sent, prog, count, probe_s, deadline, tid, site, gate)
+        finally:
+            self.unsubscribe_callback(topics.bundle_ack, on_ack)
+
+    def _finish_push(
+        self,
+        acks: queue.SimpleQueue[BundleAck],
+        send: Callable[[int], None],
+        last_sent: dict[int, float],
+        prog: PushProgress,
+        count: int,
+        probe_s: float,
+        deadline: float,
+        tid: str,
+        site: str,
+        gate: str,
+    ) -> BundleAck:
+        timeout = deadline - time.monotonic()
         while time.monotonic() < deadline:
             try:
                 ack = acks.get(timeout=probe_s)
@@ -322,10 +376,14 @@ class OpsClient:
             now = time.monotonic()
             for first, last in ack.missing:
                 for index in range(first, last + 1):
-                    if now - last_sent.get(index, 0.0) > probe_s:
+                    if index not in last_sent or now - last_sent[index] > probe_s:
+                        fresh = index not in last_sent
                         send(index)
-                        prog.resent += 1
-        raise OpsError(f"no final ack for bundle transfer {tid} to {site}/{gate} within {timeout} s")
+                        if fresh:
+                            prog.sent += 1
+                        else:
+                            prog.resent += 1
+        raise OpsError(f"no final ack for bundle transfer {tid} to {site}/{gate} within {timeout:.0f} s")
 
     # ------------------------------------------------------------------ commands
 
