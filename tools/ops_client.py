@@ -118,6 +118,7 @@ class OpsClient:
         self._client.on_subscribe = self._on_subscribe
         self._suback_events: dict[int, threading.Event] = {}
         self._suback_lock = threading.Lock()
+        self._manual_ack = manual_ack
         if manual_ack:
             self._client.manual_ack_set(True)
         self._published: set[int] = set()
@@ -212,17 +213,33 @@ class OpsClient:
     def _on_message(self, client: mqtt.Client, userdata: object, message: mqtt.MQTTMessage) -> None:
         with self._lock:
             callbacks = list(self._callbacks)
+        matched = False
         for topic_filter, callback in callbacks:
             if mqtt.topic_matches_sub(topic_filter, message.topic):
                 callback(message)
+                matched = True
+        if not matched and self._manual_ack and message.qos > 0:
+            # Nobody takes it (a resumed session delivers before callbacks exist): an unacknowledged
+            # message would hold one of the broker's in-flight slots for this connection forever.
+            client.ack(message.mid, message.qos)
+
+    def add_callback(self, topic_filter: str, callback: MessageCallback) -> None:
+        """Route messages matching `topic_filter` to `callback` without subscribing (register before
+        `connect()` when a persistent session will deliver at once)."""
+        with self._lock:
+            self._callbacks.append((topic_filter, callback))
 
     # ------------------------------------------------------------------ primitives
 
-    def subscribe(self, topic_filter: str, callback: MessageCallback, qos: int = 1, timeout: float = 10.0) -> None:
-        """Subscribe and wait for the SUBACK, so nothing published afterwards is missed."""
+    def subscribe(
+        self, topic_filter: str, callback: MessageCallback | None, qos: int = 1, timeout: float = 10.0
+    ) -> None:
+        """Subscribe and wait for the SUBACK, so nothing published afterwards is missed (`callback` None:
+        one registered with `add_callback` takes the messages)."""
         with self._lock:
             self._subs[topic_filter] = qos
-            self._callbacks.append((topic_filter, callback))
+            if callback is not None:
+                self._callbacks.append((topic_filter, callback))
         done = threading.Event()
         with self._suback_lock:
             # Under the lock so the SUBACK (network thread) cannot arrive before its event is registered.

@@ -99,10 +99,14 @@ class Collector:
     def start(self) -> None:
         self._writer = threading.Thread(target=self._write_loop, name="egate-collector-writer", daemon=True)
         self._writer.start()
+        filters = [f"{self.prefix}/{self.site}/+/{rest}" for rest in TOPICS]
+        # Callbacks first: a resumed session delivers the queued messages right after CONNACK.
+        for topic_filter in filters:
+            self.client.add_callback(topic_filter, self._inbox.put)
         if not self.client.connected:
             self.client.connect(timeout=30)
-        for rest in TOPICS:
-            self.client.subscribe(f"{self.prefix}/{self.site}/+/{rest}", self._inbox.put)
+        for topic_filter in filters:
+            self.client.subscribe(topic_filter, None)
 
     def close(self) -> None:
         self._stop.set()
