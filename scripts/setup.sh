@@ -19,6 +19,10 @@ APT_PACKAGES=(
     # systemd-analyze for unit checks; openssl for test certificates
     systemd
     openssl
+    # fleet: clustered broker, ops database, socket byte counters (ss) for egate bench fleet
+    rabbitmq-server
+    postgresql
+    iproute2
 )
 PYTHON=${PYTHON:-python3}
 

@@ -53,6 +53,7 @@ GROUPS: dict[str, tuple[str, list[str]]] = {
             "tools.ops_link",
             "tools.ops_collect",
             "tools.ops_rollout",
+            "tools.ops_report",
         ],
     ),
 }
