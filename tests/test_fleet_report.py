@@ -103,6 +103,8 @@ def test_report_flags_the_degrading_gate_and_writes_plots(tmp_path: Path) -> Non
     text = out.read_text()
     assert text.count("data:image/png;base64,") == 4
     assert "gate-05" in text
+    # One row per gate, and one per site and UTC day of the 7-day window (7 or 8 calendar days).
+    assert text.count("<td>site-r</td>") - 12 in (7, 8)
 
 
 def test_statistics_helpers() -> None:

@@ -59,7 +59,7 @@ class Postgres:
     def dsn(self) -> str:
         return f"postgresql://{self.user}:{self.password}@{self.host}:{self.port}/{self.dbname}"
 
-    def _run(self, *args: str, input_text: str | None = None) -> subprocess.CompletedProcess[str]:
+    def _run(self, *args: str | Path, input_text: str | None = None) -> subprocess.CompletedProcess[str]:
         cmd = [str(a) for a in args]
         if self._as_postgres:
             cmd = ["runuser", "-u", "postgres", "--", *cmd]

@@ -88,7 +88,7 @@ def _percentile(values: list[float], q: float) -> float | None:
     return float(np.percentile(values, q)) if values else None
 
 
-def robust_outliers(values: dict[str, float], z: float) -> dict[str, float]:
+def robust_outliers(values: dict[Any, float], z: float) -> dict[Any, float]:
     """Keys whose value is more than `z` robust standard deviations from the median of all values."""
     if len(values) < 4:
         return {}
@@ -152,19 +152,20 @@ def build_report(store: Store, *, since: float, baseline_s: float, z: float, dri
 
     alerts: list[dict[str, Any]] = []
     busy = {k: g for k, g in gates.items() if g.transactions >= MIN_TRANSACTIONS}
-    for metric, values in (
+    metrics: list[tuple[str, dict[tuple[str, str], float]]] = [
         ("referral_rate", {k: g.referral_rate for k, g in busy.items()}),
         ("fta_rate", {k: g.fta_rate for k, g in busy.items()}),
-        ("median_score", {k: g.median_score for k, g in busy.items() if g.median_score is not None}),
-    ):
+        ("median_score", {k: float(g.median_score) for k, g in busy.items() if g.median_score is not None}),
+    ]
+    for metric, values in metrics:
         fleet = float(np.median(list(values.values()))) if values else None
-        for key, score in robust_outliers(values, z).items():  # type: ignore[arg-type]
+        for key, score in robust_outliers(values, z).items():
             alerts.append(
                 {
                     "site": key[0],
                     "gate": key[1],
                     "alert": f"{metric}_far_from_fleet",
-                    "value": round(float(values[key]), 4),  # type: ignore[arg-type]
+                    "value": round(float(values[key]), 4),
                     "fleet_median": round(fleet, 4) if fleet is not None else None,
                     "robust_z": round(score, 1),
                 }
@@ -339,7 +340,7 @@ def render_html(report: Report) -> str:
     for (s, d), v in sorted(report.daily.items()):
         n = v["transactions"]
         p50 = _percentile(v["decision_ms"], 50)
-        cells = (
+        day_cells = (
             s,
             d,
             str(n),
@@ -349,7 +350,7 @@ def render_html(report: Report) -> str:
             _fmt(p50 / 1000 if p50 is not None else None, 2),
             str(v["alarms"]),
         )
-        parts.append("<tr>" + "".join(f"<td>{esc(c)}</td>" for c in cells) + "</tr>")
+        parts.append("<tr>" + "".join(f"<td>{esc(c)}</td>" for c in day_cells) + "</tr>")
     parts.append("</table></body></html>")
     return "\n".join(parts)
 
