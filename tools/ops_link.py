@@ -211,7 +211,9 @@ def push_command(
     gate: str = typer.Option(..., "--gate", help="Target gate id."),
     site: str = typer.Option("demo-site", "--site", help="Target site id."),
     kind: str = typer.Option("gallery", "--kind", help="Bundle kind: gallery, config, keys, ..."),
-    chunk_bytes: int = typer.Option(256 * 1024, "--chunk-bytes", help="Chunk size (AWS IoT Core: <= 128 KiB)."),
+    chunk_bytes: int = typer.Option(
+        256 * 1024, "--chunk-bytes", help="Chunk size (AWS IoT Core: <= 90 KiB, base64 in JSON)."
+    ),
     timeout: float = typer.Option(600.0, "--timeout", help="Seconds to wait for the gate's final ack."),
     as_json: bool = _JSON,
     host: str = _HOST,

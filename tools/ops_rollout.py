@@ -534,7 +534,9 @@ def rollout_command(
     concurrency: int = typer.Option(16, "--concurrency", min=1, max=256, help="Transfers at once."),
     deadline: float = typer.Option(1800.0, "--deadline", help="Seconds to keep retrying offline gates."),
     offline_after: float = typer.Option(10.0, "--offline-after", help="Seconds without an answer = offline."),
-    chunk_bytes: int = typer.Option(256 * 1024, "--chunk-bytes", help="Chunk size (AWS IoT Core: <= 96 KiB)."),
+    chunk_bytes: int = typer.Option(
+        256 * 1024, "--chunk-bytes", help="Chunk size (AWS IoT Core: <= 90 KiB, base64 in JSON)."
+    ),
     db: str = typer.Option("egate-ops.sqlite", "--db", envvar="EGATE_OPS_DB", help="Ops database (state)."),
     as_json: bool = typer.Option(False, "--json", help="JSON lines: one per gate change, then the report."),
     protocol: str = typer.Option("5", "--protocol", envvar="EGATE_OPS_PROTOCOL", help="MQTT version: 5 or 3.1.1."),
