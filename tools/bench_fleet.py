@@ -35,7 +35,6 @@ from tools.broker_acl import gate_username, rabbitmq_gate_permissions, rabbitmq_
 from tools.fleet_sim import SimGate, make_sim_gate, synthetic_outcome
 from tools.local_rabbit import RabbitCluster
 from tools.ops_client import OpsClient
-from tools.ops_collect import Collector
 from tools.ops_rollout import RolloutRunner, RolloutState
 from tools.ops_store import Store
 
@@ -85,6 +84,65 @@ def _ops_client(cluster: RabbitCluster, password: str, node: int, **extra: Any) 
         reconnect_max_s=1.0,
         **extra,
     )
+
+
+class CollectorProcess:
+    """`egate ops collect` in a process of its own (as in production; not sharing the gates' GIL)."""
+
+    def __init__(
+        self, cluster: RabbitCluster, node: int, db: str, pwfile: Path, client_id: str, count: int, timeout_s: float
+    ) -> None:
+        import sys
+
+        ports = cluster.mqtt_ports
+        args = [
+            sys.executable,
+            "-m",
+            "tools.cli",
+            "ops",
+            "collect",
+            "--json",
+            "--no-rollouts",
+            "--site",
+            SITE,
+            "--db",
+            db,
+            "--client-id",
+            client_id,
+            "--count",
+            str(count),
+            "--timeout",
+            str(timeout_s),
+            "--protocol",
+            "3.1.1",
+            "--host",
+            cluster.host,
+            "--port",
+            str(ports[node]),
+            "--user",
+            OPS_USER,
+            "--password-file",
+            str(pwfile),
+        ]
+        for i, port in enumerate(ports):
+            if i != node:
+                args += ["--node", f"{cluster.host}:{port}"]
+        self.proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        assert self.proc.stdout is not None
+        first = json.loads(self.proc.stdout.readline() or "{}")  # "collecting": subscribed, ready
+        if first.get("event") != "collecting":
+            raise RuntimeError(f"collector did not start: {first}")
+
+    def wait(self) -> dict[str, Any]:
+        assert self.proc.stdout is not None
+        last: dict[str, Any] = {}
+        for line in self.proc.stdout:
+            try:
+                last = json.loads(line)
+            except ValueError:
+                continue
+        self.proc.wait()
+        return last
 
 
 def _replay_rate(target: Store, source: Store, batch: int = 500) -> float | None:
@@ -142,20 +200,18 @@ def run_fleet_bench(
     stores = {"sqlite": Store.open(str(workdir / "ops.sqlite"))}
     if postgres_dsn:
         stores["postgresql"] = Store.open(postgres_dsn)
-    collectors: dict[str, Collector] = {}
-    for i, (db, store) in enumerate(stores.items()):
+    total = gates * outcomes
+    pwfile = workdir / "ops-password"
+    pwfile.write_text(ops_password)
+    pwfile.chmod(0o600)
+    urls = {"sqlite": str(workdir / "ops.sqlite"), "postgresql": postgres_dsn or ""}
+    collectors: dict[str, CollectorProcess] = {}
+    for i, db in enumerate(stores):
         # The SQLite collector sits on the node that gets killed: its session must move with it.
         node = kill_node if (kill_node is not None and i == 0) else (i + 2) % len(ports)
-        client = _ops_client(
-            cluster,
-            ops_password,
-            node,
-            client_id=f"bench-collector-{db}-{os.getpid()}",
-            session_expiry_s=3600,
-            manual_ack=True,
+        collectors[db] = CollectorProcess(
+            cluster, node, urls[db], pwfile, f"bench-collector-{db}-{os.getpid()}", total, timeout_s
         )
-        collectors[db] = Collector(client, store, prefix="egate/v1", site=SITE, gap_check_s=3600)
-        collectors[db].start()
 
     def make(i: int) -> SimGate:
         g = names[i]
@@ -178,7 +234,6 @@ def run_fleet_bench(
     connect_s = time.monotonic() - t_start
 
     # ---------------------------------------------------------------- phase 1: outcomes + node kill
-    total = gates * outcomes
     rng = random.Random(19)
     payloads = {g: [synthetic_outcome(g, random.Random(rng.random())) for _ in range(outcomes)] for g in names}
     killed = threading.Event()
@@ -209,12 +264,11 @@ def run_fleet_bench(
     appended_s = time.monotonic() - t_phase1
     if killer is not None:
         killer.join(timeout=timeout_s)
-    first_insert: dict[str, float] = {}
     done_at: dict[str, float] = {}
+    summaries: dict[str, dict[str, Any]] = {}
     for db, collector in collectors.items():
-        collector.wait_stored(lambda s: s.inserted >= total, timeout_s)
+        summaries[db] = collector.wait()
         done_at[db] = time.monotonic()
-        first_insert[db] = t_phase1
     drained = all(s.outbox.depth() == 0 for s in sims)
     phase1: dict[str, Any] = {
         "outcomes_sent": total,
@@ -232,17 +286,15 @@ def run_fleet_bench(
             "GROUP BY gate, seq HAVING COUNT(*) > 1) AS d",
             (SITE,),
         )[0][0]
-        stats = collectors[db].stats
-        elapsed = done_at[db] - first_insert[db]
+        summary = summaries[db]
         phase1[db] = {
             "stored": int(rows[0]),
             "lost": total - int(rows[1]),
             "duplicates_stored": int(pairs),
-            "redeliveries_skipped": stats.duplicates,
+            "redeliveries_skipped": summary.get("duplicates"),
             "gaps": len(store.find_gaps()),
-            "seconds_to_all_stored": round(elapsed, 2),
-            "live_rows_per_s": round(stats.inserted / elapsed, 1) if elapsed > 0 else None,
-            "batches": stats.batches,
+            "seconds_to_all_stored": round(done_at[db] - t_phase1, 2),
+            "live_rows_per_s": summary.get("rows_per_s"),
             "store_rows_per_s": _replay_rate(store, stores["sqlite"]),
         }
 
@@ -305,8 +357,6 @@ def run_fleet_bench(
     }
     for s in sims:
         s.close()
-    for c in collectors.values():
-        c.close()
     for store in stores.values():
         store.close()
     return {

@@ -31,6 +31,25 @@ from types import TracebackType
 
 from tools.local_broker import free_port
 
+_LOW_PORTS = (20000, 32000)
+
+
+def low_free_port() -> int:
+    """A free port below Linux's ephemeral range (32768-60999). A killed node's listener must be able
+    to bind again on restart, and a client retrying to connect to a dead loopback port can be handed
+    that very port as its own source port (a TCP self-connect), keeping it busy."""
+    import random
+
+    for _ in range(200):
+        port = random.randrange(*_LOW_PORTS)
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    return free_port()
+
 
 def _sbin() -> Path:
     # The Debian wrapper in /usr/sbin switches to the `rabbitmq` user and fixed paths; the real scripts
@@ -71,7 +90,7 @@ class RabbitCluster:
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.host = "127.0.0.1"
-        self.epmd_port = free_port()
+        self.epmd_port = low_free_port()
         self.home = self.workdir / "home"
         self.home.mkdir(exist_ok=True)
         cookie = self.home / ".erlang.cookie"
@@ -81,7 +100,9 @@ class RabbitCluster:
         # A unique node name prefix per cluster: node names must not collide on this host's epmd.
         tag = f"{prefix}{os.getpid()}x{secrets.token_hex(2)}"
         self.nodes = [
-            RabbitNode(i, f"{tag}{i}@localhost", free_port(), free_port(), free_port(), self.workdir / f"node{i}")
+            RabbitNode(
+                i, f"{tag}{i}@localhost", low_free_port(), low_free_port(), low_free_port(), self.workdir / f"node{i}"
+            )
             for i in range(nodes)
         ]
         for node in self.nodes:
@@ -101,6 +122,9 @@ class RabbitCluster:
                     "mqtt.allow_anonymous = false",
                     "mqtt.durable_queue_type = quorum",
                     "mqtt.exchange = amq.topic",
+                    # Unacknowledged messages in flight to one MQTT subscriber (default 10): a collector
+                    # that acknowledges after each database commit needs a deeper window.
+                    "mqtt.prefetch = 500",
                     "loopback_users = none",
                     "cluster_formation.peer_discovery_backend = classic_config",
                     peers,

@@ -56,6 +56,16 @@ class CollectorStats:
     invalid: int = 0
     batches: int = 0
     gaps: int = 0
+    first_insert_at: float | None = None  # monotonic
+    last_insert_at: float | None = None
+
+    @property
+    def rows_per_s(self) -> float | None:
+        """New rows stored per second between the first and the last insert."""
+        if self.first_insert_at is None or self.last_insert_at is None:
+            return None
+        span = self.last_insert_at - self.first_insert_at
+        return round(self.inserted / span, 1) if span > 0 else None
 
 
 StatusListener = Callable[[str, str, str], None]
@@ -147,12 +157,18 @@ class Collector:
         if first is None:
             return []
         batch = [first]
+        # Take what is already queued; wait (briefly) only while more keeps coming.
         deadline = time.monotonic() + self._batch_wait_s
         while len(batch) < self._batch_max:
             try:
-                item = self._inbox.get(timeout=max(0.0, deadline - time.monotonic()))
+                item = self._inbox.get_nowait()
             except queue.Empty:
-                break
+                if time.monotonic() >= deadline or len(batch) < 2:
+                    break
+                try:
+                    item = self._inbox.get(timeout=max(0.0, deadline - time.monotonic()))
+                except queue.Empty:
+                    break
             if item is None:
                 self._stop.set()
                 break
@@ -186,6 +202,11 @@ class Collector:
             if message.qos > 0:
                 self.client.ack(message)
         with self._stored:
+            now = time.monotonic()
+            if inserted and self.stats.first_insert_at is None:
+                self.stats.first_insert_at = now
+            if inserted:
+                self.stats.last_insert_at = now
             self.stats.received += len(batch)
             self.stats.inserted += inserted
             self.stats.duplicates += duplicates
@@ -345,6 +366,7 @@ def collect_command(
             "acks": s.acks,
             "invalid": s.invalid,
             "gaps": s.gaps,
+            "rows_per_s": s.rows_per_s,
         }
     )
     store.close()
