@@ -273,3 +273,73 @@ def test_rollout_reaches_online_and_late_gates_and_reports_rejections(tmp_path: 
         for g in [*gates, late, gone]:
             g.close()
         store.close()
+
+
+def _rollout_cli(db: Path, broker: Mosquitto, bundle: Path, gates: str, deadline: float) -> tuple[int, list[dict]]:
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "tools.cli",
+            "ops",
+            "rollout",
+            str(bundle),
+            "--site",
+            SITE,
+            "--gates",
+            gates,
+            "--deadline",
+            str(deadline),
+            "--offline-after",
+            "1",
+            "--chunk-bytes",
+            "65536",
+            "--db",
+            str(db),
+            "--host",
+            broker.host,
+            "--port",
+            str(broker.port),
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        timeout=120,
+    )
+    return proc.returncode, [json.loads(line) for line in proc.stdout.splitlines()]
+
+
+def test_rollout_command_reports_and_a_later_rollout_delivers_the_earlier_one(
+    tmp_path: Path, broker: Mosquitto
+) -> None:
+    first, second = tmp_path / "a.bundle", tmp_path / "b.bundle"
+    first.write_bytes(os.urandom(150_000))
+    second.write_bytes(os.urandom(90_000))
+    db = tmp_path / "ops.sqlite"
+    gates = _gates(tmp_path, broker, 2)
+    late = make_sim_gate(tmp_path / "late", SITE, "gate-02", broker.host, broker.port)
+    try:
+        code, lines = _rollout_cli(db, broker, first, "gate-{00..02}", deadline=3)
+        assert code == 3  # one gate still pending at the deadline
+        report = lines[-1]
+        assert report["event"] == "report"
+        assert (report["applied"], report["rejected"], report["pending"]) == (2, {}, ["gate-02"])
+        assert {(line["gate"], line["state"]) for line in lines[:-1]} >= {
+            ("gate-00", "applied"),
+            ("gate-02", "offline"),
+        }
+
+        late.start()
+        assert late.link.wait_connected(20)
+        # A second rollout to the late gate: its `online` status also brings the first bundle.
+        code, lines = _rollout_cli(db, broker, second, "gate-02", deadline=30)
+        assert code == 0 and lines[-1]["applied"] == 1
+        want = {hashlib.sha256(first.read_bytes()).hexdigest(), hashlib.sha256(second.read_bytes()).hexdigest()}
+        assert set(late.applied) == want
+        with Store.open(str(db)) as store:
+            states = store.query("SELECT gate, state FROM rollout_gates WHERE gate = 'gate-02'")
+        assert [s for _, s in states] == ["applied", "applied"]
+    finally:
+        for g in [*gates, late]:
+            g.close()

@@ -252,6 +252,7 @@ class RolloutRunner:
         self.retry_min_s = retry_min_s
         self.retry_max_s = retry_max_s
         self.on_change = on_change
+        self.on_online: Callable[[str, str], None] | None = None  # e.g. RolloutResumer.gate_status
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self._stop = threading.Event()
@@ -275,6 +276,8 @@ class RolloutRunner:
         site, gate, rest = parts
         if rest == "status" and b'"online"' not in message.payload:
             return
+        if rest == "status" and self.on_online is not None:
+            self.on_online(site, gate)
         self.gate_seen(site, gate)
 
     def stop(self) -> None:
@@ -373,8 +376,11 @@ class RolloutResumer:
         concurrency: int = 4,
         chunk_bytes: int = 256 * 1024,
         offline_after_s: float = 10.0,
+        exclude: set[str] | None = None,
     ) -> None:
+        """`exclude`: rollout ids someone else is pushing (the running rollout's own)."""
         self.state = RolloutState(store)
+        self._exclude = exclude or set()
         self._factory = conn_factory
         self._client: OpsClient | None = None
         self._emit = emit
@@ -406,7 +412,7 @@ class RolloutResumer:
 
     def _push(self, site: str, gate: str) -> None:
         try:
-            plans = self.state.pending_for(site, gate)
+            plans = [p for p in self.state.pending_for(site, gate) if p.id not in self._exclude]
             if not plans:
                 return
             with self._slots:
@@ -448,7 +454,7 @@ class RolloutResumer:
 
     def close(self) -> None:
         for thread in self._threads:
-            thread.join(timeout=5)
+            thread.join(timeout=120)  # a push in progress finishes (or gives up) within its own limits
         if self._client is not None:
             self._client.close()
 
@@ -592,6 +598,15 @@ def rollout_command(
     )
     display = _Display(runner, as_json)
     runner.on_change = display.changed
+    # Gates this run sees coming online also get earlier rollouts still pending for them (past deadline).
+    resumer = RolloutResumer(
+        store,
+        conn_factory=lambda: ops_client(conn, protocol, nodes),
+        chunk_bytes=chunk_bytes,
+        offline_after_s=offline_after,
+        exclude={plan.id},
+    )
+    runner.on_online = lambda s, g: resumer.gate_status(s, g, "online")
     interrupted = False
     with display:
         try:
@@ -600,6 +615,7 @@ def rollout_command(
             interrupted = True
             runner.stop()
             report = runner.report()
+    resumer.close()
     client.close()
     store.close()
     report["interrupted"] = interrupted
