@@ -127,11 +127,13 @@ class CollectorProcess:
         for i, port in enumerate(ports):
             if i != node:
                 args += ["--node", f"{cluster.host}:{port}"]
-        self.proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        self.log = pwfile.parent / f"{client_id}.log"
+        with self.log.open("wb") as err:
+            self.proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=err, text=True)
         assert self.proc.stdout is not None
         first = json.loads(self.proc.stdout.readline() or "{}")  # "collecting": subscribed, ready
         if first.get("event") != "collecting":
-            raise RuntimeError(f"collector did not start: {first}")
+            raise RuntimeError(f"collector did not start: {first} {self.log.read_text()[-2000:]}")
 
     def wait(self) -> dict[str, Any]:
         assert self.proc.stdout is not None
