@@ -62,6 +62,10 @@ _V5_SILENT_CLOSES_TO_FALL_BACK = 2
 # Connections that end this soon after CONNACK with nothing of ours in flight, this many times in a row,
 # point at a topic ACL refusing the gate's own status/subscriptions.
 _SHORT_SESSION_S = 2.0
+# MQTT re-sends an unacknowledged publish only after a reconnect. A broker that lost track of it (a
+# cluster node died between our PUBLISH and its PUBACK) would hold the in-flight window full forever;
+# after this long without any PUBACK while connected, start over with a fresh client.
+_PUBACK_TIMEOUT_S = 30.0
 _SHORT_SESSIONS_TO_ALARM = 3
 
 
@@ -606,6 +610,7 @@ class MqttLink:
         window = self._config.max_inflight
         refusals = RefusalTracker(strikes_to_park=_STRIKES_TO_PARK, retry_s=_PARKED_RETRY_S)
         disconnects = self._disconnects
+        last_progress = time.monotonic()  # last PUBACK, or when the window was last empty
 
         def note_parked(before: int) -> None:
             self._parked_count = refusals.parked_count
@@ -639,6 +644,7 @@ class MqttLink:
                 generation = self._generation
                 inflight.clear()
                 cursor = 0
+                last_progress = time.monotonic()
             done: list[int] = []
             while True:
                 try:
@@ -661,6 +667,12 @@ class MqttLink:
                     if not refusals.refused(seq, f"PUBACK {reason}", at_once=denied):
                         rewind_to = seq - 1 if rewind_to is None else min(rewind_to, seq - 1)
                     note_parked(before)
+            if done or not inflight or not self._connected.is_set():
+                last_progress = time.monotonic()
+            elif time.monotonic() - last_progress > _PUBACK_TIMEOUT_S:
+                self._log.warning("link_puback_timeout", inflight=len(inflight), oldest_seq=min(inflight.values()))
+                last_progress = time.monotonic()
+                self._tasks.put(("renew", None))
             if done:
                 try:
                     self._acked += self._outbox.ack(done)
