@@ -123,6 +123,16 @@ class Postgres:
                     raise
                 time.sleep(0.1)
 
+    def new_database(self, name: str) -> str:
+        """Create an empty database; returns its DSN (tests that must not see each other's rows)."""
+        import psycopg
+
+        with psycopg.connect(
+            host=self.host, port=self.port, user=self.user, password=self.password, dbname="postgres", autocommit=True
+        ) as conn:
+            conn.execute(f'CREATE DATABASE "{name}"')
+        return f"postgresql://{self.user}:{self.password}@{self.host}:{self.port}/{name}"
+
     def stop(self) -> None:
         if self._started:
             self._run(self._bin / "pg_ctl", "-D", str(self.datadir), "-m", "immediate", "-w", "stop")
