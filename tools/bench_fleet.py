@@ -24,6 +24,7 @@ import subprocess
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -84,6 +85,18 @@ def _ops_client(cluster: RabbitCluster, password: str, node: int, **extra: Any) 
         reconnect_max_s=1.0,
         **extra,
     )
+
+
+def _keeping_low_fds_free(build: Callable[[], list[SimGate]], reserve: int) -> list[SimGate]:
+    """paho waits on its sockets with select(), which fails for file descriptors >= 1024 (paho then
+    treats the connection as lost, forever). 200 gates in one process hold ~1,300 descriptors, most
+    of them SQLite files: hold the lowest numbers while the outboxes open, so sockets get them."""
+    placeholders = [os.open(os.devnull, os.O_RDONLY) for _ in range(min(900, reserve))]
+    try:
+        return build()
+    finally:
+        for fd in placeholders:
+            os.close(fd)
 
 
 class CollectorProcess:
@@ -228,7 +241,7 @@ def run_fleet_bench(
             protocol="3.1.1",
         )
 
-    sims: list[SimGate] = [make(i) for i in range(gates)]
+    sims = _keeping_low_fds_free(lambda: [make(i) for i in range(gates)], 4 * gates + 50)
     t_start = time.monotonic()
     # Gates come up in waves, as a terminal's gates would after a power cut, not all in one instant:
     # RabbitMQ registers each MQTT client id in a cluster-wide Raft log, and a storm of CONNECTs on a
@@ -342,7 +355,7 @@ def run_fleet_bench(
     thread = threading.Thread(target=lambda: result.update(runner.run()), daemon=True)
     thread.start()
     time.sleep(late_s)  # the offline gates stay down this long: part of the scenario, not a synchronisation
-    revived = [make(i) for i in range(offline)]
+    revived = _keeping_low_fds_free(lambda: [make(i) for i in range(offline)], 4 * offline + 50)
     for s in revived:
         s.start()
     sims[:offline] = revived

@@ -175,10 +175,12 @@ class RabbitCluster:
             stderr=subprocess.DEVNULL,
         )
         _wait_port(self.host, self.epmd_port, 10.0, "epmd")
+        deadline = time.monotonic() + timeout
+        # One node at a time: nodes booting together race to join the MQTT plugin's client-id Raft
+        # cluster ("cluster_change_not_permitted"), and the cluster then stopped registering new MQTT
+        # clients after ~140 connections.
         for node in self.nodes:
             self._spawn(node)
-        deadline = time.monotonic() + timeout
-        for node in self.nodes:
             self._wait_booted(node, deadline)
         self._wait_clustered(deadline)
 
