@@ -52,10 +52,12 @@ CommandHandler = Callable[[bytes], CmdAck]
 _CLOSE_BUDGET_S = 4.0
 _REJECTED_PUBLISH_PAUSE_S = 5.0
 # A message the broker refuses this many times in a row (a failing PUBACK, or the connection closed while
-# it was the oldest unacknowledged: RabbitMQ's answer to a topic-ACL denial) is parked: it stays in the
-# outbox, the rest of the traffic flows past it, and it is tried again after _PARKED_RETRY_S.
+# it was the only one in flight: RabbitMQ's answer to a topic-ACL denial) is parked: it stays in the
+# outbox, the rest of the traffic flows past it, and it is tried again after _PARKED_RETRY_S, doubling
+# per refusal up to _PARKED_RETRY_MAX_S (see edge/publish_refusals.py).
 _STRIKES_TO_PARK = 3
-_PARKED_RETRY_S = 600.0
+_PARKED_RETRY_S = 30.0
+_PARKED_RETRY_MAX_S = 600.0
 # In `auto` mode, a broker that closes TCP this many times without a CONNACK to our v5 CONNECT (and never
 # accepted v5 on this link) is taken to speak 3.1.1 only (RabbitMQ 3.x does exactly that).
 _V5_SILENT_CLOSES_TO_FALL_BACK = 2
@@ -608,7 +610,9 @@ class MqttLink:
         rewind_to: int | None = None
         paused_until = 0.0
         window = self._config.max_inflight
-        refusals = RefusalTracker(strikes_to_park=_STRIKES_TO_PARK, retry_s=_PARKED_RETRY_S)
+        refusals = RefusalTracker(
+            strikes_to_park=_STRIKES_TO_PARK, retry_s=_PARKED_RETRY_S, retry_max_s=_PARKED_RETRY_MAX_S
+        )
         disconnects = self._disconnects
         last_progress = time.monotonic()  # last PUBACK, or when the window was last empty
 
@@ -620,7 +624,7 @@ class MqttLink:
             self._publish_refused = LinkError(
                 "publish_refused",
                 f"broker keeps refusing outbox message seq {parked.seq} ({parked.why}); held back in the "
-                f"outbox while other messages flow on, retried every {_PARKED_RETRY_S:.0f} s: check the "
+                f"outbox while other messages flow on, retried from {_PARKED_RETRY_S:.0f} s up to every {_PARKED_RETRY_MAX_S:.0f} s: check the "
                 f"broker's topic ACL for {self.topics.root}/#",
                 time.time(),
             )

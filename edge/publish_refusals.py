@@ -9,7 +9,9 @@ For the silent kind the tracker notices connections lost twice in a row with mes
 nothing acknowledged in between, then switches to probing: one message in flight at a time, so a
 connection closed during it convicts exactly that message. A message refused `strikes_to_park` times
 in a row is parked: it stays in the outbox (nothing decided is lost), the traffic behind it flows,
-and it is tried again every `retry_s` (the ACL may have been fixed). An ordinary outage does not
+and it is tried again after `retry_s`, doubling per new refusal up to `retry_max_s` (the ACL may have
+been fixed; and a broker that crashes connections for other reasons - RabbitMQ 3.10 drops an MQTT
+connection when a queue nacks a publish - looks the same from here, so the first retry comes soon). An ordinary outage does not
 park anything: the re-sent messages are acknowledged after the reconnect.
 """
 
@@ -31,13 +33,16 @@ class RefusalTracker:
         self,
         *,
         strikes_to_park: int = 3,
-        retry_s: float = 600.0,
+        retry_s: float = 30.0,
+        retry_max_s: float = 600.0,
         loops_to_probe: int = 2,
         probe_acks_to_end: int = 5,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._strikes_to_park = strikes_to_park
         self._retry_s = retry_s
+        self._retry_max_s = retry_max_s
+        self._parkings: dict[int, int] = {}  # seq -> times parked
         self._loops_to_probe = loops_to_probe
         self._probe_acks_to_end = probe_acks_to_end
         self._clock = clock
@@ -89,6 +94,7 @@ class RefusalTracker:
         for seq in seqs:
             self._loops = 0
             self._strikes.pop(seq, None)
+            self._parkings.pop(seq, None)
             if self._parked.pop(seq, None) is not None or seq in self._retrying:
                 self._retrying.discard(seq)
                 released = True
@@ -121,6 +127,8 @@ class RefusalTracker:
             return False
         del self._strikes[seq]
         self._retrying.discard(seq)
-        self._parked[seq] = self._clock() + self._retry_s
+        times = self._parkings.get(seq, 0)
+        self._parkings[seq] = times + 1
+        self._parked[seq] = self._clock() + min(self._retry_max_s, self._retry_s * 2**times)
         self.last_parked = Parked(seq, why)
         return True

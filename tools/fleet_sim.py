@@ -115,7 +115,7 @@ def make_sim_gate(
         username=username,
         reconnect_min_s=0.1,
         reconnect_max_s=reconnect_max_s,
-        keepalive_s=10,
+        keepalive_s=30,
     )
     outbox = Outbox(folder / "outbox.sqlite", outbox_config or OutboxConfig(), gate)
 
