@@ -190,6 +190,7 @@ class RabbitCluster:
         node.proc = subprocess.Popen(
             [str(_sbin() / "rabbitmq-server")],
             env=self._env(node),
+            cwd=node.base,  # crash dumps (MnesiaCore.*, erl_crash.dump) land here, not in the caller's folder
             stdout=out,
             stderr=subprocess.STDOUT,
             start_new_session=True,
@@ -282,6 +283,7 @@ class RabbitCluster:
         proc = subprocess.run(
             [str(_sbin() / "rabbitmqctl"), "-n", target.name, *args],
             env=self._env(target),
+            cwd=self.workdir,
             capture_output=True,
             text=True,
             timeout=60,
