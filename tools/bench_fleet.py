@@ -298,6 +298,8 @@ def run_fleet_bench(
         "node_killed": kill_node,
         "node_down_s": round(kill_times["restarted"] - kill_times["killed"], 1) if "restarted" in kill_times else None,
         "outboxes_drained": drained,
+        # Not yet delivered when the collectors' wait ended: still safe in the gates' outboxes.
+        "still_in_gate_outboxes": sum(s.outbox.depth() for s in sims),
     }
     for db, store in stores.items():
         rows = store.query(
@@ -311,6 +313,7 @@ def run_fleet_bench(
         summary = summaries[db]
         phase1[db] = {
             "stored": int(rows[0]),
+            # Sent but not stored when the wait ended (0 once everything arrived; see still_in_gate_outboxes).
             "lost": total - int(rows[1]),
             "duplicates_stored": int(pairs),
             "redeliveries_skipped": summary.get("duplicates"),
@@ -360,6 +363,9 @@ def run_fleet_bench(
         s.start()
     sims[:offline] = revived
     thread.join(timeout=timeout_s + 60)
+    if not result:  # the runner is still busy past the deadline: report where it stands
+        runner.stop()
+        result = runner.report()
     octets = _bytes_since(octets_before, ports)
     ops.close()
     phase2 = {
