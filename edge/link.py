@@ -46,6 +46,7 @@ from pydantic import BaseModel, ValidationError
 from edge.chunks import ChunkAssembler, ChunkResult, TransferAuthenticator
 from edge.messages import BundleAck, BundleChunk, CmdAck, HealthPayload, StatusPayload, utc_now
 from edge.outbox import Outbox, OutboxError
+from edge.publish_refusals import RefusalTracker
 from edge.settings.link import LinkConfig
 from edge.topics import GateTopics
 
@@ -101,6 +102,26 @@ class _WorkQueue:
             return len(self._urgent) + len(self._chunks)
 
 
+# A message the broker refuses this many times in a row (a failing PUBACK, or the connection closed while
+# it was the only one in flight: RabbitMQ's answer to a topic-ACL denial) is parked: it stays in the
+# outbox, the rest of the traffic flows past it, and it is tried again after _PARKED_RETRY_S, doubling
+# per refusal up to _PARKED_RETRY_MAX_S (see edge/publish_refusals.py).
+_STRIKES_TO_PARK = 3
+_PARKED_RETRY_S = 30.0
+_PARKED_RETRY_MAX_S = 600.0
+# In `auto` mode, a broker that closes TCP this many times without a CONNACK to our v5 CONNECT (and never
+# accepted v5 on this link) is taken to speak 3.1.1 only (RabbitMQ 3.x does exactly that).
+_V5_SILENT_CLOSES_TO_FALL_BACK = 2
+# Connections that end this soon after CONNACK with nothing of ours in flight, this many times in a row,
+# point at a topic ACL refusing the gate's own status/subscriptions.
+_SHORT_SESSION_S = 2.0
+# MQTT re-sends an unacknowledged publish only after a reconnect. A broker that lost track of it (a
+# cluster node died between our PUBLISH and its PUBACK) would hold the in-flight window full forever;
+# after this long without any PUBACK while connected, start over with a fresh client.
+_PUBACK_TIMEOUT_S = 30.0
+_SHORT_SESSIONS_TO_ALARM = 3
+
+
 @dataclass(frozen=True)
 class LinkCredentials:
     """Paths and secrets for the broker connection, resolved from `$CREDENTIALS_DIRECTORY` by the daemon."""
@@ -147,6 +168,7 @@ class LinkStats:
     outbox_depth: int
     work_queued: int = 0
     downlink_refused: int = 0
+    parked: int = 0  # outbox messages the broker keeps refusing, held back (see MqttLink.publish_refused)
 
 
 class _Client(mqtt.Client):
@@ -277,6 +299,12 @@ class MqttLink:
         self._acked = 0
         self._inflight_count = 0
         self._drain_first = False
+        self._disconnects = 0  # connections lost after CONNACK (the forwarder counts strikes with it)
+        self._v5_silent_closes = 0
+        self._connected_at = 0.0
+        self._short_sessions = 0
+        self._parked_count = 0
+        self._publish_refused: LinkError | None = None
         self._wake = threading.Event()
         self._acks: queue.SimpleQueue[tuple[int, bool, str]] = queue.SimpleQueue()
         self._work = _WorkQueue(config.work_queue_length)
@@ -298,6 +326,11 @@ class MqttLink:
     def last_error(self) -> LinkError | None:
         """Why the link is down (None while connected or before the first attempt)."""
         return self._last_error
+
+    @property
+    def publish_refused(self) -> LinkError | None:
+        """Alarm: outbox messages the broker keeps refusing (topic ACL), parked so the rest flows; else None."""
+        return self._publish_refused
 
     @property
     def protocol(self) -> str:
@@ -415,6 +448,7 @@ class MqttLink:
             outbox_depth=self._outbox.depth(),
             work_queued=len(self._work),
             downlink_refused=self._refused,
+            parked=self._parked_count,
         )
 
     # ------------------------------------------------------------------ client setup
@@ -473,18 +507,24 @@ class MqttLink:
         client.loop_start()
 
     def _fallback_to_311(self) -> None:
+        if self._replace_client(MQTTProtocolVersion.MQTTv311):
+            self._log.warning("link_protocol_fallback", protocol="3.1.1")
+
+    def _replace_client(self, protocol: MQTTProtocolVersion | None = None) -> bool:
+        """Start over with a fresh paho client: it forgets the messages the old one would re-send."""
         with self._client_lock:
             old = self._client
             if old is None or self._stopping.is_set():
-                return
+                return False
             old.disconnect()
             old.loop_stop()
-            self._protocol = MQTTProtocolVersion.MQTTv311
+            if protocol is not None:
+                self._protocol = protocol
             self._generation += 1
             self._client = self._new_client()
             self._connect(self._client)
         self._wake.set()
-        self._log.warning("link_protocol_fallback", protocol="3.1.1")
+        return True
 
     # ------------------------------------------------------------------ paho callbacks (network thread)
 
@@ -509,6 +549,7 @@ class MqttLink:
                 self._work.put("fallback", None, urgent=True, force=True)
             return
         self._connects += 1
+        self._connected_at = time.monotonic()
         self._last_error = None
         if self._protocol == MQTTProtocolVersion.MQTTv5:
             # no_local: bundle/+ also matches our own bundle/ack uplink (MQTT 5.0 section 3.8.3.1).
@@ -549,12 +590,43 @@ class MqttLink:
         was_connected = self._connected.is_set()
         self._connected.clear()
         self._drain_first = True
+        if was_connected:
+            self._disconnects += 1
         self._wake.set()
         if self._stopping.is_set():
             return
-        if was_connected:
-            self._last_error = LinkError("lost", f"connection to the broker lost ({reason_code})", time.time())
-            self._log.warning("link_disconnected", reason=str(reason_code))
+        if not was_connected:
+            self._on_closed_before_connack()
+            return
+        self._last_error = LinkError("lost", f"connection to the broker lost ({reason_code})", time.time())
+        self._log.warning("link_disconnected", reason=str(reason_code))
+        if time.monotonic() - self._connected_at < _SHORT_SESSION_S and self._inflight_count == 0:
+            self._short_sessions += 1
+        else:
+            self._short_sessions = 0
+        if self._short_sessions >= _SHORT_SESSIONS_TO_ALARM:
+            self._last_error = LinkError(
+                "not_authorised",
+                f"broker {self._config.host}:{self._config.port} closes the connection right after accepting it: "
+                f"its topic ACL probably refuses this gate's own topics ({self.topics.root}/#); check the "
+                "gate's user name and the broker's ACL",
+                time.time(),
+            )
+            self._log.error("link_closed_after_connect", sessions=self._short_sessions)
+
+    def _on_closed_before_connack(self) -> None:
+        # RabbitMQ 3.x answers an MQTT 5 CONNECT by closing TCP without any CONNACK.
+        if self._config.protocol != "auto" or self.protocol != "5" or self._connects > 0:
+            return
+        self._v5_silent_closes += 1
+        if self._v5_silent_closes == _V5_SILENT_CLOSES_TO_FALL_BACK:
+            self._last_error = LinkError(
+                "protocol",
+                f"broker {self._config.host}:{self._config.port} closed the connection without answering an "
+                "MQTT 5 CONNECT; retrying with MQTT 3.1.1",
+                time.time(),
+            )
+            self._work.put("fallback", None, urgent=True, force=True)
 
     def _on_publish(
         self,
@@ -639,16 +711,45 @@ class MqttLink:
         rewind_to: int | None = None
         paused_until = 0.0
         window = self._config.max_inflight
+        refusals = RefusalTracker(
+            strikes_to_park=_STRIKES_TO_PARK, retry_s=_PARKED_RETRY_S, retry_max_s=_PARKED_RETRY_MAX_S
+        )
+        disconnects = self._disconnects
+        last_progress = time.monotonic()  # last PUBACK, or when the window was last empty
+
+        def note_parked(before: int) -> None:
+            self._parked_count = refusals.parked_count
+            parked = refusals.last_parked
+            if refusals.parked_count <= before or parked is None:
+                return
+            self._publish_refused = LinkError(
+                "publish_refused",
+                f"broker keeps refusing outbox message seq {parked.seq} ({parked.why}); held back in the "
+                f"outbox while other messages flow on, retried from {_PARKED_RETRY_S:.0f} s up to every {_PARKED_RETRY_MAX_S:.0f} s: check the "
+                f"broker's topic ACL for {self.topics.root}/#",
+                time.time(),
+            )
+            self._log.error("outbox_publish_parked", seq=parked.seq, reason=parked.why, parked=refusals.parked_count)
+
         while not self._stopping.is_set():
             self._wake.wait(timeout=1.0)
             self._wake.clear()
             if self._stopping.is_set():
                 break
+            if disconnects != self._disconnects:
+                disconnects = self._disconnects
+                if generation == self._generation:
+                    before = refusals.parked_count
+                    if refusals.connection_lost(inflight.values()):
+                        # paho would re-send its whole queue (or the parked message) after every reconnect.
+                        self._work.put("renew", None, urgent=True, force=True)
+                    note_parked(before)
             if generation != self._generation:
                 # A new paho client lost the old one's in-memory queue: publish again from the oldest.
                 generation = self._generation
                 inflight.clear()
                 cursor = 0
+                last_progress = time.monotonic()
             done: list[int] = []
             while True:
                 try:
@@ -665,12 +766,33 @@ class MqttLink:
                     self._last_error = LinkError(
                         "refused", f"broker rejected outbox message seq {seq}: {reason}", time.time()
                     )
-                    rewind_to = seq - 1 if rewind_to is None else min(rewind_to, seq - 1)
+                    before = refusals.parked_count
+                    # 0x87 "Not authorized" is the topic ACL speaking: retrying the same message is pointless.
+                    denied = reason == "Not authorized"
+                    if not refusals.refused(seq, f"PUBACK {reason}", at_once=denied):
+                        rewind_to = seq - 1 if rewind_to is None else min(rewind_to, seq - 1)
+                    note_parked(before)
+            if done or not inflight or not self._connected.is_set():
+                last_progress = time.monotonic()
+            elif time.monotonic() - last_progress > _PUBACK_TIMEOUT_S:
+                self._log.warning("link_puback_timeout", inflight=len(inflight), oldest_seq=min(inflight.values()))
+                last_progress = time.monotonic()
+                self._work.put("renew", None, urgent=True, force=True)
             if done:
                 try:
                     self._acked += self._outbox.ack(done)
                 except OutboxError as exc:
                     self._log.error("outbox_ack_failed", error=str(exc))
+                if refusals.acked(done):
+                    self._parked_count = refusals.parked_count
+                    if refusals.parked_count == 0:
+                        self._publish_refused = None
+            if self._connected.is_set() and refusals.parked_count:
+                retry = refusals.due(inflight.values())
+                if retry is not None:
+                    # Try a parked message again (the ACL may have been fixed); parked anew if refused.
+                    self._parked_count = refusals.parked_count
+                    rewind_to = retry - 1 if rewind_to is None else min(rewind_to, retry - 1)
             if rewind_to is not None and not inflight:
                 cursor, rewind_to = rewind_to, None
                 paused_until = time.monotonic() + _REJECTED_PUBLISH_PAUSE_S
@@ -679,6 +801,7 @@ class MqttLink:
                 if inflight:
                     continue  # paho re-sends these first after the reconnect; keep the order
                 self._drain_first = False
+            window = refusals.window(self._config.max_inflight)
             if not self._connected.is_set() or len(inflight) >= window or rewind_to is not None:
                 continue
             if time.monotonic() < paused_until:
@@ -693,6 +816,9 @@ class MqttLink:
             if client is None or generation != self._generation:
                 continue
             for item in items:
+                if refusals.is_parked(item.seq):
+                    cursor = item.seq
+                    continue
                 info = client.publish(self.topics.for_kind(item.kind), item.body, qos=1)
                 if info.rc == MQTTErrorCode.MQTT_ERR_QUEUE_SIZE:
                     break
@@ -731,6 +857,8 @@ class MqttLink:
                     self._report_incomplete()
                 elif task == "fallback":
                     self._fallback_to_311()
+                elif task == "renew":
+                    self._replace_client()
             except Exception as exc:  # one bad message must not kill the downlink
                 self._log.error("link_task_failed", task=task, error=type(exc).__name__)
 

@@ -31,6 +31,10 @@ APT_PACKAGES=(
     libpcsclite-dev
     swig
     vsmartcard-vpcd
+    # fleet: clustered broker, ops database, socket byte counters (ss) for egate bench fleet
+    rabbitmq-server
+    postgresql
+    iproute2
 )
 PYTHON=${PYTHON:-python3}
 

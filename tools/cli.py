@@ -37,6 +37,7 @@ GROUPS: dict[str, tuple[str, list[str]]] = {
             "tools.bench_chip",
             "tools.bench_chunks",
             "tools.bench_fuzz",
+            "tools.bench_fleet",
         ],
     ),
     "diag": (
@@ -58,6 +59,9 @@ GROUPS: dict[str, tuple[str, list[str]]] = {
             "tools.ops_config",
             "tools.ops_csca",
             "tools.ops_link",
+            "tools.ops_collect",
+            "tools.ops_rollout",
+            "tools.ops_report",
         ],
     ),
 }

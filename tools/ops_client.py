@@ -55,6 +55,10 @@ class OpsError(RuntimeError):
         self.hint = hint
 
 
+class GateOffline(OpsError):
+    """The gate did not answer the first chunk of a push in time: it is probably offline."""
+
+
 class OpsClient:
     """A paho client for ops tools; subscriptions are re-made on every connect."""
 
@@ -72,13 +76,23 @@ class OpsClient:
         reconnect_max_s: float = 5.0,
         session_expiry_s: int = 0,
         check_reach: bool = False,
+        protocol: str = "5",
+        fallback_hosts: list[tuple[str, int]] | None = None,
+        manual_ack: bool = False,
     ) -> None:
         """`session_expiry_s` > 0 with a fixed `client_id` keeps the subscription and queues QoS 1 messages
-        at the broker while this client is away (MQTT 5.0 section 3.1.2.11.2): a collector misses nothing."""
+        at the broker while this client is away (MQTT 5.0 section 3.1.2.11.2): a collector misses nothing.
+        `protocol` "3.1.1" for brokers without MQTT 5 (RabbitMQ 3.x); there a persistent session is a
+        clean_session=false one. `fallback_hosts`: further nodes of a broker cluster, tried in turn when
+        the current one is unreachable or drops the connection. `manual_ack`: QoS 1 messages are
+        acknowledged only by `ack(message)` (a collector acks after its database commit)."""
         self.host = host
         self.port = port
         # The CLI fails fast on a broker it cannot reach; peers in tests may start before their broker.
         self._check_reach = check_reach
+        self._v5 = protocol != "3.1.1"
+        self._hosts = [(host, port), *(fallback_hosts or [])]
+        self._host_index = 0
         self._session_expiry_s = session_expiry_s
         self.prefix = prefix
         self._subs: dict[str, int] = {}
@@ -88,7 +102,8 @@ class OpsClient:
         self._client = mqtt.Client(
             callback_api_version=CallbackAPIVersion.VERSION2,
             client_id=client_id or f"egate-ops-{uuid.uuid4().hex[:12]}",
-            protocol=MQTTProtocolVersion.MQTTv5,
+            protocol=MQTTProtocolVersion.MQTTv5 if self._v5 else MQTTProtocolVersion.MQTTv311,
+            clean_session=None if self._v5 else session_expiry_s <= 0,
         )
         self._client.reconnect_delay_set(reconnect_min_s, reconnect_max_s)  # type: ignore[arg-type]
         self._client.max_inflight_messages_set(16)
@@ -103,9 +118,16 @@ class OpsClient:
         if username is not None:
             self._client.username_pw_set(username, password)
         self._client.on_connect = self._on_connect
+        self._client.on_connect_fail = self._on_connect_fail
         self._client.on_disconnect = self._on_disconnect
         self._client.on_message = self._on_message
         self._client.on_publish = self._on_publish
+        self._client.on_subscribe = self._on_subscribe
+        self._suback_events: dict[int, threading.Event] = {}
+        self._suback_lock = threading.Lock()
+        self._manual_ack = manual_ack
+        if manual_ack:
+            self._client.manual_ack_set(True)
         self._published: set[int] = set()
         self._published_cond = threading.Condition()
         self.refused: str | None = None
@@ -120,7 +142,9 @@ class OpsClient:
                 reach_broker(self.host, self.port)  # DNS failure, refusal and silence each said as such
             except PrecheckError as exc:
                 raise OpsError(exc.error, exc.hint) from None
-        if self._session_expiry_s > 0:
+        if not self._v5:
+            self._client.connect_async(self.host, self.port, keepalive=30)
+        elif self._session_expiry_s > 0:
             props = Properties(PacketTypes.CONNECT)
             props.SessionExpiryInterval = self._session_expiry_s
             self._client.connect_async(self.host, self.port, keepalive=30, clean_start=False, properties=props)
@@ -175,6 +199,23 @@ class OpsClient:
         props: Properties | None,
     ) -> None:
         self._connected.clear()
+        self._next_host(client)
+
+    def _on_connect_fail(self, client: mqtt.Client, userdata: object) -> None:
+        self._next_host(client)
+
+    def _next_host(self, client: mqtt.Client) -> None:
+        # Called in paho's network thread before it reconnects: point it at the next cluster node.
+        if len(self._hosts) < 2:
+            return
+        self._host_index = (self._host_index + 1) % len(self._hosts)
+        host, port = self._hosts[self._host_index]
+        try:
+            client.host = host
+            client.port = port
+        except RuntimeError:
+            return  # paho refuses while a socket is open; the next disconnect moves on
+        self.host, self.port = host, port
 
     def _on_publish(
         self, client: mqtt.Client, userdata: object, mid: int, rc: ReasonCode, props: Properties | None
@@ -193,30 +234,56 @@ class OpsClient:
     def _on_message(self, client: mqtt.Client, userdata: object, message: mqtt.MQTTMessage) -> None:
         with self._lock:
             callbacks = list(self._callbacks)
+        matched = False
         for topic_filter, callback in callbacks:
             if mqtt.topic_matches_sub(topic_filter, message.topic):
                 callback(message)
+                matched = True
+        if not matched and self._manual_ack and message.qos > 0:
+            # Nobody takes it (a resumed session delivers before callbacks exist): an unacknowledged
+            # message would hold one of the broker's in-flight slots for this connection forever.
+            client.ack(message.mid, message.qos)
+
+    def add_callback(self, topic_filter: str, callback: MessageCallback) -> None:
+        """Route messages matching `topic_filter` to `callback` without subscribing (register before
+        `connect()` when a persistent session will deliver at once)."""
+        with self._lock:
+            self._callbacks.append((topic_filter, callback))
 
     # ------------------------------------------------------------------ primitives
 
-    def subscribe(self, topic_filter: str, callback: MessageCallback, qos: int = 1, timeout: float = 10.0) -> None:
-        """Subscribe and wait for the SUBACK, so nothing published afterwards is missed."""
+    def subscribe(
+        self, topic_filter: str, callback: MessageCallback | None, qos: int = 1, timeout: float = 10.0
+    ) -> None:
+        """Subscribe and wait for the SUBACK, so nothing published afterwards is missed (`callback` None:
+        one registered with `add_callback` takes the messages)."""
         with self._lock:
             self._subs[topic_filter] = qos
-            self._callbacks.append((topic_filter, callback))
+            if callback is not None:
+                self._callbacks.append((topic_filter, callback))
         done = threading.Event()
-        previous = self._client.on_subscribe
+        with self._suback_lock:
+            # Under the lock so the SUBACK (network thread) cannot arrive before its event is registered.
+            _rc, mid = self._client.subscribe(topic_filter, qos)
+            if mid is not None:
+                self._suback_events[mid] = done
+        if mid is None or not done.wait(timeout):
+            raise OpsError(f"no SUBACK for {topic_filter} within {timeout} s")
 
-        def on_subscribe(*args: object) -> None:
+    def _on_subscribe(self, client: mqtt.Client, userdata: object, mid: int, *args: object) -> None:
+        with self._suback_lock:
+            done = self._suback_events.pop(mid, None)
+        if done is not None:
             done.set()
 
-        self._client.on_subscribe = on_subscribe
-        try:
-            self._client.subscribe(topic_filter, qos)
-            if not done.wait(timeout):
-                raise OpsError(f"no SUBACK for {topic_filter} within {timeout} s")
-        finally:
-            self._client.on_subscribe = previous
+    def unsubscribe_callback(self, topic_filter: str, callback: MessageCallback) -> None:
+        """Stop calling `callback` (the broker subscription stays: other callbacks may share it)."""
+        with self._lock:
+            self._callbacks = [(f, cb) for f, cb in self._callbacks if not (f == topic_filter and cb is callback)]
+
+    def ack(self, message: mqtt.MQTTMessage) -> None:
+        """Acknowledge a QoS 1 message received with `manual_ack` (after it is safely stored)."""
+        self._client.ack(message.mid, message.qos)
 
     def publish(self, topic: str, payload: bytes, qos: int = 1, retain: bool = False) -> mqtt.MQTTMessageInfo:
         return self._client.publish(topic, payload, qos=qos, retain=retain)
@@ -240,6 +307,7 @@ class OpsClient:
         progress: PushProgress | None = None,
         window: int = 8,
         before_send: Callable[[int], None] | None = None,
+        offline_after_s: float | None = None,
     ) -> BundleAck:
         """Send `data` in chunks to `.../bundle/<kind>` and return the gate's final ack (applied/rejected).
 
@@ -247,6 +315,10 @@ class OpsClient:
         reconnect, or when the last chunk came with gaps); with no answer for `probe_s` the last chunk is
         re-sent as a probe. Raises OpsError when no final ack came within `timeout`.
         `before_send(index)` runs before each chunk of the first pass (progress display, tests).
+        `offline_after_s`: send only the last chunk first, which the gate answers at once with the chunks
+        it still needs; no answer within that time raises GateOffline, having cost the broker one chunk
+        (a rollout tries offline gates again later). With a stable `transfer_id` a gate keeps what it
+        already received across attempts.
         """
         if not data:
             raise OpsError("bundle is empty")
@@ -301,11 +373,39 @@ class OpsClient:
             last_sent[index] = time.monotonic()
 
         deadline = time.monotonic() + timeout
-        for index in range(count):
-            if before_send is not None:
-                before_send(index)
-            send(index)
-            prog.sent += 1
+        try:
+            if offline_after_s is not None:
+                send(count - 1)
+                prog.sent += 1
+                try:
+                    first = acks.get(timeout=offline_after_s)
+                except queue.Empty:
+                    raise GateOffline(f"{site}/{gate} did not answer within {offline_after_s:.0f} s") from None
+                acks.put(first)
+            else:
+                for index in range(count):
+                    if before_send is not None:
+                        before_send(index)
+                    send(index)
+                    prog.sent += 1
+            return self._finish_push(acks, send, last_sent, prog, count, probe_s, deadline, tid, site, gate)
+        finally:
+            self.unsubscribe_callback(topics.bundle_ack, on_ack)
+
+    def _finish_push(
+        self,
+        acks: queue.SimpleQueue[BundleAck],
+        send: Callable[[int], None],
+        last_sent: dict[int, float],
+        prog: PushProgress,
+        count: int,
+        probe_s: float,
+        deadline: float,
+        tid: str,
+        site: str,
+        gate: str,
+    ) -> BundleAck:
+        timeout = deadline - time.monotonic()
         while time.monotonic() < deadline:
             try:
                 ack = acks.get(timeout=probe_s)
@@ -321,10 +421,14 @@ class OpsClient:
             now = time.monotonic()
             for first, last in ack.missing:
                 for index in range(first, last + 1):
-                    if now - last_sent.get(index, 0.0) > probe_s:
+                    if index not in last_sent or now - last_sent[index] > probe_s:
+                        fresh = index not in last_sent
                         send(index)
-                        prog.resent += 1
-        raise OpsError(f"no final ack for bundle transfer {tid} to {site}/{gate} within {timeout} s")
+                        if fresh:
+                            prog.sent += 1
+                        else:
+                            prog.resent += 1
+        raise OpsError(f"no final ack for bundle transfer {tid} to {site}/{gate} within {timeout:.0f} s")
 
     # ------------------------------------------------------------------ commands
 

@@ -370,7 +370,7 @@ def push_command(
         None, "--kind", help="Expected bundle kind; read from the file (a mismatch is refused)."
     ),
     chunk_bytes: int = typer.Option(
-        256 * 1024, "--chunk-bytes", help="Chunk size in bytes (AWS IoT Core: <= 128 KiB)."
+        256 * 1024, "--chunk-bytes", help="Chunk size in bytes (AWS IoT Core: <= 90 KiB, base64 in JSON)."
     ),
     timeout: float = typer.Option(600.0, "--timeout", help="Seconds to wait for the gate's final ack."),
     as_json: bool = _JSON,
