@@ -74,8 +74,8 @@ class SimGate:
     reject_code: str | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
-    def handle_bundle(self, kind: str, path: Path) -> BundleAck:
-        digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    def handle_bundle(self, kind: str, payload: bytes) -> BundleAck:
+        digest = hashlib.sha256(payload).hexdigest()
         if self.reject_code is not None:
             return BundleAck(kind=kind, gate=self.gate, status="rejected", code=self.reject_code, message="simulated")
         with self._lock:

@@ -32,6 +32,7 @@ import typer
 
 from edge.topics import split_topic
 from tools.ops_client import GateOffline, OpsClient, OpsError, PushProgress, read_bundle_file
+from tools.ops_link import _CA, _CERT, _HOST, _KEY, _PORT, _PREFIX, _PWFILE, _USER
 from tools.ops_store import Store, StoreError
 
 log = structlog.get_logger(__name__)
@@ -547,14 +548,14 @@ def rollout_command(
     as_json: bool = typer.Option(False, "--json", help="JSON lines: one per gate change, then the report."),
     protocol: str = typer.Option("5", "--protocol", envvar="EGATE_OPS_PROTOCOL", help="MQTT version: 5 or 3.1.1."),
     nodes: list[str] | None = typer.Option(None, "--node", envvar="EGATE_OPS_NODES", help="More cluster nodes."),
-    host: str = typer.Option("localhost", "--host", envvar="EGATE_OPS_HOST", help="Broker host."),
-    port: int = typer.Option(8883, "--port", envvar="EGATE_OPS_PORT", help="Broker port."),
-    ca: Path | None = typer.Option(None, "--ca", envvar="EGATE_OPS_CA", help="CA of the broker (PEM)."),
-    cert: Path | None = typer.Option(None, "--cert", envvar="EGATE_OPS_CERT", help="Client certificate (PEM)."),
-    key: Path | None = typer.Option(None, "--key", envvar="EGATE_OPS_KEY", help="Client private key (PEM)."),
-    user: str | None = typer.Option(None, "--user", envvar="EGATE_OPS_USER", help="MQTT user name."),
-    password_file: Path | None = typer.Option(None, "--password-file", envvar="EGATE_OPS_PASSWORD_FILE"),
-    prefix: str = typer.Option("egate/v1", "--prefix", help="Topic prefix of the gates."),
+    host: str = _HOST,
+    port: int = _PORT,
+    ca: Path | None = _CA,
+    cert: Path | None = _CERT,
+    key: Path | None = _KEY,
+    user: str | None = _USER,
+    password_file: Path | None = _PWFILE,
+    prefix: str = _PREFIX,
 ) -> None:
     """Push a bundle to many gates in parallel; resumable (run it again); ends with a report."""
     from tools.ops_collect import ops_client
