@@ -326,7 +326,9 @@ class Gallery:
             mask = tagged if mask is None else mask & tagged
         if flights:
             wanted = {f.upper() for f in flights}
-            off = [i for i, tags in self._tags.items() if tags.flights and not wanted & {f.upper() for f in tags.flights}]
+            off = [
+                i for i, tags in self._tags.items() if tags.flights and not wanted & {f.upper() for f in tags.flights}
+            ]
             if off:
                 allowed = np.ones(self.subject_count, dtype=bool)
                 allowed[off] = False

@@ -1045,7 +1045,8 @@ class SessionController:
         if error is not None:
             self._log.error("lane_decision_not_recorded", txn_id=s.txn_id, error=error)
             self._health["outbox"] = (False, f"decision not committed ({error})")
-            s.decision = Decision(Verdict.REFER, (Reason.DECISION_NOT_RECORDED,), best=s.decision and s.decision.best)
+            best = s.decision.best if s.decision is not None else None
+            s.decision = Decision(Verdict.REFER, (Reason.DECISION_NOT_RECORDED,), best=best)
             self._refer(s)
             return
         self._enter(LaneState.ACCEPT)

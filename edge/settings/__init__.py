@@ -30,6 +30,7 @@ from edge.settings.core import (
 )
 from edge.settings.gallery import GalleryConfig
 from edge.settings.lane import LaneConfig, Mode
+from edge.settings.limits import LimitError, check_limits
 from edge.settings.link import LinkConfig, OutboxConfig
 from edge.settings.locate import key_lines, line_of
 from engines.config import EngineConfig
@@ -69,6 +70,13 @@ class Settings(BaseModel):
             if name in self.lane.model_fields_set and str(getattr(self.lane, name)) != str(getattr(self.gate, name)):
                 raise ValueError(f"lane.{name} is taken from gate.{name}; remove it from [lane] and set gate.{name}")
         self.lane = self.lane.model_copy(update={"gate_id": self.gate.gate_id, "mode": Mode(self.gate.mode)})
+        return self
+
+    @model_validator(mode="after")
+    def _limits_the_parts_can_honour(self) -> Settings:
+        issues = check_limits(self)
+        if issues:
+            raise LimitError(issues)
         return self
 
     @model_validator(mode="after")
@@ -163,12 +171,18 @@ def load_settings_text(text: str, *, source: str = "<config>", environ: Mapping[
         env_paths = {path: ENV_PREFIX + ENV_NESTING.join(p.upper() for p in path) for path in overrides}
         issues = []
         for err in exc.errors(include_url=False):
-            loc = tuple(err["loc"])
-            key = ".".join(str(part) for part in loc) or "<root>"
-            env_name = next((name for path, name in env_paths.items() if loc[: len(path)] == path), None)
-            where = f"env {env_name}" if env_name else source
-            line = None if env_name else line_of(lines, loc)
-            issues.append(ConfigIssue(key, line, _explain(err), where))
+            cause = (err.get("ctx") or {}).get("error")
+            found = (
+                [(i.loc, i.message) for i in cause.issues]
+                if isinstance(cause, LimitError)
+                else [(tuple(err["loc"]), _explain(err))]
+            )
+            for loc, message in found:
+                key = ".".join(str(part) for part in loc) or "<root>"
+                env_name = next((name for path, name in env_paths.items() if loc[: len(path)] == path), None)
+                where = f"env {env_name}" if env_name else source
+                line = None if env_name else line_of(lines, loc)
+                issues.append(ConfigIssue(key, line, message, where))
         raise ConfigError(issues) from None
 
 
