@@ -57,6 +57,9 @@ def register(app: typer.Typer) -> None:
         version: int = typer.Option(0, "--version", min=0, help="Gallery version; 0 = current Unix time."),
         models: Path | None = typer.Option(None, "--models", help="Model cache (default: $EGATE_MODEL_DIR)."),
         flight: list[str] = typer.Option([], "--flight", help="Flight tag given to every subject."),
+        subject_flight: list[str] = typer.Option(
+            [], "--subject-flight", help="SUBJECT=FLIGHT: a flight tag for one subject only (repeatable)."
+        ),
         json_out: bool = typer.Option(False, "--json", help="Print the result as JSON."),
     ) -> None:
         """Detect, align and embed every photo; photos with no usable face are reported, not enrolled."""
@@ -66,6 +69,12 @@ def register(app: typer.Typer) -> None:
         from engines.models import default_model_dir
         from engines.pipeline import FaceEngine
 
+        own_flights: dict[str, list[str]] = {}
+        for item in subject_flight:
+            subject, sep, one = item.partition("=")
+            if not sep or not subject.strip() or not one.strip():
+                raise typer.BadParameter(f"--subject-flight {item!r}: use SUBJECT=FLIGHT, e.g. s-0001=LH123")
+            own_flights.setdefault(subject.strip(), []).append(one.strip().upper())
         private, key_id = load_signing_key(key)
         now = datetime.now(UTC)
         expires_at = parse_expiry(expires, now)
@@ -83,7 +92,8 @@ def register(app: typer.Typer) -> None:
                         continue
                     templates.append(np.asarray(observation.descriptor, np.float32))
                 if templates:
-                    subjects.append(SubjectEntry(subject_id, np.stack(templates), flights=list(flight)))
+                    tags = list(dict.fromkeys([*flight, *own_flights.get(subject_id, [])]))
+                    subjects.append(SubjectEntry(subject_id, np.stack(templates), flights=tags))
             model_id = engine.model_id
         if not subjects:
             typer.echo(f"no usable face in any photo ({len(no_face)} tried): no bundle written", err=True)

@@ -289,10 +289,13 @@ def build_signed_command(
 
 
 def cmd_command(
-    action: str = typer.Argument(..., help="set-mode, purge-gallery or request-status."),
+    action: str = typer.Argument(..., help="set-mode, set-flights, purge-gallery or request-status."),
     gate: str = typer.Option(..., "--gate", help="Target gate id."),
     site: str = typer.Option("demo-site", "--site", help="Target site id."),
     mode: str | None = typer.Option(None, "--mode", help="For set-mode: open, closed, maintenance, exit, ..."),
+    flights: str | None = typer.Option(
+        None, "--flights", help="For set-flights: comma-separated flights departing now (LH123,LH124); '' = any."
+    ),
     signing_key: Path = typer.Option(..., "--signing-key", help="Ed25519 private key (PEM) of an ops key."),
     key_id: str = typer.Option(..., "--key-id", help="Id of that key in the gates' trust store."),
     valid_for: float = typer.Option(300.0, "--valid-for", help="Seconds until the command expires."),
@@ -308,7 +311,12 @@ def cmd_command(
     prefix: str = _PREFIX,
 ) -> None:
     """Send a signed command to a gate and wait for its ack."""
-    names = {"set-mode": "set_mode", "purge-gallery": "purge_gallery", "request-status": "request_status"}
+    names = {
+        "set-mode": "set_mode",
+        "set-flights": "set_flights",
+        "purge-gallery": "purge_gallery",
+        "request-status": "request_status",
+    }
     if action not in names:
         _fail(f"unknown action {action!r}: use one of {', '.join(names)}", as_json)
     args: dict[str, str] = {}
@@ -316,6 +324,15 @@ def cmd_command(
         if not mode:
             _fail("set-mode needs --mode (open, closed, maintenance, exit, entry, boarding)", as_json)
         args["mode"] = str(mode)
+    if action == "set-flights":
+        from edge.lane_ops import parse_flights  # the gate's own rule; imported late: `egate --help` stays fast
+
+        if flights is None:
+            _fail("set-flights needs --flights (e.g. LH123,LH124; an empty string means any flight)", as_json)
+        try:
+            args["flights"] = ",".join(parse_flights(str(flights)))
+        except ValueError as exc:
+            _fail(str(exc), as_json)
     conn = _Conn(host, port, ca, cert, key, user, password_file, prefix)
     try:
         cmd_id, raw = build_signed_command(
