@@ -1044,7 +1044,7 @@ class SessionController:
         s.timings_ms["commit"] = _ms(self._clock.monotonic() - t0)
         if error is not None:
             self._log.error("lane_decision_not_recorded", txn_id=s.txn_id, error=error)
-            self._health["outbox"] = (False, f"decision not committed ({error})")
+            self._outbox_fault(f"decision not committed ({error})")
             best = s.decision.best if s.decision is not None else None
             s.decision = Decision(Verdict.REFER, (Reason.DECISION_NOT_RECORDED,), best=best)
             self._refer(s)
@@ -1082,7 +1082,7 @@ class SessionController:
         error = self._emit_record(s)
         if error is not None:
             self._log.error("lane_referral_not_recorded", txn_id=s.txn_id, error=error)
-            self._health["outbox"] = (False, f"record not committed ({error})")
+            self._outbox_fault(f"record not committed ({error})")
         if self._cfg.refer_hold_s <= 0:
             self._finish_session()
             self._after_session()
@@ -1125,7 +1125,13 @@ class SessionController:
         if error is not None:
             # The decision is on disk; its passage result is lost. Nobody passes until the store writes again.
             self._log.error("lane_record_not_committed", txn_id=s.txn_id, passage=passage, error=error)
-            self._health["outbox"] = (False, f"record not committed ({error})")
+            self._outbox_fault(f"record not committed ({error})")
+
+    def _outbox_fault(self, why: str) -> None:
+        """A failed commit makes the outbox faulty here at once (the first cause is kept); only its own
+        health report (DeviceHealth "outbox" ok, from the monitor's write probe) clears it."""
+        if self._health.get("outbox", (True, ""))[0]:
+            self._health["outbox"] = (False, why)
 
     def _emit_record(self, s: _Session, passage: PassageResult | None = None) -> str | None:
         """Commit one outcome record (never an image or a template): the decision, or with `passage` the

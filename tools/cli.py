@@ -32,6 +32,7 @@ GROUPS: dict[str, tuple[str, list[str]]] = {
             "tools.bench_search",
             "tools.bench_link",
             "tools.bench_lane",
+            "tools.bench_lane_faults",
         ],
     ),
     "diag": (

@@ -419,9 +419,15 @@ class MqttCollector:
         return [m.payload for m in self.of("outcome")]
 
     @property
-    def outcomes(self) -> list[dict[str, Any]]:
-        """Outcome records (the envelope's payload), in arrival order."""
+    def records(self) -> list[dict[str, Any]]:
+        """Every outcome record (the envelope's payload), in arrival order: decision and passage records."""
         return [m.payload["payload"] for m in self.of("outcome")]
+
+    @property
+    def outcomes(self) -> list[dict[str, Any]]:
+        """Finished sessions, in arrival order: a referral's decision record, an ACCEPT's passage record
+        (it repeats the decision and adds the turnstile's result). An ACCEPT still passing is not here."""
+        return [r for r in self.records if r.get("record") == "passage" or r.get("decision") != "accept"]
 
     @property
     def events(self) -> list[dict[str, Any]]:
@@ -765,6 +771,35 @@ class LaneRig:
                 fh.close()
         self._log_fh = self._err_fh = None
         return self.daemon_exit_code
+
+    def kill_daemon(self) -> None:
+        """SIGKILL, as a watchdog or a power cut would: no clean stop, nothing flushed beyond what was
+        committed. `start_daemon()` brings it back on the same state."""
+        proc = self.daemon
+        if proc is None:
+            return
+        proc.kill()
+        proc.wait()
+        self.daemon_exit_code = proc.returncode
+        self.daemon = None
+        for fh in (self._log_fh, self._err_fh):
+            if fh is not None:
+                fh.close()
+        self._log_fh = self._err_fh = None
+
+    def start_daemon(self, *, wait_in_service: bool = True) -> None:
+        """Start the daemon again (after `kill_daemon` / `stop_daemon`) on the same state and devices."""
+        self._start_daemon()
+        if wait_in_service:
+            self.wait_status(lambda s: s["in_service"], self.start_timeout_s, "the lane back in service")
+
+    def gate_openings(self) -> list[float]:
+        """Monotonic times (this process's clock) at which the simulated controller received an entry
+        release for one passage: the openings that really happened, whatever the daemon recorded."""
+        from tools.turnstile_sim import OUT_TEMPORARY_ON
+
+        entry = self.sim.io.entry_release_output
+        return [c.at for c in list(self.sim.history) if c.output_no == entry and c.control_code == OUT_TEMPORARY_ON]
 
     @property
     def daemon_running(self) -> bool:
