@@ -31,7 +31,11 @@ CASES = {
         5,
         "allowed up to 1048576",
     ),
-    "lane.required_devices": ('[lane]\nrequired_devices = ["camera", "lidar"]\n', 2, "allowed " + ", ".join(LANE_DEVICES)),
+    "lane.required_devices": (
+        '[lane]\nrequired_devices = ["camera", "lidar"]\n',
+        2,
+        "allowed " + ", ".join(LANE_DEVICES),
+    ),
     "lane.document_reader_device": ('[lane]\ndocument_reader_device = "mrz_scanner"\n', 2, "allowed 'document_reader'"),
 }
 

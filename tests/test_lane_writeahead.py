@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from edge.lane import Lane as DaemonLane
-from edge.outbox import Outbox, OutboxFull
+from edge.outbox import OutboxFull
 from edge.policy import Reason, Verdict
 from edge.session import (
     DeviceHealth,
