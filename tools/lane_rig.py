@@ -310,11 +310,13 @@ def prepare_ops(
     model_dir: Path | None = None,
     scope: str = "*",
     subject_ids: tuple[str, str] = ("subject-0001", "subject-0002"),
+    subject_flights: Mapping[str, str] | None = None,
 ) -> OpsMaterial:
     """Make an ops key and a signed gallery of the two expected travellers (photos stay in `folder`).
 
     `subject_ids`: the woman's and the man's gallery ids (entry/boarding tests derive them from a document
-    or boarding pass with edge.lane_adapters.HashedSubjectLookup)."""
+    or boarding pass with edge.lane_adapters.HashedSubjectLookup). `subject_flights`: subject id -> the
+    flight it is enrolled for (untagged when absent)."""
     from engines.models import default_model_dir
 
     folder.mkdir(parents=True, exist_ok=True)
@@ -334,6 +336,7 @@ def prepare_ops(
                 "--scope", scope,
                 "--expires", "24h",
                 "--models", str(model_dir or default_model_dir()),
+                *[arg for sid, fl in (subject_flights or {}).items() for arg in ("--subject-flight", f"{sid}={fl}")],
                 "--json",
             ]
         )
