@@ -466,7 +466,7 @@ class Lane:
         payload = lane_status.event_payload(event)
         if payload is not None and self.outbox is not None:
             self.outbox.append("event", payload.model_dump(mode="json"))
-        if event.kind in ("mode_changed", "in_service", "out_of_service"):
+        if event.kind in ("mode_changed", "flights_changed", "in_service", "out_of_service"):
             self.publish_status()
 
     # ---- turnstile -----------------------------------------------------------------------------------------

@@ -98,14 +98,7 @@ class Guidance(StrEnum):
 GateEventKind = TurnstileEventKind
 
 PassageResult = Literal[
-    "completed",
-    "timed_out",
-    "no_report",
-    "gate_refused",
-    "link_lost",
-    "tailgate",
-    "door_forced",
-    "emergency",
+    "completed", "timed_out", "no_report", "gate_refused", "link_lost", "tailgate", "door_forced", "emergency"
 ]
 
 

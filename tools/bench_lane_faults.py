@@ -42,7 +42,9 @@ def _wall_of(rig: LaneRig, mono: float) -> float:
     return time.time() - (time.monotonic() - mono)
 
 
-def run_sigkill_trial(rig: LaneRig, passages: int, *, seed: int = 13, round_timeout_s: float = 60.0) -> dict[str, Any]:
+def run_sigkill_trial(
+    rig: LaneRig, passages: int, *, seed: int = 13, round_timeout_s: float = 60.0, progress: bool = False
+) -> dict[str, Any]:
     """`passages` rounds of open -> SIGKILL -> restart on a started rig; returns the audit figures."""
     assert rig.sim is not None and rig.mqtt is not None
     rng = random.Random(seed)
@@ -70,6 +72,8 @@ def run_sigkill_trial(rig: LaneRig, passages: int, *, seed: int = 13, round_time
             raise TimeoutError(f"round {i}: the simulated gate did not come to rest after the kill")
         rig.start_daemon()
         _back_to_idle(rig, round_timeout_s)
+        if progress:
+            sys.stderr.write(f"lane-kill: round {i + 1}/{passages} ({point}), openings {seen}\n")
     rig.show(rig.prepare_scene([]))  # an empty lane: no new traveller while the outbox drains
     openings = rig.gate_openings()
     drained = _wait_drained(rig, timeout=120.0)
@@ -172,7 +176,7 @@ def lane_kill_command(
 
     def run(folder: Path) -> dict[str, Any]:
         with LaneRig(folder, plan=None, time_scale=0.5) as rig:
-            return run_sigkill_trial(rig, passages, seed=seed)
+            return run_sigkill_trial(rig, passages, seed=seed, progress=True)
 
     if keep is not None:
         result = run(keep)
