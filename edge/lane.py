@@ -32,7 +32,7 @@ from drivers.turnstile.base import GateEvent
 from drivers.turnstile.config import parse_scbk
 from drivers.turnstile.osdp import OsdpGateController
 from edge import lane_status
-from edge.bundles import BundleRejected, BundleVerifier, Scope, VersionState
+from edge.bundles import BundleRejected, BundleVerifier, RejectCode, Scope, VersionState
 from edge.daemon import Component, Health, StartError
 from edge.gallery import GalleryExpiryWatcher, GalleryStore
 from edge.lane_adapters import (
@@ -284,6 +284,7 @@ class Lane:
         pushes a good one."""
         assert self.gallery is not None
         now = datetime.now(UTC)
+        stored = self.gallery.path.exists()
         try:
             g = self.gallery.load(now)
         except Exception as exc:
@@ -291,6 +292,12 @@ class Lane:
             self._log.error("gallery_load_failed", error=str(exc), fix="push the gallery again from ops")
             return
         if g is None:
+            if stored:  # it expired while the gate was down: purged by load(), refused like an expired push
+                self._gallery_refused = (
+                    f"gallery on disk refused ({RejectCode.EXPIRED.value}): it expired and was purged; push a "
+                    "current gallery (egate ops gallery build ... && egate ops push ...)"
+                )
+                self._log.error("gallery_refused_at_start", code=RejectCode.EXPIRED.value)
             return
         try:
             verifier.recheck(g.header, now)

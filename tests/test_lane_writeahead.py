@@ -279,3 +279,54 @@ def test_real_outbox_reports_a_disk_floor_and_a_failed_commit(tmp_path: Path) ->
 
 def test_outbox_config_floor_default_is_documented() -> None:
     assert OutboxConfig().min_free_disk_bytes > 0
+
+
+# ---- the gallery on disk, checked at start with the push rules ------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("case", "code"),
+    [("good", None), ("other_model", "wrong_model"), ("other_gate", "wrong_scope"), ("expired", "expired")],
+)
+def test_gallery_on_disk_is_checked_at_start_like_a_push(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, case: str, code: str | None
+) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from edge.bundles import BundleScope
+    from edge.gallery import write_encrypted
+    from tests.gallery_fixtures import GALLERY_KEY, MODEL_ID, gallery_bundle, new_ops_key, random_subjects
+
+    creds = tmp_path / "creds"
+    creds.mkdir()
+    (creds / "gallery.key").write_bytes(GALLERY_KEY)
+    monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(creds))
+    settings = Settings.model_validate(
+        {"gate": {"site_id": "ams", "gate_id": "g07"}, "state": {"state_dir": str(tmp_path / "state")}}
+    )
+    now = datetime.now(UTC)
+    raw = gallery_bundle(
+        new_ops_key(),
+        random_subjects(3, seed=2),
+        model_id="another-model" if case == "other_model" else MODEL_ID,
+        scope=BundleScope(site="ams", gates=("g99",)) if case == "other_gate" else BundleScope(site="ams"),
+        issued_at=now - timedelta(hours=2),
+        expires_at=now - timedelta(minutes=1) if case == "expired" else now + timedelta(hours=2),
+    )
+    write_encrypted(tmp_path / "state" / "gallery" / "gallery.egal", raw, GALLERY_KEY)
+    lane = DaemonLane(settings)
+    lane._start_gallery()
+    lane._finish_gallery(MODEL_ID, 0.6)  # what the engine reports once loaded
+    try:
+        health = lane._gallery_health()
+        assert lane.gallery is not None
+        if code is None:
+            assert health.ok and lane.gallery.current is not None
+            return
+        assert not health.ok and f"gallery on disk refused ({code})" in health.detail
+        assert "egate ops push" in health.detail
+        assert lane.gallery.current is None  # nothing of it is matched against
+        # The lane's own seam: a refused gallery is reported as the device `gallery` at the lane's start.
+        assert lane._gallery_refused is not None
+    finally:
+        lane._close_gallery()
