@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -99,7 +100,7 @@ def test_full_filesystem_no_opening_without_a_record_then_back_in_service(
         assert rig.mqtt is not None
         filler = fill(small_tmpfs)
         openings = len(rig.gate_openings())
-        rig.play(["male", 20])
+        rig.play(["male", 20], loop=True)  # the traveller keeps coming back
         rig.wait_status(lambda s: not s["in_service"], 60, "the lane out of service on a full disk")
         rig.wait_status(
             lambda s: any(r.startswith("outbox:") for r in s["out_of_service_reasons"]), 20, "the outbox as reason"
@@ -112,12 +113,46 @@ def test_full_filesystem_no_opening_without_a_record_then_back_in_service(
             "the outbox row with its fix hint",
         )
         filler.unlink()  # space again: the outbox's write probe succeeds and the lane serves again
-        rig.wait_status(lambda s: s["in_service"] and s["state"] == "idle", 30, "the lane back in service")
-        rig.play(["male", 30])
+        rig.wait_status(lambda s: s["in_service"], 30, "the lane back in service")
         rig.wait_outcomes(1, timeout=60)
         assert len(rig.gate_openings()) > openings
         figures = audit(rig.mqtt.records, rig.gate_openings()[openings:], rig)
         assert figures["openings_without_record"] == 0 and figures["duplicate_openings"] == 0, figures
+
+
+def test_outbox_at_its_limit_keeps_the_lane_out_until_the_link_drains_it(
+    tmp_path: Path, ops_material: OpsMaterial
+) -> None:
+    from edge.outbox import Outbox
+    from edge.settings.link import OutboxConfig
+
+    limits = {"max_messages": 100, "alarm_ratio": 0.5}
+    with LaneRig(tmp_path / "rig", plan=None, ops=ops_material, config={"outbox": limits}) as rig:
+        assert rig.mqtt is not None and rig.broker is not None
+        rig.broker.stop()  # ops unreachable: nothing drains
+        rig.stop_daemon()
+        # The queue a long link outage leaves behind: at its limit when the gate starts again.
+        with Outbox(rig.state_dir / "outbox.sqlite", OutboxConfig(**limits), rig.gate) as box:
+            while box.stats().fill_ratio < 1.0:
+                box.append("event", {"type": "other", "message": "queued during the outage"})
+        openings = len(rig.gate_openings())
+        rig.start_daemon(wait_in_service=False)
+        st = rig.wait_status(
+            lambda s: any(r.startswith("outbox: full") for r in s["out_of_service_reasons"]), 60, "outbox full"
+        )
+        assert not st["in_service"] and "drains" in st["devices"]["outbox"]["detail"]
+        # The traveller keeps coming back (a looped scene): at a gate that cannot record, nobody passes.
+        scene = rig.play(["male", 20], loop=True)
+        shown = time.monotonic() + 2 * scene.duration_s
+        rig.wait_status(lambda _s: time.monotonic() >= shown, 2 * scene.duration_s + 10, "the traveller shown twice")
+        assert rig.status()["state"] == "out_of_service"
+        assert len(rig.gate_openings()) == openings
+        rig.broker.start()  # the link drains the queue: back in service
+        rig.wait_status(lambda s: s["in_service"], 90, "back in service")
+        [record] = rig.wait_outcomes(1, timeout=60)
+        assert record["decision"] == "accept" and record["passage"] == "completed"
+        figures = audit(rig.mqtt.records, rig.gate_openings()[openings:], rig)
+        assert figures["openings"] >= 1 and figures["openings_without_record"] == 0, figures
 
 
 def test_gallery_for_another_model_is_refused_at_start_with_the_push_code(
