@@ -81,10 +81,14 @@ def _short(rest: str, value: Any) -> str:
     if not isinstance(value, dict):
         return str(value)[:80]
     if rest == "status":
-        return f"{value.get('state')} mode={value.get('mode')} gallery={value.get('gallery_version')}"
+        flights = ",".join(value.get("flights") or []) or "any"
+        return f"{value.get('state')} mode={value.get('mode')} gallery={value.get('gallery_version')} flights={flights}"
     if rest in ("outcome", "event"):
         payload = value.get("payload", {})
         kind = payload.get("type") or payload.get("decision") or ""
+        if rest == "outcome":  # a decision record, or the passage record of an ACCEPT (same txn)
+            kind = f"{payload.get('record', 'decision')} {kind} {payload.get('passage') or ''}".rstrip()
+            kind += f" txn={str(payload.get('txn_id'))[:13]}"
         return f"seq={value.get('seq')} {kind} id={str(value.get('id'))[:13]}"
     if rest == "health":
         return f"fps={value.get('fps')} outbox={value.get('outbox_depth')}"
