@@ -43,9 +43,17 @@ def _wall_of(rig: LaneRig, mono: float) -> float:
 
 
 def run_sigkill_trial(
-    rig: LaneRig, passages: int, *, seed: int = 13, round_timeout_s: float = 60.0, progress: bool = False
+    rig: LaneRig,
+    passages: int,
+    *,
+    seed: int = 13,
+    round_timeout_s: float = 60.0,
+    progress: bool = False,
+    max_seconds: float | None = None,
 ) -> dict[str, Any]:
-    """`passages` rounds of open -> SIGKILL -> restart on a started rig; returns the audit figures."""
+    """`passages` rounds of open -> SIGKILL -> restart on a started rig; returns the audit figures.
+
+    `max_seconds`: start no new round after this long (the figures say how many rounds ran)."""
     assert rig.sim is not None and rig.mqtt is not None
     rng = random.Random(seed)
     kills: Counter[str] = Counter()
@@ -53,6 +61,8 @@ def run_sigkill_trial(
     rig.play(list(TRAVELLER_PLAN), loop=True)
     seen = len(rig.gate_openings())
     for i in range(passages):
+        if max_seconds is not None and time.monotonic() - started > max_seconds:
+            break
         point = KILL_POINTS[i % len(KILL_POINTS)]
         # The first opening since the last kill: no traveller was walking then (see _gate_at_rest).
         if not _wait_opening(rig, seen, round_timeout_s):
@@ -168,6 +178,7 @@ def audit(records: list[dict[str, Any]], openings: list[float], rig: LaneRig) ->
 def lane_kill_command(
     passages: int = typer.Option(30, "--passages", min=1, max=10_000, help="Accepted passages to kill the daemon in."),
     seed: int = typer.Option(13, "--seed", help="Seed of the mid-passage kill delays."),
+    max_seconds: float = typer.Option(0.0, "--max-seconds", help="Start no new round after this long (0: no limit)."),
     as_json: bool = typer.Option(False, "--json", help="Print the result as one JSON line."),
     keep: Path | None = typer.Option(None, "--keep", help="Run in this folder and keep it (daemon log, config)."),
 ) -> None:
@@ -176,7 +187,7 @@ def lane_kill_command(
 
     def run(folder: Path) -> dict[str, Any]:
         with LaneRig(folder, plan=None, time_scale=0.5) as rig:
-            return run_sigkill_trial(rig, passages, seed=seed, progress=True)
+            return run_sigkill_trial(rig, passages, seed=seed, progress=True, max_seconds=max_seconds or None)
 
     if keep is not None:
         result = run(keep)
