@@ -164,7 +164,7 @@ class CommandPayload(BaseModel):
 
     payload_version: Literal[1] = Field(1, description="Layout version of the command payload.")
     command_id: str = Field(..., pattern=ID_PATTERN, description="Id echoed in the command ack.")
-    name: Literal["purge_gallery", "set_mode", "request_status"] = Field(..., description="What to do.")
+    name: Literal["purge_gallery", "set_mode", "request_status", "set_flights"] = Field(..., description="What to do.")
     args: dict[str, str | int | float | bool] = Field(default_factory=dict, description="Command arguments.")
 
 
@@ -358,6 +358,34 @@ class BundleVerifier:
         self.clock_skew = clock_skew
         self.config_validator = config_validator
 
+    def recheck(self, header: BundleHeader, now: datetime) -> None:
+        """The rules a stored bundle can break after it was applied (this gate's scope or face model
+        changed, time passed): the same codes and messages as `verify`, for the gallery loaded at start."""
+        self._check_scope(header)
+        self._check_expiry(header, now)
+        self._check_model(header)
+
+    def _check_scope(self, header: BundleHeader) -> None:
+        if not header.scope.covers(self.gate_scope):
+            raise BundleRejected(
+                RejectCode.WRONG_SCOPE,
+                f"bundle is for {header.scope}, this gate is {self.gate_scope.site}:{self.gate_scope.gate}",
+            )
+
+    def _check_expiry(self, header: BundleHeader, now: datetime) -> None:
+        if now >= header.expires_at:
+            raise BundleRejected(
+                RejectCode.EXPIRED, f"bundle expired at {header.expires_at.isoformat()} (now {now.isoformat()})"
+            )
+
+    def _check_model(self, header: BundleHeader) -> None:
+        if header.gallery is not None and header.gallery.model_id != self.model_id:
+            raise BundleRejected(
+                RejectCode.WRONG_MODEL,
+                f"gallery built with model {header.gallery.model_id!r}, this gate runs {self.model_id!r}: "
+                "rebuild the gallery with the gate's model",
+            )
+
     def verify(self, raw: bytes, now: datetime) -> VerifiedBundle:
         """Return the verified bundle or raise BundleRejected (logged without any payload content)."""
         if now.tzinfo is None:
@@ -433,33 +461,21 @@ class BundleVerifier:
                 RejectCode.TOO_LARGE,
                 f"payload of {header.payload_length} bytes exceeds gallery.max_bundle_bytes={self.max_bytes}",
             )
-        if not header.scope.covers(self.gate_scope):
-            raise BundleRejected(
-                RejectCode.WRONG_SCOPE,
-                f"bundle is for {header.scope}, this gate is {self.gate_scope.site}:{self.gate_scope.gate}",
-            )
+        self._check_scope(header)
         if now + self.clock_skew < header.issued_at:
             raise BundleRejected(
                 RejectCode.NOT_YET_VALID,
                 f"bundle issued_at {header.issued_at.isoformat()} is in the future (gate clock "
                 f"{now.isoformat()}): check NTP on the gate and ops",
             )
-        if now >= header.expires_at:
-            raise BundleRejected(
-                RejectCode.EXPIRED, f"bundle expired at {header.expires_at.isoformat()} (now {now.isoformat()})"
-            )
+        self._check_expiry(header, now)
         last = self.state.last(header.kind)
         if header.version <= last:
             raise BundleRejected(
                 RejectCode.ROLLBACK,
                 f"{header.kind} version {header.version} is not newer than the applied version {last}",
             )
-        if header.gallery is not None and header.gallery.model_id != self.model_id:
-            raise BundleRejected(
-                RejectCode.WRONG_MODEL,
-                f"gallery built with model {header.gallery.model_id!r}, this gate runs {self.model_id!r}: "
-                "rebuild the gallery with the gate's model",
-            )
+        self._check_model(header)
         return header
 
     def _parse_payload(self, header: BundleHeader, payload: memoryview) -> Any:

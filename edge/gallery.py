@@ -18,7 +18,7 @@ from __future__ import annotations
 import os
 import struct
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -235,12 +235,15 @@ class Gallery:
         now: datetime | None = None,
         flight: str | None = None,
         lane: str | None = None,
+        flights: Sequence[str] | None = None,
         policy: MatchPolicy | None = None,
     ) -> SearchResult:
         """1:N: the `k` nearest eligible subjects and the decision (threshold and margin rule).
 
         Eligible: inside the subject's validity window at `now` (default: the current time), tagged
-        with `flight` when one is given, and tagged with `lane` or with no lane tag at all.
+        with `flight` when one is given, tagged with one of `flights` or with no flight tag when those
+        are given (the lane's scope: an untagged gallery matches everyone), and tagged with `lane` or
+        with no lane tag at all.
         """
         policy = policy or self.policy
         k = k or policy.top_k
@@ -248,7 +251,7 @@ class Gallery:
         q = as_query(descriptor, self.dim)
         with self._lock:
             self._check_open(now)
-            mask = self._eligible(now, flight, lane)
+            mask = self._eligible(now, flight, lane, flights)
             rows = None if mask is None else self._matrix.rows_mask(mask)
             found = self._matrix.nearest_subjects(q, max(k, 2), rows)
             candidates = tuple(Candidate(self._decoded.subject_id(s), d) for s, d in found[:k])
@@ -295,7 +298,23 @@ class Gallery:
                 self._index = {sid: i for i, sid in enumerate(self._decoded.subject_ids())}
             return self._index.get(subject_id)
 
-    def _eligible(self, now: datetime, flight: str | None, lane: str | None) -> np.ndarray | None:
+    def scope_of(self, subject_id: str, *, lane: str | None, flights: Sequence[str]) -> str | None:
+        """Why `subject_id` is outside a lane's scope: "lane", "flight", or None when it is inside (or
+        unknown). Same rule as `search`: untagged subjects are eligible everywhere."""
+        index = self._subject_index(subject_id)
+        with self._lock:
+            tags = self._tags.get(index) if index is not None else None
+        if tags is None:
+            return None
+        if lane is not None and tags.lanes and lane not in tags.lanes:
+            return "lane"
+        if flights and tags.flights and not set(flights) & {f.upper() for f in tags.flights}:
+            return "flight"
+        return None
+
+    def _eligible(
+        self, now: datetime, flight: str | None, lane: str | None, flights: Sequence[str] | None = None
+    ) -> np.ndarray | None:
         d = self._decoded
         mask: np.ndarray | None = None
         if d.valid_from is not None and d.valid_until is not None:
@@ -305,6 +324,15 @@ class Gallery:
             tagged = np.zeros(self.subject_count, dtype=bool)
             tagged[[i for i, tags in self._tags.items() if flight in tags.flights]] = True
             mask = tagged if mask is None else mask & tagged
+        if flights:
+            wanted = {f.upper() for f in flights}
+            off = [
+                i for i, tags in self._tags.items() if tags.flights and not wanted & {f.upper() for f in tags.flights}
+            ]
+            if off:
+                allowed = np.ones(self.subject_count, dtype=bool)
+                allowed[off] = False
+                mask = allowed if mask is None else mask & allowed
         if lane is not None:
             barred = [i for i, tags in self._tags.items() if tags.lanes and lane not in tags.lanes]
             if barred:

@@ -32,7 +32,7 @@ from drivers.turnstile.base import GateEvent
 from drivers.turnstile.config import parse_scbk
 from drivers.turnstile.osdp import OsdpGateController
 from edge import lane_status
-from edge.bundles import BundleVerifier, Scope, VersionState
+from edge.bundles import BundleRejected, BundleVerifier, RejectCode, Scope, VersionState
 from edge.csca import CscaStore
 from edge.daemon import Component, Health, StartError
 from edge.display.feed import DisplayFeed, supervisor_view
@@ -46,14 +46,14 @@ from edge.lane_adapters import (
     gate_event_in,
     gate_guidance,
 )
-from edge.lane_ops import OpsHandler
+from edge.lane_ops import OpsHandler, read_flights
 from edge.lane_page import PageReader
 from edge.lane_status import config_fingerprint, software_version
 from edge.lane_vision import FaceWorker
 from edge.link import LinkCredentials, MqttLink
 from edge.matching import MatchPolicy
 from edge.messages import HealthPayload, StatusPayload
-from edge.outbox import Outbox
+from edge.outbox import Outbox, OutboxError
 from edge.secrets import CredentialError, read_credential
 from edge.session import (
     BoardingPassRead,
@@ -67,6 +67,7 @@ from edge.session import (
     Maintenance,
     OutcomeRecord,
     SessionController,
+    SetFlights,
     VersionInfo,
 )
 from edge.settings import Settings
@@ -129,6 +130,7 @@ class Lane:
         self.csca: CscaStore | None = None
         self.trust: TrustStore | None = None
         self._gallery_key = b""  # read at the gallery's start, used once the engine's model id is known
+        self._gallery_refused: str | None = None  # why the gallery on disk was refused at start
         self.verifier: BundleVerifier | None = None
         self.ops: OpsHandler | None = None
         self.engine: FaceEngine | None = None
@@ -152,6 +154,7 @@ class Lane:
         self._display_language: str | None = None
         self._display_state: LaneState | None = None
         self.device_health: dict[str, tuple[bool, str]] = {}
+        self._report_lock = threading.Lock()
         self._gate_waiters: dict[str, tuple[threading.Event, list[GateEvent]]] = {}
         self._stop = threading.Event()
         self._status_dirty = threading.Event()
@@ -191,8 +194,18 @@ class Lane:
 
     def _outbox_health(self) -> Health:
         assert self.outbox is not None
-        stats = self.outbox.stats()
-        return Health(True, f"depth {stats.depth}")
+        h = self.outbox.health(self.settings.outbox.min_free_disk_bytes)
+        return Health(h.ok, h.detail)
+
+    def _poll_outbox(self) -> None:
+        """The outbox is a required device: no commit, no decision. After a failed commit, a write probe
+        tells when the disk takes writes again."""
+        if self.outbox is None:
+            return
+        h = self.outbox.health(self.settings.outbox.min_free_disk_bytes)
+        if h.condition == "disk_error" and self.outbox.probe():
+            h = self.outbox.health(self.settings.outbox.min_free_disk_bytes)
+        self._report("outbox", h.ok, "" if h.condition == "ok" else f"{h.condition}: {h.detail}")
 
     def _start_link(self) -> None:
         cfg = self.settings.link
@@ -268,11 +281,6 @@ class Lane:
             threshold=cfg.threshold or threshold, margin=lane.policy.ambiguity_margin, top_k=lane.search_k
         )
         self.gallery = GalleryStore(self.state_dir / "gallery", self._gallery_key, dtype=cfg.dtype, policy=policy)
-        try:
-            self.gallery.load()
-        except Exception as exc:
-            # A gallery that cannot be read is not fatal: the gate refers everyone until ops pushes again.
-            self._log.error("gallery_load_failed", error=str(exc), fix="push the gallery again from ops")
         self.csca = CscaStore(self.state_dir / "csca")
         try:
             self.csca.load()
@@ -288,8 +296,48 @@ class Lane:
             state=VersionState(self.state_dir / "bundle-versions.json"),
             clock_skew=timedelta(seconds=cfg.clock_skew_s),
         )
+        self._load_gallery(self.verifier)
         self._expiry = GalleryExpiryWatcher(self.gallery, cfg.expiry_check_interval_s)
         self._expiry.start()
+
+    def _load_gallery(self, verifier: BundleVerifier) -> None:
+        """The gallery on disk passes the same model, scope and expiry rules as a pushed one, with the same
+        codes; a refused one stays on disk, out of memory, and keeps the lane out of service until ops
+        pushes a good one."""
+        assert self.gallery is not None
+        now = datetime.now(UTC)
+        stored = self.gallery.path.exists()
+        try:
+            g = self.gallery.load(now)
+        except Exception as exc:
+            # A gallery that cannot be read is not fatal: the gate refers everyone until ops pushes again.
+            self._log.error("gallery_load_failed", error=str(exc), fix="push the gallery again from ops")
+            return
+        if g is None:
+            if stored:  # it expired while the gate was down: purged by load(), refused like an expired push
+                self._gallery_refused = (
+                    f"gallery on disk refused ({RejectCode.EXPIRED.value}): it expired and was purged; push a "
+                    "current gallery (egate ops gallery build ... && egate ops push ...)"
+                )
+                self._log.error("gallery_refused_at_start", code=RejectCode.EXPIRED.value)
+            return
+        try:
+            verifier.recheck(g.header, now)
+        except BundleRejected as exc:
+            self.gallery.close()  # wipes it from memory; the file stays for whoever investigates
+            reason = (
+                f"gallery on disk refused ({exc.code.value}): {exc.message}; push a gallery built for this "
+                f"gate and model (egate ops gallery build ... && egate ops push ...)"
+            )
+            self._log.error("gallery_refused_at_start", code=exc.code.value, error=exc.message)
+            self._gallery_refused = reason
+
+    def _on_ops_change(self) -> None:
+        """After a bundle or command: a good gallery activated clears a gallery refused at start."""
+        if self._gallery_refused is not None and self.gallery is not None and self.gallery.current is not None:
+            self._gallery_refused = None
+            self._report("gallery", True, "")
+        self.publish_status()
 
     def _close_gallery(self) -> None:
         if self._expiry is not None:
@@ -299,6 +347,8 @@ class Lane:
 
     def _gallery_health(self) -> Health:
         g = self.gallery.current if self.gallery is not None else None
+        if self._gallery_refused is not None:
+            return Health(False, self._gallery_refused)
         if g is None:
             return Health(True, "no gallery: push one from ops")
         return Health(True, f"v{g.version}, {g.subject_count} subjects, expires {g.expires_at.isoformat()}")
@@ -347,6 +397,12 @@ class Lane:
         self.loop = LaneLoop(self.controller, on_handled=self._publish_display)
         self.loop.start()
         self.post(DeviceHealth("engine", True, "loaded"))
+        self._poll_outbox()
+        if self._gallery_refused is not None:
+            self._report("gallery", False, self._gallery_refused)
+        stored_flights = read_flights(self.state_dir)
+        if stored_flights is not None:
+            self.post(SetFlights(stored_flights))
         assert self.verifier is not None and self.trust is not None
         self.ops = OpsHandler(
             self.verifier,
@@ -354,7 +410,8 @@ class Lane:
             self.trust,
             self.post,
             config_dir=self.state_dir / "config",
-            on_change=self.publish_status,
+            on_change=self._on_ops_change,
+            state_dir=self.state_dir,
             csca=self.csca,
         )
 
@@ -394,18 +451,36 @@ class Lane:
     # LaneSinks ------------------------------------------------------------------------------------------
 
     def emit_outcome(self, record: OutcomeRecord) -> None:
-        self.recent_outcomes.appendleft(record)
-        if self.outbox is not None:
+        if self.outbox is None:
+            raise OutboxError("the outbox is not open: nothing can be recorded")
+        try:
             # Committed (fsynced) before the lane goes on; the link forwards it when it can.
             self.outbox.append("outcome", record.model_dump(mode="json"))
+        except Exception:
+            # The controller marks the outbox faulty itself (this runs on its thread: no posting to its own
+            # queue here). Forget the last reported health so the monitor reports the outbox's state, and
+            # later its recovery, even when they read the same as before the failure.
+            with self._report_lock:
+                self.device_health["outbox"] = (False, "commit failed")
+            raise
+        self._remember(record)
         log.info(
             "lane_outcome",
+            record=record.record,
             txn_id=record.txn_id,
             decision=record.decision.value,
             reasons=[r.value for r in record.reasons],
             passage=record.passage,
             frame_to_open_ms=record.timings_ms.get("frame_to_open"),
         )
+
+    def _remember(self, record: OutcomeRecord) -> None:
+        """Recent sessions for the control API: a passage record replaces its session's decision record."""
+        if record.record == "passage":
+            for old in list(self.recent_outcomes):
+                if old.txn_id == record.txn_id:
+                    self.recent_outcomes.remove(old)
+        self.recent_outcomes.appendleft(record)
 
     def emit_guidance(self, kind: Guidance) -> None:
         self.guidance = kind
@@ -423,7 +498,7 @@ class Lane:
         payload = lane_status.event_payload(event)
         if payload is not None and self.outbox is not None:
             self.outbox.append("event", payload.model_dump(mode="json"))
-        if event.kind in ("mode_changed", "in_service", "out_of_service"):
+        if event.kind in ("mode_changed", "flights_changed", "in_service", "out_of_service"):
             self.publish_status()
 
     # ---- turnstile -----------------------------------------------------------------------------------------
@@ -522,7 +597,8 @@ class Lane:
                 return
             self.post(doc)
         elif isinstance(result, BcbpResult):
-            self.post(boarding_pass_read(result, flights=self.settings.lane.boarding_flights))
+            flights = self.controller.scope.flights if self.controller is not None else ()
+            self.post(boarding_pass_read(result, flights=flights))
         else:
             log.warning("reader_error", error=str(getattr(result, "message", result)))
 
@@ -563,9 +639,10 @@ class Lane:
     def _report(self, device: str, ok: bool, reason: str) -> None:
         if self._stop.is_set():
             return  # devices closing during shutdown are not faults to report to ops
-        if self.device_health.get(device) == (ok, reason):
-            return
-        self.device_health[device] = (ok, reason)
+        with self._report_lock:
+            if self.device_health.get(device) == (ok, reason):
+                return
+            self.device_health[device] = (ok, reason)
         self.post(DeviceHealth(device, ok, reason))
 
     def _start_monitor(self) -> None:
@@ -600,6 +677,7 @@ class Lane:
                 log.exception("lane_monitor_failed")
 
     def _poll_devices(self) -> None:
+        self._poll_outbox()
         if self.gate is not None:
             state = self.gate.link_state
             st = self.gate.status()

@@ -26,6 +26,8 @@ from edge.session import (
     GalleryStatus,
     GateEventIn,
     Guidance,
+    MatchScope,
+    ScopeMiss,
 )
 
 log = structlog.get_logger(__name__)
@@ -126,14 +128,10 @@ class GalleryMatcher:
         *,
         document_threshold: float,
         clock: Callable[[], datetime],
-        flight: str | None = None,
-        lane: str | None = None,
     ) -> None:
         self._gallery = gallery
         self._document_threshold = document_threshold
         self._clock = clock
-        self._flight = flight
-        self._lane = lane
 
     def status(self) -> GalleryStatus:
         g = self._gallery()
@@ -145,23 +143,36 @@ class GalleryMatcher:
             log.warning("lane_gallery_status_failed", error=str(exc))
             return GalleryStatus(available=False)
 
-    def search(self, descriptor: NDArray[np.float32], k: int) -> Sequence[Comparison]:
+    def search(self, descriptor: NDArray[np.float32], k: int, scope: MatchScope) -> Sequence[Comparison]:
         g = self._gallery()
         now = self._clock()
         if g is None or g.expired(now):
             return []  # the status already says why (GALLERY_UNAVAILABLE / GALLERY_EXPIRED)
-        result = g.search(descriptor, k, now=now, flight=self._flight, lane=self._lane)
+        result = g.search(descriptor, k, now=now, lane=scope.lane, flights=scope.flights)
         return [
             Comparison("1:N", c.subject_id, c.distance, result.threshold, higher_is_better=False)
             for c in result.candidates
         ]
 
-    def verify(self, descriptor: NDArray[np.float32], subject_id: str) -> Comparison | None:
+    def scope_miss(self, descriptor: NDArray[np.float32], scope: MatchScope) -> ScopeMiss | None:
         g = self._gallery()
         now = self._clock()
         if g is None or g.expired(now):
             return None
-        result = g.verify(descriptor, subject_id, now=now, lane=self._lane)
+        # The same threshold and margin rule as at the lane, over every subject valid now: only a
+        # confident match with someone outside the scope is reported as such.
+        result = g.search(descriptor, None, now=now)
+        if not result.matched or result.subject_id is None:
+            return None
+        miss = g.scope_of(result.subject_id, lane=scope.lane, flights=scope.flights)
+        return "lane" if miss == "lane" else "flight" if miss == "flight" else None
+
+    def verify(self, descriptor: NDArray[np.float32], subject_id: str, scope: MatchScope) -> Comparison | None:
+        g = self._gallery()
+        now = self._clock()
+        if g is None or g.expired(now):
+            return None
+        result = g.verify(descriptor, subject_id, now=now, lane=scope.lane)
         if result.distance is None:  # unknown_subject / not_eligible
             return None
         return Comparison("1:1_gallery", subject_id, result.distance, result.threshold, higher_is_better=False)

@@ -7,6 +7,8 @@ failure half-way leaves the gate on what it had and ops can push the same versio
 
 from __future__ import annotations
 
+import json
+import re
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -19,7 +21,7 @@ from edge.chunks import TransferRefused
 from edge.csca import CscaStore
 from edge.gallery import GalleryStore
 from edge.messages import BundleAck, CmdAck
-from edge.session import Event, Maintenance, SetMode
+from edge.session import Event, Maintenance, SetFlights, SetMode
 from edge.settings.lane import Mode
 from edge.trust import TrustError, TrustStore
 from engines.atomic_file import atomic_write_bytes
@@ -33,6 +35,34 @@ LANE_MODES = {m.value for m in Mode}
 # set_mode values besides the lane modes: `maintenance` / `closed` take the lane out of service
 # (entry locked, egress free); `open` puts it back in service in its current mode.
 SERVICE_MODES = {"maintenance", "closed", "open"}
+# IATA flight designator as the lane compares it: carrier (2-3 characters) + 1-4 digits + optional suffix.
+FLIGHT_PATTERN = re.compile(r"^[A-Z0-9]{2,3}[0-9]{1,4}[A-Z]?$")
+MAX_FLIGHTS = 64
+FLIGHTS_FILE = "flights.json"  # under state_dir: the last set_flights, so a restart keeps the scope
+
+
+def parse_flights(text: str) -> tuple[str, ...]:
+    """`set_flights` args.flights: comma-separated designators (`LH123,LH124`); empty = any flight."""
+    flights = tuple(dict.fromkeys(f.strip().upper() for f in text.split(",") if f.strip()))
+    bad = [f for f in flights if not FLIGHT_PATTERN.match(f)]
+    if bad:
+        raise ValueError(f"set_flights: {bad} are not flight designators (carrier + number, e.g. LH123)")
+    if len(flights) > MAX_FLIGHTS:
+        raise ValueError(f"set_flights: {len(flights)} flights, at most {MAX_FLIGHTS}")
+    return flights
+
+
+def read_flights(state_dir: Path) -> tuple[str, ...] | None:
+    """The flights of the last set_flights command, or None when ops never sent one (config applies)."""
+    path = state_dir / FLIGHTS_FILE
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        return parse_flights(",".join(str(f) for f in data["flights"]))
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        log.error("flights_file_unreadable", path=str(path), error=str(exc), fix="send set_flights again")
+        return None
 
 
 class OpsHandler:
@@ -50,6 +80,7 @@ class OpsHandler:
         on_change: Callable[[], None] = lambda: None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         csca: CscaStore | None = None,
+        state_dir: Path | None = None,
     ) -> None:
         self._csca = csca
         self._verifier = verifier
@@ -59,6 +90,7 @@ class OpsHandler:
         self._config_dir = config_dir
         self._on_change = on_change
         self._clock = clock
+        self._state_dir = state_dir
         self.pending_config_version: int | None = None
 
     def attach(self, link: MqttLink, at_rest_key: bytes) -> None:
@@ -160,6 +192,14 @@ class OpsHandler:
         if cmd.name == "request_status":
             self._on_change()
             return "status republished"
+        if cmd.name == "set_flights":
+            flights = parse_flights(str(cmd.args.get("flights", "")))
+            if self._state_dir is not None:
+                # Kept across restarts: a gate that restarts mid-departure must not widen its scope.
+                atomic_write_bytes(self._state_dir / FLIGHTS_FILE, json.dumps({"flights": list(flights)}).encode())
+            self._post(SetFlights(flights))
+            self._on_change()
+            return f"flights now {', '.join(flights) or 'any'}"
         mode = str(cmd.args.get("mode", "")).lower()
         if mode in LANE_MODES:
             self._post(SetMode(Mode(mode)))

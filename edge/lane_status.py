@@ -79,6 +79,8 @@ def status_payload(lane: Lane) -> StatusPayload:
         gallery_version=None if g is None else str(g.version),
         model_versions={"face": lane.engine.model_id} if lane.engine is not None else {},
         devices=devices,
+        lane=st.lane_id if st is not None else None,
+        flights=list(st.flights) if st is not None else [],
     )
 
 

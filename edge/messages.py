@@ -64,6 +64,10 @@ class StatusPayload(_Message):
     gallery_version: str | None = Field(None, max_length=128, description="Version of the active gallery bundle.")
     model_versions: dict[str, str] = Field(default_factory=dict, description="Model name -> version or hash.")
     devices: dict[str, DeviceHealth] = Field(default_factory=dict, description="camera, reader, turnstile, ...")
+    lane: str | None = Field(None, max_length=64, description="Lane tag the gate matches gallery subjects for.")
+    flights: list[str] = Field(
+        default_factory=list, max_length=64, description="Flights eligible at the lane now; empty = any flight."
+    )
 
 
 # ---------------------------------------------------------------- outbox: outcome and event

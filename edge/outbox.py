@@ -13,6 +13,7 @@ and see gaps. The queue is bounded by count, bytes and age; crossing `alarm_rati
 from __future__ import annotations
 
 import contextlib
+import os
 import sqlite3
 import threading
 import time
@@ -41,6 +42,9 @@ _ALARM_HYSTERESIS = 0.1
 # batch instead of one per new message. Drop announcements themselves are `protected`: never dropped,
 # so ops always learns of every gap.
 _DROP_BATCH_RATIO = 0.1
+# A write probe after a failed commit: as large as a big outcome record, so a disk that takes the probe
+# takes the next decision too.
+_PROBE_BYTES = 16 * 1024
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS messages (
@@ -72,6 +76,19 @@ class OutboxItem:
     kind: str
     created_at: float
     body: bytes
+
+
+OutboxCondition = Literal["ok", "nearly_full", "full", "low_disk", "disk_error"]
+
+
+@dataclass(frozen=True)
+class OutboxHealth:
+    """Whether the outbox takes commits now. `ok` False means the lane must not decide (no record, no
+    opening); `detail` names the cause and the fix, for status, selftest and the lane's reasons."""
+
+    ok: bool
+    condition: OutboxCondition
+    detail: str
 
 
 @dataclass(frozen=True)
@@ -107,6 +124,7 @@ class Outbox:
         self._full_reported = False
         self._dropped_total = 0
         self._refused_total = 0
+        self._write_error: str | None = None  # the last failed commit, until one succeeds again
         self._path.parent.mkdir(parents=True, exist_ok=True)
         try:
             # isolation_level=None: we issue BEGIN IMMEDIATE/COMMIT ourselves, one transaction per call.
@@ -224,10 +242,12 @@ class Outbox:
             self._db.execute("COMMIT")
         except sqlite3.Error as exc:
             self._rollback()
+            self._write_error = str(exc)
             raise OutboxError(
                 f"outbox {self._path}: commit failed ({exc}); the decision is NOT recorded: check free disk "
                 "space of the state directory"
             ) from exc
+        self._write_error = None
         self._last_seq = seq
         self._count += 1
         self._bytes += len(body)
@@ -374,6 +394,65 @@ class Outbox:
         )
         self._insert_locked("event", event.model_dump(mode="json"), now)
         return event
+
+    # ------------------------------------------------------------------ health
+
+    def health(self, min_free_bytes: int = 0) -> OutboxHealth:
+        """Can the lane commit a decision now? Full (refuse_new), a failed commit not yet followed by a
+        good one, or less free disk than `min_free_bytes` say no; nearly full still says yes."""
+        fix_full = (
+            "restore the link to central ops so it drains (egate diag link), or raise outbox.max_messages / "
+            "outbox.max_bytes / outbox.max_age_s"
+        )
+        with self._lock:
+            now = self._clock()
+            ratio = self._ratio_locked(now)
+            write_error = self._write_error
+            refused = self._full_reported
+        if write_error is not None:
+            return OutboxHealth(
+                False,
+                "disk_error",
+                f"commit failed ({write_error}): free disk space in {self._path.parent} or check the disk; "
+                "the lane resumes once a commit succeeds",
+            )
+        if self._config.full_policy == "refuse_new" and (refused or ratio >= 1.0):
+            return OutboxHealth(False, "full", f"full ({round(ratio * 100)}% of its limits): {fix_full}")
+        free = self.free_disk_bytes()
+        if free is not None and free < min_free_bytes:
+            return OutboxHealth(
+                False,
+                "low_disk",
+                f"{free} bytes free in {self._path.parent}, below outbox.min_free_disk_bytes={min_free_bytes}: "
+                "free disk space (old logs, bundles-incoming) or lower the floor",
+            )
+        if ratio >= self._config.alarm_ratio:
+            return OutboxHealth(True, "nearly_full", f"{round(ratio * 100)}% full: {fix_full}")
+        return OutboxHealth(True, "ok", f"depth {self._count}, {round(ratio * 100)}% full")
+
+    def free_disk_bytes(self) -> int | None:
+        try:
+            st = os.statvfs(self._path.parent)
+        except OSError:
+            return None
+        return st.f_bavail * st.f_frsize
+
+    def probe(self) -> bool:
+        """After a failed commit: commit a row the size of a large outcome record, then delete it. Only a
+        disk that really took the commit clears the error (True: the lane may decide again)."""
+        blob = "0" * _PROBE_BYTES
+        with self._lock:
+            try:
+                self._db.execute("BEGIN IMMEDIATE")
+                self._db.execute("INSERT OR REPLACE INTO meta(key, value) VALUES ('probe', ?)", (blob,))
+                self._db.execute("COMMIT")
+                self._db.execute("DELETE FROM meta WHERE key = 'probe'")
+            except sqlite3.Error as exc:
+                self._rollback()
+                self._write_error = str(exc)
+                return False
+            self._write_error = None
+            return True
 
     # ------------------------------------------------------------------ reading and acknowledging
 

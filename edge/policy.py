@@ -68,6 +68,11 @@ class Reason(StrEnum):
     CHIP_DG1_DIFFERS = "CHIP_DG1_DIFFERS"
     CHIP_CLONE_SUSPECTED = "CHIP_CLONE_SUSPECTED"  # Active Authentication failed
     CHIP_FACE_NOT_COMPARED = "CHIP_FACE_NOT_COMPARED"
+    # Exit 1:N: the face matches an enrolled traveller who is not eligible at this lane now.
+    ENROLLED_OTHER_FLIGHT = "ENROLLED_OTHER_FLIGHT"
+    ENROLLED_OTHER_LANE = "ENROLLED_OTHER_LANE"
+    # Set by the session: the ACCEPT could not be committed to the outbox, so the gate stayed shut.
+    DECISION_NOT_RECORDED = "DECISION_NOT_RECORDED"
     # Set by the session, not by `decide`: the session ended before a decision could be taken.
     ABORTED_EMERGENCY = "ABORTED_EMERGENCY"
     ABORTED_OUT_OF_SERVICE = "ABORTED_OUT_OF_SERVICE"
@@ -149,6 +154,8 @@ class GalleryFacts:
     available: bool = True  # a gallery is loaded and answering
     expired: bool = False  # the active gallery is past its validity (bundle valid-until)
     subject_found: bool | None = None  # 1:1 modes: a subject for this document / boarding pass exists
+    # Exit 1:N without a match here: the face matched a subject enrolled for another flight or lane.
+    other_scope: Literal["flight", "lane"] | None = None
 
 
 @dataclass(frozen=True)
@@ -189,8 +196,8 @@ def decide(inputs: DecisionInputs) -> Decision:
         reasons.append(Reason.MATCHER_ERROR)
 
     match_reason, best = _match(inputs)
-    if match_reason is not None:
-        reasons.append(match_reason)
+    if match_reason is not None and not (match_reason is Reason.NO_MATCH and inputs.gallery.other_scope):
+        reasons.append(match_reason)  # (a traveller of another flight is not "no match": that reason says more)
 
     if not reasons and best is not None:
         return Decision(Verdict.ACCEPT, (Reason.MATCH,), subject_id=best.subject_id, best=best)
@@ -264,6 +271,8 @@ def _gallery_reasons(inputs: DecisionInputs) -> list[Reason]:
         out.append(Reason.GALLERY_EXPIRED)
     if inputs.mode is not Mode.EXIT and g.subject_found is False:
         out.append(Reason.NOT_IN_GALLERY)
+    if inputs.mode is Mode.EXIT and g.other_scope is not None:
+        out.append(Reason.ENROLLED_OTHER_FLIGHT if g.other_scope == "flight" else Reason.ENROLLED_OTHER_LANE)
     return out
 
 

@@ -52,7 +52,13 @@ from edge.settings.lane import LaneConfig, Mode
 
 log = structlog.get_logger(__name__)
 
-OUTCOME_SCHEMA_VERSION: Literal[1] = 1
+# 2: write-ahead decisions. An ACCEPT is committed as a `decision` record before the open command and
+# its turnstile result follows as a `passage` record with the same txn_id (version 1 wrote one record
+# per session, after the passage).
+OUTCOME_SCHEMA_VERSION: Literal[2] = 2
+# Devices the lane never serves without once they reported a fault, whatever lane.required_devices says:
+# the outcome store (no record, no opening) and the gallery (a gallery refused at start).
+ALWAYS_REQUIRED_WHEN_REPORTED = ("outbox", "gallery")
 LANE_EVENT_SCHEMA_VERSION: Literal[1] = 1
 
 
@@ -149,18 +155,35 @@ class GalleryStatus:
     version: str | None = None  # the active gallery's version / bundle id, for the outcome record
 
 
+@dataclass(frozen=True)
+class MatchScope:
+    """Which gallery subjects may pass at this lane: those tagged for this lane (or for no lane) and, when
+    flights are set, those tagged with one of them (or with no flight). Empty: everyone is eligible."""
+
+    lane: str | None = None
+    flights: tuple[str, ...] = ()
+
+
+ScopeMiss = Literal["flight", "lane"]
+
+
 class Matcher(Protocol):
     """Biometric comparisons (edge.gallery.Gallery + the engine's 1:1 threshold, adapted)."""
 
     def status(self) -> GalleryStatus: ...
 
-    def search(self, descriptor: NDArray[np.float32], k: int) -> Sequence[Comparison]:
-        """1:N: the k best gallery subjects (kind "1:N"), any order."""
+    def search(self, descriptor: NDArray[np.float32], k: int, scope: MatchScope) -> Sequence[Comparison]:
+        """1:N among the subjects eligible in `scope`: the k best (kind "1:N"), any order."""
         ...
 
-    def verify(self, descriptor: NDArray[np.float32], subject_id: str) -> Comparison | None:
+    def scope_miss(self, descriptor: NDArray[np.float32], scope: MatchScope) -> ScopeMiss | None:
+        """After a 1:N without a match: does the face match an enrolled subject of another flight or
+        lane? Only the verdict leaves the matcher (no id, no score of the other subject)."""
+        ...
+
+    def verify(self, descriptor: NDArray[np.float32], subject_id: str, scope: MatchScope) -> Comparison | None:
         """1:1 against one gallery subject (kind "1:1_gallery"); None when the gallery has no such
-        (eligible) subject, which the policy reports as NOT_IN_GALLERY."""
+        subject eligible in `scope` (its lane), which the policy reports as NOT_IN_GALLERY."""
         ...
 
     def compare(self, descriptor: NDArray[np.float32], reference: NDArray[np.float32]) -> Comparison:
@@ -268,6 +291,13 @@ class SetMode:
 
 
 @dataclass(frozen=True)
+class SetFlights:
+    """The flights departing through this lane now (signed ops command `set_flights`); empty = any."""
+
+    flights: tuple[str, ...]
+
+
+@dataclass(frozen=True)
 class Maintenance:
     on: bool
     reason: str = "maintenance"
@@ -292,6 +322,7 @@ Event = (
     | GateEventIn
     | Tick
     | SetMode
+    | SetFlights
     | Maintenance
     | ClearAlarm
     | DeviceHealth
@@ -341,11 +372,20 @@ class BoardingPassSummary(BaseModel):
 
 
 class OutcomeRecord(BaseModel):
-    """One per session: the transaction log entry (BSI TR-03121-style); never an image or a template."""
+    """The transaction log entry (BSI TR-03121-style); never an image or a template.
+
+    Every session has one `decision` record. An ACCEPT's decision record is committed before the gate is
+    told to open; the turnstile's result follows as a `passage` record with the same `txn_id` (ops join
+    the two on it). A session without a `passage` record after an ACCEPT means the daemon died during
+    the passage: the gate may have opened once, never more.
+    """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    schema_version: Literal[1] = OUTCOME_SCHEMA_VERSION
+    schema_version: Literal[2] = OUTCOME_SCHEMA_VERSION
+    record: Literal["decision", "passage"] = Field(
+        "decision", description="decision: the verdict (before any opening); passage: the turnstile's result."
+    )
     txn_id: str = Field(description="UUIDv7 of the session; also the decision id sent to the turnstile.")
     gate_id: str
     mode: Mode
@@ -367,7 +407,9 @@ class OutcomeRecord(BaseModel):
     multi_face_frames: int = 0
     document: DocumentSummary | None = None
     boarding_pass: BoardingPassSummary | None = None
-    passage: PassageResult | None = Field(None, description="What the turnstile reported after ACCEPT.")
+    passage: PassageResult | None = Field(
+        None, description="What the turnstile reported after ACCEPT (passage records only)."
+    )
     versions: VersionInfo
     timings_ms: dict[str, float] = Field(
         default_factory=dict,
@@ -390,6 +432,7 @@ class LaneEvent(BaseModel):
         "out_of_service",
         "in_service",
         "mode_changed",
+        "flights_changed",
         "gate_event_ignored",
     ]
     gate_id: str
@@ -412,6 +455,8 @@ class LaneStatus(BaseModel):
         default_factory=list, description="Why the lane is out of service, e.g. 'camera: no frames for 3 s'."
     )
     alarm: str | None = None
+    lane_id: str | None = Field(None, description="Lane tag this gate matches (gallery subjects tagged for it).")
+    flights: list[str] = Field(default_factory=list, description="Flights eligible now; empty = any flight.")
 
 
 # Where a face may sit in the frame before the traveller is asked to move: its centre within this
@@ -525,6 +570,9 @@ class SessionController:
         self._alarm: str | None = None
         self._alarm_until: float | None = None
         self._last_guidance: tuple[Guidance, float] | None = None
+        self._scope = MatchScope(
+            lane=config.lane_id or config.gate_id, flights=_normal_flights(config.boarding_flights)
+        )
         self._log = log.bind(gate_id=config.gate_id)
         # Safe start: entry locked until every required device has said it is healthy.
         if lock_at_start:
@@ -562,7 +610,13 @@ class SessionController:
             maintenance=self._maintenance is not None,
             out_of_service_reasons=reasons,
             alarm=self._alarm,
+            lane_id=self._scope.lane,
+            flights=list(self._scope.flights),
         )
+
+    @property
+    def scope(self) -> MatchScope:
+        return self._scope
 
     def handle(self, event: Event) -> None:
         """Process one event to completion (outputs are emitted before this returns)."""
@@ -583,6 +637,8 @@ class SessionController:
                 self._reconcile_service()
             case SetMode():
                 self._on_set_mode(event.mode)
+            case SetFlights():
+                self._on_set_flights(event.flights)
             case ClearAlarm():
                 if self._state is LaneState.ALARM:
                     self._clear_alarm("officer")
@@ -607,11 +663,17 @@ class SessionController:
         reasons: list[str] = []
         if self._maintenance is not None:
             reasons.append(f"maintenance: {self._maintenance}")
-        for device in self._required_devices():
+        required = self._required_devices()
+        for device in required:
             ok, why = self._health.get(device, (False, "has not reported healthy yet"))
             if device == "gate" and not self._gate_link_ok:
                 ok, why = False, "turnstile link lost"
             if not ok:
+                reasons.append(f"{device}: {why or 'unhealthy'}")
+        for device in ALWAYS_REQUIRED_WHEN_REPORTED:
+            # No config can make the lane serve without its record store or with a refused gallery.
+            ok, why = self._health.get(device, (True, ""))
+            if device not in required and not ok:
                 reasons.append(f"{device}: {why or 'unhealthy'}")
         return reasons
 
@@ -714,6 +776,18 @@ class SessionController:
         self._alarm = None
         self._alarm_until = None
         self._after_session()
+
+    # ---- flights ----------------------------------------------------------------------------
+
+    def _on_set_flights(self, flights: Sequence[str]) -> None:
+        """Takes effect at the next match (a traveller already matched keeps their decision)."""
+        new = _normal_flights(flights)
+        if new == self._scope.flights:
+            return
+        old = self._scope.flights
+        self._scope = MatchScope(lane=self._scope.lane, flights=new)
+        self._log.info("lane_flights_changed", old=list(old), new=list(new))
+        self._event("flights_changed", detail={"from": ",".join(old), "to": ",".join(new)})
 
     # ---- mode ------------------------------------------------------------------------------
 
@@ -930,7 +1004,7 @@ class SessionController:
     def _boarding_facts(self, bp: BoardingPassRead | None) -> BoardingPassFacts | None:
         if bp is None:
             return None
-        flights = {f.upper() for f in self._cfg.boarding_flights}
+        flights = set(self._scope.flights)
         return BoardingPassFacts(valid=bp.valid, flight_ok=(bp.flight.upper() in flights) if flights else None)
 
     def _subject_id(self, s: _Session) -> str | None:
@@ -954,13 +1028,18 @@ class SessionController:
         desc = s.best.descriptor
         if s.mode is Mode.EXIT:
             if gallery.available:
-                s.comparisons = list(self._matcher.search(desc, self._cfg.search_k))
+                s.comparisons = list(self._matcher.search(desc, self._cfg.search_k, self._scope))
+                if not any(c.passed for c in s.comparisons) and (self._scope.flights or self._scope.lane):
+                    # An enrolled traveller of another flight or lane is told apart from a stranger.
+                    miss = self._matcher.scope_miss(desc, self._scope)
+                    if miss is not None:
+                        gallery = GalleryFacts(gallery.available, gallery.expired, other_scope=miss)
             return gallery, True
         if s.mode is Mode.ENTRY and s.document is None:
             return gallery, True  # DOCUMENT_MISSING; nothing to compare against
         subject = self._subject_id(s) if gallery.available else None
         if subject is not None:
-            comparison = self._matcher.verify(desc, subject)
+            comparison = self._matcher.verify(desc, subject, self._scope)
             if comparison is not None:
                 s.comparisons = [comparison]
                 return GalleryFacts(gallery.available, gallery.expired, subject_found=True), True
@@ -973,6 +1052,17 @@ class SessionController:
         return GalleryFacts(gallery.available, gallery.expired, subject_found=False), True
 
     def _accept(self, s: _Session) -> None:
+        # Write-ahead: the ACCEPT is on disk before the gate is told anything. No commit, no opening.
+        t0 = self._clock.monotonic()
+        error = self._emit_record(s)
+        s.timings_ms["commit"] = _ms(self._clock.monotonic() - t0)
+        if error is not None:
+            self._log.error("lane_decision_not_recorded", txn_id=s.txn_id, error=error)
+            self._outbox_fault(f"decision not committed ({error})")
+            best = s.decision.best if s.decision is not None else None
+            s.decision = Decision(Verdict.REFER, (Reason.DECISION_NOT_RECORDED,), best=best)
+            self._refer(s)
+            return
         self._enter(LaneState.ACCEPT)
         now = self._clock.monotonic()
         if s.completing_frame_time is not None:
@@ -980,13 +1070,13 @@ class SessionController:
             s.timings_ms["frame_to_open"] = _ms(now - s.completing_frame_time)
         try:
             opened = self._gate.open_for_passage(s.txn_id, self._cfg.passage_timeout_s)
-            error = "" if opened else "refused (link down, emergency or a passage pending)"
+            gate_error = "" if opened else "refused (link down, emergency or a passage pending)"
         except Exception as exc:
-            opened, error = False, str(exc)
+            opened, gate_error = False, str(exc)
         if not opened:
             # The gate did not take the command: nobody passes; the traveller sees an officer. The
             # gate's own link events (link_lost) take the lane out of service when the link is the cause.
-            self._log.error("lane_gate_open_failed", txn_id=s.txn_id, error=error)
+            self._log.error("lane_gate_open_failed", txn_id=s.txn_id, error=gate_error)
             self._gate_lock()
             self._emit_guidance(Guidance.SEE_OFFICER, force=True)
             self._finish_session(passage="gate_refused")
@@ -1003,7 +1093,10 @@ class SessionController:
         self._emit_guidance(Guidance.SEE_OFFICER, force=True)
         s.hold_until = self._clock.monotonic() + self._cfg.refer_hold_s
         # Nothing more will be learnt about a referral: record it now, not after the hold.
-        self._emit_record(s)
+        error = self._emit_record(s)
+        if error is not None:
+            self._log.error("lane_referral_not_recorded", txn_id=s.txn_id, error=error)
+            self._outbox_fault(f"record not committed ({error})")
         if self._cfg.refer_hold_s <= 0:
             self._finish_session()
             self._after_session()
@@ -1038,14 +1131,30 @@ class SessionController:
             return
         self._session = None
         if not s.recorded:
-            self._emit_record(s, passage)
+            error = self._emit_record(s)
+        elif passage is not None:
+            error = self._emit_record(s, passage)
+        else:
+            return
+        if error is not None:
+            # The decision is on disk; its passage result is lost. Nobody passes until the store writes again.
+            self._log.error("lane_record_not_committed", txn_id=s.txn_id, passage=passage, error=error)
+            self._outbox_fault(f"record not committed ({error})")
 
-    def _emit_record(self, s: _Session, passage: PassageResult | None = None) -> None:
-        """The session's one outcome record (never an image or a template)."""
+    def _outbox_fault(self, why: str) -> None:
+        """A failed commit makes the outbox faulty here at once (the first cause is kept); only its own
+        health report (DeviceHealth "outbox" ok, from the monitor's write probe) clears it."""
+        if self._health.get("outbox", (True, ""))[0]:
+            self._health["outbox"] = (False, why)
+
+    def _emit_record(self, s: _Session, passage: PassageResult | None = None) -> str | None:
+        """Commit one outcome record (never an image or a template): the decision, or with `passage` the
+        passage record of an ACCEPT. Returns None once committed, else why it was not."""
         s.recorded = True
         d = s.decision or Decision(Verdict.REFER, (Reason.NO_MATCH,))
         s.timings_ms["total"] = _ms(self._clock.monotonic() - s.started_mono)
         record = OutcomeRecord(
+            record="decision" if passage is None else "passage",
             txn_id=s.txn_id,
             gate_id=self._cfg.gate_id,
             mode=s.mode,
@@ -1101,8 +1210,9 @@ class SessionController:
         )
         try:
             self._sinks.emit_outcome(record)
-        except Exception as exc:  # the outbox failing must not wedge the lane; it reports its own health
-            self._log.error("lane_outcome_emit_failed", txn_id=s.txn_id, error=str(exc))
+        except Exception as exc:  # OutboxFull, disk full, I/O error: the caller decides what it means
+            return f"{type(exc).__name__}: {exc}"
+        return None
 
     def _after_session(self) -> None:
         """Where the lane goes once no session is running: EMERGENCY, ALARM, OUT_OF_SERVICE or IDLE."""
@@ -1167,6 +1277,11 @@ class SessionController:
                 self._log.warning("lane_gate_lock_refused")
         except Exception as exc:
             self._log.error("lane_gate_lock_failed", error=str(exc))
+
+
+def _normal_flights(flights: Sequence[str]) -> tuple[str, ...]:
+    """Flight designators as the gallery and the boarding pass compare them: upper case, no spaces."""
+    return tuple(dict.fromkeys(f.strip().upper().replace(" ", "") for f in flights if f.strip()))
 
 
 def _ms(seconds: float) -> float:

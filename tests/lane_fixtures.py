@@ -22,7 +22,9 @@ from edge.session import (
     Guidance,
     LaneEvent,
     LaneState,
+    MatchScope,
     OutcomeRecord,
+    ScopeMiss,
     SessionController,
 )
 from edge.settings.lane import LaneConfig
@@ -76,6 +78,8 @@ class VectorMatcher:
 
     def __init__(self, enrolled: dict[str, NDArray[np.float32]], *, version: str = "gal-1") -> None:
         self.enrolled = dict(enrolled)
+        # subject -> (flights, lanes) tags, the gallery's eligibility rule: untagged = everywhere
+        self.tags: dict[str, tuple[set[str], set[str]]] = {}
         self.available = True
         self.expired = False
         self.version = version
@@ -88,18 +92,35 @@ class VectorMatcher:
     def _dist(self, a: NDArray[np.float32], b: NDArray[np.float32]) -> float:
         return float(np.linalg.norm(np.asarray(a, np.float32) - np.asarray(b, np.float32)))
 
-    def search(self, descriptor: NDArray[np.float32], k: int) -> Sequence[Comparison]:
+    def _outside(self, sid: str, scope: MatchScope) -> str | None:
+        flights, lanes = self.tags.get(sid, (set(), set()))
+        if scope.lane is not None and lanes and scope.lane not in lanes:
+            return "lane"
+        if scope.flights and flights and not flights & set(scope.flights):
+            return "flight"
+        return None
+
+    def search(self, descriptor: NDArray[np.float32], k: int, scope: MatchScope) -> Sequence[Comparison]:
         self.calls.append(("search", None))
         if self.fail_with:
             raise self.fail_with
-        ranked = sorted((self._dist(descriptor, t), sid) for sid, t in self.enrolled.items())[:k]
+        eligible = {sid: t for sid, t in self.enrolled.items() if self._outside(sid, scope) is None}
+        ranked = sorted((self._dist(descriptor, t), sid) for sid, t in eligible.items())[:k]
         return [Comparison("1:N", sid, d, THRESHOLD, higher_is_better=False) for d, sid in ranked]
 
-    def verify(self, descriptor: NDArray[np.float32], subject_id: str) -> Comparison | None:
+    def scope_miss(self, descriptor: NDArray[np.float32], scope: MatchScope) -> ScopeMiss | None:
+        self.calls.append(("scope_miss", None))
+        best = min(((self._dist(descriptor, t), sid) for sid, t in self.enrolled.items()), default=None)
+        if best is None or best[0] > THRESHOLD:
+            return None
+        miss = self._outside(best[1], scope)
+        return "lane" if miss == "lane" else "flight" if miss == "flight" else None
+
+    def verify(self, descriptor: NDArray[np.float32], subject_id: str, scope: MatchScope) -> Comparison | None:
         self.calls.append(("verify", subject_id))
         if self.fail_with:
             raise self.fail_with
-        if subject_id not in self.enrolled:
+        if subject_id not in self.enrolled or self._outside(subject_id, scope) == "lane":
             return None
         d = self._dist(descriptor, self.enrolled[subject_id])
         return Comparison("1:1_gallery", subject_id, d, THRESHOLD, higher_is_better=False)
@@ -141,14 +162,30 @@ class RecordingGate:
         return [c[1] for c in self.calls if c[0] == "open"]
 
 
+def sessions_of(records: Sequence[OutcomeRecord]) -> list[OutcomeRecord]:
+    """One record per session, in decision order: an ACCEPT's passage record stands in for its
+    decision record (it repeats the decision and adds the turnstile's result)."""
+    out: dict[str, OutcomeRecord] = {}
+    for rec in records:
+        out[rec.txn_id] = rec
+    return list(out.values())
+
+
 @dataclass
 class RecordingSinks:
-    outcomes: list[OutcomeRecord] = field(default_factory=list)
+    records: list[OutcomeRecord] = field(default_factory=list)  # every committed record, in order
     guidance: list[Guidance] = field(default_factory=list)
     events: list[LaneEvent] = field(default_factory=list)
+    fail_outcomes_with: Exception | None = None  # the outbox refusing (full, disk error)
 
     def emit_outcome(self, record: OutcomeRecord) -> None:
-        self.outcomes.append(record)
+        if self.fail_outcomes_with is not None:
+            raise self.fail_outcomes_with
+        self.records.append(record)
+
+    @property
+    def outcomes(self) -> list[OutcomeRecord]:
+        return sessions_of(self.records)
 
     def emit_guidance(self, kind: Guidance) -> None:
         self.guidance.append(kind)

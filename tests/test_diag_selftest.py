@@ -272,6 +272,33 @@ def test_outbox_not_draining_warns_full_fails_empty_passes(tmp_path: Path) -> No
     assert checks.read_outbox_facts(path, config).depth == 1
 
 
+def test_outbox_below_its_disk_floor_fails_with_the_fix(tmp_path: Path) -> None:
+    import shutil
+
+    free = shutil.disk_usage(tmp_path).free
+    low = checks.check_outbox(tmp_path / "outbox.sqlite", OutboxConfig(min_free_disk_bytes=min(free * 2, 1024**4)))
+    assert low.verdict == "FAIL" and "out of service" in low.detail and "min_free_disk_bytes" in low.hint
+
+
+def test_selftest_shows_the_daemons_outbox_and_gallery_faults_with_their_fix() -> None:
+    from tools.diag_selftest import device_fault_from_status, gallery_from_status
+
+    status = {
+        "devices": {
+            "outbox": {"ok": False, "detail": "full: full (100% of its limits): restore the link to central ops"},
+            "camera": {"ok": True, "detail": "streaming"},
+        },
+        "gallery": {"version": None},
+    }
+    fault = device_fault_from_status(status, "outbox")
+    assert fault is not None and fault.verdict == "FAIL"
+    assert "full (100% of its limits)" in fault.detail and fault.hint == "restore the link to central ops"
+    assert device_fault_from_status(status, "camera") is None
+    refused = {"devices": {"gallery": {"ok": False, "detail": "gallery on disk refused (wrong_model): x: push one"}}}
+    result = gallery_from_status(refused, dt.datetime.now(dt.UTC))
+    assert result is not None and result.verdict == "FAIL" and "wrong_model" in result.detail
+
+
 # ---------------------------------------------------------------------------------------- host
 
 

@@ -24,7 +24,15 @@ from edge.lane_adapters import (
 )
 from edge.lane_faces import LaneFace
 from edge.policy import Reason, Verdict
-from edge.session import DeviceHealth, FaceObserved, GateEventIn, Guidance, SessionController, SetMode
+from edge.session import (
+    DeviceHealth,
+    FaceObserved,
+    GateEventIn,
+    Guidance,
+    MatchScope,
+    SessionController,
+    SetMode,
+)
 from edge.settings.lane import LaneConfig, Mode
 from tests.gallery_fixtures import NOW, gallery_bundle, new_ops_key, random_subjects, trust_with, verifier_for
 from tests.lane_fixtures import FakeClock, RecordingGate, RecordingSinks
@@ -95,17 +103,43 @@ def test_gallery_matcher_over_a_real_gallery(gallery: tuple[Gallery, list[Subjec
     st = m.status()
     assert st.available and not st.expired and st.version == "1"
     target = subjects[2]
-    found = m.search(near(target.templates), 3)
+    found = m.search(near(target.templates), 3, MatchScope())
     assert found[0].subject_id == target.subject_id and found[0].passed and not found[0].higher_is_better
     assert len(found) == 3 and not found[1].passed
-    one = m.verify(near(target.templates), target.subject_id)
+    one = m.verify(near(target.templates), target.subject_id, MatchScope())
     assert one is not None and one.passed and one.kind == "1:1_gallery"
-    assert m.verify(near(target.templates), "no-such-subject") is None
+    assert m.verify(near(target.templates), "no-such-subject", MatchScope()) is None
     doc = m.compare(near(target.templates), np.atleast_2d(target.templates)[0])
     assert doc.kind == "1:1_document" and doc.passed
     now[0] = NOW + timedelta(days=2)  # past the bundle's expiry
-    assert m.status().expired and m.search(near(target.templates), 3) == []
+    assert m.status().expired and m.search(near(target.templates), 3, MatchScope()) == []
     assert not GalleryMatcher(lambda: None, document_threshold=0.6, clock=lambda: NOW).status().available
+
+
+def test_gallery_matcher_searches_only_the_lane_scope(tmp_path: Path) -> None:
+    """Real gallery with flight and lane tags: the scope decides who is searched, and a match outside
+    it is reported as another flight's or lane's traveller."""
+    key = new_ops_key()
+    subjects = random_subjects(4, seed=11)
+    subjects[0].flights = ["LH123"]
+    subjects[1].flights = ["LH999"]
+    subjects[2].lanes = ["lane-2"]  # subjects[3] untagged: eligible everywhere
+    verified = verifier_for(trust_with(tmp_path / "trust", key)).verify(gallery_bundle(key, subjects), NOW)
+    with Gallery.from_verified(verified) as g:
+        m = GalleryMatcher(lambda: g, document_threshold=0.6, clock=lambda: NOW)
+        here = MatchScope(lane="lane-1", flights=("LH123",))
+        ids = {c.subject_id for c in m.search(near(subjects[0].templates), 4, here)}
+        assert ids == {subjects[0].subject_id, subjects[3].subject_id}
+        assert m.search(near(subjects[0].templates), 1, here)[0].passed
+        other_flight = m.search(near(subjects[1].templates), 4, here)
+        assert not any(c.passed for c in other_flight)
+        assert m.scope_miss(near(subjects[1].templates), here) == "flight"
+        assert m.scope_miss(near(subjects[2].templates), here) == "lane"
+        assert m.scope_miss(near(subjects[3].templates), here) is None  # eligible: not a scope miss
+        assert m.verify(near(subjects[2].templates), subjects[2].subject_id, here) is None
+        # No flights set: every flight is eligible, the lane rule still holds.
+        anyone = {c.subject_id for c in m.search(near(subjects[1].templates), 4, MatchScope(lane="lane-1"))}
+        assert anyone == {subjects[0].subject_id, subjects[1].subject_id, subjects[3].subject_id}
 
 
 def test_entry_lane_end_to_end_on_the_real_gallery(gallery: tuple[Gallery, list[SubjectEntry]]) -> None:

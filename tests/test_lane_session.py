@@ -414,11 +414,17 @@ def test_session_table(case: Case) -> None:
 
     assert lane.controller.state is case.final, lane.sinks.states()
     if case.decision is None:
-        assert lane.sinks.outcomes == []
+        # No session finished: at most the open passage's write-ahead ACCEPT record.
+        assert [(r.record, r.decision, r.txn_id) for r in lane.sinks.records] == [
+            ("decision", Verdict.ACCEPT, t) for t in lane.gate.opens if t == lane.controller.txn_id
+        ]
     else:
         assert len(lane.sinks.outcomes) == 1
         rec = lane.sinks.outcomes[0]
         assert (rec.decision, tuple(rec.reasons)) == (case.decision, case.reasons)
+    # Write-ahead: every opening has a committed ACCEPT decision record, committed before the open.
+    accepted = [r.txn_id for r in lane.sinks.records if r.record == "decision" and r.decision is Verdict.ACCEPT]
+    assert set(lane.gate.opens) <= set(accepted)
     assert len(lane.gate.opens) == case.opens
     assert in_order(case.guidance, lane.sinks.guidance), lane.sinks.guidance
     # Safety: whenever the lane leaves ACCEPT for REFER / ALARM / OUT_OF_SERVICE the gate got a lock.
@@ -542,15 +548,17 @@ def test_link_lost_during_the_passage_ends_it_and_takes_the_lane_out_of_service(
     assert lane.controller.state is S.IDLE
 
 
-def test_sink_failures_do_not_wedge_the_lane() -> None:
+def test_guidance_and_event_sink_failures_do_not_wedge_the_lane() -> None:
     lane = make_lane()
 
-    def broken(record: OutcomeRecord) -> None:
-        raise OSError("disk full")
+    def broken(*_: object) -> None:
+        raise OSError("screen gone")
 
-    lane.sinks.emit_outcome = broken  # type: ignore[method-assign]
+    lane.sinks.emit_guidance = broken  # type: ignore[method-assign]
+    lane.sinks.emit_event = broken  # type: ignore[method-assign]
     lane.run(*healthy(), *frames(lane, "alice", 3), GateEventIn("passage_completed"))
     assert lane.controller.state is S.IDLE
+    assert [r.record for r in lane.sinks.records] == ["decision", "passage"]
 
 
 def test_states_visited_in_an_accept() -> None:

@@ -38,6 +38,7 @@ GROUPS: dict[str, tuple[str, list[str]]] = {
             "tools.bench_chunks",
             "tools.bench_fuzz",
             "tools.bench_fleet",
+            "tools.bench_lane_faults",
         ],
     ),
     "diag": (

@@ -229,8 +229,22 @@ def daemon_device_checks(client: Any, status: dict[str, Any] | None = None) -> l
     return [CheckResult(c.name, c.verdict, c.detail, c.hint) for c in result.checks]
 
 
+def device_fault_from_status(status: dict[str, Any], device: str) -> CheckResult | None:
+    """A FAIL when the running daemon reports `device` faulty (its detail carries the fix), else None."""
+    info = (status.get("devices") or {}).get(device)
+    if not isinstance(info, dict) or info.get("ok", True):
+        return None
+    detail = str(info.get("detail", "unhealthy"))
+    # The daemon's detail reads "<condition>: <what>: <fix>"; the part after the last colon is the fix.
+    what, _, fix = detail.rpartition(": ")
+    return CheckResult(device, "FAIL", f"the daemon reports {device}: {what or detail}", fix or detail)
+
+
 def gallery_from_status(status: dict[str, Any], now: datetime, *, page_ref: bool = False) -> CheckResult | None:
     """The gallery check from the daemon's `status` (it holds the key), when it reports one."""
+    refused = device_fault_from_status(status, "gallery")
+    if refused is not None:
+        return refused  # a gallery refused at start (wrong model, scope): the lane is out of service
     info = status.get("gallery")
     if not isinstance(info, dict):
         return None
@@ -316,7 +330,8 @@ def run_selftest(
             engine.close()
     results.append(checks.check_clock())
     results.append(checks.check_disk(settings.state.state_dir))
-    results.append(checks.check_outbox(outbox_path(settings), settings.outbox))
+    outbox_fault = device_fault_from_status(status, "outbox") if status is not None else None
+    results.append(outbox_fault or checks.check_outbox(outbox_path(settings), settings.outbox))
     page_ref = page_reference(settings)
     from_daemon = gallery_from_status(status, now, page_ref=page_ref) if status is not None else None
     if from_daemon is not None:

@@ -322,11 +322,13 @@ def prepare_ops(
     model_dir: Path | None = None,
     scope: str = "*",
     subject_ids: tuple[str, str] = ("subject-0001", "subject-0002"),
+    subject_flights: Mapping[str, str] | None = None,
 ) -> OpsMaterial:
     """Make an ops key and a signed gallery of the two expected travellers (photos stay in `folder`).
 
     `subject_ids`: the woman's and the man's gallery ids (entry/boarding tests derive them from a document
-    or boarding pass with edge.lane_adapters.HashedSubjectLookup)."""
+    or boarding pass with edge.lane_adapters.HashedSubjectLookup). `subject_flights`: subject id -> the
+    flight it is enrolled for (untagged when absent)."""
     from engines.models import default_model_dir
 
     folder.mkdir(parents=True, exist_ok=True)
@@ -347,6 +349,7 @@ def prepare_ops(
                 "--expires", "24h",
                 "--model-dir", str(model_dir or default_model_dir()),
                 "--ids-as-given",  # the tests derive the ids themselves (edge.lane_adapters.HashedSubjectLookup)
+                *[arg for sid, fl in (subject_flights or {}).items() for arg in ("--subject-flight", f"{sid}={fl}")],
                 "--json",
             ]
         )
@@ -432,9 +435,15 @@ class MqttCollector:
         return [m.payload for m in self.of("outcome")]
 
     @property
-    def outcomes(self) -> list[dict[str, Any]]:
-        """Outcome records (the envelope's payload), in arrival order."""
+    def records(self) -> list[dict[str, Any]]:
+        """Every outcome record (the envelope's payload), in arrival order: decision and passage records."""
         return [m.payload["payload"] for m in self.of("outcome")]
+
+    @property
+    def outcomes(self) -> list[dict[str, Any]]:
+        """Finished sessions, in arrival order: a referral's decision record, an ACCEPT's passage record
+        (it repeats the decision and adds the turnstile's result). An ACCEPT still passing is not here."""
+        return [r for r in self.records if r.get("record") == "passage" or r.get("decision") != "accept"]
 
     @property
     def events(self) -> list[dict[str, Any]]:
@@ -855,16 +864,33 @@ class LaneRig:
         self.display_proc = None
 
     def kill_daemon(self) -> None:
-        """SIGKILL the daemon (a crash: nothing is closed in order)."""
-        if self.daemon is not None and self.daemon.poll() is None:
-            self.daemon.kill()
-            self.daemon.wait()
-        self.stop_daemon()
+        """SIGKILL, as a watchdog or a power cut would: no clean stop, nothing flushed beyond what was
+        committed. `start_daemon()` brings it back on the same state."""
+        proc = self.daemon
+        if proc is None:
+            return
+        proc.kill()
+        proc.wait()
+        self.daemon_exit_code = proc.returncode
+        self.daemon = None
+        for fh in (self._log_fh, self._err_fh):
+            if fh is not None:
+                fh.close()
+        self._log_fh = self._err_fh = None
 
-    def start_daemon(self) -> None:
-        """Start the daemon again after stop_daemon/kill_daemon and wait until the lane is in service."""
+    def start_daemon(self, *, wait_in_service: bool = True) -> None:
+        """Start the daemon again (after `kill_daemon` / `stop_daemon`) on the same state and devices."""
         self._start_daemon()
-        self.wait_status(lambda s: s["in_service"], self.start_timeout_s, "the lane back in service")
+        if wait_in_service:
+            self.wait_status(lambda s: s["in_service"], self.start_timeout_s, "the lane back in service")
+
+    def gate_openings(self) -> list[float]:
+        """Monotonic times (this process's clock) at which the simulated controller received an entry
+        release for one passage: the openings that really happened, whatever the daemon recorded."""
+        from tools.turnstile_sim import OUT_TEMPORARY_ON
+
+        entry = self.sim.io.entry_release_output
+        return [c.at for c in list(self.sim.history) if c.output_no == entry and c.control_code == OUT_TEMPORARY_ON]
 
     @property
     def daemon_running(self) -> bool:

@@ -144,6 +144,9 @@ def register(app: typer.Typer) -> None:
         ids_as_given: bool = typer.Option(
             False, "--ids-as-given", help="Use the labels themselves as subject ids (they must already be opaque)."
         ),
+        subject_flight: list[str] = typer.Option(
+            [], "--subject-flight", help="SUBJECT=FLIGHT: a flight tag for one subject only (repeatable)."
+        ),
         json_out: bool = typer.Option(False, "--json", help="Print the result as JSON."),
     ) -> None:
         """Detect, align and embed every photo into a signed gallery bundle.
@@ -161,6 +164,12 @@ def register(app: typer.Typer) -> None:
         from engines.pipeline import FaceEngine
 
         to_id = subject_id_maker(subject_key, ids_as_given)
+        own_flights: dict[str, list[str]] = {}
+        for item in subject_flight:
+            subject, sep, one = item.partition("=")
+            if not sep or not subject.strip() or not one.strip():
+                raise typer.BadParameter(f"--subject-flight {item!r}: use SUBJECT=FLIGHT, e.g. s-0001=LH123")
+            own_flights.setdefault(subject.strip(), []).append(one.strip().upper())
         private, key_id = load_signing_key(key)
         now = datetime.now(UTC)
         expires_at = parse_expiry(expires, now)
@@ -191,7 +200,8 @@ def register(app: typer.Typer) -> None:
                         continue
                     templates.append(np.asarray(observation.descriptor, np.float32))
                 if templates:
-                    subjects.append(SubjectEntry(to_id(subject_id), np.stack(templates), flights=list(flight)))
+                    tags = list(dict.fromkeys([*flight, *own_flights.get(subject_id, [])]))
+                    subjects.append(SubjectEntry(to_id(subject_id), np.stack(templates), flights=tags))
                 else:
                     dropped.append(subject_id)
             model_id = engine.model_id

@@ -120,10 +120,21 @@ def _short(rest: str, value: Any) -> str:
         return str(value)[:80]
     if rest == "status":
         when = _local_time(value.get("ts"))
-        return f"{value.get('state')} since {when}, mode {value.get('mode')}, gallery {value.get('gallery_version')}"
+        flights = ",".join(value.get("flights") or []) or "any"
+        return (
+            f"{value.get('state')} since {when}, mode {value.get('mode')}, gallery {value.get('gallery_version')}, "
+            f"flights {flights}"
+        )
     if rest == "outcome":
         payload = value.get("payload", {})
-        return f"seq {value.get('seq')} " + (_outcome_text(payload) if isinstance(payload, dict) else str(payload))
+        if not isinstance(payload, dict):
+            return f"seq {value.get('seq')} {payload}"
+        # A decision record, or the passage record of an ACCEPT (the same txn).
+        record = str(payload.get("record", "decision"))
+        passage = f" {payload.get('passage')}" if payload.get("passage") else ""
+        return f"seq {value.get('seq')} {record}{passage} txn {str(payload.get('txn_id'))[:13]} " + _outcome_text(
+            payload
+        )
     if rest == "event":
         payload = value.get("payload", {})
         if isinstance(payload, dict):
@@ -481,10 +492,13 @@ SET_MODES = ("exit", "entry", "boarding", "maintenance", "closed", "open")
 
 
 def cmd_command(
-    action: str = typer.Argument(..., help="set-mode, purge-gallery or request-status."),
+    action: str = typer.Argument(..., help="set-mode, set-flights, purge-gallery or request-status."),
     gate: str = typer.Option(..., "--gate", help="Target gate id."),
     site: str = typer.Option(..., "--site", help="Target site id."),
     mode: str | None = typer.Option(None, "--mode", help=f"For set-mode: {', '.join(SET_MODES)}."),
+    flights: str | None = typer.Option(
+        None, "--flights", help="For set-flights: comma-separated flights departing now (LH123,LH124); '' = any."
+    ),
     signing_key: Path = typer.Option(..., "--signing-key", help="Ops signing key (Ed25519 private PEM)."),
     key_id: str | None = typer.Option(
         None, "--key-id", help="Key id; read from --signing-key itself (a different one is refused)."
@@ -505,7 +519,12 @@ def cmd_command(
 
     Arguments are checked before anything is signed, and the gate's status before anything is sent.
     """
-    names = {"set-mode": "set_mode", "purge-gallery": "purge_gallery", "request-status": "request_status"}
+    names = {
+        "set-mode": "set_mode",
+        "set-flights": "set_flights",
+        "purge-gallery": "purge_gallery",
+        "request-status": "request_status",
+    }
     if action not in names:
         _fail(f"unknown action {action!r}", as_json, hint=f"use one of {', '.join(names)}")
     args: dict[str, str] = {}
@@ -517,6 +536,17 @@ def cmd_command(
         args["mode"] = str(mode).lower()
     elif mode:
         _fail(f"--mode does not apply to {action}", as_json, hint="drop --mode")
+    if action == "set-flights":
+        from edge.lane_ops import parse_flights  # the gate's own rule; imported late: `egate --help` stays fast
+
+        if flights is None:
+            _fail("set-flights needs --flights", as_json, hint="e.g. --flights LH123,LH124; an empty string means any")
+        try:
+            args["flights"] = ",".join(parse_flights(str(flights)))
+        except ValueError as exc:
+            _fail(str(exc), as_json)
+    elif flights is not None:
+        _fail(f"--flights does not apply to {action}", as_json, hint="drop --flights")
     from tools.ops_keys import signing_key_id
 
     try:

@@ -695,6 +695,16 @@ def check_outbox(path: Path, config: OutboxConfig) -> CheckResult:
     """Depth and oldest age of the store-and-forward queue (undelivered outcomes and events)."""
     import sqlite3
 
+    free = shutil.disk_usage(_existing(path.parent)).free
+    if free < config.min_free_disk_bytes:
+        return CheckResult(
+            "outbox",
+            "FAIL",
+            f"{free} bytes free for the outbox at {path.parent}, below outbox.min_free_disk_bytes="
+            f"{config.min_free_disk_bytes}: the lane is out of service (no record, no opening)",
+            "free disk space on the state directory's file system (journalctl --vacuum-size=200M, old bundles), "
+            "or lower outbox.min_free_disk_bytes",
+        )
     if not path.exists():
         return _pass("outbox", f"no outbox yet at {path} (nothing queued)")
     try:
@@ -712,7 +722,10 @@ def check_outbox(path: Path, config: OutboxConfig) -> CheckResult:
         detail += f", oldest {timedelta(seconds=round(age))} old"
     if stats.fill_ratio >= 1.0:
         return CheckResult(
-            "outbox", "FAIL", f"{detail}: full", "restore the MQTT link (egate diag mqtt) so the queue drains"
+            "outbox",
+            "FAIL",
+            f"{detail}: full, the lane is out of service (no record, no opening)",
+            "restore the MQTT link (egate diag mqtt) so the queue drains, or raise the outbox limits",
         )
     if stats.fill_ratio >= config.alarm_ratio or (age is not None and age > OUTBOX_WARN_AGE_S):
         return CheckResult(

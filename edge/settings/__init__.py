@@ -31,6 +31,7 @@ from edge.settings.core import (
 from edge.settings.display import DisplayConfig
 from edge.settings.gallery import GalleryConfig
 from edge.settings.lane import LaneConfig, Mode
+from edge.settings.limits import LimitError, check_limits
 from edge.settings.link import LinkConfig, OutboxConfig
 from edge.settings.locate import key_lines, line_of
 from engines.config import EngineConfig
@@ -79,6 +80,13 @@ class Settings(BaseModel):
             data = dict(data)
             drop_legacy_privacy(data.pop("privacy"))
         return data
+
+    @model_validator(mode="after")
+    def _limits_the_parts_can_honour(self) -> Settings:
+        issues = check_limits(self)
+        if issues:
+            raise LimitError(issues)
+        return self
 
 
 @dataclass(frozen=True)
@@ -206,14 +214,21 @@ def load_settings_text(
         env_paths = {path: ENV_PREFIX + ENV_NESTING.join(p.upper() for p in path) for path in overrides}
         issues = []
         for err in exc.errors(include_url=False):
-            loc = tuple(err["loc"])
-            if err["type"] == "value_error":
-                loc = _named_key(str(err["msg"]), loc)
-            key = ".".join(str(part) for part in loc) or "<root>"
-            env_name = next((name for path, name in env_paths.items() if loc[: len(path)] == path), None)
-            where = f"env {env_name}" if env_name else source
-            line = None if env_name else line_of(lines, loc)
-            issues.append(ConfigIssue(key, line, _explain(err), where))
+            cause = (err.get("ctx") or {}).get("error")
+            found: list[tuple[tuple[Any, ...], str]]
+            if isinstance(cause, LimitError):
+                found = [(i.loc, i.message) for i in cause.issues]
+            else:
+                err_loc: tuple[Any, ...] = tuple(err["loc"])
+                if err["type"] == "value_error":
+                    err_loc = _named_key(str(err["msg"]), err_loc)
+                found = [(err_loc, _explain(err))]
+            for loc, message in found:
+                key = ".".join(str(part) for part in loc) or "<root>"
+                env_name = next((name for path, name in env_paths.items() if loc[: len(path)] == path), None)
+                where = f"env {env_name}" if env_name else source
+                line = None if env_name else line_of(lines, loc)
+                issues.append(ConfigIssue(key, line, message, where))
         raise ConfigError(issues + missing) from None
     if missing:
         raise ConfigError(missing)

@@ -145,10 +145,21 @@ class LaneConfig(BaseModel):
         min_length=1,
         description="Device name of the document / boarding-pass reader; required in entry and boarding mode.",
     )
+    lane_id: str | None = Field(
+        None,
+        min_length=1,
+        max_length=64,
+        pattern=r"^[A-Za-z0-9._-]+$",
+        description="Lane tag of this gate in the gallery: a subject tagged for other lanes only is not "
+        "eligible here (untagged subjects are). Unset: the gate id.",
+    )
     boarding_flights: list[str] = Field(
         default_factory=list,
-        description="Flights boarding at this gate as carrier + number without padding (e.g. 'LH400'); "
-        "a boarding pass for another flight is referred. Empty: not checked.",
+        max_length=64,
+        description="Flights departing through this gate now, as carrier + number without padding (e.g. "
+        "'LH400'). Boarding mode: a boarding pass for another flight is referred. Exit mode: only gallery "
+        "subjects tagged with one of these flights (or with no flight) are searched. Empty: any flight. "
+        "The signed ops command set_flights replaces the list at run time.",
     )
     policy: PolicyConfig = Field(default_factory=PolicyConfig, description="Decision policy.")
 

@@ -134,6 +134,13 @@ class OutboxConfig(BaseModel):
     alarm_ratio: float = Field(
         0.8, gt=0, lt=1, description="Fill level (count, bytes or age, whichever is highest) raising the alarm event."
     )
+    min_free_disk_bytes: int = Field(
+        32 * 1024 * 1024,
+        ge=0,
+        le=1024**4,
+        description="Free space the outbox's file system must keep; below it the outbox reports unhealthy "
+        "and the lane goes out of service before a commit can fail (0: only failed commits count).",
+    )
     full_policy: Literal["refuse_new", "drop_oldest"] = Field(
         "refuse_new",
         description="When full: refuse_new makes append() raise OutboxFull so the lane goes out of service "
