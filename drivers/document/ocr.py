@@ -28,8 +28,11 @@ import numpy as np
 import structlog
 
 from drivers.document.glyphs import normalise_glyph, refine
-from drivers.document.models import FieldError, MrzResult
+from drivers.document.models import FieldError, MrzFormat, MrzResult
 from drivers.document.mrz import check_failures, detect_layout, parse_mrz, position_classes
+from drivers.document.mrz_decode import Candidates, decode
+from drivers.document.mrz_locate import Row, binarise, find_mrz_rows, rectify_row
+from drivers.document.ocrb_match import ALPHABET, cell_images, match_cells
 
 log = structlog.get_logger(__name__)
 
@@ -201,7 +204,163 @@ def _align(symbols: list[_Symbol], glyphs: list[tuple[int, int]]) -> str:
     return "".join(b.char if b is not None else "<" for b in best)
 
 
-def run_tesseract(image: np.ndarray, settings: OcrSettings, psm: int = 6, hocr: bool = False) -> str:
+_HOCR_ITEM = re.compile(
+    r"x_bboxes (\d+) (\d+) (\d+) (\d+); x_conf ([\d.]+)'>([^<]+)</span>"
+    r"|id='choice_[\d_]+' title='x_confs ([\d.]+)'>([^<]+)</span>"
+)
+
+
+@dataclass
+class _Choice:
+    x: float
+    y: float
+    cands: Candidates
+
+
+def _parse_hocr_choices(hocr: str) -> list[_Choice]:
+    """Each recognised symbol with its centre and tesseract's alternatives (lstm_choice_mode=2), best first."""
+    out: list[_Choice] = []
+    for m in _HOCR_ITEM.finditer(hocr):
+        if m.group(1) is not None:
+            ch = html.unescape(m.group(6))
+            if len(ch) != 1:
+                continue
+            x0, y0, x1, y1 = (int(m.group(i)) for i in range(1, 5))
+            out.append(_Choice((x0 + x1) / 2, (y0 + y1) / 2, [(ch, float(m.group(5)) / 100.0)]))
+        elif out:
+            ch = html.unescape(m.group(8))
+            if len(ch) == 1 and all(c != ch for c, _ in out[-1].cands):
+                out[-1].cands.append((ch, float(m.group(7)) / 100.0))
+    return out
+
+
+def glyph_grid(binary_line: np.ndarray, char_height: int, n_hint: int | None = None) -> tuple[float, float, int] | None:
+    """(first centre, pitch, count) of the fixed-pitch character cells of a binarised row.
+
+    OCR-B in an MRZ has one pitch (part 3 §4.3): the outermost glyphs and the median spacing fix every cell,
+    even where blur fuses two glyphs or a filler breaks into pieces.
+    """
+    spans = segment_glyphs(binary_line, char_height)
+    if len(spans) < 10:
+        return None
+    centres = np.array([(a + b) / 2 for a, b in spans], np.float64)
+    gaps = np.diff(centres)
+    pitch0 = float(np.median(gaps))
+    if pitch0 <= 0:
+        return None
+    first, last = float(centres[0]), float(centres[-1])
+    n_est = (last - first) / pitch0 + 1
+    widths = (n_hint,) if n_hint else _FORMAT_WIDTHS
+    n = min(widths, key=lambda w: abs(w - n_est))
+    if abs(n - n_est) > max(3.0, 0.12 * n):
+        return None
+    return first, (last - first) / (n - 1), n
+
+
+def _cells_from_choices(choices: list[_Choice], first: float, pitch: float, n: int) -> list[Candidates]:
+    cells: list[Candidates | None] = [None] * n
+    best: list[float] = [-1.0] * n
+    for c in choices:
+        k = round((c.x - first) / pitch)
+        if 0 <= k < n and abs(c.x - (first + k * pitch)) < 0.6 * pitch and c.cands[0][1] > best[k]:
+            cells[k], best[k] = c.cands, c.cands[0][1]
+    # A cell tesseract left empty is most often a filler it skipped in a long run.
+    return [c if c is not None else [("<", 0.5)] for c in cells]
+
+
+_TESS_WEIGHT = 0.05  # tesseract's vote next to the OCR-B match: a tie-breaker between near-equal shapes
+_MARGIN_SCALE = 0.1  # correlation margin that makes a cell's first candidate certain
+
+
+def fuse(match: np.ndarray | None, tess: Candidates | None) -> Candidates:
+    """One cell's candidates from the OCR-B match (correlations) and tesseract's choices, best first, 0..1."""
+    if match is None:
+        return tess or [("<", 0.3)]
+    t = dict(tess or [])
+    fused = {ch: float(match[j]) + _TESS_WEIGHT * t.get(ch, 0.0) for j, ch in enumerate(ALPHABET)}
+    ranked = sorted(fused.items(), key=lambda kv: -kv[1])[:4]
+    best = ranked[0][1]
+    quality = min(1.0, max(0.3, (float(match.max()) - 0.55) / 0.33))
+    return [(ch, quality * max(0.0, 1 - (best - v) / _MARGIN_SCALE)) for ch, v in ranked]
+
+
+@dataclass
+class RowRead:
+    fmt: MrzFormat | None
+    cands: list[list[Candidates]]
+    raw: list[str]
+    images: list[np.ndarray]
+    weakest_match: float = 0.0  # lowest OCR-B correlation of any cell's best character
+
+
+def _format_of(n_rows: int, n: int, first_char: str) -> MrzFormat | None:
+    if n_rows == 3 and n == 30:
+        return "TD1"
+    if n_rows == 2 and n in (36, 44):
+        visa = first_char == "V"
+        return ("MRV-A" if visa else "TD3") if n == 44 else ("MRV-B" if visa else "TD2")
+    return None
+
+
+def read_rows(
+    gray: np.ndarray, rows: list[Row], char_height: int, settings: OcrSettings, flip: bool, use_tesseract: bool = True
+) -> RowRead:
+    """OCR one candidate row group: every cell's candidates (OCR-B match, tesseract's choices), raw text, images."""
+    order = list(reversed(rows)) if flip else list(rows)
+    images = [binarise(rectify_row(gray, r, char_height, flip)) for r in order]
+    n_hint = 30 if len(order) == 3 else None
+    grids = [glyph_grid(im, char_height, n_hint) for im in images]
+    counts = [g[2] for g in grids if g is not None]
+    if not counts:
+        return RowRead(None, [], [], images)
+    n = max(set(counts), key=counts.count)
+    fixed: list[tuple[float, float, int]] = []
+    for im, grid in zip(images, grids, strict=True):
+        if grid is None or grid[2] != n:
+            # This row's glyphs did not give the grid: borrow the pitch of the others, anchor at its first glyph.
+            other = next(g for g in grids if g is not None and g[2] == n)
+            spans = segment_glyphs(im, char_height)
+            if not spans:
+                return RowRead(None, [], [], images)
+            grid = ((spans[0][0] + spans[0][1]) / 2, other[1], n)
+        fixed.append(grid)
+    matches: list[np.ndarray | None] = []
+    for im, (first, pitch, _) in zip(images, fixed, strict=True):
+        cells = cell_images(im, first, pitch, n)
+        matches.append(match_cells(cells) if cells is not None else None)
+    tess_cells: list[list[Candidates] | None] = [None] * len(images)
+    raw: list[str] = []
+    if use_tesseract or any(m is None for m in matches):
+        page, tops = _stack(images)
+        choices = _parse_hocr_choices(run_tesseract(page, settings, hocr=True, choices=True))
+        for k, (im, top, (first, pitch, _)) in enumerate(zip(images, tops, fixed, strict=True)):
+            mine = [c for c in choices if top - _ROW_PAD <= c.y < top + im.shape[0] + _ROW_PAD]
+            raw.append("".join(c.cands[0][0] for c in mine))
+            tess_cells[k] = _cells_from_choices(mine, first + _PAGE_MARGIN_X, pitch, n)
+    cands: list[list[Candidates]] = []
+    weakest = 1.0
+    for m, t in zip(matches, tess_cells, strict=True):
+        cands.append([fuse(m[i] if m is not None else None, t[i] if t is not None else None) for i in range(n)])
+        weakest = min(weakest, float(m.max(axis=1).min()) if m is not None else 0.0)
+    if not raw:
+        raw = ["".join(c[0][0] for c in line) for line in cands]
+    return RowRead(_format_of(len(order), n, cands[0][0][0][0]), cands, raw, images, weakest)
+
+
+def _flip_first(gray: np.ndarray, rows: list[Row]) -> bool:
+    """Whether the rows more likely read upside down: MRZ filler runs sit at the right end of rows."""
+    left = right = 0.0
+    for r in rows:
+        im = 255 - binarise(rectify_row(gray, r, 24))
+        q = im.shape[1] // 4
+        left += float(im[:, :q].mean())
+        right += float(im[:, -q:].mean())
+    return left < 0.8 * right
+
+
+def run_tesseract(
+    image: np.ndarray, settings: OcrSettings, psm: int = 6, hocr: bool = False, choices: bool = False
+) -> str:
     """OCR a binary page with the MRZ whitelist; plain text, or hOCR with character boxes."""
     ok, png = cv2.imencode(".png", image)
     if not ok:
@@ -211,6 +370,8 @@ def run_tesseract(image: np.ndarray, settings: OcrSettings, psm: int = 6, hocr: 
         "-c", f"tessedit_char_whitelist={WHITELIST}",
         "-c", "load_system_dawg=0", "-c", "load_freq_dawg=0",
     ]  # fmt: skip
+    if choices:
+        cmd += ["-c", "lstm_choice_mode=2"]
     if hocr:
         cmd += ["-c", "hocr_char_boxes=1", "hocr"]
     # One OpenMP thread: with 2 shared cores tesseract's default thread team spins and waits; measured
@@ -371,6 +532,61 @@ def _read(image: np.ndarray, today: date, settings: OcrSettings, trace: OcrTrace
     gray = image if image.ndim == 2 else cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
     if gray.dtype != np.uint8:
         gray = cv2.normalize(gray, None, 0, 255, cv2.NORM_MINMAX).astype(np.uint8)  # type: ignore[call-overload]
+    best, best_score = _read_by_texture(gray, today, settings, trace)
+    if best is not None and best_score <= _GOOD_ENOUGH:
+        return best
+    # The page-layout locator of earlier versions: a second opinion when the texture locator found nothing.
+    legacy = _read_legacy(image, gray, today, settings, trace)
+    if best is None or (legacy.document is not None and check_failures(legacy) < best_score):
+        return legacy
+    return best
+
+
+# A read with this many failing checks is a document as printed (one wrong digit also fails the composite).
+_GOOD_ENOUGH = 2
+_SURE_MATCH = 0.72
+
+
+def _read_by_texture(
+    gray: np.ndarray, today: date, settings: OcrSettings, trace: OcrTrace
+) -> tuple[MrzResult | None, int]:
+    """Rows found by their texture, OCR'd with alternatives, decided by field types and check digits."""
+    groups = find_mrz_rows(gray)
+    best: MrzResult | None = None
+    best_score = 1 << 30
+    for group in groups[:2]:
+        trace.boxes = [_row_box(r) for r in group]
+        flips = [True, False] if _flip_first(gray, group) else [False, True]
+        for char_height in (settings.char_height, settings.retry_char_height):
+            for flip in list(flips):
+                for use_tesseract in (False, True):
+                    rr = read_rows(gray, group, char_height, settings, flip, use_tesseract)
+                    trace.raw_attempts.append(rr.raw)
+                    if rr.fmt is None:
+                        break
+                    result = parse_mrz("\n".join(decode(rr.fmt, rr.cands).lines), today=today)
+                    score = check_failures(result) if result.document is not None else 1 << 20
+                    if score < best_score:
+                        best, best_score = result, score
+                    # The OCR-B match alone is trusted only when every cell is a clear OCR-B character and
+                    # every check digit agrees; anything less is read again with tesseract's opinion too.
+                    if score == 0 and (use_tesseract or rr.weakest_match >= _SURE_MATCH):
+                        return best, 0
+                if best_score <= _GOOD_ENOUGH:
+                    flips = [flip]  # the orientation is settled; only a sharper look can help now
+                    break
+        if best is not None and best_score <= _GOOD_ENOUGH:
+            break
+    return best, best_score
+
+
+def _row_box(r: Row) -> tuple[int, int, int, int]:
+    half_w = abs(r.length / 2 * np.cos(np.radians(r.angle))) + abs(r.height / 2 * np.sin(np.radians(r.angle)))
+    half_h = abs(r.length / 2 * np.sin(np.radians(r.angle))) + abs(r.height / 2 * np.cos(np.radians(r.angle)))
+    return int(r.cx - half_w), int(r.cy - half_h), int(2 * half_w), int(2 * half_h)
+
+
+def _read_legacy(image: np.ndarray, gray: np.ndarray, today: date, settings: OcrSettings, trace: OcrTrace) -> MrzResult:
     boxes = find_mrz_lines(gray)
     trace.boxes = boxes
     best: MrzResult | None = None
