@@ -149,7 +149,8 @@ def glyph_count_score(strip: np.ndarray) -> float:
 
 def rectify_row(gray: np.ndarray, row: Row, char_height: int, flip: bool = False) -> np.ndarray:
     """The row cut out along its own axis, scaled to `char_height`-pixel glyphs (optionally turned 180°)."""
-    pad_y, pad_x = 0.45 * row.height, 0.9 * row.height
+    # A little beyond the ends: blur and glare shorten a row's blob.
+    pad_y, pad_x = 0.45 * row.height, 1.2 * row.height
     scale = char_height / max(row.height, 1.0)
     out_w = max(8, round((row.length + 2 * pad_x) * scale))
     out_h = max(8, round((row.height + 2 * pad_y) * scale))

@@ -30,9 +30,9 @@ import structlog
 from drivers.document.glyphs import normalise_glyph, refine
 from drivers.document.models import FieldError, MrzFormat, MrzResult
 from drivers.document.mrz import check_failures, detect_layout, parse_mrz, position_classes
-from drivers.document.mrz_decode import Candidates, decode
+from drivers.document.mrz_decode import Candidates, constrain, decode
 from drivers.document.mrz_locate import Row, binarise, find_mrz_rows, rectify_row
-from drivers.document.ocrb_match import ALPHABET, cell_images, match_cells
+from drivers.document.ocrb_match import ALPHABET, cell_images, cell_vectors, match_cells, snap_centres, text_band
 
 log = structlog.get_logger(__name__)
 
@@ -237,47 +237,70 @@ def _parse_hocr_choices(hocr: str) -> list[_Choice]:
 def glyph_grid(binary_line: np.ndarray, char_height: int, n_hint: int | None = None) -> tuple[float, float, int] | None:
     """(first centre, pitch, count) of the fixed-pitch character cells of a binarised row.
 
-    OCR-B in an MRZ has one pitch (part 3 §4.3): the outermost glyphs and the median spacing fix every cell,
-    even where blur fuses two glyphs or a filler breaks into pieces.
+    OCR-B in an MRZ has one pitch, 2.54 mm for capitals about 2.4 mm high (part 3 §4.3): the span from the
+    first to the last glyph over the capitals' height gives the count, even where a pattern or blur fuses
+    glyphs; the spacing of separate glyphs is the second opinion when the height is off.
     """
     spans = segment_glyphs(binary_line, char_height)
     if len(spans) < 10:
         return None
     centres = np.array([(a + b) / 2 for a, b in spans], np.float64)
-    gaps = np.diff(centres)
-    pitch0 = float(np.median(gaps))
-    if pitch0 <= 0:
+    band = text_band(binary_line)
+    cap = band[1] - band[0] if band is not None and band[1] - band[0] > 4 else None
+    pitch_ref = _PITCH_PER_CAP * cap if cap else float(np.median(np.diff(centres)))
+    # An MRZ row has no gap wider than a cell or two: ink beyond one (a page edge, other print) is not in it.
+    pieces = np.split(centres, np.where(np.diff(centres) > 2.2 * pitch_ref)[0] + 1)
+    centres = max(pieces, key=len)
+    if len(centres) < 10:
         return None
     first, last = float(centres[0]), float(centres[-1])
-    n_est = (last - first) / pitch0 + 1
     widths = (n_hint,) if n_hint else _FORMAT_WIDTHS
-    n = min(widths, key=lambda w: abs(w - n_est))
-    if abs(n - n_est) > max(3.0, 0.12 * n):
-        return None
-    return first, (last - first) / (n - 1), n
+    estimates = []
+    if cap:
+        estimates.append((last - first) / pitch_ref + 1)
+    pitch0 = float(np.median(np.diff(centres)))
+    if pitch0 > 0:
+        estimates.append((last - first) / pitch0 + 1)
+    for n_est in estimates:
+        n = min(widths, key=lambda w: abs(w - n_est))
+        if abs(n - n_est) <= max(2.5, 0.08 * n):
+            return first, (last - first) / (n - 1), n
+    return None
 
 
-def _cells_from_choices(choices: list[_Choice], first: float, pitch: float, n: int) -> list[Candidates]:
+_PITCH_PER_CAP = 2.54 / 2.4
+
+
+def _cells_from_choices(choices: list[_Choice], centres: list[float], pitch: float) -> list[Candidates]:
+    n = len(centres)
     cells: list[Candidates | None] = [None] * n
     best: list[float] = [-1.0] * n
+    at = np.array(centres)
     for c in choices:
-        k = round((c.x - first) / pitch)
-        if 0 <= k < n and abs(c.x - (first + k * pitch)) < 0.6 * pitch and c.cands[0][1] > best[k]:
+        k = int(np.argmin(np.abs(at - c.x)))
+        if abs(c.x - at[k]) < 0.6 * pitch and c.cands[0][1] > best[k]:
             cells[k], best[k] = c.cands, c.cands[0][1]
     # A cell tesseract left empty is most often a filler it skipped in a long run.
     return [c if c is not None else [("<", 0.5)] for c in cells]
 
 
-_TESS_WEIGHT = 0.05  # tesseract's vote next to the OCR-B match: a tie-breaker between near-equal shapes
+_TESS_WEIGHT = 0.05
+_OCRB_TYPICAL = 0.78  # median best correlation of a row printed in the templates' OCR-B, under damage  # tesseract's vote next to the OCR-B match: a tie-breaker between near-equal shapes
 _MARGIN_SCALE = 0.1  # correlation margin that makes a cell's first candidate certain
 
 
 def fuse(match: np.ndarray | None, tess: Candidates | None) -> Candidates:
     """One cell's candidates from the OCR-B match (correlations) and tesseract's choices, best first, 0..1."""
     if match is None:
-        return tess or [("<", 0.3)]
+        if not tess:
+            return [("<", 0.3)]
+        # Tesseract's own choice confidences are often 0 for the runners-up: rank them just behind.
+        top = tess[0][1]
+        return [tess[0], *[(ch, max(sc, top - 0.08 * k)) for k, (ch, sc) in enumerate(tess[1:4], 1)]]
     t = dict(tess or [])
-    fused = {ch: float(match[j]) + _TESS_WEIGHT * t.get(ch, 0.0) for j, ch in enumerate(ALPHABET)}
+    # The worse the cell matches any OCR-B glyph (another OCR-B cut, damage), the more tesseract decides.
+    weight = _TESS_WEIGHT + 0.6 * min(1.0, max(0.0, (0.88 - float(match.max())) / 0.25)) if tess else 0.0
+    fused = {ch: float(match[j]) + weight * t.get(ch, 0.0) for j, ch in enumerate(ALPHABET)}
     ranked = sorted(fused.items(), key=lambda kv: -kv[1])[:4]
     best = ranked[0][1]
     quality = min(1.0, max(0.3, (float(match.max()) - 0.55) / 0.33))
@@ -291,6 +314,7 @@ class RowRead:
     raw: list[str]
     images: list[np.ndarray]
     weakest_match: float = 0.0  # lowest OCR-B correlation of any cell's best character
+    ocrb_like: bool = False  # every row looks printed in the templates' OCR-B
 
 
 def _format_of(n_rows: int, n: int, first_char: str) -> MrzFormat | None:
@@ -325,26 +349,82 @@ def read_rows(
             grid = ((spans[0][0] + spans[0][1]) / 2, other[1], n)
         fixed.append(grid)
     matches: list[np.ndarray | None] = []
-    for im, (first, pitch, _) in zip(images, fixed, strict=True):
-        cells = cell_images(im, first, pitch, n)
+    vectors: list[np.ndarray | None] = []
+    centres = [snap_centres(segment_glyphs(im, char_height), first, pitch, n) for im, (first, pitch, _) in zip(images, fixed, strict=True)]  # fmt: skip
+    for im, at, (_, pitch, _) in zip(images, centres, fixed, strict=True):
+        cells = cell_images(im, at, pitch)
         matches.append(match_cells(cells) if cells is not None else None)
+        vectors.append(cell_vectors(cells) if cells is not None else None)
     tess_cells: list[list[Candidates] | None] = [None] * len(images)
     raw: list[str] = []
     if use_tesseract or any(m is None for m in matches):
         page, tops = _stack(images)
         choices = _parse_hocr_choices(run_tesseract(page, settings, hocr=True, choices=True))
-        for k, (im, top, (first, pitch, _)) in enumerate(zip(images, tops, fixed, strict=True)):
+        for k, (im, top, at, (_, pitch, _)) in enumerate(zip(images, tops, centres, fixed, strict=True)):
             mine = [c for c in choices if top - _ROW_PAD <= c.y < top + im.shape[0] + _ROW_PAD]
             raw.append("".join(c.cands[0][0] for c in mine))
-            tess_cells[k] = _cells_from_choices(mine, first + _PAGE_MARGIN_X, pitch, n)
+            tess_cells[k] = _cells_from_choices(mine, [x + _PAGE_MARGIN_X for x in at], pitch)
     cands: list[list[Candidates]] = []
     weakest = 1.0
+    typical = [float(np.median(m.max(axis=1))) for m in matches if m is not None]
+    ocrb_like = bool(typical) and len(typical) == len(matches) and min(typical) >= _OCRB_TYPICAL
+    if any(t is not None for t in tess_cells) and not ocrb_like:
+        # Not the OCR-B cut the templates come from (or a row badly cut): tesseract reads, alone.
+        matches = [None] * len(matches)
     for m, t in zip(matches, tess_cells, strict=True):
         cands.append([fuse(m[i] if m is not None else None, t[i] if t is not None else None) for i in range(n)])
         weakest = min(weakest, float(m.max(axis=1).min()) if m is not None else 0.0)
     if not raw:
         raw = ["".join(c[0][0] for c in line) for line in cands]
-    return RowRead(_format_of(len(order), n, cands[0][0][0][0]), cands, raw, images, weakest)
+    fmt = _format_of(len(order), n, cands[0][0][0][0])
+    if fmt is not None and all(v is not None for v in vectors):
+        cands = _settle_by_own_glyphs(fmt, cands, [v for v in vectors if v is not None])
+    return RowRead(fmt, cands, raw, images, weakest, ocrb_like)
+
+
+_OWN_SAME = 0.95
+
+
+def _settle_by_own_glyphs(fmt: MrzFormat, cands: list[list[Candidates]], vectors: list[np.ndarray]) -> list[list[Candidates]]:  # fmt: skip
+    """Unsure cells compared with this document's own print of the characters they may be.
+
+    Cells read clearly (and, for letters and digits, in a field whose type allows only that kind) are samples
+    of this very printing, damage included, closer to a doubtful cell than any rendered template: settles
+    0/O, 1/I, 8/B, 5/S in alphanumeric fields, a filler read as K in a long run, E/F under glare.
+    """
+    classes = position_classes(fmt)
+    samples: dict[str, list[tuple[tuple[int, int], np.ndarray]]] = {}
+    unsure: list[tuple[int, int]] = []
+    for li, line in enumerate(cands):
+        for i, c in enumerate(line):
+            typed = constrain(c, classes[li][i])
+            ch, sc = typed[0]
+            sure = sc >= 0.9 and (len(typed) < 2 or typed[1][1] < 0.5 * sc)
+            if sure and (ch == "<" or classes[li][i] in ("A", "N")):
+                samples.setdefault(ch, []).append(((li, i), vectors[li][i]))
+            if not sure or classes[li][i] == "X":
+                unsure.append((li, i))
+    out = [list(line) for line in cands]
+    for li, i in unsure:
+        c = cands[li][i]
+        options = list(dict.fromkeys([ch for ch, _ in c[:3]] + ["<"]))
+        own = {
+            ch: max(float(vectors[li][i] @ v) for p, v in samples[ch] if p != (li, i))
+            for ch in options
+            if any(p != (li, i) for p, _ in samples.get(ch, []))
+        }
+        if not own:
+            continue
+        # The same print of the same character matches at ~0.97; a different character at <= 0.93.
+        top = max(own, key=lambda ch: own[ch])
+        current = own.get(c[0][0])
+        needed = _OWN_SAME if current is not None else _OWN_SAME + 0.01
+        if own[top] < needed or any(own[top] - v < 0.03 for ch, v in own.items() if ch != top):
+            continue
+        pick = top
+        if pick != c[0][0]:
+            out[li][i] = [(pick, c[0][1]), *[(ch, sc * 0.5) for ch, sc in c if ch != pick]]
+    return out
 
 
 def _flip_first(gray: np.ndarray, rows: list[Row]) -> bool:
@@ -564,9 +644,12 @@ def _read_by_texture(
                     trace.raw_attempts.append(rr.raw)
                     if rr.fmt is None:
                         break
+                    if not use_tesseract and not rr.ocrb_like:
+                        continue  # another typeface: the OCR-B match alone means nothing, ask tesseract
                     result = parse_mrz("\n".join(decode(rr.fmt, rr.cands).lines), today=today)
                     score = check_failures(result) if result.document is not None else 1 << 20
-                    if score < best_score:
+                    # On a tie the read that also heard tesseract wins: names carry no check digit.
+                    if score < best_score or (use_tesseract and score == best_score):
                         best, best_score = result, score
                     # The OCR-B match alone is trusted only when every cell is a clear OCR-B character and
                     # every check digit agrees; anything less is read again with tesseract's opinion too.

@@ -70,8 +70,8 @@ def text_band(binary_line: np.ndarray) -> tuple[float, float] | None:
     return float(np.median(tall[:, 1])), float(np.median(tall[:, 1] + tall[:, 3]))
 
 
-def cell_images(binary_line: np.ndarray, first: float, pitch: float, n: int) -> np.ndarray | None:
-    """The row's n cells cut at the fixed pitch and scaled like the templates (ink white on black)."""
+def cell_images(binary_line: np.ndarray, centres: list[float], pitch: float) -> np.ndarray | None:
+    """The row's cells around `centres`, one pitch wide, scaled like the templates (ink white on black)."""
     band = text_band(binary_line)
     if band is None:
         return None
@@ -82,13 +82,35 @@ def cell_images(binary_line: np.ndarray, first: float, pitch: float, n: int) -> 
     y0, y1 = top - _MARGIN * cap, bottom + _MARGIN * cap
     ink = 255 - binary_line
     out = []
-    for i in range(n):
-        cx = first + i * pitch
+    w, h = max(2, round(pitch)), max(2, round(y1 - y0))
+    for cx in centres:
         m = np.float32([[1, 0, -(cx - pitch / 2)], [0, 1, -y0]])
-        w, h = max(2, round(pitch)), max(2, round(y1 - y0))
         cell = cv2.warpAffine(ink, m, (w, h), borderValue=0)
         out.append(cv2.resize(cell, (_CELL_W, _CELL_H), interpolation=cv2.INTER_AREA))
     return np.array(out)
+
+
+def snap_centres(spans: list[tuple[int, int]], first: float, pitch: float, n: int) -> list[float]:
+    """Cell centres walked along the row, each snapped to the glyph printed there.
+
+    Perspective makes the pitch drift along a row; following the glyphs keeps every cell on its character.
+    """
+    glyphs = [((a + b) / 2, b - a) for a, b in spans]
+    out: list[float] = []
+    x, local = first, pitch
+    for _ in range(n):
+        near = [c for c, w in glyphs if abs(c - x) < 0.35 * local and w < 1.3 * local]
+        c = min(near, key=lambda v: abs(v - x)) if near else x
+        if out and near:
+            local = 0.8 * local + 0.2 * min(max(c - out[-1], 0.8 * pitch), 1.2 * pitch)
+        out.append(c)
+        x = c + local
+    return out
+
+
+def cell_vectors(cells: np.ndarray) -> np.ndarray:
+    """Cells as unit vectors (zero mean), the form every comparison here uses."""
+    return _cell_vectors(np.array([cv2.GaussianBlur(c, (3, 3), 0) for c in cells]))
 
 
 def match_cells(cells: np.ndarray) -> np.ndarray | None:
@@ -97,8 +119,7 @@ def match_cells(cells: np.ndarray) -> np.ndarray | None:
     if t is None:
         return None
     vectors, chars = t
-    blurred = np.array([cv2.GaussianBlur(c, (3, 3), 0) for c in cells])
-    corr = _cell_vectors(blurred) @ vectors.T
+    corr = cell_vectors(cells) @ vectors.T
     out = np.full((len(cells), len(ALPHABET)), -1.0, np.float32)
     for j, ch in enumerate(ALPHABET):
         cols = [k for k, c in enumerate(chars) if c == ch]
