@@ -483,12 +483,17 @@ def _degrade(page: np.ndarray, box: tuple[float, float, float, float], kind: str
     return scene, applied
 
 
+def sample_kind(index: int, params: SynthParams) -> tuple[str, str]:
+    """(format, damage) of sample `index`: formats cycle fastest, so every run of 60 covers every pair."""
+    fmt = params.formats[index % len(params.formats)]
+    return fmt, params.degradations[(index // len(params.formats)) % len(params.degradations)]
+
+
 def generate_sample(seed: int, index: int, params: SynthParams | None = None) -> Sample:
     """Sample `index` of the set `seed`: the same (seed, index, params) always gives the same image."""
     params = params or SynthParams()
     rng = np.random.default_rng([seed, index])
-    fmt = params.formats[index % len(params.formats)]
-    kind = params.degradations[(index // len(params.formats)) % len(params.degradations)]
+    fmt, kind = sample_kind(index, params)
     ref_year = int(params.reference_day[:4])
     lines, where = build_mrz(fmt, rng, ref_year)
     broken = break_check_digit(fmt, lines, where, rng) if rng.random() < params.invalid_share else None

@@ -13,6 +13,7 @@ really printed is reported, never "repaired".
 from __future__ import annotations
 
 import itertools
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from drivers.document.models import MrzFormat
@@ -40,6 +41,7 @@ _SURE_SCORE = 0.96
 _ALT_MIN = 0.02
 _MAX_SWAPS = 2
 _MAX_UNCERTAIN = 10
+_MAX_ALT_COST = 0.6
 
 
 @dataclass
@@ -101,17 +103,23 @@ class _Decoder:
         top = cs[0][1]
         if top >= _SURE_SCORE and (len(cs) < 2 or cs[1][1] < _ALT_MIN):
             return []
-        return [(ch, max(0.0, top - sc) + 0.02 * rank) for rank, (ch, sc) in enumerate(cs[1:4], 1)]
+        # Only alternatives the OCR found nearly as likely: a far-behind one is a shape the cell does not have.
+        return [(ch, max(0.0, top - sc) + 0.02 * rank) for rank, (ch, sc) in enumerate(cs[1:4], 1) if top - sc <= _MAX_ALT_COST]
 
-    def solutions(self, positions: list[Pos], ok: callable) -> list[tuple[float, dict[Pos, str]]]:  # type: ignore[valid-type]
-        """Swap sets (cost, {pos: char}) of at most _MAX_SWAPS that make ok(override) true, cheapest first."""
+    def solutions(self, positions: list[Pos], ok: Callable[[dict[Pos, str]], bool]) -> list[tuple[float, dict[Pos, str]]]:  # fmt: skip
+        """Swap sets (cost, {pos: char}) that make ok(override) true, cheapest first.
+
+        Without a composite check digit to confirm, one swap at most: a 7-3-1 digit has ten values, so two
+        free swaps among a few uncertain cells "verify" a wrong printed digit far too often.
+        """
         if ok({}):
             return [(0.0, {})]
+        max_swaps = _MAX_SWAPS if self.layout.composite is not None else 1
         uncertain = [(p, alts) for p in positions if (alts := self.alternatives(p))]
         uncertain.sort(key=lambda pa: min(c for _, c in pa[1]))
         uncertain = uncertain[:_MAX_UNCERTAIN]
         found: list[tuple[float, dict[Pos, str]]] = []
-        for n in range(1, _MAX_SWAPS + 1):
+        for n in range(1, max_swaps + 1):
             for combo in itertools.combinations(uncertain, n):
                 for picks in itertools.product(*(alts for _, alts in combo)):
                     override = {p: ch for (p, _), (ch, _) in zip(combo, picks, strict=True)}

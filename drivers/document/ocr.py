@@ -256,11 +256,15 @@ def glyph_grid(binary_line: np.ndarray, char_height: int, n_hint: int | None = N
     first, last = float(centres[0]), float(centres[-1])
     widths = (n_hint,) if n_hint else _FORMAT_WIDTHS
     estimates = []
+    pitch0 = float(np.median(np.diff(centres)))
+    by_spacing = (last - first) / pitch0 + 1 if pitch0 > 0 else 0.0
+    # Nearly every glyph separate: their spacing is the surest count. Many fused: the capitals' height.
+    if by_spacing and len(centres) >= 0.9 * by_spacing:
+        estimates.append(by_spacing)
     if cap:
         estimates.append((last - first) / pitch_ref + 1)
-    pitch0 = float(np.median(np.diff(centres)))
-    if pitch0 > 0:
-        estimates.append((last - first) / pitch0 + 1)
+    if by_spacing:
+        estimates.append(by_spacing)
     for n_est in estimates:
         n = min(widths, key=lambda w: abs(w - n_est))
         if abs(n - n_est) <= max(2.5, 0.08 * n):
