@@ -95,10 +95,10 @@ def test_stress_subset_end_to_end() -> None:
 
 
 def test_diag_reader_reads_a_generated_page(tmp_path: Path) -> None:
+    import typer
+
     from tools import diag_reader
     from tools.cli import app as _unused  # noqa: F401  (the real CLI wiring is exercised elsewhere)
-
-    import typer
 
     s = generate_sample(21, 2)  # a clean TD3
     path = tmp_path / "page.png"

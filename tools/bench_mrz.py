@@ -216,8 +216,11 @@ def run_bench(root: Path, engine: str = "egate", limit: int | None = None) -> di
         "not_fully_right": failures,
         "checks_valid": total["checks_valid"],
         "wrong_but_valid": total["wrong_but_valid"],
-        "wrong_but_valid_images": [str(p.relative_to(root)) for p, r in zip(images, rows, strict=True)
-                                   if r["truth"] is not None and r["valid"] and not r["right"]],  # fmt: skip
+        "wrong_but_valid_images": [
+            str(p.relative_to(root))
+            for p, r in zip(images, rows, strict=True)
+            if r["truth"] is not None and r["valid"] and not r["right"]
+        ],
         "not_found": total["not_found"],
         "printed_invalid": total.get("printed_invalid", 0),
         "printed_invalid_reported_invalid": total.get("printed_invalid_reported_invalid", 0),
@@ -245,7 +248,9 @@ def side_by_side(reports: dict[str, dict[str, Any]], group: str) -> list[str]:
                 continue
             share = s["fully_right_share"]
             pct = f"{100 * share:5.1f}%" if share is not None else "   -  "
-            cells.append(f"| {pct:>6} {s['wrong_but_valid']:>4} {s['not_found']:>5} {s['seconds_per_image_mean']:>6.2f}   ")
+            cells.append(
+                f"| {pct:>6} {s['wrong_but_valid']:>4} {s['not_found']:>5} {s['seconds_per_image_mean']:>6.2f}   "
+            )
         out.append(f"{k:<14}" + "".join(cells))
     return out
 

@@ -233,12 +233,14 @@ def _guilloche(draw: ImageDraw.ImageDraw, rng: np.random.Generator, w: int, h: i
         width = max(1, round(scale * rng.uniform(0.08, 0.2)))
         for k in range(int(h / step) + 2):
             y0 = k * step
-            pts = [(x, y0 + amp * math.sin(2 * math.pi * freq * x + phase + 0.4 * k)) for x in range(0, w + 8, 8)]
-            draw.line(pts, fill=colour, width=width)
+            wave = [
+                (float(x), y0 + amp * math.sin(2 * math.pi * freq * x + phase + 0.4 * k)) for x in range(0, w + 8, 8)
+            ]
+            draw.line(wave, fill=colour, width=width)
     cx, cy, r = rng.uniform(0.2, 0.8) * w, rng.uniform(0.2, 0.8) * h, rng.uniform(0.15, 0.4) * min(w, h)
     colour = _colour(rng, 120, 210)
     n_petals, ratio = int(rng.integers(5, 13)), rng.uniform(0.2, 0.5)
-    pts = []
+    pts: list[tuple[float, float]] = []
     for t in np.linspace(0, 2 * math.pi * 7, 3000):
         rr = r * (1 - ratio + ratio * math.cos(n_petals * t / 7 * 3))
         pts.append((cx + rr * math.cos(t), cy + rr * math.sin(t)))
@@ -332,7 +334,7 @@ def _cap_ratio() -> float:
     """Cap height of OCR-B as a share of its font size (measured once from the font)."""
     if not _CAP_RATIO:
         f = _font(200)
-        x0, y0, x1, y1 = f.getbbox("H", anchor="ls")
+        _x0, y0, _x1, y1 = f.getbbox("H", anchor="ls")
         _CAP_RATIO.append((y1 - y0) / 200.0)
     return _CAP_RATIO[0]
 
@@ -348,7 +350,7 @@ def _place_on_scene(page: np.ndarray, rng: np.random.Generator, margin: float) -
     noise = rng.normal(0, 6, scene.shape[:2])
     scene = np.clip(scene.astype(np.float32) + noise[..., None], 0, 255).astype(np.uint8)
     scene[my : my + h, mx : mx + w] = page
-    corners = np.float32([[mx, my], [mx + w, my], [mx + w, my + h], [mx, my + h]])
+    corners = np.array([[mx, my], [mx + w, my], [mx + w, my + h], [mx, my + h]], np.float32)
     return scene, corners
 
 
@@ -369,7 +371,7 @@ def _rotate(scene: np.ndarray, deg: float) -> np.ndarray:
 
 
 def _motion_kernel(length: float, angle: float) -> np.ndarray:
-    n = max(3, int(math.ceil(length)) | 1)
+    n = max(3, math.ceil(length) | 1)
     k = np.zeros((n, n), np.float32)
     c = n // 2
     dx, dy = math.cos(angle) * length / 2, math.sin(angle) * length / 2
@@ -378,7 +380,7 @@ def _motion_kernel(length: float, angle: float) -> np.ndarray:
 
 
 def _defocus(img: np.ndarray, radius: float) -> np.ndarray:
-    n = max(3, int(math.ceil(2 * radius)) | 1)
+    n = max(3, math.ceil(2 * radius) | 1)
     k = np.zeros((n, n), np.float32)
     cv2.circle(k, (n // 2, n // 2), max(1, round(radius)), 1.0, -1, cv2.LINE_AA)
     return cv2.filter2D(img, -1, k / float(k.sum()))
@@ -386,7 +388,8 @@ def _defocus(img: np.ndarray, radius: float) -> np.ndarray:
 
 def _jpeg(img: np.ndarray, quality: int) -> np.ndarray:
     ok, buf = cv2.imencode(".jpg", img, [cv2.IMWRITE_JPEG_QUALITY, quality])
-    return cv2.imdecode(buf, cv2.IMREAD_COLOR) if ok else img
+    out = cv2.imdecode(buf, cv2.IMREAD_COLOR) if ok else None
+    return img if out is None else np.asarray(out)
 
 
 def _glare(img: np.ndarray, rng: np.random.Generator, mrz_centre: tuple[float, float], char_px: float) -> np.ndarray:
@@ -434,12 +437,12 @@ def _degrade(page: np.ndarray, box: tuple[float, float, float, float], kind: str
                                 "uneven_light", "low_contrast"], size=3, replace=False))  # fmt: skip
     mild = kind == "combined"
     scene, corners = _place_on_scene(page, rng, margin=rng.uniform(0.04, 0.15))
-    mrz_c = np.float32([[(box[0] + box[2]) / 2, (box[1] + box[3]) / 2]]) + corners[0]
+    mrz_c = np.array([[(box[0] + box[2]) / 2, (box[1] + box[3]) / 2]], np.float32) + corners[0]
     dst = corners.copy()
     if "perspective" in kinds:
         pw, ph = page.shape[1], page.shape[0]
         amount = params.max_perspective * (0.5 if mild else 1.0)
-        jitter = rng.uniform(-amount, amount, (4, 2)) * np.float32([pw, ph])
+        jitter = rng.uniform(-amount, amount, (4, 2)) * np.array([pw, ph], np.float32)
         dst = (corners + jitter).astype(np.float32)
         applied["perspective_corner_shift_px"] = [round(float(v), 1) for v in jitter.ravel()]
     scene = _warp(scene, corners, dst) if "perspective" in kinds else scene
@@ -530,8 +533,9 @@ def synth_command(
     seed: int = typer.Option(21, "--seed", help="Set seed: the same seed gives the same set."),
     count: int = typer.Option(300, "--count", min=1, help="Number of images."),
     start: int = typer.Option(0, "--start", min=0, help="First sample index (extend a set)."),
-    face_dir: Path | None = typer.Option(None, "--faces", exists=True, file_okay=False,
-                                         help="Portrait photos to paste (default: synthetic blobs)."),  # fmt: skip
+    face_dir: Path | None = typer.Option(
+        None, "--faces", exists=True, file_okay=False, help="Portrait photos to paste (default: synthetic blobs)."
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """Generate a seeded set of synthetic documents (TD1/TD2/TD3/MRV-A/MRV-B) with capture damage."""

@@ -104,7 +104,11 @@ class _Decoder:
         if top >= _SURE_SCORE and (len(cs) < 2 or cs[1][1] < _ALT_MIN):
             return []
         # Only alternatives the OCR found nearly as likely: a far-behind one is a shape the cell does not have.
-        return [(ch, max(0.0, top - sc) + 0.02 * rank) for rank, (ch, sc) in enumerate(cs[1:4], 1) if top - sc <= _MAX_ALT_COST]
+        return [
+            (ch, max(0.0, top - sc) + 0.02 * rank)
+            for rank, (ch, sc) in enumerate(cs[1:4], 1)
+            if top - sc <= _MAX_ALT_COST
+        ]
 
     def solutions(self, positions: list[Pos], ok: Callable[[dict[Pos, str]], bool]) -> list[tuple[float, dict[Pos, str]]]:  # fmt: skip
         """Swap sets (cost, {pos: char}) that make ok(override) true, cheapest first.
@@ -133,9 +137,7 @@ class _Decoder:
         fields = lay.checked_fields()
         per_field: list[list[tuple[float, dict[Pos, str]]]] = []
         for data, check in fields:
-            positions = [*data, check]
-            sols = self.solutions(positions, lambda o, d=data, c=check: _check_ok(self.text(d, o), self.text([c], o)))
-            per_field.append(sols[:4])
+            per_field.append(self.solutions([*data, check], self._field_ok(data, check))[:4])
         composite = lay.composite_positions()
         best: dict[Pos, str] | None = None
         if composite is not None:
@@ -155,6 +157,9 @@ class _Decoder:
             self.chosen[p] = ch
         lines = ["".join(self.char((li, i)) for i in range(len(line))) for li, line in enumerate(self.cands)]
         return Decoded(lines=lines, swaps=swaps)
+
+    def _field_ok(self, data: list[Pos], check: Pos) -> Callable[[dict[Pos, str]], bool]:
+        return lambda o: _check_ok(self.text(data, o), self.text([check], o))
 
     def _joint(self, per_field: list[list[tuple[float, dict[Pos, str]]]], data: list[Pos], check: Pos) -> dict[Pos, str] | None:  # fmt: skip
         """Field choices that satisfy the composite check digit: fewest failing fields, then cheapest."""
@@ -186,7 +191,12 @@ class _Decoder:
             return None
         scored.sort(key=lambda s: (s[0], s[1]))
         first = scored[0]
-        if len(scored) > 1 and scored[1][:1] == first[:1] and scored[1][1] - first[1] <= 0.05 and scored[1][2] != first[2]:
+        if (
+            len(scored) > 1
+            and scored[1][:1] == first[:1]
+            and scored[1][1] - first[1] <= 0.05
+            and scored[1][2] != first[2]
+        ):
             return {}  # two readings equally likely: keep what was read
         return first[2]
 

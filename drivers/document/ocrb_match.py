@@ -37,7 +37,7 @@ def _templates() -> tuple[np.ndarray, str] | None:
 
     cap = 96
     font = ImageFont.truetype(str(OCR_B_FONT), 100)
-    x0, y0, x1, y1 = font.getbbox("H", anchor="ls")
+    _x0, y0, _x1, y1 = font.getbbox("H", anchor="ls")
     size = round(100 * cap / (y1 - y0))
     font = ImageFont.truetype(str(OCR_B_FONT), size)
     pitch = cap * _PITCH_PER_CAP
@@ -51,7 +51,7 @@ def _templates() -> tuple[np.ndarray, str] | None:
         big = np.array(img)
         for dx in (-0.12, -0.06, 0.0, 0.06, 0.12):
             for dy in (-0.06, 0.0, 0.06):
-                m = np.float32([[1, 0, -(pitch + dx * pitch)], [0, 1, dy * cap]])
+                m = np.array([[1, 0, -(pitch + dx * pitch)], [0, 1, dy * cap]], np.float32)
                 cell = cv2.warpAffine(big, m, (round(pitch), h))
                 cells.append(cv2.resize(cell, (_CELL_W, _CELL_H), interpolation=cv2.INTER_AREA))
                 chars.append(ch)
@@ -84,7 +84,7 @@ def cell_images(binary_line: np.ndarray, centres: list[float], pitch: float) -> 
     out = []
     w, h = max(2, round(pitch)), max(2, round(y1 - y0))
     for cx in centres:
-        m = np.float32([[1, 0, -(cx - pitch / 2)], [0, 1, -y0]])
+        m = np.array([[1, 0, -(cx - pitch / 2)], [0, 1, -y0]], np.float32)
         cell = cv2.warpAffine(ink, m, (w, h), borderValue=0)
         out.append(cv2.resize(cell, (_CELL_W, _CELL_H), interpolation=cv2.INTER_AREA))
     return np.array(out)
