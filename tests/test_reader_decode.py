@@ -166,3 +166,14 @@ def test_two_equally_likely_readings_decide_nothing() -> None:
     decoded = decode("TD3", cands)
     assert decoded.lines == lines  # the composite confirms the single consistent choice
     assert read != lines
+
+
+def test_unchecked_optional_data_keeps_its_filler_padding() -> None:
+    # MRV-A optional data has no check digit; after three fillers an uncertain K that may be '<' is '<'.
+    lines = ["VIUSATRAVELER<<HAPPYPERSON<<<<<<<<<<<<<<<<<<", "555123ABC6GBR6502056F0412236<<<<<<<<<<<<<<<<"]
+    cands = sure(lines)
+    with_doubt(cands, (1, 33), "K", "<")
+    assert decode("MRV-A", cands).lines == lines
+    # Read with certainty, a letter there stays: optional data may be anything the issuer chose.
+    printed = [lines[0], lines[1][:33] + "K" + lines[1][34:]]
+    assert decode("MRV-A", sure(printed)).lines == printed

@@ -155,8 +155,31 @@ class _Decoder:
             if ch != before:
                 swaps.append((p[0], p[1], before, ch))
             self.chosen[p] = ch
+        swaps += self._trailing_fillers()
         lines = ["".join(self.char((li, i)) for i in range(len(line))) for li, line in enumerate(self.cands)]
         return Decoded(lines=lines, swaps=swaps)
+
+    def _trailing_fillers(self) -> list[tuple[int, int, str, str]]:
+        """Unchecked optional data is left-justified and padded with fillers (part 3 §4.2): after three
+        fillers, an uncertain cell that may be a filler is one (a '<' run read as K is tesseract's habit)."""
+        lay = self.layout
+        if lay.optional_check is not None or lay.composite is not None:
+            return []
+        span = lay.optional
+        text = "".join(self.char((span.line, i)) for i in range(span.start, span.end))
+        cut = text.find("<<<")
+        out = []
+        for k in range(max(cut, 0) + 3 if cut >= 0 else len(text), len(text)):
+            p = (span.line, span.start + k)
+            cs = self.cands[p[0]][p[1]]
+            if self.char(p) != "<" and any(ch == "<" for ch, _ in cs) and not self._sure(p):
+                out.append((p[0], p[1], self.char(p), "<"))
+                self.chosen[p] = "<"
+        return out
+
+    def _sure(self, p: Pos) -> bool:
+        cs = self.cands[p[0]][p[1]]
+        return cs[0][1] >= _SURE_SCORE and (len(cs) < 2 or cs[1][1] < _ALT_MIN)
 
     def _field_ok(self, data: list[Pos], check: Pos) -> Callable[[dict[Pos, str]], bool]:
         return lambda o: _check_ok(self.text(data, o), self.text([check], o))
