@@ -117,3 +117,14 @@ def test_diag_reader_reads_a_generated_page(tmp_path: Path) -> None:
     result = CliRunner().invoke(app, ["diag", "reader", "--image", str(path), "--json"])
     out = json.loads(result.output.strip().splitlines()[-1])
     assert out["lines"] == s.truth.lines
+
+
+def test_page_camera_reader_reads_a_generated_page() -> None:
+    # edge/lane_page.py reads each placed page through DocumentReader.read_image: the same reader.
+    from drivers.document import DocumentReader, MrzResult, ReaderConfig
+
+    s = generate_sample(21, 9)  # MRV-B, tilted up to 10 degrees
+    reader = DocumentReader(ReaderConfig(), on_result=lambda _r: None, today=lambda: REFERENCE)
+    result = reader.read_image(s.image)
+    assert isinstance(result, MrzResult) and result.format == "MRV-B"
+    assert result.lines == s.truth.lines
