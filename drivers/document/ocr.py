@@ -1,14 +1,17 @@
-"""Image -> MRZ text: locate the MRZ lines, clean them up, OCR with tesseract, repair with check digits.
+"""Image -> MRZ text: find the MRZ rows by their texture, read every cell twice, decide by field types.
 
-Pipeline (each step is there because plain passporteye fell short on real and synthetic pages):
-1. Locate: black-hat + horizontal closing at a fixed working width finds text lines; the MRZ is the
-   lowest group of 2-3 long lines of equal width and left edge (ICAO 9303 part 3 §4: MRZ at the bottom).
-2. Normalise every line to a fixed character height, binarise (Otsu), stack them into one page so
-   tesseract runs once per attempt (a process start costs ~60 ms).
-3. Tesseract LSTM with the MRZ alphabet as whitelist, dictionaries off, psm 6.
-4. Structure repair: lines one or two characters too long/short are cut/padded where the check digits
-   (part 3 §4.9) prove the result; then `parse_mrz` repairs confusions its check digits prove.
-A second preprocessing attempt runs only when the first leaves a check digit failing.
+Pipeline (docs/mrz_reading.md has the whole story):
+1. Locate (`mrz_locate`): rows of print fused by a horizontal closing; groups of 2-3 parallel rows of one
+   length at an even pitch, ranked by how well their glyphs fit 30/36/44 characters. Any angle, any page
+   design; an upside-down page is read the other way round when the first way fails.
+2. Cut each row along its axis at a fixed glyph height, flatten glare and uneven light, binarise, and lay
+   a fixed-pitch grid of cells snapped to the printed glyphs.
+3. Each cell against rendered OCR-B (`ocrb_match`), and tesseract LSTM with its per-character alternatives
+   (one run for all rows: a process start costs ~60 ms); this document's own clear glyphs settle look-alikes.
+4. `mrz_decode`: candidates cut to each position's ICAO 9303 type, check digits choose among the OCR's
+   alternatives; a wrong printed check digit stays wrong. `parse_mrz` validates and names every field.
+The page-layout locator of earlier versions (`find_mrz_lines`, tesseract on whole lines, length repair by
+check digits) is the fallback when the texture path finds no usable MRZ.
 """
 
 from __future__ import annotations
