@@ -4,8 +4,8 @@ Every MRZ position has a type (parts 4-7): alphabetic (codes, names), numeric (d
 alphanumeric (document number, optional data), sex, and the OCR's candidates for a position are first cut
 to that type: a name never holds a digit, a date never holds a letter. Where the OCR's first choices fail a
 check digit (part 3 §4.9), the check digit *chooses* among the candidates the OCR itself offered at
-uncertain positions: the cheapest set of at most two swaps that makes the field's check digit verify and,
-where the format has one, the composite check digit too. When no such set exists, or two equally cheap
+uncertain positions: the cheapest set of at most two swaps that makes the field's check digit and the
+composite check digit verify (formats without a composite, MRV-A and MRV-B, get no swaps). When no such set exists, or two equally cheap
 ones disagree, the printed characters are kept as read and the check fails: a wrong check digit that is
 really printed is reported, never "repaired".
 """
@@ -113,12 +113,13 @@ class _Decoder:
     def solutions(self, positions: list[Pos], ok: Callable[[dict[Pos, str]], bool]) -> list[tuple[float, dict[Pos, str]]]:  # fmt: skip
         """Swap sets (cost, {pos: char}) that make ok(override) true, cheapest first.
 
-        Without a composite check digit to confirm, one swap at most: a 7-3-1 digit has ten values, so two
-        free swaps among a few uncertain cells "verify" a wrong printed digit far too often.
+        Without a composite check digit to confirm (MRV-A, MRV-B), no swap at all: a 7-3-1 digit has ten
+        values, so even one free swap among a few uncertain cells "verifies" a wrong printed digit (measured:
+        a visa with a wrong expiry digit came out valid). There a failing check is reported as read.
         """
         if ok({}):
             return [(0.0, {})]
-        max_swaps = _MAX_SWAPS if self.layout.composite is not None else 1
+        max_swaps = _MAX_SWAPS if self.layout.composite is not None else 0
         uncertain = [(p, alts) for p in positions if (alts := self.alternatives(p))]
         uncertain.sort(key=lambda pa: min(c for _, c in pa[1]))
         uncertain = uncertain[:_MAX_UNCERTAIN]

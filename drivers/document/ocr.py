@@ -646,6 +646,7 @@ def _read_by_texture(
         flips = [True, False] if _flip_first(gray, group) else [False, True]
         for char_height in (settings.char_height, settings.retry_char_height):
             for flip in list(flips):
+                template_lines: list[str] | None = None
                 for use_tesseract in (False, True):
                     rr = read_rows(gray, group, char_height, settings, flip, use_tesseract)
                     trace.raw_attempts.append(rr.raw)
@@ -653,7 +654,8 @@ def _read_by_texture(
                         break
                     if not use_tesseract and not rr.ocrb_like:
                         continue  # another typeface: the OCR-B match alone means nothing, ask tesseract
-                    result = parse_mrz("\n".join(decode(rr.fmt, rr.cands).lines), today=today)
+                    lines = decode(rr.fmt, rr.cands).lines
+                    result = parse_mrz("\n".join(lines), today=today)
                     score = check_failures(result) if result.document is not None else 1 << 20
                     # On a tie the read that also heard tesseract wins: names carry no check digit.
                     if score < best_score or (use_tesseract and score == best_score):
@@ -662,6 +664,12 @@ def _read_by_texture(
                     # every check digit agrees; anything less is read again with tesseract's opinion too.
                     if score == 0 and (use_tesseract or rr.weakest_match >= _SURE_MATCH):
                         return best, 0
+                    if use_tesseract and lines == template_lines and score <= _GOOD_ENOUGH:
+                        # Both opinions read the same characters and only a check digit or two fail:
+                        # that is the document as printed, not a misread a sharper look would change.
+                        return best, best_score
+                    if not use_tesseract:
+                        template_lines = lines
                 if best_score <= _GOOD_ENOUGH:
                     flips = [flip]  # the orientation is settled; only a sharper look can help now
                     break
@@ -704,12 +712,13 @@ def _read_legacy(image: np.ndarray, gray: np.ndarray, today: date, settings: Ocr
             locked: frozenset[tuple[int, int]] = frozenset()
             if crops and lines == raw[-len(lines) :]:
                 lines, locked = refine(layout.fmt, lines, crops[-len(lines) :])
-            # Every alphanumeric position a glyph sample did not confirm may hold an OCR confusion.
+            # Every alphanumeric position a glyph sample did not confirm may hold an OCR confusion; only
+            # where a composite check digit can confirm a repair (not on MRV-A/B visas).
             uncertain = frozenset(
                 (li, i)
                 for li, cls_line in enumerate(position_classes(layout.fmt))
                 for i, cls in enumerate(cls_line)
-                if cls == "X" and (li, i) not in locked
+                if cls == "X" and (li, i) not in locked and layout.composite is not None
             )
         result = parse_mrz("\n".join(lines), today=today, uncertain=uncertain)
         score = check_failures(result)
