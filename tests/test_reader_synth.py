@@ -128,3 +128,14 @@ def test_page_camera_reader_reads_a_generated_page() -> None:
     result = reader.read_image(s.image)
     assert isinstance(result, MrzResult) and result.format == "MRV-B"
     assert result.lines == s.truth.lines
+
+
+def test_a_failing_tesseract_costs_its_opinion_not_the_read() -> None:
+    # A printed wrong check digit makes the reader ask tesseract; `false` stands for a tesseract that fails.
+    from drivers.document.ocr import OcrSettings
+
+    s = generate_sample(21, 2, SynthParams(invalid_share=1.0))  # a clean TD3
+    assert not s.truth.checks_valid
+    r = read_mrz_image(s.image, today=REFERENCE, settings=OcrSettings(tesseract_cmd="false"))
+    assert r.lines == s.truth.lines and not r.valid
+    assert s.truth.broken_field in {e.field for e in r.errors}

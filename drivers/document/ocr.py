@@ -366,11 +366,17 @@ def read_rows(
     raw: list[str] = []
     if use_tesseract or any(m is None for m in matches):
         page, tops = _stack(images)
-        choices = _parse_hocr_choices(run_tesseract(page, settings, hocr=True, choices=True))
+        try:
+            choices = _parse_hocr_choices(run_tesseract(page, settings, hocr=True, choices=True))
+        except (subprocess.TimeoutExpired, RuntimeError) as exc:
+            # A starved or broken tesseract costs its opinion, not the whole read: the OCR-B match remains.
+            log.warning("mrz_tesseract_failed", error=repr(exc))
+            choices = []
         for k, (im, top, at, (_, pitch, _)) in enumerate(zip(images, tops, centres, fixed, strict=True)):
             mine = [c for c in choices if top - _ROW_PAD <= c.y < top + im.shape[0] + _ROW_PAD]
             raw.append("".join(c.cands[0][0] for c in mine))
-            tess_cells[k] = _cells_from_choices(mine, [x + _PAGE_MARGIN_X for x in at], pitch)
+            if choices:
+                tess_cells[k] = _cells_from_choices(mine, [x + _PAGE_MARGIN_X for x in at], pitch)
     cands: list[list[Candidates]] = []
     weakest = 1.0
     typical = [float(np.median(m.max(axis=1))) for m in matches if m is not None]
