@@ -115,7 +115,10 @@ def _read_tesseract(path: Path) -> Read:
     cmd = ["tesseract", str(path), "stdout", "--psm", "6", "-l", "eng", "-c", f"tessedit_char_whitelist={WHITELIST}",
            "-c", "load_system_dawg=0", "-c", "load_freq_dawg=0"]  # fmt: skip
     env = {**os.environ, "OMP_THREAD_LIMIT": "1"}
-    proc = subprocess.run(cmd, capture_output=True, timeout=60, check=False, env=env)
+    try:
+        proc = subprocess.run(cmd, capture_output=True, timeout=60, check=False, env=env)
+    except subprocess.TimeoutExpired:
+        return Read([], False, False)  # counted as not found, like any other page it cannot read
     text = proc.stdout.decode("utf-8", errors="replace")
     long_lines = [ln.replace(" ", "") for ln in text.splitlines() if len(ln.replace(" ", "")) >= 28]
     for n in (3, 2):
