@@ -29,6 +29,7 @@ GROUPS: dict[str, tuple[str, list[str]]] = {
             "tools.bench_engine",
             "tools.bench_verify",
             "tools.bench_mrz",
+            "tools.mrz_synth",
             "tools.bench_gate",
             "tools.bench_search",
             "tools.bench_link",

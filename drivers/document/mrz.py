@@ -98,6 +98,22 @@ class _Layout:
     composite: _Span | None
     composite_parts: tuple[_Span, ...]
 
+    def checked_fields(self) -> list[tuple[list[tuple[int, int]], tuple[int, int]]]:
+        """(data positions, check digit position) of every field its own check digit covers."""
+        pairs = [(self.number, self.number_check), (self.birth, self.birth_check), (self.expiry, self.expiry_check)]
+        if self.optional_check is not None:
+            pairs.append((self.optional, self.optional_check))
+        return [(_positions(d), (c.line, c.start)) for d, c in pairs]
+
+    def composite_positions(self) -> tuple[list[tuple[int, int]], tuple[int, int]] | None:
+        if self.composite is None:
+            return None
+        return [p for s in self.composite_parts for p in _positions(s)], (self.composite.line, self.composite.start)
+
+
+def _positions(span: _Span) -> list[tuple[int, int]]:
+    return [(span.line, i) for i in range(span.start, span.end)]
+
 
 def _td3_like(fmt: MrzFormat, n: int, with_composite: bool) -> _Layout:
     # TD3 (part 4 §4.2.2) and MRV-A (part 7 §4.2.2) with n = 44; TD2 (part 6) and MRV-B (part 7) with n = 36.
@@ -541,6 +557,10 @@ def _parse_mrz(text: str, today: date, uncertain: frozenset[tuple[int, int]]) ->
 def check_failures(result: MrzResult) -> int:
     """How many structural/check-digit errors a result has, ignoring expiry-against-today (for OCR ranking)."""
     return sum(1 for e in result.errors if not e.message.startswith("document expired"))
+
+
+def layout_of(fmt: MrzFormat) -> _Layout:
+    return {"TD1": _TD1, "TD2": _TD2, "TD3": _TD3, "MRV-A": _MRVA, "MRV-B": _MRVB}[fmt]
 
 
 def position_classes(fmt: MrzFormat) -> list[str]:

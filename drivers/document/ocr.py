@@ -1,14 +1,17 @@
-"""Image -> MRZ text: locate the MRZ lines, clean them up, OCR with tesseract, repair with check digits.
+"""Image -> MRZ text: find the MRZ rows by their texture, read every cell twice, decide by field types.
 
-Pipeline (each step is there because plain passporteye fell short on real and synthetic pages):
-1. Locate: black-hat + horizontal closing at a fixed working width finds text lines; the MRZ is the
-   lowest group of 2-3 long lines of equal width and left edge (ICAO 9303 part 3 §4: MRZ at the bottom).
-2. Normalise every line to a fixed character height, binarise (Otsu), stack them into one page so
-   tesseract runs once per attempt (a process start costs ~60 ms).
-3. Tesseract LSTM with the MRZ alphabet as whitelist, dictionaries off, psm 6.
-4. Structure repair: lines one or two characters too long/short are cut/padded where the check digits
-   (part 3 §4.9) prove the result; then `parse_mrz` repairs confusions its check digits prove.
-A second preprocessing attempt runs only when the first leaves a check digit failing.
+Pipeline (docs/mrz_reading.md has the whole story):
+1. Locate (`mrz_locate`): rows of print fused by a horizontal closing; groups of 2-3 parallel rows of one
+   length at an even pitch, ranked by how well their glyphs fit 30/36/44 characters. Any angle, any page
+   design; an upside-down page is read the other way round when the first way fails.
+2. Cut each row along its axis at a fixed glyph height, flatten glare and uneven light, binarise, and lay
+   a fixed-pitch grid of cells snapped to the printed glyphs.
+3. Each cell against rendered OCR-B (`ocrb_match`), and tesseract LSTM with its per-character alternatives
+   (one run for all rows: a process start costs ~60 ms); this document's own clear glyphs settle look-alikes.
+4. `mrz_decode`: candidates cut to each position's ICAO 9303 type, check digits choose among the OCR's
+   alternatives; a wrong printed check digit stays wrong. `parse_mrz` validates and names every field.
+The page-layout locator of earlier versions (`find_mrz_lines`, tesseract on whole lines, length repair by
+check digits) is the fallback when the texture path finds no usable MRZ.
 """
 
 from __future__ import annotations
@@ -28,8 +31,11 @@ import numpy as np
 import structlog
 
 from drivers.document.glyphs import normalise_glyph, refine
-from drivers.document.models import FieldError, MrzResult
+from drivers.document.models import FieldError, MrzFormat, MrzResult
 from drivers.document.mrz import check_failures, detect_layout, parse_mrz, position_classes
+from drivers.document.mrz_decode import Candidates, constrain, decode
+from drivers.document.mrz_locate import Row, binarise, find_mrz_rows, rectify_row
+from drivers.document.ocrb_match import ALPHABET, cell_images, cell_vectors, match_cells, snap_centres, text_band
 
 log = structlog.get_logger(__name__)
 
@@ -201,7 +207,253 @@ def _align(symbols: list[_Symbol], glyphs: list[tuple[int, int]]) -> str:
     return "".join(b.char if b is not None else "<" for b in best)
 
 
-def run_tesseract(image: np.ndarray, settings: OcrSettings, psm: int = 6, hocr: bool = False) -> str:
+_HOCR_ITEM = re.compile(
+    r"x_bboxes (\d+) (\d+) (\d+) (\d+); x_conf ([\d.]+)'>([^<]+)</span>"
+    r"|id='choice_[\d_]+' title='x_confs ([\d.]+)'>([^<]+)</span>"
+)
+
+
+@dataclass
+class _Choice:
+    x: float
+    y: float
+    cands: Candidates
+
+
+def _parse_hocr_choices(hocr: str) -> list[_Choice]:
+    """Each recognised symbol with its centre and tesseract's alternatives (lstm_choice_mode=2), best first."""
+    out: list[_Choice] = []
+    for m in _HOCR_ITEM.finditer(hocr):
+        if m.group(1) is not None:
+            ch = html.unescape(m.group(6))
+            if len(ch) != 1:
+                continue
+            x0, y0, x1, y1 = (int(m.group(i)) for i in range(1, 5))
+            out.append(_Choice((x0 + x1) / 2, (y0 + y1) / 2, [(ch, float(m.group(5)) / 100.0)]))
+        elif out:
+            ch = html.unescape(m.group(8))
+            if len(ch) == 1 and all(c != ch for c, _ in out[-1].cands):
+                out[-1].cands.append((ch, float(m.group(7)) / 100.0))
+    return out
+
+
+def glyph_grid(binary_line: np.ndarray, char_height: int, n_hint: int | None = None) -> tuple[float, float, int] | None:
+    """(first centre, pitch, count) of the fixed-pitch character cells of a binarised row.
+
+    OCR-B in an MRZ has one pitch, 2.54 mm for capitals about 2.4 mm high (part 3 §4.3): the span from the
+    first to the last glyph over the capitals' height gives the count, even where a pattern or blur fuses
+    glyphs; the spacing of separate glyphs is the second opinion when the height is off.
+    """
+    spans = segment_glyphs(binary_line, char_height)
+    if len(spans) < 10:
+        return None
+    centres = np.array([(a + b) / 2 for a, b in spans], np.float64)
+    band = text_band(binary_line)
+    cap = band[1] - band[0] if band is not None and band[1] - band[0] > 4 else None
+    pitch_ref = _PITCH_PER_CAP * cap if cap else float(np.median(np.diff(centres)))
+    # An MRZ row has no gap wider than a cell or two: ink beyond one (a page edge, other print) is not in it.
+    pieces = np.split(centres, np.where(np.diff(centres) > 2.2 * pitch_ref)[0] + 1)
+    centres = max(pieces, key=len)
+    if len(centres) < 10:
+        return None
+    first, last = float(centres[0]), float(centres[-1])
+    widths = (n_hint,) if n_hint else _FORMAT_WIDTHS
+    estimates = []
+    pitch0 = float(np.median(np.diff(centres)))
+    by_spacing = (last - first) / pitch0 + 1 if pitch0 > 0 else 0.0
+    # Nearly every glyph separate: their spacing is the surest count. Many fused: the capitals' height.
+    if by_spacing and len(centres) >= 0.9 * by_spacing:
+        estimates.append(by_spacing)
+    if cap:
+        estimates.append((last - first) / pitch_ref + 1)
+    if by_spacing:
+        estimates.append(by_spacing)
+    for n_est in estimates:
+        n = min(widths, key=lambda w: abs(w - n_est))
+        if abs(n - n_est) <= max(2.5, 0.08 * n):
+            return first, (last - first) / (n - 1), n
+    return None
+
+
+_PITCH_PER_CAP = 2.54 / 2.4
+
+
+def _cells_from_choices(choices: list[_Choice], centres: list[float], pitch: float) -> list[Candidates]:
+    n = len(centres)
+    cells: list[Candidates | None] = [None] * n
+    best: list[float] = [-1.0] * n
+    at = np.array(centres)
+    for c in choices:
+        k = int(np.argmin(np.abs(at - c.x)))
+        if abs(c.x - at[k]) < 0.6 * pitch and c.cands[0][1] > best[k]:
+            cells[k], best[k] = c.cands, c.cands[0][1]
+    # A cell tesseract left empty is most often a filler it skipped in a long run.
+    return [c if c is not None else [("<", 0.5)] for c in cells]
+
+
+_TESS_WEIGHT = 0.05
+_OCRB_TYPICAL = 0.78  # median best correlation of a row printed in the templates' OCR-B, under damage  # tesseract's vote next to the OCR-B match: a tie-breaker between near-equal shapes
+_MARGIN_SCALE = 0.1  # correlation margin that makes a cell's first candidate certain
+
+
+def fuse(match: np.ndarray | None, tess: Candidates | None) -> Candidates:
+    """One cell's candidates from the OCR-B match (correlations) and tesseract's choices, best first, 0..1."""
+    if match is None:
+        if not tess:
+            return [("<", 0.3)]
+        # Tesseract's own choice confidences are often 0 for the runners-up: rank them just behind.
+        top = tess[0][1]
+        return [tess[0], *[(ch, max(sc, top - 0.08 * k)) for k, (ch, sc) in enumerate(tess[1:4], 1)]]
+    t = dict(tess or [])
+    # The worse the cell matches any OCR-B glyph (another OCR-B cut, damage), the more tesseract decides.
+    weight = _TESS_WEIGHT + 0.6 * min(1.0, max(0.0, (0.88 - float(match.max())) / 0.25)) if tess else 0.0
+    fused = {ch: float(match[j]) + weight * t.get(ch, 0.0) for j, ch in enumerate(ALPHABET)}
+    ranked = sorted(fused.items(), key=lambda kv: -kv[1])[:4]
+    best = ranked[0][1]
+    quality = min(1.0, max(0.3, (float(match.max()) - 0.55) / 0.33))
+    return [(ch, quality * max(0.0, 1 - (best - v) / _MARGIN_SCALE)) for ch, v in ranked]
+
+
+@dataclass
+class RowRead:
+    fmt: MrzFormat | None
+    cands: list[list[Candidates]]
+    raw: list[str]
+    images: list[np.ndarray]
+    weakest_match: float = 0.0  # lowest OCR-B correlation of any cell's best character
+    ocrb_like: bool = False  # every row looks printed in the templates' OCR-B
+
+
+def _format_of(n_rows: int, n: int, first_char: str) -> MrzFormat | None:
+    if n_rows == 3 and n == 30:
+        return "TD1"
+    if n_rows == 2 and n in (36, 44):
+        visa = first_char == "V"
+        return ("MRV-A" if visa else "TD3") if n == 44 else ("MRV-B" if visa else "TD2")
+    return None
+
+
+def read_rows(
+    gray: np.ndarray, rows: list[Row], char_height: int, settings: OcrSettings, flip: bool, use_tesseract: bool = True
+) -> RowRead:
+    """OCR one candidate row group: every cell's candidates (OCR-B match, tesseract's choices), raw text, images."""
+    order = list(reversed(rows)) if flip else list(rows)
+    images = [binarise(rectify_row(gray, r, char_height, flip)) for r in order]
+    n_hint = 30 if len(order) == 3 else None
+    grids = [glyph_grid(im, char_height, n_hint) for im in images]
+    counts = [g[2] for g in grids if g is not None]
+    if not counts:
+        return RowRead(None, [], [], images)
+    n = max(set(counts), key=counts.count)
+    fixed: list[tuple[float, float, int]] = []
+    for im, grid in zip(images, grids, strict=True):
+        if grid is None or grid[2] != n:
+            # This row's glyphs did not give the grid: borrow the pitch of the others, anchor at its first glyph.
+            other = next(g for g in grids if g is not None and g[2] == n)
+            spans = segment_glyphs(im, char_height)
+            if not spans:
+                return RowRead(None, [], [], images)
+            grid = ((spans[0][0] + spans[0][1]) / 2, other[1], n)
+        fixed.append(grid)
+    matches: list[np.ndarray | None] = []
+    vectors: list[np.ndarray | None] = []
+    centres = [snap_centres(segment_glyphs(im, char_height), first, pitch, n) for im, (first, pitch, _) in zip(images, fixed, strict=True)]  # fmt: skip
+    for im, at, (_, pitch, _) in zip(images, centres, fixed, strict=True):
+        cells = cell_images(im, at, pitch)
+        matches.append(match_cells(cells) if cells is not None else None)
+        vectors.append(cell_vectors(cells) if cells is not None else None)
+    tess_cells: list[list[Candidates] | None] = [None] * len(images)
+    raw: list[str] = []
+    if use_tesseract or any(m is None for m in matches):
+        page, tops = _stack(images)
+        try:
+            choices = _parse_hocr_choices(run_tesseract(page, settings, hocr=True, choices=True))
+        except (subprocess.TimeoutExpired, RuntimeError) as exc:
+            # A starved or broken tesseract costs its opinion, not the whole read: the OCR-B match remains.
+            log.warning("mrz_tesseract_failed", error=repr(exc))
+            choices = []
+        for k, (im, top, at, (_, pitch, _)) in enumerate(zip(images, tops, centres, fixed, strict=True)):
+            mine = [c for c in choices if top - _ROW_PAD <= c.y < top + im.shape[0] + _ROW_PAD]
+            raw.append("".join(c.cands[0][0] for c in mine))
+            if choices:
+                tess_cells[k] = _cells_from_choices(mine, [x + _PAGE_MARGIN_X for x in at], pitch)
+    cands: list[list[Candidates]] = []
+    weakest = 1.0
+    typical = [float(np.median(m.max(axis=1))) for m in matches if m is not None]
+    ocrb_like = bool(typical) and len(typical) == len(matches) and min(typical) >= _OCRB_TYPICAL
+    if any(t is not None for t in tess_cells) and not ocrb_like:
+        # Not the OCR-B cut the templates come from (or a row badly cut): tesseract reads, alone.
+        matches = [None] * len(matches)
+    for m, t in zip(matches, tess_cells, strict=True):
+        cands.append([fuse(m[i] if m is not None else None, t[i] if t is not None else None) for i in range(n)])
+        weakest = min(weakest, float(m.max(axis=1).min()) if m is not None else 0.0)
+    if not raw:
+        raw = ["".join(c[0][0] for c in line) for line in cands]
+    fmt = _format_of(len(order), n, cands[0][0][0][0])
+    if fmt is not None and all(v is not None for v in vectors):
+        cands = _settle_by_own_glyphs(fmt, cands, [v for v in vectors if v is not None])
+    return RowRead(fmt, cands, raw, images, weakest, ocrb_like)
+
+
+_OWN_SAME = 0.95
+
+
+def _settle_by_own_glyphs(fmt: MrzFormat, cands: list[list[Candidates]], vectors: list[np.ndarray]) -> list[list[Candidates]]:  # fmt: skip
+    """Unsure cells compared with this document's own print of the characters they may be.
+
+    Cells read clearly (and, for letters and digits, in a field whose type allows only that kind) are samples
+    of this very printing, damage included, closer to a doubtful cell than any rendered template: settles
+    0/O, 1/I, 8/B, 5/S in alphanumeric fields, a filler read as K in a long run, E/F under glare.
+    """
+    classes = position_classes(fmt)
+    samples: dict[str, list[tuple[tuple[int, int], np.ndarray]]] = {}
+    unsure: list[tuple[int, int]] = []
+    for li, line in enumerate(cands):
+        for i, c in enumerate(line):
+            typed = constrain(c, classes[li][i])
+            ch, sc = typed[0]
+            sure = sc >= 0.9 and (len(typed) < 2 or typed[1][1] < 0.5 * sc)
+            if sure and (ch == "<" or classes[li][i] in ("A", "N")):
+                samples.setdefault(ch, []).append(((li, i), vectors[li][i]))
+            if not sure or classes[li][i] == "X":
+                unsure.append((li, i))
+    out = [list(line) for line in cands]
+    for li, i in unsure:
+        c = cands[li][i]
+        options = list(dict.fromkeys([ch for ch, _ in c[:3]] + ["<"]))
+        own = {
+            ch: max(float(vectors[li][i] @ v) for p, v in samples[ch] if p != (li, i))
+            for ch in options
+            if any(p != (li, i) for p, _ in samples.get(ch, []))
+        }
+        if not own:
+            continue
+        # The same print of the same character matches at ~0.97; a different character at <= 0.93.
+        top = max(own, key=lambda ch: own[ch])
+        current = own.get(c[0][0])
+        needed = _OWN_SAME if current is not None else _OWN_SAME + 0.01
+        if own[top] < needed or any(own[top] - v < 0.03 for ch, v in own.items() if ch != top):
+            continue
+        pick = top
+        if pick != c[0][0]:
+            out[li][i] = [(pick, c[0][1]), *[(ch, sc * 0.5) for ch, sc in c if ch != pick]]
+    return out
+
+
+def _flip_first(gray: np.ndarray, rows: list[Row]) -> bool:
+    """Whether the rows more likely read upside down: MRZ filler runs sit at the right end of rows."""
+    left = right = 0.0
+    for r in rows:
+        im = 255 - binarise(rectify_row(gray, r, 24))
+        q = im.shape[1] // 4
+        left += float(im[:, :q].mean())
+        right += float(im[:, -q:].mean())
+    return left < 0.8 * right
+
+
+def run_tesseract(
+    image: np.ndarray, settings: OcrSettings, psm: int = 6, hocr: bool = False, choices: bool = False
+) -> str:
     """OCR a binary page with the MRZ whitelist; plain text, or hOCR with character boxes."""
     ok, png = cv2.imencode(".png", image)
     if not ok:
@@ -211,6 +463,8 @@ def run_tesseract(image: np.ndarray, settings: OcrSettings, psm: int = 6, hocr: 
         "-c", f"tessedit_char_whitelist={WHITELIST}",
         "-c", "load_system_dawg=0", "-c", "load_freq_dawg=0",
     ]  # fmt: skip
+    if choices:
+        cmd += ["-c", "lstm_choice_mode=2"]
     if hocr:
         cmd += ["-c", "hocr_char_boxes=1", "hocr"]
     # One OpenMP thread: with 2 shared cores tesseract's default thread team spins and waits; measured
@@ -371,6 +625,72 @@ def _read(image: np.ndarray, today: date, settings: OcrSettings, trace: OcrTrace
     gray = image if image.ndim == 2 else cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
     if gray.dtype != np.uint8:
         gray = cv2.normalize(gray, None, 0, 255, cv2.NORM_MINMAX).astype(np.uint8)  # type: ignore[call-overload]
+    best, best_score = _read_by_texture(gray, today, settings, trace)
+    if best is not None and best_score <= _GOOD_ENOUGH:
+        return best
+    # The page-layout locator of earlier versions: a second opinion when the texture locator found nothing.
+    legacy = _read_legacy(image, gray, today, settings, trace)
+    if best is None or (legacy.document is not None and check_failures(legacy) < best_score):
+        return legacy
+    return best
+
+
+# A read with this many failing checks is a document as printed (one wrong digit also fails the composite).
+_GOOD_ENOUGH = 2
+_SURE_MATCH = 0.72
+
+
+def _read_by_texture(
+    gray: np.ndarray, today: date, settings: OcrSettings, trace: OcrTrace
+) -> tuple[MrzResult | None, int]:
+    """Rows found by their texture, OCR'd with alternatives, decided by field types and check digits."""
+    groups = find_mrz_rows(gray)
+    best: MrzResult | None = None
+    best_score = 1 << 30
+    for group in groups[:2]:
+        trace.boxes = [_row_box(r) for r in group]
+        flips = [True, False] if _flip_first(gray, group) else [False, True]
+        for char_height in (settings.char_height, settings.retry_char_height):
+            for flip in list(flips):
+                template_lines: list[str] | None = None
+                for use_tesseract in (False, True):
+                    rr = read_rows(gray, group, char_height, settings, flip, use_tesseract)
+                    trace.raw_attempts.append(rr.raw)
+                    if rr.fmt is None:
+                        break
+                    if not use_tesseract and not rr.ocrb_like:
+                        continue  # another typeface: the OCR-B match alone means nothing, ask tesseract
+                    lines = decode(rr.fmt, rr.cands).lines
+                    result = parse_mrz("\n".join(lines), today=today)
+                    score = check_failures(result) if result.document is not None else 1 << 20
+                    # On a tie the read that also heard tesseract wins: names carry no check digit.
+                    if score < best_score or (use_tesseract and score == best_score):
+                        best, best_score = result, score
+                    # The OCR-B match alone is trusted only when every cell is a clear OCR-B character and
+                    # every check digit agrees; anything less is read again with tesseract's opinion too.
+                    if score == 0 and (use_tesseract or rr.weakest_match >= _SURE_MATCH):
+                        return best, 0
+                    if use_tesseract and lines == template_lines and score <= _GOOD_ENOUGH:
+                        # Both opinions read the same characters and only a check digit or two fail:
+                        # that is the document as printed, not a misread a sharper look would change.
+                        return best, best_score
+                    if not use_tesseract:
+                        template_lines = lines
+                if best_score <= _GOOD_ENOUGH:
+                    flips = [flip]  # the orientation is settled; only a sharper look can help now
+                    break
+        if best is not None and best_score <= _GOOD_ENOUGH:
+            break
+    return best, best_score
+
+
+def _row_box(r: Row) -> tuple[int, int, int, int]:
+    half_w = abs(r.length / 2 * np.cos(np.radians(r.angle))) + abs(r.height / 2 * np.sin(np.radians(r.angle)))
+    half_h = abs(r.length / 2 * np.sin(np.radians(r.angle))) + abs(r.height / 2 * np.cos(np.radians(r.angle)))
+    return int(r.cx - half_w), int(r.cy - half_h), int(2 * half_w), int(2 * half_h)
+
+
+def _read_legacy(image: np.ndarray, gray: np.ndarray, today: date, settings: OcrSettings, trace: OcrTrace) -> MrzResult:
     boxes = find_mrz_lines(gray)
     trace.boxes = boxes
     best: MrzResult | None = None
@@ -398,12 +718,13 @@ def _read(image: np.ndarray, today: date, settings: OcrSettings, trace: OcrTrace
             locked: frozenset[tuple[int, int]] = frozenset()
             if crops and lines == raw[-len(lines) :]:
                 lines, locked = refine(layout.fmt, lines, crops[-len(lines) :])
-            # Every alphanumeric position a glyph sample did not confirm may hold an OCR confusion.
+            # Every alphanumeric position a glyph sample did not confirm may hold an OCR confusion; only
+            # where a composite check digit can confirm a repair (not on MRV-A/B visas).
             uncertain = frozenset(
                 (li, i)
                 for li, cls_line in enumerate(position_classes(layout.fmt))
                 for i, cls in enumerate(cls_line)
-                if cls == "X" and (li, i) not in locked
+                if cls == "X" and (li, i) not in locked and layout.composite is not None
             )
         result = parse_mrz("\n".join(lines), today=today, uncertain=uncertain)
         score = check_failures(result)

@@ -1,0 +1,204 @@
+"""Find MRZ lines anywhere in an image from the zone's own texture, whatever the page around it looks like.
+
+An MRZ is 2 or 3 rows of equal length, parallel, evenly spaced, of one fixed-pitch font (ICAO 9303 part 3
+§4.3), dark on a light clear zone. Dark text is picked out with a black-hat filter and each text row is
+fused into one blob by a horizontal closing; a blob's rotated rectangle gives the row's centre, length,
+height and angle, so tilt (and the slight convergence of perspective) costs nothing. Groups of 2-3 rows
+with the same angle, length and height, side by side at an even pitch, are MRZ candidates; they are ranked
+by how much their rows look like MRZ rows: the number of separate glyphs over the row's length matches
+30, 36 or 44 characters, at a regular pitch. The page's design (where the photo is, what is printed above)
+plays no part, and the same groups come out of an upside-down page (the reader tries both directions).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+_WORK_WIDTH = 1200
+_WIDTHS = (30, 36, 44)
+
+
+@dataclass(frozen=True)
+class Row:
+    """One text row in full-resolution pixels: centre, length along the row, height, angle (degrees)."""
+
+    cx: float
+    cy: float
+    length: float
+    height: float
+    angle: float
+
+    def unit(self) -> tuple[float, float]:
+        a = math.radians(self.angle)
+        return math.cos(a), math.sin(a)
+
+    def normal_offset(self, other: Row) -> float:
+        ux, uy = self.unit()
+        return (other.cx - self.cx) * -uy + (other.cy - self.cy) * ux
+
+    def along_offset(self, other: Row) -> float:
+        ux, uy = self.unit()
+        return (other.cx - self.cx) * ux + (other.cy - self.cy) * uy
+
+
+def _blackhat(small: np.ndarray, k: int) -> np.ndarray:
+    return cv2.morphologyEx(small, cv2.MORPH_BLACKHAT, cv2.getStructuringElement(cv2.MORPH_RECT, (k, k)))
+
+
+def _levels(bh: np.ndarray) -> list[float]:
+    """Ink thresholds: Otsu's, then higher ones that drop light security print and keep the dark MRZ ink."""
+    otsu = float(cv2.threshold(bh, 0, 255, cv2.THRESH_BINARY | cv2.THRESH_OTSU)[0])
+    top = float(np.percentile(bh, 99.7))
+    return [otsu] + [otsu + f * (top - otsu) for f in (0.35, 0.6)] if top > otsu + 6 else [otsu]
+
+
+def _rows(bh: np.ndarray, kernel_w: int, level: float) -> list[Row]:
+    small = bh
+    binary = (bh > level).astype(np.uint8) * 255
+    closed = cv2.morphologyEx(binary, cv2.MORPH_CLOSE, cv2.getStructuringElement(cv2.MORPH_RECT, (kernel_w, 1)))
+    closed = cv2.morphologyEx(closed, cv2.MORPH_OPEN, cv2.getStructuringElement(cv2.MORPH_RECT, (kernel_w // 2, 3)))
+    contours, _ = cv2.findContours(closed, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+    rows = []
+    min_len = 0.06 * small.shape[1]
+    for c in contours:
+        if len(c) < 5:
+            continue
+        (cx, cy), (w, h), angle = cv2.minAreaRect(c)
+        if w < h:
+            w, h, angle = h, w, angle + 90.0
+        angle = (angle + 90.0) % 180.0 - 90.0  # (-90, 90]: direction of the row, reading way unknown
+        if w < min_len or h < 4 or w / max(h, 1.0) < 4 or abs(angle) > 30:
+            continue
+        # A row fused with something else (a photo edge, a curve) fills its rectangle badly: drop it.
+        if cv2.contourArea(c) < 0.6 * w * h:
+            continue
+        rows.append(Row(float(cx), float(cy), float(w), float(h), float(angle)))
+    min_len = 0.15 * small.shape[1]
+    return [r for r in _merge_pieces(rows) if r.length >= min_len]
+
+
+def _merge_pieces(rows: list[Row]) -> list[Row]:
+    """Join collinear pieces of one row (glare or a fold can break a row in two)."""
+    rows = sorted(rows, key=lambda r: -r.length)
+    out: list[Row] = []
+    for r in rows:
+        for i, o in enumerate(out):
+            if abs(o.angle - r.angle) > 3 or abs(o.normal_offset(r)) > 0.5 * max(o.height, r.height):
+                continue
+            if max(o.height, r.height) > 1.6 * min(o.height, r.height):
+                continue
+            along = o.along_offset(r)
+            lo, hi = min(-o.length / 2, along - r.length / 2), max(o.length / 2, along + r.length / 2)
+            if (hi - lo) - o.length - r.length > 3 * max(o.height, r.height):
+                continue  # too far apart along the row
+            ux, uy = o.unit()
+            mid = (lo + hi) / 2
+            out[i] = Row(o.cx + ux * mid, o.cy + uy * mid, hi - lo, max(o.height, r.height), o.angle)
+            break
+        else:
+            out.append(r)
+    return out
+
+
+def _compatible(a: Row, b: Row) -> bool:
+    if abs(a.angle - b.angle) > 4.0:
+        return False
+    if abs(a.length - b.length) > 0.2 * max(a.length, b.length):
+        return False
+    if max(a.height, b.height) > 1.7 * min(a.height, b.height):
+        return False
+    gap = abs(a.normal_offset(b))
+    h = max(a.height, b.height)
+    return 1.2 * h < gap < 3.5 * h and abs(a.along_offset(b)) < 0.1 * max(a.length, b.length)
+
+
+def _groups(rows: list[Row]) -> list[list[Row]]:
+    """Every run of 2-3 compatible rows at an even pitch, ordered across the rows."""
+    out: list[list[Row]] = []
+    for i, a in enumerate(rows):
+        partners = sorted((r for r in rows if r is not a and _compatible(a, r)), key=a.normal_offset)
+        below = [r for r in partners if a.normal_offset(r) > 0]
+        for b in below[:1]:
+            out.append([a, b])
+            pitch = a.normal_offset(b)
+            for c in (r for r in rows if r is not b and r is not a):
+                if _compatible(b, c) and abs(a.normal_offset(c) - 2 * pitch) < 0.25 * pitch:
+                    out.append([a, b, c])
+                    break
+        del i
+    return out
+
+
+def glyph_count_score(strip: np.ndarray) -> float:
+    """How well a binarised row (text white on black) fits 30/36/44 glyphs at a fixed pitch: 0 bad .. 1 good."""
+    n, _, stats, _ = cv2.connectedComponentsWithStats(strip)
+    h = strip.shape[0]
+    xs = sorted(int(s[0] + s[2] / 2) for s in stats[1:n] if s[3] >= 0.25 * h and s[4] >= 4)
+    if len(xs) < 10:
+        return 0.0
+    count = len(xs)
+    best = min(abs(count - w) / w for w in _WIDTHS)
+    gaps = np.diff(xs)
+    regular = float(np.median(gaps)) / (float(np.mean(gaps)) + 1e-6) if gaps.size else 0.0
+    return max(0.0, 1.0 - 3 * best) * min(1.0, regular)
+
+
+def rectify_row(gray: np.ndarray, row: Row, char_height: int, flip: bool = False) -> np.ndarray:
+    """The row cut out along its own axis, scaled to `char_height`-pixel glyphs (optionally turned 180°)."""
+    # A little beyond the ends: blur and glare shorten a row's blob.
+    pad_y, pad_x = 0.45 * row.height, 1.2 * row.height
+    scale = char_height / max(row.height, 1.0)
+    out_w = max(8, round((row.length + 2 * pad_x) * scale))
+    out_h = max(8, round((row.height + 2 * pad_y) * scale))
+    angle = row.angle + (180.0 if flip else 0.0)
+    m = cv2.getRotationMatrix2D((row.cx, row.cy), angle, scale)
+    m[0, 2] += out_w / 2 - row.cx
+    m[1, 2] += out_h / 2 - row.cy
+    interp = cv2.INTER_CUBIC if scale > 1 else cv2.INTER_AREA
+    return cv2.warpAffine(gray, m, (out_w, out_h), flags=interp, borderMode=cv2.BORDER_REPLICATE)
+
+
+def binarise(line: np.ndarray) -> np.ndarray:
+    """Dark glyphs -> black on white, after flattening glare and uneven light across the row."""
+    k = max(3, (line.shape[0] // 2) | 1)
+    background = cv2.morphologyEx(line, cv2.MORPH_CLOSE, cv2.getStructuringElement(cv2.MORPH_RECT, (k, k)))
+    flat = cv2.divide(line, background, scale=255)
+    return cv2.threshold(flat, 0, 255, cv2.THRESH_BINARY | cv2.THRESH_OTSU)[1]
+
+
+def find_mrz_rows(gray: np.ndarray, max_groups: int = 3) -> list[list[Row]]:
+    """Candidate MRZ row groups (full-resolution), best first; each group ordered across its rows."""
+    h, w = gray.shape[:2]
+    if h < 20 or w < 20:
+        return []
+    scale = min(2.0, _WORK_WIDTH / float(max(w, h)))
+    small = cv2.resize(gray, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_CUBIC)
+    seen: list[tuple[float, list[Row]]] = []
+    for kernel_w, blackhat_k in ((17, 21), (27, 31), (11, 15)):
+        bh = _blackhat(small, blackhat_k)
+        for level in _levels(bh):
+            for g in _groups(_rows(bh, kernel_w, level)):
+                full = [Row(r.cx / scale, r.cy / scale, r.length / scale, r.height / scale, r.angle) for r in g]
+                if any(_same_group(full, s[1]) for s in seen):
+                    continue
+                seen.append((_texture_score(gray, full), full))
+            if any(s[0] > 0.85 for s in seen):
+                break
+        if any(s[0] > 0.85 for s in seen):
+            break
+    seen.sort(key=lambda s: -s[0])
+    return [g for score, g in seen[:max_groups] if score > 0.05]
+
+
+def _same_group(a: list[Row], b: list[Row]) -> bool:
+    return len(a) == len(b) and all(abs(x.cx - y.cx) + abs(x.cy - y.cy) < x.height for x, y in zip(a, b, strict=True))
+
+
+def _texture_score(gray: np.ndarray, group: list[Row]) -> float:
+    scores = [glyph_count_score(255 - binarise(rectify_row(gray, r, 24))) for r in group]
+    # Three rows of one format beat two of them (a TD1 is not two thirds of a TD2).
+    return float(np.mean(scores)) * (1.0 if len(group) == 3 else 0.9)

@@ -1,0 +1,130 @@
+"""A second opinion on every MRZ character: the cell's image against OCR-B glyphs.
+
+The MRZ is printed in OCR-B at a fixed pitch (ICAO 9303 part 3 §4.3), so each character cell can be
+compared with the typeface itself, size and position in the cell included. This settles what an LSTM
+trained on running text gets wrong: long filler runs read as K, and 0/O, 1/I, 8/B, 5/S shapes.
+Templates are rendered once from Debian's `fonts-ocr-b`; without the font the matcher gives no opinion.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+OCR_B_FONT = Path("/usr/share/fonts/opentype/ocr-b/OCRB.otf")
+ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789<"
+_CELL_W, _CELL_H = 20, 28  # a cell: one pitch wide, cap height plus a margin above and below
+_MARGIN = 0.15  # share of the cap height added above and below
+_PITCH_PER_CAP = 2.54 / 2.4  # OCR-B pitch over cap height in an MRZ
+
+
+def _cell_vectors(cells: np.ndarray) -> np.ndarray:
+    v = cells.reshape(len(cells), -1).astype(np.float32)
+    v -= v.mean(axis=1, keepdims=True)
+    norm = np.linalg.norm(v, axis=1, keepdims=True)
+    return v / np.maximum(norm, 1e-6)
+
+
+@lru_cache(maxsize=1)
+def _templates() -> tuple[np.ndarray, str] | None:
+    """Every character (slightly shifted copies too) rendered in OCR-B as cells: (vectors, characters)."""
+    if not OCR_B_FONT.exists():
+        return None
+    from PIL import Image, ImageDraw, ImageFont
+
+    cap = 96
+    font = ImageFont.truetype(str(OCR_B_FONT), 100)
+    _x0, y0, _x1, y1 = font.getbbox("H", anchor="ls")
+    size = round(100 * cap / (y1 - y0))
+    font = ImageFont.truetype(str(OCR_B_FONT), size)
+    pitch = cap * _PITCH_PER_CAP
+    h = round(cap * (1 + 2 * _MARGIN))
+    cells, chars = [], []
+    for ch in ALPHABET:
+        img = Image.new("L", (round(pitch * 3), h), 0)
+        draw = ImageDraw.Draw(img)
+        bx0, _, bx1, _ = font.getbbox(ch, anchor="ls")
+        draw.text((1.5 * pitch - (bx0 + bx1) / 2, round(cap * (1 + _MARGIN))), ch, fill=255, font=font, anchor="ls")
+        big = np.array(img)
+        for dx in (-0.12, -0.06, 0.0, 0.06, 0.12):
+            for dy in (-0.06, 0.0, 0.06):
+                m = np.array([[1, 0, -(pitch + dx * pitch)], [0, 1, dy * cap]], np.float32)
+                cell = cv2.warpAffine(big, m, (round(pitch), h))
+                cells.append(cv2.resize(cell, (_CELL_W, _CELL_H), interpolation=cv2.INTER_AREA))
+                chars.append(ch)
+    return _cell_vectors(np.array(cells)), "".join(chars)
+
+
+def text_band(binary_line: np.ndarray) -> tuple[float, float] | None:
+    """Top and bottom of the capitals in a binarised row (dark glyphs on white)."""
+    n, _, stats, _ = cv2.connectedComponentsWithStats(255 - binary_line)
+    if n < 2:
+        return None
+    hs = stats[1:n, 3]
+    tall = stats[1:n][hs >= 0.7 * np.percentile(hs, 90)]
+    if len(tall) == 0:
+        return None
+    return float(np.median(tall[:, 1])), float(np.median(tall[:, 1] + tall[:, 3]))
+
+
+def cell_images(binary_line: np.ndarray, centres: list[float], pitch: float) -> np.ndarray | None:
+    """The row's cells around `centres`, one pitch wide, scaled like the templates (ink white on black)."""
+    band = text_band(binary_line)
+    if band is None:
+        return None
+    top, bottom = band
+    cap = bottom - top
+    if cap < 4:
+        return None
+    y0, y1 = top - _MARGIN * cap, bottom + _MARGIN * cap
+    ink = 255 - binary_line
+    out = []
+    w, h = max(2, round(pitch)), max(2, round(y1 - y0))
+    for cx in centres:
+        m = np.array([[1, 0, -(cx - pitch / 2)], [0, 1, -y0]], np.float32)
+        cell = cv2.warpAffine(ink, m, (w, h), borderValue=0)
+        out.append(cv2.resize(cell, (_CELL_W, _CELL_H), interpolation=cv2.INTER_AREA))
+    return np.array(out)
+
+
+def snap_centres(spans: list[tuple[int, int]], first: float, pitch: float, n: int) -> list[float]:
+    """Cell centres walked along the row, each snapped to the glyph printed there.
+
+    Perspective makes the pitch drift along a row; following the glyphs keeps every cell on its character.
+    """
+    glyphs = [((a + b) / 2, b - a) for a, b in spans]
+    out: list[float] = []
+    x, local = first, pitch
+    for _ in range(n):
+        near = [c for c, w in glyphs if abs(c - x) < 0.35 * local and w < 1.3 * local]
+        c = min(near, key=lambda v: abs(v - x)) if near else x
+        if out and near:
+            local = 0.8 * local + 0.2 * min(max(c - out[-1], 0.8 * pitch), 1.2 * pitch)
+        out.append(c)
+        x = c + local
+    return out
+
+
+def cell_vectors(cells: np.ndarray) -> np.ndarray:
+    """Cells as unit vectors (zero mean), the form every comparison here uses."""
+    return _cell_vectors(np.array([cv2.GaussianBlur(c, (3, 3), 0) for c in cells]))
+
+
+def match_cells(cells: np.ndarray) -> np.ndarray | None:
+    """Correlation of every cell with every character, shape (cells, 37), columns in `ALPHABET` order."""
+    t = _templates()
+    if t is None:
+        return None
+    vectors, chars = t
+    corr = cell_vectors(cells) @ vectors.T
+    out = np.full((len(cells), len(ALPHABET)), -1.0, np.float32)
+    for j, ch in enumerate(ALPHABET):
+        cols = [k for k, c in enumerate(chars) if c == ch]
+        out[:, j] = corr[:, cols].max(axis=1)
+    # An empty cell (no ink) matches nothing: it is a gap the grid put there, not a character.
+    blank = cells.reshape(len(cells), -1).max(axis=1) < 64
+    out[blank] = -1.0
+    return out
