@@ -87,10 +87,30 @@ def make_long_pki(folder: Path, days: int = 400) -> LongPki:
     return paths
 
 
-def write_gallery(state_dir: Path, *, expires_at: dt.datetime, issued_at: dt.datetime, subjects: int = 3) -> Path:
-    """An encrypted gallery file as the daemon stores it (key: tests.gallery_fixtures.GALLERY_KEY)."""
+def write_gallery(
+    state_dir: Path,
+    *,
+    expires_at: dt.datetime,
+    issued_at: dt.datetime,
+    subjects: int = 3,
+    site: str = "site-t",
+    model_id: str | None = None,
+) -> Path:
+    """An encrypted gallery file as the daemon stores it (key: tests.gallery_fixtures.GALLERY_KEY), for
+    `site` and the face model the daemon runs (the daemon checks both at start, as for a pushed one)."""
+    from edge.bundles import BundleScope
+    from engines.models import default_model_dir, load_manifest
+
+    model = model_id or load_manifest(default_model_dir()).model_id
+    assert model is not None
     raw = gallery_bundle(
-        new_ops_key(), random_subjects(subjects), version=7, issued_at=issued_at, expires_at=expires_at
+        new_ops_key(),
+        random_subjects(subjects),
+        version=7,
+        model_id=model,
+        scope=BundleScope(site=site),
+        issued_at=issued_at,
+        expires_at=expires_at,
     )
     path = state_dir / "gallery" / GALLERY_FILE_NAME
     path.parent.mkdir(parents=True, exist_ok=True)
