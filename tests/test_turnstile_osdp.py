@@ -110,14 +110,27 @@ def test_emergency_releases_everything_and_refuses_software(gate_factory: GateFa
 
 def test_emergency_off_returns_to_locked_service(gate_factory: GateFactory) -> None:
     pair = gate_factory()
+    entry = pair.config.io.entry_release_output
     pair.sim.set_emergency(True)
     pair.events.wait_for("emergency_on")
+    assert pair.sim.entry_free and pair.sim.egress_free  # released by the controller's own input...
+    assert not pair.sim.output_on(entry)  # ...not by a latched output that would outlive it
     pair.sim.set_emergency(False)
     off = pair.events.wait_for("emergency_off")
     assert off.decision_id is None
     assert locked_physically(pair)
     assert pair.gate.open_for_passage("d-8", 5.0)
     pair.events.wait_for("passage_completed", "d-8")
+
+
+def test_emergency_ending_after_the_panel_is_gone_leaves_the_entry_locked(gate_factory: GateFactory) -> None:
+    pair = gate_factory()
+    pair.sim.set_emergency(True)
+    pair.events.wait_for("emergency_on")
+    pair.gate.close()  # the panel is gone while the emergency lasts
+    assert pair.sim.entry_free and pair.sim.egress_free  # emergency egress still works
+    pair.sim.set_emergency(False)
+    assert locked_physically(pair)  # entry locked, egress free: nothing was left latched open
 
 
 def test_software_emergency_release_until_lock(gate_pair: GatePair) -> None:
@@ -234,7 +247,7 @@ def test_open_lock_cycles_without_missed_or_duplicated_events(gate_factory: Gate
     walked: list[str] = []
     for i in range(1000):
         decision = f"c-{i}"
-        assert pair.gate.open_for_passage(decision, 5.0), pair.gate.status()
+        assert pair.gate.open_for_passage(decision, 5.0), (pair.gate.status(), pair.sim.refresh_gap_max_s)
         if i % 25 == 0:
             assert pair.sim.walk_through()
             pair.events.wait_for("passage_completed", decision)

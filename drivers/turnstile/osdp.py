@@ -242,7 +242,7 @@ class OsdpGateController(GateController):
         with self._state_lock:
             if self._closed:
                 return self._refused("emergency_release", "closed", None)
-            ok, reason, actions = self._cycle.request_emergency_release()
+            ok, reason, actions = self._cycle.request_emergency_release(time.monotonic())
             if not ok:
                 return self._refused("emergency_release", reason, None)
             self._send(actions.outputs)
