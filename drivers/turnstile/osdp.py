@@ -103,6 +103,7 @@ class OsdpGateController(GateController):
         self._refresh_thread: threading.Thread | None = None
         self._worker_thread: threading.Thread | None = None
         self._refresh_heartbeat = 0.0
+        self.refresh_gap_max_s = 0.0
         self._next_refresh_restart_at = 0.0
         self._link_state: LinkState = "stopped"
         self._link_changed_at = time.time()
@@ -293,6 +294,7 @@ class OsdpGateController(GateController):
                 "pending_decision": self._cycle.decision_id,
                 "inputs": None if inputs is None else {role: inputs[n] for role, n in self._input_roles()},
                 "counters": dict(self.counters),
+                "refresh_gap_max_ms": round(self.refresh_gap_max_s * 1000.0, 1),
             }
         if self._channel is not None:
             snapshot["serial"] = {
@@ -397,7 +399,11 @@ class OsdpGateController(GateController):
                 self.counters["refresh_errors"] += 1
                 log.error("osdp_refresh_failed", error=f"{type(exc).__name__}: {exc}")
                 self._stop.wait(0.1)
-            self._refresh_heartbeat = time.monotonic()
+            now = time.monotonic()
+            # The longest pause of this loop: libosdp only reads replies here, so a long one (a GIL
+            # held elsewhere, a starved CPU) shows up as latency and, past link_silence_s, a lost link.
+            self.refresh_gap_max_s = max(self.refresh_gap_max_s, now - self._refresh_heartbeat)
+            self._refresh_heartbeat = now
             self._stop.wait(interval)
 
     # ---------------------------------------------------------------- worker
