@@ -333,6 +333,7 @@ class Lane:
             self.post,
             config_dir=self.state_dir / "config",
             on_change=self.publish_status,
+            maintenance_owners=lambda: self.status().maintenance_owners,
         )
 
     def _make_lookup(self) -> HashedSubjectLookup | _NoSubjectLookup:
@@ -554,7 +555,7 @@ class Lane:
         # outcome record (ABORTED_OUT_OF_SERVICE) while the link is still up, and the gate is locked.
         if self.loop is not None:
             before = self.loop.handled
-            self.post(Maintenance(True, reason="daemon stopping"))
+            self.post(Maintenance(True, reason="daemon stopping", owner="daemon"))
             self.loop.wait_handled(before + 1, timeout=1.0)
         self._stop.set()
         if self._monitor is not None:

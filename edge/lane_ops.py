@@ -25,8 +25,11 @@ log = structlog.get_logger(__name__)
 
 LANE_MODES = {m.value for m in Mode}
 # set_mode values besides the lane modes: `maintenance` / `closed` take the lane out of service
-# (entry locked, egress free); `open` puts it back in service in its current mode.
+# (entry locked, egress free); `open` puts it back in service in its current mode. Ops holds and
+# ends only its own maintenance: a technician's (`egate diag maintenance on`) outlasts any set_mode,
+# and the ack says so with DEFERRED_BY_TECHNICIAN.
 SERVICE_MODES = {"maintenance", "closed", "open"}
+DEFERRED_BY_TECHNICIAN = "deferred_technician_maintenance"
 
 
 class OpsHandler:
@@ -43,6 +46,7 @@ class OpsHandler:
         config_dir: Path,
         on_change: Callable[[], None] = lambda: None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        maintenance_owners: Callable[[], list[str]] = list,
     ) -> None:
         self._verifier = verifier
         self._gallery = gallery
@@ -51,6 +55,7 @@ class OpsHandler:
         self._config_dir = config_dir
         self._on_change = on_change
         self._clock = clock
+        self._maintenance_owners = maintenance_owners
         self.pending_config_version: int | None = None
 
     # ---- bundles ------------------------------------------------------------------------------------
@@ -104,34 +109,43 @@ class OpsHandler:
             return CmdAck.rejected(cmd_id, RejectCode.MALFORMED.value, "a cmd topic bundle must be of kind 'command'")
         cmd: CommandPayload = verified.content
         try:
-            message = self._run(cmd)
+            message, code = self._run(cmd)
         except ValueError as exc:
             return CmdAck.rejected(cmd.command_id, "bad_argument", str(exc))
         self._verifier.accept(verified)  # a replayed command (same or older version) is refused from now on
-        log.info("ops_command_done", command=cmd.name, command_id=cmd.command_id)
-        return CmdAck.done(cmd.command_id, message)
+        log.info("ops_command_done", command=cmd.name, command_id=cmd.command_id, code=code)
+        ack = CmdAck.done(cmd.command_id, message)
+        return ack.model_copy(update={"code": code}) if code else ack
 
-    def _run(self, cmd: CommandPayload) -> str:
+    def _run(self, cmd: CommandPayload) -> tuple[str, str | None]:
+        """(ack message, ack code or None)."""
         if cmd.name == "purge_gallery":
             purged = self._gallery.purge("ops_command")
             self._on_change()
-            return "gallery purged" if purged else "no gallery to purge"
+            return ("gallery purged" if purged else "no gallery to purge"), None
         if cmd.name == "request_status":
             self._on_change()
-            return "status republished"
+            return "status republished", None
         mode = str(cmd.args.get("mode", "")).lower()
         if mode in LANE_MODES:
             self._post(SetMode(Mode(mode)))
-            self._post(Maintenance(False))
+            self._post(Maintenance(False, owner="ops"))
         elif mode in ("maintenance", "closed"):
-            self._post(Maintenance(True, reason=f"{mode} (ops command)"))
+            self._post(Maintenance(True, reason=f"{mode} (ops command)", owner="ops"))
         elif mode == "open":
-            self._post(Maintenance(False))
+            self._post(Maintenance(False, owner="ops"))
         else:
             known = ", ".join(sorted(LANE_MODES | SERVICE_MODES))
             raise ValueError(f"set_mode needs args.mode, one of {known}; got {mode!r}")
         self._on_change()
-        return f"mode {mode} requested (applied when no traveller is in the gate)"
+        message = f"mode {mode} requested (applied when no traveller is in the gate)"
+        if mode not in ("maintenance", "closed") and "technician" in self._maintenance_owners():
+            return (
+                f"{message}; the lane stays out of service: a technician holds it in maintenance, and it "
+                "returns to service when they end it (egate diag maintenance off)",
+                DEFERRED_BY_TECHNICIAN,
+            )
+        return message, None
 
 
 def _command_id(raw: bytes) -> str:

@@ -77,6 +77,7 @@ def status_payload(lane: Lane) -> StatusPayload:
         gallery_version=None if g is None else str(g.version),
         model_versions={"face": lane.engine.model_id} if lane.engine is not None else {},
         devices=devices,
+        maintenance_by=list(st.maintenance_owners) if st is not None else [],
     )
 
 

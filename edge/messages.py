@@ -50,6 +50,9 @@ class StatusPayload(_Message):
     gallery_version: str | None = Field(None, max_length=128, description="Version of the active gallery bundle.")
     model_versions: dict[str, str] = Field(default_factory=dict, description="Model name -> version or hash.")
     devices: dict[str, DeviceHealth] = Field(default_factory=dict, description="camera, reader, turnstile, ...")
+    maintenance_by: list[str] = Field(
+        default_factory=list, description="Who holds the lane in maintenance (technician, ops); empty if nobody."
+    )
 
 
 # ---------------------------------------------------------------- outbox: outcome and event

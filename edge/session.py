@@ -262,10 +262,18 @@ class SetMode:
     mode: Mode  # applied at once when no traveller is in a session, else when the session ends
 
 
+MaintenanceOwner = Literal["technician", "ops", "daemon"]  # daemon: stopping
+
+
 @dataclass(frozen=True)
 class Maintenance:
+    """Take the lane out of service on purpose, or give it back. Each owner holds its own maintenance:
+    the lane serves only when no owner holds one, and an owner ends only its own (ops cannot end a
+    technician's session by changing the mode, nor a technician an ops closure)."""
+
     on: bool
     reason: str = "maintenance"
+    owner: MaintenanceOwner = "technician"
 
 
 @dataclass(frozen=True)
@@ -403,6 +411,9 @@ class LaneStatus(BaseModel):
     txn_id: str | None
     in_service: bool
     maintenance: bool = Field(False, description="Out of service on purpose (technician or ops command).")
+    maintenance_owners: list[str] = Field(
+        default_factory=list, description="Who holds the lane in maintenance: technician and/or ops."
+    )
     out_of_service_reasons: list[str] = Field(
         default_factory=list, description="Why the lane is out of service, e.g. 'camera: no frames for 3 s'."
     )
@@ -496,7 +507,7 @@ class SessionController:
         self._state = LaneState.OUT_OF_SERVICE
         self._session: _Session | None = None
         self._health: dict[str, tuple[bool, str]] = {}
-        self._maintenance: str | None = None
+        self._maintenance: dict[str, str] = {}  # owner -> reason
         self._gate_link_ok = True
         self._emergency = False
         self._alarm: str | None = None
@@ -536,7 +547,8 @@ class SessionController:
             mode=self._mode,
             txn_id=self.txn_id,
             in_service=not reasons,
-            maintenance=self._maintenance is not None,
+            maintenance=bool(self._maintenance),
+            maintenance_owners=sorted(self._maintenance),
             out_of_service_reasons=reasons,
             alarm=self._alarm,
         )
@@ -556,7 +568,10 @@ class SessionController:
                 self._health[event.device] = (event.ok, event.reason)
                 self._reconcile_service()
             case Maintenance():
-                self._maintenance = event.reason if event.on else None
+                if event.on:
+                    self._maintenance[event.owner] = event.reason
+                else:
+                    self._maintenance.pop(event.owner, None)
                 self._reconcile_service()
             case SetMode():
                 self._on_set_mode(event.mode)
@@ -582,8 +597,8 @@ class SessionController:
 
     def _oos_reasons(self) -> list[str]:
         reasons: list[str] = []
-        if self._maintenance is not None:
-            reasons.append(f"maintenance: {self._maintenance}")
+        for owner, why in sorted(self._maintenance.items()):
+            reasons.append(f"maintenance ({owner}): {why}")
         for device in self._required_devices():
             ok, why = self._health.get(device, (False, "has not reported healthy yet"))
             if device == "gate" and not self._gate_link_ok:

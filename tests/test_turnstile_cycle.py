@@ -7,9 +7,9 @@ from pydantic import ValidationError
 
 from drivers.turnstile.config import TurnstileConfig, TurnstileIoMap
 from drivers.turnstile.cycle import (
+    MAX_TIMER_COUNT,
     OUT_PERMANENT_OFF,
     OUT_PERMANENT_ON,
-    MAX_TIMER_COUNT,
     OUT_TEMPORARY_ON,
     RELEASE_LEASE_RENEW_S,
     DoorCycle,

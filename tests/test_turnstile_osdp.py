@@ -18,6 +18,8 @@ gate_pair = turnstile_fixtures.gate_pair
 
 pytestmark = pytest.mark.timeout(120)
 
+CYCLES = 500
+
 
 def entry_opens(pair: GatePair) -> int:
     return sum(c.control_code == OUT_TEMPORARY_ON for c in pair.sim.commands_for(pair.config.io.entry_release_output))
@@ -239,13 +241,15 @@ def test_unreachable_port_stays_connecting_and_closes(tmp_path: object) -> None:
     assert gate.link_state == "closed"
 
 
+@pytest.mark.timeout(600)  # ~25 s on an idle machine; minutes when every core is taken
 def test_open_lock_cycles_without_missed_or_duplicated_events(gate_factory: GateFactory) -> None:
-    """1,000 open/lock cycles; every 25th one a traveller walks through (a walk costs ~6 input
+    """500 open/lock cycles; every 25th one a traveller walks through (a walk costs ~6 input
     reports at the 50 ms OSDP poll, so walking them all would take minutes). Each decision opens the
-    entry exactly once and each walked decision yields exactly one passage_completed."""
+    entry exactly once and each walked decision yields exactly one passage_completed; the link never
+    drops (`egate bench gate --soak` runs the same for minutes with every core busy)."""
     pair = gate_factory(walk=False, time_scale=0.005)
     walked: list[str] = []
-    for i in range(1000):
+    for i in range(CYCLES):
         decision = f"c-{i}"
         assert pair.gate.open_for_passage(decision, 5.0), (pair.gate.status(), pair.sim.refresh_gap_max_s)
         if i % 25 == 0:
@@ -255,12 +259,13 @@ def test_open_lock_cycles_without_missed_or_duplicated_events(gate_factory: Gate
         else:
             assert pair.gate.lock()
     assert locked_physically(pair)
-    assert entry_opens(pair) == 1000
+    assert entry_opens(pair) == CYCLES
     completed = [e.decision_id for e in pair.events.of("passage_completed")]
     assert completed == walked  # none missed, none duplicated, in order
-    assert pair.events.kinds() == ["passage_completed"] * 40  # nothing spurious
-    assert pair.sim.passages == 40
-    assert pair.gate.status()["counters"]["commands_unacknowledged"] == 0
+    assert pair.events.kinds() == ["passage_completed"] * len(walked)  # nothing spurious: no link_lost
+    assert pair.sim.passages == len(walked) == CYCLES // 25
+    counters = pair.gate.status()["counters"]
+    assert counters["commands_unacknowledged"] == 0 and counters["links_lost"] == 0
     exits = [c for c in pair.sim.commands_for(pair.config.io.exit_release_output) if c.control_code != OUT_PERMANENT_ON]
     assert exits == []  # egress was never locked
 
