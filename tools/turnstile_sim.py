@@ -567,7 +567,7 @@ class SimulatedController:
 # The controller in its own process
 
 
-def _take_precedence() -> str:
+def _take_precedence(pid: int = 0) -> str:
     """A real controller has a CPU of its own and always meets OSDP's 200 ms reply deadline (with
     libosdp 3.2.9 a late reply is re-sent, and the re-send breaks the secure channel). On a shared,
     loaded machine the stand-in gets that CPU where the OS allows: a real-time round-robin policy
@@ -575,12 +575,12 @@ def _take_precedence() -> str:
     simulator records how late it ever was in `refresh_gap_max_s` either way. Threads started later
     inherit the policy. Returns what was granted."""
     try:
-        os.sched_setscheduler(0, os.SCHED_RR, os.sched_param(SIM_RT_PRIORITY))
+        os.sched_setscheduler(pid, os.SCHED_RR, os.sched_param(SIM_RT_PRIORITY))
         return "rr"
     except (OSError, AttributeError):
         pass
     try:
-        os.setpriority(os.PRIO_PROCESS, 0, SIM_NICE)
+        os.setpriority(os.PRIO_PROCESS, pid, SIM_NICE)
         return "nice"
     except OSError:
         log.info("sim_priority_unchanged", fix="run as a user with CAP_SYS_NICE for a faithful controller")
@@ -759,6 +759,7 @@ class TurnstileSimulator:
             env=env,
         )
         theirs.close()
+        _take_precedence(self._proc.pid)  # at once: on a loaded machine its imports alone take seconds
         self._conn = Connection(ours.detach())
         self._conn.send(self._options)
         self._reader = threading.Thread(target=self._read_loop, name="sim-mirror", daemon=True)
