@@ -90,7 +90,7 @@ def make_config(url: str, **overrides: Any) -> TurnstileConfig:
         "command_timeout_s": 2.0,
         "reconnect_initial_s": 0.1,
         "reconnect_max_s": 0.5,
-        "osdp_log_level": "error",
+        "osdp_log_level": "warning",  # libosdp's retries show in a failure's output
     }
     values.update(overrides)
     return TurnstileConfig(**values)

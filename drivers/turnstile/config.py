@@ -149,6 +149,12 @@ class TurnstileConfig(BaseModel):
         le=20.0,
         description="Pause between libosdp refresh calls; 2 ms gives ~5 ms command latency at ~3% CPU.",
     )
+    refresh_realtime: bool = Field(
+        True,
+        description="Run the libosdp refresh thread in the real-time round-robin class (needs CAP_SYS_NICE; "
+        "without it the thread runs at normal priority), so a busy CPU cannot make it miss OSDP's 200 ms "
+        "reply deadline.",
+    )
     osdp_log_level: Literal["error", "warning", "info", "debug"] = Field(
         "warning", description="Level of libosdp's own messages (it writes straight to stderr)."
     )
