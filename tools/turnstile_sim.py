@@ -25,6 +25,7 @@ device time and are not scaled. Run `python -m tools.turnstile_sim --help` for t
 from __future__ import annotations
 
 import argparse
+import contextlib
 import functools
 import heapq
 import itertools
@@ -567,20 +568,22 @@ class SimulatedController:
 # The controller in its own process
 
 
-def _take_precedence(pid: int = 0) -> str:
+def _take_precedence() -> str:
     """A real controller has a CPU of its own and always meets OSDP's 200 ms reply deadline (with
     libosdp 3.2.9 a late reply is re-sent, and the re-send breaks the secure channel). On a shared,
     loaded machine the stand-in gets that CPU where the OS allows: a real-time round-robin policy
     (it sleeps between refreshes, so it takes little), else a higher nice priority, else none; the
     simulator records how late it ever was in `refresh_gap_max_s` either way. Threads started later
-    inherit the policy. Returns what was granted."""
+    inherit the policy. Called once the imports are done: a real-time process busy importing would
+    starve other real-time work (another simulator, the panel's refresh thread). Returns what was
+    granted."""
     try:
-        os.sched_setscheduler(pid, os.SCHED_RR, os.sched_param(SIM_RT_PRIORITY))
+        os.sched_setscheduler(0, os.SCHED_RR, os.sched_param(SIM_RT_PRIORITY))
         return "rr"
     except (OSError, AttributeError):
         pass
     try:
-        os.setpriority(os.PRIO_PROCESS, pid, SIM_NICE)
+        os.setpriority(os.PRIO_PROCESS, 0, SIM_NICE)
         return "nice"
     except OSError:
         log.info("sim_priority_unchanged", fix="run as a user with CAP_SYS_NICE for a faithful controller")
@@ -759,7 +762,9 @@ class TurnstileSimulator:
             env=env,
         )
         theirs.close()
-        _take_precedence(self._proc.pid)  # at once: on a loaded machine its imports alone take seconds
+        # Nice at once (on a loaded machine its imports alone take seconds); real-time once they are done.
+        with contextlib.suppress(OSError):
+            os.setpriority(os.PRIO_PROCESS, self._proc.pid, SIM_NICE)
         self._conn = Connection(ours.detach())
         self._conn.send(self._options)
         self._reader = threading.Thread(target=self._read_loop, name="sim-mirror", daemon=True)
