@@ -413,6 +413,7 @@ class Lane:
             on_change=self._on_ops_change,
             state_dir=self.state_dir,
             csca=self.csca,
+            maintenance_owners=lambda: self.status().maintenance_owners,
         )
 
     def _make_lookup(self) -> HashedSubjectLookup | _NoSubjectLookup:
@@ -658,7 +659,7 @@ class Lane:
         # outcome record (ABORTED_OUT_OF_SERVICE) while the link is still up, and the gate is locked.
         if self.loop is not None:
             before = self.loop.handled
-            self.post(Maintenance(True, reason="daemon stopping"))
+            self.post(Maintenance(True, reason="daemon stopping", owner="daemon"))
             self.loop.wait_handled(before + 1, timeout=1.0)
         self._stop.set()
         if self._monitor is not None:

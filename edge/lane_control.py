@@ -137,9 +137,10 @@ class LaneControl:
 
     def maintenance(self, args: dict[str, Any]) -> dict[str, Any]:
         on = strict_args(MaintenanceArgs, args, "maintenance").on
-        self.lane.post(Maintenance(on, reason="technician (egate diag)"))
-        st = self._wait_status(lambda s: s.maintenance == on)
-        return {"maintenance": on, "state": st.state.value.upper()}
+        self.lane.post(Maintenance(on, reason="technician (egate diag)", owner="technician"))
+        st = self._wait_status(lambda s: ("technician" in s.maintenance_owners) == on)
+        # `off` ends the technician's maintenance only: an ops closure (set_mode closed) stays.
+        return {"maintenance": st.maintenance, "owners": st.maintenance_owners, "state": st.state.value.upper()}
 
     def clear_alarm(self, _args: dict[str, Any]) -> dict[str, Any]:
         self.lane.post(ClearAlarm())

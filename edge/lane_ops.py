@@ -33,7 +33,9 @@ log = structlog.get_logger(__name__)
 
 LANE_MODES = {m.value for m in Mode}
 # set_mode values besides the lane modes: `maintenance` / `closed` take the lane out of service
-# (entry locked, egress free); `open` puts it back in service in its current mode.
+# (entry locked, egress free); `open` puts it back in service in its current mode. Ops holds and
+# ends only its own maintenance: a technician's (`egate diag maintenance on`) outlasts any set_mode,
+# and the ack says so with DEFERRED_BY_TECHNICIAN.
 SERVICE_MODES = {"maintenance", "closed", "open"}
 # IATA flight designator as the lane compares it: carrier (2-3 characters) + 1-4 digits + optional suffix.
 FLIGHT_PATTERN = re.compile(r"^[A-Z0-9]{2,3}[0-9]{1,4}[A-Z]?$")
@@ -65,6 +67,9 @@ def read_flights(state_dir: Path) -> tuple[str, ...] | None:
         return None
 
 
+DEFERRED_BY_TECHNICIAN = "deferred_technician_maintenance"
+
+
 class OpsHandler:
     """`MqttLink`'s bundle and command handlers. Runs on the link's worker thread; lane changes are
     posted to the lane loop (the session controller stays single-threaded)."""
@@ -81,6 +86,7 @@ class OpsHandler:
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         csca: CscaStore | None = None,
         state_dir: Path | None = None,
+        maintenance_owners: Callable[[], list[str]] = list,
     ) -> None:
         self._csca = csca
         self._verifier = verifier
@@ -91,6 +97,7 @@ class OpsHandler:
         self._on_change = on_change
         self._clock = clock
         self._state_dir = state_dir
+        self._maintenance_owners = maintenance_owners
         self.pending_config_version: int | None = None
 
     def attach(self, link: MqttLink, at_rest_key: bytes) -> None:
@@ -177,21 +184,23 @@ class OpsHandler:
             return CmdAck.rejected(cmd_id, RejectCode.MALFORMED.value, "a cmd topic bundle must be of kind 'command'")
         cmd: CommandPayload = verified.content
         try:
-            message = self._run(cmd)
+            message, code = self._run(cmd)
         except ValueError as exc:
             return CmdAck.rejected(cmd.command_id, "bad_argument", str(exc))
         self._verifier.accept(verified)  # a replayed command (same or older version) is refused from now on
-        log.info("ops_command_done", command=cmd.name, command_id=cmd.command_id)
-        return CmdAck.done(cmd.command_id, message)
+        log.info("ops_command_done", command=cmd.name, command_id=cmd.command_id, code=code)
+        ack = CmdAck.done(cmd.command_id, message)
+        return ack.model_copy(update={"code": code}) if code else ack
 
-    def _run(self, cmd: CommandPayload) -> str:
+    def _run(self, cmd: CommandPayload) -> tuple[str, str | None]:
+        """(ack message, ack code or None)."""
         if cmd.name == "purge_gallery":
             purged = self._gallery.purge("ops_command")
             self._on_change()
-            return "gallery purged" if purged else "no gallery to purge"
+            return ("gallery purged" if purged else "no gallery to purge"), None
         if cmd.name == "request_status":
             self._on_change()
-            return "status republished"
+            return "status republished", None
         if cmd.name == "set_flights":
             flights = parse_flights(str(cmd.args.get("flights", "")))
             if self._state_dir is not None:
@@ -199,20 +208,27 @@ class OpsHandler:
                 atomic_write_bytes(self._state_dir / FLIGHTS_FILE, json.dumps({"flights": list(flights)}).encode())
             self._post(SetFlights(flights))
             self._on_change()
-            return f"flights now {', '.join(flights) or 'any'}"
+            return f"flights now {', '.join(flights) or 'any'}", None
         mode = str(cmd.args.get("mode", "")).lower()
         if mode in LANE_MODES:
             self._post(SetMode(Mode(mode)))
-            self._post(Maintenance(False))
+            self._post(Maintenance(False, owner="ops"))
         elif mode in ("maintenance", "closed"):
-            self._post(Maintenance(True, reason=f"{mode} (ops command)"))
+            self._post(Maintenance(True, reason=f"{mode} (ops command)", owner="ops"))
         elif mode == "open":
-            self._post(Maintenance(False))
+            self._post(Maintenance(False, owner="ops"))
         else:
             known = ", ".join(sorted(LANE_MODES | SERVICE_MODES))
             raise ValueError(f"set_mode needs args.mode, one of {known}; got {mode!r}")
         self._on_change()
-        return f"mode {mode} requested (applied when no traveller is in the gate)"
+        message = f"mode {mode} requested (applied when no traveller is in the gate)"
+        if mode not in ("maintenance", "closed") and "technician" in self._maintenance_owners():
+            return (
+                f"{message}; the lane stays out of service: a technician holds it in maintenance, and it "
+                "returns to service when they end it (egate diag maintenance off)",
+                DEFERRED_BY_TECHNICIAN,
+            )
+        return message, None
 
 
 def _command_id(raw: bytes) -> str:

@@ -81,6 +81,7 @@ def status_payload(lane: Lane) -> StatusPayload:
         devices=devices,
         lane=st.lane_id if st is not None else None,
         flights=list(st.flights) if st is not None else [],
+        maintenance_by=list(st.maintenance_owners) if st is not None else [],
     )
 
 

@@ -68,6 +68,9 @@ class StatusPayload(_Message):
     flights: list[str] = Field(
         default_factory=list, max_length=64, description="Flights eligible at the lane now; empty = any flight."
     )
+    maintenance_by: list[str] = Field(
+        default_factory=list, description="Who holds the lane in maintenance (technician, ops); empty if nobody."
+    )
 
 
 # ---------------------------------------------------------------- outbox: outcome and event

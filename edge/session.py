@@ -290,6 +290,9 @@ class SetMode:
     mode: Mode  # applied at once when no traveller is in a session, else when the session ends
 
 
+MaintenanceOwner = Literal["technician", "ops", "daemon"]  # daemon: stopping
+
+
 @dataclass(frozen=True)
 class SetFlights:
     """The flights departing through this lane now (signed ops command `set_flights`); empty = any."""
@@ -299,8 +302,13 @@ class SetFlights:
 
 @dataclass(frozen=True)
 class Maintenance:
+    """Take the lane out of service on purpose, or give it back. Each owner holds its own maintenance:
+    the lane serves only when no owner holds one, and an owner ends only its own (ops cannot end a
+    technician's session by changing the mode, nor a technician an ops closure)."""
+
     on: bool
     reason: str = "maintenance"
+    owner: MaintenanceOwner = "technician"
 
 
 @dataclass(frozen=True)
@@ -451,6 +459,9 @@ class LaneStatus(BaseModel):
     txn_id: str | None
     in_service: bool
     maintenance: bool = Field(False, description="Out of service on purpose (technician or ops command).")
+    maintenance_owners: list[str] = Field(
+        default_factory=list, description="Who holds the lane in maintenance: technician and/or ops."
+    )
     out_of_service_reasons: list[str] = Field(
         default_factory=list, description="Why the lane is out of service, e.g. 'camera: no frames for 3 s'."
     )
@@ -564,7 +575,7 @@ class SessionController:
         self._state = LaneState.OUT_OF_SERVICE
         self._session: _Session | None = None
         self._health: dict[str, tuple[bool, str]] = {}
-        self._maintenance: str | None = None
+        self._maintenance: dict[str, str] = {}  # owner -> reason
         self._gate_link_ok = True
         self._emergency = False
         self._alarm: str | None = None
@@ -607,7 +618,8 @@ class SessionController:
             mode=self._mode,
             txn_id=self.txn_id,
             in_service=not reasons,
-            maintenance=self._maintenance is not None,
+            maintenance=bool(self._maintenance),
+            maintenance_owners=sorted(self._maintenance),
             out_of_service_reasons=reasons,
             alarm=self._alarm,
             lane_id=self._scope.lane,
@@ -633,7 +645,10 @@ class SessionController:
                 self._health[event.device] = (event.ok, event.reason)
                 self._reconcile_service()
             case Maintenance():
-                self._maintenance = event.reason if event.on else None
+                if event.on:
+                    self._maintenance[event.owner] = event.reason
+                else:
+                    self._maintenance.pop(event.owner, None)
                 self._reconcile_service()
             case SetMode():
                 self._on_set_mode(event.mode)
@@ -661,8 +676,8 @@ class SessionController:
 
     def _oos_reasons(self) -> list[str]:
         reasons: list[str] = []
-        if self._maintenance is not None:
-            reasons.append(f"maintenance: {self._maintenance}")
+        for owner, why in sorted(self._maintenance.items()):
+            reasons.append(f"maintenance ({owner}): {why}")
         required = self._required_devices()
         for device in required:
             ok, why = self._health.get(device, (False, "has not reported healthy yet"))

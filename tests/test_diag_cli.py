@@ -322,10 +322,10 @@ def test_local_gate_commands_against_the_simulated_controller(tmp_path: Path) ->
     creds = tmp_path / "creds"
     creds.mkdir()
     (creds / "turnstile.scbk").write_text(key.hex() + "\n")
-    sim = TurnstileSimulator(scbk=key, time_scale=0.02, link_path=tmp_path / "gate0", link_silence_s=0.5, seed=2)
+    sim = TurnstileSimulator(scbk=key, time_scale=0.02, link_path=tmp_path / "gate0", seed=2)
     sim.start()
     try:
-        extra = f'[turnstile]\nurl = "{sim.path}"\nlink_silence_s = 0.5\n'
+        extra = f'[turnstile]\nurl = "{sim.path}"\n'
         config = str(write_config(tmp_path, extra=extra))
         env = {"CREDENTIALS_DIRECTORY": str(creds)}
         code, _, data = run_diag("gate", "status", "--config", config, "--json", env=env)
@@ -371,14 +371,14 @@ def test_selftest_local_passes_on_healthy_real_parts(tmp_path: Path, model_dir: 
     ):
         (creds / name).write_bytes(source.read_bytes())
     now = dt.datetime.now(dt.UTC)
-    sim = TurnstileSimulator(scbk=key, time_scale=0.02, link_path=tmp_path / "gate0", link_silence_s=0.5, seed=3)
+    sim = TurnstileSimulator(scbk=key, time_scale=0.02, link_path=tmp_path / "gate0", seed=3)
     sim.start()
     reader = ReaderSimulator()
     tls = BrokerTls(pki.ca, pki.server_cert, pki.server_key, require_client_cert=True)
     try:
         with Mosquitto(tmp_path / "broker", tls=tls) as broker:
             extra = (
-                f'[turnstile]\nurl = "{sim.path}"\nlink_silence_s = 0.5\n'
+                f'[turnstile]\nurl = "{sim.path}"\n'
                 f'[reader]\nserial_url = "{reader.port_path}"\n'
                 f'[link]\nhost = "127.0.0.1"\nport = {broker.port}\n'
             )

@@ -350,7 +350,7 @@ def turnstile_sim(tmp_path: Path):
     from tools.turnstile_sim import TurnstileSimulator
 
     key = secrets.token_bytes(16)
-    sim = TurnstileSimulator(scbk=key, time_scale=0.02, link_path=tmp_path / "gate0", link_silence_s=0.5, seed=1)
+    sim = TurnstileSimulator(scbk=key, time_scale=0.02, link_path=tmp_path / "gate0", seed=1)
     sim.start()
     try:
         yield sim, key

@@ -10,7 +10,7 @@ import pytest
 from edge.bundles import CommandPayload, VersionState
 from edge.chunks import TransferRefused
 from edge.gallery import GalleryStore
-from edge.lane_ops import OpsHandler
+from edge.lane_ops import DEFERRED_BY_TECHNICIAN, OpsHandler
 from edge.matching import MatchPolicy
 from edge.session import Event, Maintenance, SetMode
 from edge.settings import load_settings_text, with_pushed_config
@@ -26,6 +26,7 @@ from tests.gallery_fixtures import (
     trust_with,
     verifier_for,
 )
+from tests.lane_fixtures import healthy, make_lane
 
 
 class Rig:
@@ -135,12 +136,52 @@ def test_broken_stored_config_falls_back_to_the_local_file(tmp_path: Path) -> No
 def test_set_mode_and_maintenance_commands_reach_the_lane(rig: Rig) -> None:
     ack = rig.ops.on_command(rig.command("set_mode", 1, mode="entry"))
     assert (ack.status, ack.cmd_id) == ("done", "c1")
-    assert rig.posted == [SetMode(Mode.ENTRY), Maintenance(False)]
+    assert rig.posted == [SetMode(Mode.ENTRY), Maintenance(False, owner="ops")]
     ack = rig.ops.on_command(rig.command("set_mode", 2, mode="maintenance"))
-    assert ack.status == "done" and rig.posted[-1] == Maintenance(True, reason="maintenance (ops command)")
+    assert ack.status == "done" and rig.posted[-1] == Maintenance(True, reason="maintenance (ops command)", owner="ops")
     ack = rig.ops.on_command(rig.command("set_mode", 3, mode="sideways"))
     assert (ack.status, ack.code) == ("rejected", "bad_argument")
     assert len(rig.posted) == 3
+
+
+def test_set_mode_does_not_end_a_technicians_maintenance(tmp_path: Path) -> None:
+    """The lane's real session controller behind the handler: an ops set_mode while a technician
+    holds the lane in maintenance changes the mode but leaves the technician's session, and the ack
+    says the return to service is deferred."""
+    fixture = make_lane()
+    fixture.run(*healthy())
+    lane = fixture.controller
+    assert lane.status().in_service
+    rig = Rig(tmp_path)
+    rig.ops = OpsHandler(
+        rig.verifier,
+        rig.store,
+        rig.trust,
+        lane.handle,
+        config_dir=rig.config_dir,
+        clock=lambda: NOW,
+        maintenance_owners=lambda: lane.status().maintenance_owners,
+    )
+    lane.handle(Maintenance(True, reason="technician (egate diag)", owner="technician"))
+    assert lane.status().maintenance_owners == ["technician"]
+
+    for version, mode in enumerate(("entry", "open", "exit"), start=1):
+        ack = rig.ops.on_command(rig.command("set_mode", version, mode=mode))
+        assert (ack.status, ack.code) == ("done", DEFERRED_BY_TECHNICIAN), ack
+        assert "egate diag maintenance off" in ack.message
+        st = lane.status()
+        assert st.maintenance and st.maintenance_owners == ["technician"] and not st.in_service
+    assert lane.mode is Mode.EXIT  # the mode itself did change
+
+    # ops closes the lane too; the technician leaving does not reopen it
+    ack = rig.ops.on_command(rig.command("set_mode", 4, mode="closed"))
+    assert (ack.status, ack.code) == ("done", None)
+    lane.handle(Maintenance(False, owner="technician"))
+    assert lane.status().maintenance_owners == ["ops"]
+    assert any(r.startswith("maintenance (ops)") for r in lane.status().out_of_service_reasons)
+    ack = rig.ops.on_command(rig.command("set_mode", 5, mode="open"))
+    assert (ack.status, ack.code) == ("done", None)
+    assert lane.status().maintenance is False and lane.status().maintenance_owners == []
 
 
 def test_replayed_command_is_refused(rig: Rig) -> None:

@@ -7,9 +7,11 @@ from pydantic import ValidationError
 
 from drivers.turnstile.config import TurnstileConfig, TurnstileIoMap
 from drivers.turnstile.cycle import (
+    MAX_TIMER_COUNT,
     OUT_PERMANENT_OFF,
     OUT_PERMANENT_ON,
     OUT_TEMPORARY_ON,
+    RELEASE_LEASE_RENEW_S,
     DoorCycle,
     backstop_timer_count,
 )
@@ -91,14 +93,32 @@ def test_emergency_input_wins_and_cancels_the_passage() -> None:
     cycle.request_open("d1", 5.0, 0.0)
     on = cycle.on_inputs(report(4), 0.1)
     assert [(e.kind, e.decision_id) for e in on.events] == [("emergency_on", "d1")]
-    assert {(o.output_no, o.control_code) for o in on.outputs} == {(0, OUT_PERMANENT_ON), (1, OUT_PERMANENT_ON)}
+    # Egress free; the entry is the controller's to release: nothing latches it open, so it is
+    # locked again when the input clears even if egate is gone by then.
+    assert [(o.output_no, o.control_code) for o in on.outputs] == [(1, OUT_PERMANENT_ON)]
     assert cycle.request_lock()[0] is False
     assert cycle.request_open("d2", 5.0, 0.2).reason == "emergency_input_active"
-    assert cycle.safe_outputs() == []  # close() must not relock against the emergency
+    assert [o.output_no for o in cycle.safe_outputs()] == [1]  # close() must not relock against it
     assert cycle.on_inputs(report(4, 2, 0), 0.3).events == []  # everything is free: no alarms
     off = cycle.on_inputs(report(), 0.4)
     assert [e.kind for e in off.events] == ["emergency_off"]
     assert cycle.state == "locked"
+
+
+def test_software_emergency_release_is_a_renewed_lease() -> None:
+    cycle = in_service()
+    ok, _, actions = cycle.request_emergency_release(100.0)
+    assert ok
+    entry = [o for o in actions.outputs if o.output_no == 0]
+    assert [(o.control_code, o.timer_count) for o in entry] == [(OUT_TEMPORARY_ON, MAX_TIMER_COUNT)]
+    assert cycle.next_deadline() == 100.0 + RELEASE_LEASE_RENEW_S
+    assert cycle.on_tick(100.0 + RELEASE_LEASE_RENEW_S - 0.1).outputs == []
+    renewed = cycle.on_tick(100.0 + RELEASE_LEASE_RENEW_S)
+    assert [(o.output_no, o.control_code) for o in renewed.outputs] == [(0, OUT_TEMPORARY_ON), (1, OUT_PERMANENT_ON)]
+    # the lease outlives the renewal period, so a live daemon never lets it lapse
+    assert MAX_TIMER_COUNT / 10.0 > 2 * RELEASE_LEASE_RENEW_S
+    assert cycle.request_lock()[0]
+    assert cycle.on_tick(1000.0).outputs == []  # no renewal after the order ended
 
 
 def test_alarms_present_at_reconnect_are_reported() -> None:

@@ -151,8 +151,28 @@ def bench_gate(
     inputs: int = typer.Option(50, "--inputs", min=1, max=10_000, help="input events to time."),
     refresh_interval_ms: float = typer.Option(2.0, "--refresh-ms", min=0.5, max=20.0, help="libosdp refresh pause."),
     json_out: bool = typer.Option(False, "--json", help="Print the result as JSON."),
+    soak: bool = typer.Option(
+        False, "--soak", help="Soak instead: open/lock cycles for --minutes with every core busy; link drops, p99."
+    ),
+    minutes: float = typer.Option(10.0, "--minutes", min=0.05, max=24 * 60.0, help="Soak duration."),
+    busy: int | None = typer.Option(None, "--busy", min=0, max=64, help="Soak busy-loop processes (default: cores)."),
+    pipeline: bool = typer.Option(True, "--pipeline/--no-pipeline", help="Soak with the face pipeline running."),
 ) -> None:
-    """OSDP command and input-event latencies against the simulated turnstile (p50/p95)."""
+    """OSDP command and input-event latencies against the simulated turnstile (p50/p95), or a soak."""
+    if soak:
+        from tools.bench_gate_soak import run_soak
+
+        soaked = run_soak(minutes, busy_loops=busy, face_pipeline=pipeline)
+        if json_out:
+            typer.echo(json.dumps(soaked))
+            return
+        ack = soaked["command_ack_ms"]
+        typer.echo(
+            f"{soaked['minutes']} min, {soaked['cycles']} cycles: link_drops={soaked['link_drops']} "
+            f"refused={soaked['opens_refused']} ack p50={ack.get('p50')} p95={ack.get('p95')} "
+            f"p99={ack.get('p99')} max={ack.get('max')} ms"
+        )
+        return
     result = run_gate_bench(commands, inputs, refresh_interval_ms)
     if json_out:
         typer.echo(json.dumps(result))

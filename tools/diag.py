@@ -499,7 +499,11 @@ def _status_view(status: dict[str, Any], outcomes: list[dict[str, Any]]) -> Rend
         Text(state, style=colour),
         Text(f"mode {status.get('mode', '?')}"),
         Text(f"txn {status.get('txn_id') or '-'}"),
-        Text("MAINTENANCE", style="bold yellow") if status.get("maintenance") else Text(""),
+        (
+            Text("MAINTENANCE (" + ", ".join(status.get("maintenance_owners") or ["?"]) + ")", style="bold yellow")
+            if status.get("maintenance")
+            else Text("")
+        ),
     )
     parts: list[RenderableType] = [head]
     reasons = status.get("out_of_service_reasons") or []

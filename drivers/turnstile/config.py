@@ -15,6 +15,17 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 # 2 x timeout + 1 s (a backstop should the daemon hang), so the timeout must stay below 12 s.
 MAX_PASSAGE_TIMEOUT_S = 12.0
 
+# libosdp's control panel waits 200 ms for a reply, then pauses 800 ms before it sends the same
+# command again (up to 8 times, ~8.4 s, before it takes the controller offline). One lost or late
+# reply, a normal event on a noisy RS-485 line or a busy CPU, is therefore a silent gap of about
+# 1 s followed by a successful retry. The link-loss and acknowledgement limits below must ride out
+# such a gap, or one retry turns into a lost link and a refused traveller.
+OSDP_REPLY_TIMEOUT_S = 0.2
+OSDP_RETRY_WAIT_S = 0.8
+OSDP_RETRY_GAP_S = OSDP_REPLY_TIMEOUT_S + OSDP_RETRY_WAIT_S
+MIN_LINK_SILENCE_S = 1.5  # one retry gap plus a margin for a loaded CPU
+MIN_COMMAND_TIMEOUT_S = 1.2  # one retry gap plus the retried exchange
+
 IoNumber = Annotated[int, Field(ge=0, le=63)]
 
 
@@ -116,14 +127,19 @@ class TurnstileConfig(BaseModel):
         description="Default time a released gate waits for the traveller to start the passage (and to finish it).",
     )
     command_timeout_s: float = Field(
-        1.0, ge=0.05, le=5.0, description="How long to wait for the controller to acknowledge an output command."
+        1.5,
+        ge=MIN_COMMAND_TIMEOUT_S,
+        le=5.0,
+        description="How long to wait for the controller to acknowledge an output command "
+        "(covers one OSDP retry: a lost reply is re-sent after ~1 s).",
     )
     link_silence_s: float = Field(
-        1.0,
-        ge=0.2,
+        2.5,
+        ge=MIN_LINK_SILENCE_S,
         le=8.0,
-        description="Declare the link lost after this long without a byte from the controller "
-        "(OSDP polls every 50 ms; libosdp itself needs ~8 s).",
+        description="Declare the link lost after this long without a byte from the controller (OSDP polls "
+        "every 50 ms; one lost reply is ~1 s of silence before the retry; libosdp itself needs ~8.4 s). "
+        "The controller's own link-loss timer must be at least this long (docs/turnstile.md).",
     )
     reconnect_initial_s: float = Field(1.0, ge=0.05, le=30.0, description="First reconnect delay after a loss.")
     reconnect_max_s: float = Field(30.0, ge=0.1, le=300.0, description="Longest reconnect delay (backoff doubles).")
@@ -132,6 +148,12 @@ class TurnstileConfig(BaseModel):
         ge=0.5,
         le=20.0,
         description="Pause between libosdp refresh calls; 2 ms gives ~5 ms command latency at ~3% CPU.",
+    )
+    refresh_realtime: bool = Field(
+        True,
+        description="Run the libosdp refresh thread in the real-time round-robin class (needs CAP_SYS_NICE; "
+        "without it the thread runs at normal priority), so a busy CPU cannot make it miss OSDP's 200 ms "
+        "reply deadline.",
     )
     osdp_log_level: Literal["error", "warning", "info", "debug"] = Field(
         "warning", description="Level of libosdp's own messages (it writes straight to stderr)."

@@ -10,8 +10,14 @@ States:
   locked            in service, entry locked, egress free.
   released          entry released for one decision; waiting for the passage to start.
   passing           a passage sensor saw the traveller; waiting for every sensor to clear.
-  emergency         the emergency input is active: everything released, requests refused.
+  emergency         the emergency input is active: the controller itself releases everything
+                    (docs/turnstile.md); software asks for egress free, never latches the entry
+                    open, and refuses requests. When the input clears the entry is locked, with or
+                    without egate: a daemon that died during the emergency leaves nothing open.
   emergency_release software ordered everything released (operator/building); ends with lock().
+                    The entry is held by a lease (a timed release renewed while the order lasts),
+                    so a dead daemon's release runs out by itself even on a controller without a
+                    link-loss rule.
 """
 
 from __future__ import annotations
@@ -37,6 +43,10 @@ MAX_TIMER_COUNT = 255
 # How many decision ids are remembered to refuse a second opening. At one passage every few
 # seconds this covers days; an id older than that is not a retry.
 SPENT_DECISIONS_KEPT = 100_000
+
+# A software emergency release is renewed this often; each renewal is a timed release of
+# MAX_TIMER_COUNT (25.5 s), so it lapses within that time once egate stops renewing it.
+RELEASE_LEASE_RENEW_S = 10.0
 
 
 @dataclass(frozen=True)
@@ -78,6 +88,7 @@ class DoorCycle:
         self._seen_sensors: set[int] = set()
         self.inputs: dict[int, bool] | None = None  # logical (inversion applied); None = unknown
         self._spent: OrderedDict[str, bool] = OrderedDict()
+        self._lease_renew_at = math.inf  # when the software emergency release is renewed
 
     # ----------------------------------------------------------------- orders
     def _entry(self, on: bool) -> OutputOrder:
@@ -91,13 +102,14 @@ class DoorCycle:
         return [self._entry(False), self._exit_free()]
 
     def released_all_outputs(self) -> list[OutputOrder]:
-        return [self._entry(True), self._exit_free()]
+        """Entry released on a lease (see RELEASE_LEASE_RENEW_S), egress free."""
+        return [OutputOrder(self._io.entry_release_output, OUT_TEMPORARY_ON, MAX_TIMER_COUNT), self._exit_free()]
 
     def safe_outputs(self) -> list[OutputOrder]:
-        """What to send on close(): entry locked, egress free; nothing during an emergency (the
-        controller holds everything open and software never fights it)."""
+        """What to send on close(): entry locked, egress free; during an emergency only egress
+        free (the controller holds everything open and software never fights it)."""
         if self.state == "emergency":
-            return []
+            return [self._exit_free()]
         return self.locked_outputs()
 
     # --------------------------------------------------------------- queries
@@ -106,7 +118,7 @@ class DoorCycle:
         return self.state == "emergency"
 
     def next_deadline(self) -> float:
-        return self._deadline
+        return min(self._deadline, self._lease_renew_at)
 
     def spent_answer(self, decision_id: str) -> bool | None:
         return self._spent.get(decision_id)
@@ -165,16 +177,18 @@ class DoorCycle:
         if self.state == "safe":
             return False, "link_down", Actions()
         self._end_passage()  # the caller cancels its own passage: no event
+        self._lease_renew_at = math.inf
         self.state = "locked"
         return True, "", Actions(outputs=self.locked_outputs())
 
-    def request_emergency_release(self) -> tuple[bool, str, Actions]:
+    def request_emergency_release(self, now: float) -> tuple[bool, str, Actions]:
         if self.state == "emergency":
             return True, "", Actions()  # the controller already released everything
         if self.state == "safe":
             return False, "link_down", Actions()
         self._end_passage()
         self.state = "emergency_release"
+        self._lease_renew_at = now + RELEASE_LEASE_RENEW_S
         return True, "", Actions(outputs=self.released_all_outputs())
 
     # ------------------------------------------------------------------ link
@@ -182,6 +196,7 @@ class DoorCycle:
         """Back in service: inputs are unknown until the controller's first report."""
         self.inputs = None
         self._end_passage()
+        self._lease_renew_at = math.inf
         self.state = "locked"
         return Actions(outputs=self.locked_outputs())
 
@@ -191,6 +206,7 @@ class DoorCycle:
         if self.state == "safe":
             return Actions()
         cancelled = self._end_passage()
+        self._lease_renew_at = math.inf  # the controller's link-loss rule ends any release
         self.state = "safe"
         self.inputs = None
         return Actions(events=[GateEvent(kind="link_lost", decision_id=cancelled, detail=detail)])
@@ -224,8 +240,12 @@ class DoorCycle:
         emergency = self._io.emergency_input
         if new[emergency] and not old[emergency]:
             cancelled = self._end_passage()
+            self._lease_renew_at = math.inf
             self.state = "emergency"
-            actions.outputs = self.released_all_outputs()  # echo the controller; never fight it
+            # The controller releases everything on its own input; software only keeps egress free
+            # and latches nothing open, so the entry is locked again when the input clears, whether
+            # or not egate is still running then.
+            actions.outputs = [self._exit_free()]
             event("emergency_on", "emergency input active: everything released", cancelled)
             return actions
         if not new[emergency] and old[emergency]:
@@ -267,6 +287,9 @@ class DoorCycle:
 
     # ------------------------------------------------------------------ time
     def on_tick(self, now: float) -> Actions:
+        if self.state == "emergency_release" and now >= self._lease_renew_at:
+            self._lease_renew_at = now + RELEASE_LEASE_RENEW_S
+            return Actions(outputs=self.released_all_outputs())
         if now < self._deadline or self.state not in ("released", "passing"):
             return Actions()
         waited = "start" if self.state == "released" else "finish"

@@ -159,7 +159,7 @@ class ModbusGateController(GateController):
         with self._lock:
             if self._closed:
                 return self._refused("emergency_release", "closed", None)
-            ok, reason, actions = self._cycle.request_emergency_release()
+            ok, reason, actions = self._cycle.request_emergency_release(time.monotonic())
             if not ok:
                 return self._refused("emergency_release", reason, None)
             log.warning("gate_emergency_release_ordered")

@@ -18,6 +18,7 @@ grows unless drained; we drive the `osdp_sys` context it wraps directly to own b
 from __future__ import annotations
 
 import math
+import os
 import queue
 import threading
 import time
@@ -53,6 +54,7 @@ SUPERVISE_INTERVAL_S: Final = 0.02
 REFRESH_STALL_S: Final = 2.0  # a refresh normally takes well under a millisecond
 LOCK_WAIT_S: Final = 0.5  # longest wait for libosdp's lock outside the refresh thread
 MAX_PENDING_COMMANDS: Final = 256
+REFRESH_RT_PRIORITY: Final = 5  # low in the real-time range: above all ordinary work, below the kernel's
 
 _LOG_LEVELS: Final = {
     "error": LogLevel.Error,
@@ -103,6 +105,7 @@ class OsdpGateController(GateController):
         self._refresh_thread: threading.Thread | None = None
         self._worker_thread: threading.Thread | None = None
         self._refresh_heartbeat = 0.0
+        self.refresh_gap_max_s = 0.0
         self._next_refresh_restart_at = 0.0
         self._link_state: LinkState = "stopped"
         self._link_changed_at = time.time()
@@ -242,7 +245,7 @@ class OsdpGateController(GateController):
         with self._state_lock:
             if self._closed:
                 return self._refused("emergency_release", "closed", None)
-            ok, reason, actions = self._cycle.request_emergency_release()
+            ok, reason, actions = self._cycle.request_emergency_release(time.monotonic())
             if not ok:
                 return self._refused("emergency_release", reason, None)
             self._send(actions.outputs)
@@ -293,6 +296,7 @@ class OsdpGateController(GateController):
                 "pending_decision": self._cycle.decision_id,
                 "inputs": None if inputs is None else {role: inputs[n] for role, n in self._input_roles()},
                 "counters": dict(self.counters),
+                "refresh_gap_max_ms": round(self.refresh_gap_max_s * 1000.0, 1),
             }
         if self._channel is not None:
             snapshot["serial"] = {
@@ -389,6 +393,7 @@ class OsdpGateController(GateController):
     def _refresh_loop(self) -> None:
         interval = self._config.refresh_interval_ms / 1000.0
         ctx = self._ctx
+        self._take_realtime()
         while not self._stop.is_set():
             try:
                 with self._osdp_lock:
@@ -397,8 +402,27 @@ class OsdpGateController(GateController):
                 self.counters["refresh_errors"] += 1
                 log.error("osdp_refresh_failed", error=f"{type(exc).__name__}: {exc}")
                 self._stop.wait(0.1)
-            self._refresh_heartbeat = time.monotonic()
+            now = time.monotonic()
+            # The longest pause of this loop: libosdp only reads replies here, so a long one (a GIL
+            # held elsewhere, a starved CPU) shows up as latency and, past link_silence_s, a lost link.
+            self.refresh_gap_max_s = max(self.refresh_gap_max_s, now - self._refresh_heartbeat)
+            self._refresh_heartbeat = now
             self._stop.wait(interval)
+
+    def _take_realtime(self) -> None:
+        """Put this thread (only) in the real-time round-robin class, where the OS allows it.
+
+        Inside one refresh libosdp reads the channel and then checks its 200 ms reply deadline; a
+        thread descheduled between the two by a busy CPU times out a reply that did arrive, and
+        libosdp 3.2.9's re-send breaks the secure channel. A real-time thread is not preempted by
+        ordinary work; it sleeps between refreshes, so it takes little. Without CAP_SYS_NICE the
+        loop runs at normal priority (logged once)."""
+        if not self._config.refresh_realtime:
+            return
+        try:
+            os.sched_setscheduler(0, os.SCHED_RR, os.sched_param(REFRESH_RT_PRIORITY))
+        except (OSError, AttributeError) as exc:
+            log.info("osdp_refresh_realtime_unavailable", error=str(exc), fix="grant CAP_SYS_NICE to egate")
 
     # ---------------------------------------------------------------- worker
     def _worker(self) -> None:
