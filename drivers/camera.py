@@ -16,13 +16,14 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal, Protocol, Self
+from typing import Literal, Protocol
 
 import cv2
 import numpy as np
 import structlog
 from numpy.typing import NDArray
 from pydantic import BaseModel, ConfigDict, Field, model_validator
+from typing_extensions import Self
 
 log = structlog.get_logger(__name__)
 

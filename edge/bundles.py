@@ -21,7 +21,6 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from enum import StrEnum
 from pathlib import Path
 from typing import Any, Literal
 
@@ -30,6 +29,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from drivers.compat import StrEnum
 from edge.csca_payload import CscaPayloadError, decode_csca_payload
 from edge.gallery_payload import GalleryPayloadError, decode_gallery_payload
 from edge.trust import KEY_ID_PATTERN, KeysPayload, TrustStore

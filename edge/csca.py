@@ -9,7 +9,7 @@ and an expired trust list is dropped, so Passive Authentication then fails with
 from __future__ import annotations
 
 import threading
-from datetime import UTC, datetime
+from datetime import datetime, timezone
 from pathlib import Path
 
 import structlog
@@ -42,7 +42,7 @@ class CscaStore:
 
     def trust(self, now: datetime | None = None) -> TrustList | None:
         """The active trust list, or None when there is none or it expired."""
-        now = now or datetime.now(UTC)
+        now = now or datetime.now(timezone.utc)
         with self._lock:
             if self._trust is None or self._expires_at is None:
                 return None

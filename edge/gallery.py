@@ -19,7 +19,7 @@ import os
 import struct
 import threading
 from collections.abc import Callable, Sequence
-from datetime import UTC, datetime
+from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
@@ -247,7 +247,7 @@ class Gallery:
         """
         policy = policy or self.policy
         k = k or policy.top_k
-        now = now or datetime.now(UTC)
+        now = now or datetime.now(timezone.utc)
         q = as_query(descriptor, self.dim)
         with self._lock:
             self._check_open(now)
@@ -269,7 +269,7 @@ class Gallery:
     ) -> VerifyResult:
         """1:1: compare with every template of `subject_id`; the best distance decides."""
         policy = policy or self.policy
-        now = now or datetime.now(UTC)
+        now = now or datetime.now(timezone.utc)
         q = as_query(descriptor, self.dim)
         index = self._subject_index(subject_id)
         with self._lock:
@@ -405,7 +405,7 @@ class GalleryStore:
 
     def load(self, now: datetime | None = None) -> Gallery | None:
         """Load the gallery from disk (at start). None when there is none; purged if it expired."""
-        now = now or datetime.now(UTC)
+        now = now or datetime.now(timezone.utc)
         with self._lock:
             if not self.path.exists():
                 return None
@@ -509,7 +509,7 @@ class GalleryExpiryWatcher:
         self,
         store: GalleryStore,
         interval_s: float,
-        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc),
     ) -> None:
         self._store = store
         self._interval = interval_s

@@ -20,7 +20,7 @@ import re
 import struct
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime, timezone
 from typing import Literal
 
 import numpy as np
@@ -108,8 +108,8 @@ def _epoch(value: datetime | None, open_value: int) -> int:
     if value is None:
         return open_value
     if value.tzinfo is None:
-        raise ValueError("subject validity times must be timezone-aware (UTC)")
-    return int(value.astimezone(UTC).timestamp())
+        raise ValueError("subject validity times must be timezone-aware (timezone.utc)")
+    return int(value.astimezone(timezone.utc).timestamp())
 
 
 def encode_gallery_payload(subjects: Sequence[SubjectEntry], *, model_id: str, dim: int) -> bytes:

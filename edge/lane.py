@@ -20,7 +20,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import structlog
@@ -305,7 +305,7 @@ class Lane:
         codes; a refused one stays on disk, out of memory, and keeps the lane out of service until ops
         pushes a good one."""
         assert self.gallery is not None
-        now = datetime.now(UTC)
+        now = datetime.now(timezone.utc)
         stored = self.gallery.path.exists()
         try:
             g = self.gallery.load(now)
@@ -379,7 +379,7 @@ class Lane:
         matcher = GalleryMatcher(
             lambda: store.current,
             document_threshold=self.engine.threshold,
-            clock=lambda: datetime.now(UTC),
+            clock=lambda: datetime.now(timezone.utc),
         )
         self.controller = SessionController(
             cfg.lane,
@@ -588,7 +588,7 @@ class Lane:
             self.reader.close()
 
     def _on_reader_result(self, result: ReaderResult) -> None:
-        self.reader_last = (result, datetime.now(UTC))
+        self.reader_last = (result, datetime.now(timezone.utc))
         if isinstance(result, MrzResult) and result.document is not None:
             self._display_language = document_language(result.document.nationality, result.document.issuer)
         if isinstance(result, MrzResult):

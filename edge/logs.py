@@ -18,6 +18,16 @@ from drivers.document.redact import redact_event
 LogFormat = Literal["auto", "json", "console"]
 
 
+# Names of the logging levels egate accepts (logging.getLevelNamesMapping exists only from Python 3.11).
+_LEVELS = {
+    "debug": logging.DEBUG,
+    "info": logging.INFO,
+    "warning": logging.WARNING,
+    "error": logging.ERROR,
+    "critical": logging.CRITICAL,
+}
+
+
 def configure_logging(
     *, gate_id: str = "-", level: str = "info", fmt: LogFormat = "auto", stream: TextIO | None = None
 ) -> None:
@@ -39,7 +49,7 @@ def configure_logging(
         if use_console
         else structlog.processors.JSONRenderer(sort_keys=False)
     )
-    numeric = logging.getLevelNamesMapping()[level.upper()]
+    numeric = _LEVELS[level.lower()]
     structlog.configure(
         processors=[*shared, renderer],
         wrapper_class=structlog.make_filtering_bound_logger(numeric),

@@ -7,7 +7,7 @@ new optional fields may be added within a version, anything else bumps `v`.
 from __future__ import annotations
 
 import base64
-from datetime import UTC, datetime
+from datetime import datetime, timezone
 from typing import Annotated, Any, Literal
 
 from pydantic import Base64Bytes, BaseModel, BeforeValidator, ConfigDict, Field, model_validator
@@ -19,7 +19,7 @@ SHA256_PATTERN = r"^[0-9a-f]{64}$"
 
 
 def utc_now() -> datetime:
-    return datetime.now(UTC)
+    return datetime.now(timezone.utc)
 
 
 def _cut_to(limit: int) -> BeforeValidator:
@@ -57,7 +57,7 @@ class StatusPayload(_Message):
     state: Literal["online", "offline", "stopped"] = Field(..., description="Link availability of the gate.")
     site: str = Field(..., pattern=ID_PATTERN)
     gate: str = Field(..., pattern=ID_PATTERN)
-    ts: datetime = Field(default_factory=utc_now, description="When this status was produced (UTC).")
+    ts: datetime = Field(default_factory=utc_now, description="When this status was produced (timezone.utc).")
     mode: str | None = Field(None, max_length=32, description="Lane mode: exit, entry, boarding, closed, ...")
     software_version: str | None = Field(None, max_length=64)
     config_version: str | None = Field(None, max_length=128, description="Hash or version of the active config.")
@@ -105,7 +105,7 @@ class OutboxEnvelope(_Message):
     seq: int = Field(..., ge=1, description="Per-gate sequence number, gap free unless `outbox_dropped` says so.")
     gate: str = Field(..., pattern=ID_PATTERN)
     kind: Literal["outcome", "event"]
-    ts: datetime = Field(..., description="When the gate committed it to its outbox (UTC).")
+    ts: datetime = Field(..., description="When the gate committed it to its outbox (timezone.utc).")
     payload: dict[str, Any] = Field(..., description="Outcome record (transaction log) or EventPayload.")
 
 

@@ -19,7 +19,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime, timezone
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Literal
@@ -229,7 +229,7 @@ class Outbox:
             seq=seq,
             gate=self._gate_id,
             kind=kind,  # type: ignore[arg-type]
-            ts=datetime.fromtimestamp(now, UTC),
+            ts=datetime.fromtimestamp(now, timezone.utc),
             payload=payload,
         )
         body = envelope.model_dump_json().encode()

@@ -11,9 +11,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import date
-from enum import StrEnum
 from typing import Literal
 
+from drivers.compat import StrEnum
 from edge.settings.lane import Mode, PolicyConfig
 
 __all__ = [

@@ -23,8 +23,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime
-from enum import StrEnum
+from datetime import date, datetime, timezone
 from typing import Any, Literal, Protocol, runtime_checkable
 
 import numpy as np
@@ -33,6 +32,7 @@ import uuid6
 from numpy.typing import NDArray
 from pydantic import BaseModel, ConfigDict, Field
 
+from drivers.compat import StrEnum
 from drivers.document.redact import mask_document_number
 from drivers.turnstile.base import GateEventKind as TurnstileEventKind
 from edge.policy import (
@@ -205,7 +205,7 @@ class Clock(Protocol):
         ...
 
     def now(self) -> datetime:
-        """Aware UTC wall time for records and document expiry."""
+        """Aware timezone.utc wall time for records and document expiry."""
         ...
 
 
@@ -214,7 +214,7 @@ class SystemClock:
         return time.monotonic()
 
     def now(self) -> datetime:
-        return datetime.now(UTC)
+        return datetime.now(timezone.utc)
 
 
 class LaneSinks(Protocol):

@@ -14,7 +14,7 @@ import hashlib
 import json
 import re
 import threading
-from datetime import UTC, datetime
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Literal
 
@@ -129,7 +129,7 @@ class TrustStore:
             ) from None
 
     def _write(self) -> None:
-        self._file.updated_at = datetime.now(UTC)
+        self._file.updated_at = datetime.now(timezone.utc)
         self._path.parent.mkdir(parents=True, exist_ok=True)
         data = json.dumps(self._file.model_dump(mode="json"), indent=2, sort_keys=True).encode()
         atomic_write_bytes(self._path, data)

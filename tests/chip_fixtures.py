@@ -6,7 +6,7 @@ from __future__ import annotations
 import shutil
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime, timezone
 from typing import Any
 
 import pytest
@@ -22,7 +22,7 @@ READER = "Virtual PCD 00 00"
 # that uses the second reader, which nothing else uses in the session.
 SACRIFICIAL_READER = "Virtual PCD 00 01"
 PORTS = {READER: 35963, SACRIFICIAL_READER: 35964}
-NOW = datetime.now(UTC)
+NOW = datetime.now(timezone.utc)
 
 
 @pytest.fixture(scope="session")

@@ -35,7 +35,7 @@ class LongPki:
 def make_long_pki(folder: Path, days: int = 400) -> LongPki:
     """A CA and a server certificate for 127.0.0.1 valid `days` days (a healthy, not-expiring setup)."""
     folder.mkdir(parents=True, exist_ok=True)
-    now = dt.datetime.now(dt.UTC)
+    now = dt.datetime.now(dt.timezone.utc)
     ca_key = ec.generate_private_key(ec.SECP256R1())
     ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "diag test CA")])
     ca = (

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import base64
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import numpy as np
@@ -26,7 +26,7 @@ from edge.trust import PublicKeyEntry, TrustStore, key_id_for
 MODEL_ID = "dlib_resnet_v1-test"
 DIM = 128
 GATE = Scope(site="ams", gate="g07")
-NOW = datetime(2026, 11, 28, 6, 0, tzinfo=UTC)
+NOW = datetime(2026, 11, 28, 6, 0, tzinfo=timezone.utc)
 GALLERY_KEY = bytes(range(32))
 
 

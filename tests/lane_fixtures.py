@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, datetime, timedelta, timezone
 
 import numpy as np
 from numpy.typing import NDArray
@@ -35,7 +35,7 @@ RNG_SEED = 20261128
 
 
 class FakeClock:
-    def __init__(self, start: datetime = datetime(2026, 11, 28, 8, 0, tzinfo=UTC)) -> None:
+    def __init__(self, start: datetime = datetime(2026, 11, 28, 8, 0, tzinfo=timezone.utc)) -> None:
         self.mono = 1000.0
         self.wall = start
 

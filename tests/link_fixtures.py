@@ -70,7 +70,7 @@ def _name(cn: str) -> x509.Name:
 
 def _ca(cn: str) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
     key = _key()
-    now = dt.datetime.now(dt.UTC)
+    now = dt.datetime.now(dt.timezone.utc)
     cert = (
         x509.CertificateBuilder()
         .subject_name(_name(cn))
@@ -91,7 +91,7 @@ def _leaf(
     ca_key: ec.EllipticCurvePrivateKey, ca_cert: x509.Certificate, cn: str, server: bool
 ) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
     key = _key()
-    now = dt.datetime.now(dt.UTC)
+    now = dt.datetime.now(dt.timezone.utc)
     builder = (
         x509.CertificateBuilder()
         .subject_name(_name(cn))

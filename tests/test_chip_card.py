@@ -4,7 +4,7 @@ side, and the reader survives malformed data from a chip (fuzzed)."""
 from __future__ import annotations
 
 import contextlib
-from datetime import UTC, datetime
+from datetime import datetime, timezone
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -109,7 +109,7 @@ def test_parsers_raise_only_their_own_errors_on_random_bytes(parser, data: bytes
         parser(data)
 
 
-_NOW = datetime.now(UTC)
+_NOW = datetime.now(timezone.utc)
 _PKI = make_pki(_NOW)
 _FACE, _SIZE = synthetic_face(3_000)
 _GENUINE = build_passport(_PKI, _FACE, _SIZE, pace_parameter_id=None)

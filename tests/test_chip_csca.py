@@ -4,7 +4,7 @@ reload at start, rollback and expiry, and Passive Authentication with the activa
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
@@ -24,7 +24,7 @@ from tools import ops_csca, ops_keys
 from tools.chip_sim.passport import build_passport, make_crl, make_pki, synthetic_face
 
 runner = CliRunner()
-NOW = datetime.now(UTC)
+NOW = datetime.now(timezone.utc)
 
 
 def _ops() -> typer.Typer:
@@ -94,7 +94,7 @@ def test_ops_builds_a_csca_bundle_from_pem_der_crl_and_master_list(tmp_path: Pat
 
     runner.invoke(app, ["keys", "install", key["public_key"], "--trust-dir", str(tmp_path / "trust")])
     verifier = verifier_for(TrustStore(tmp_path / "trust"))
-    verified = verifier.verify(out.read_bytes(), datetime.now(UTC))
+    verified = verifier.verify(out.read_bytes(), datetime.now(timezone.utc))
     trust = CscaStore(tmp_path / "csca").activate(verified)
     assert {x.subject.rfc4514_string() for x in trust.cscas} == {"CN=A CSCA,C=UT", "CN=B CSCA,C=UT", "CN=C CSCA,C=UT"}
     face, size = synthetic_face(2_000)

@@ -3,7 +3,7 @@ PA -> DG2 descriptor, with the real face engine on a real portrait in DG2."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime, timezone
 from pathlib import Path
 
 import cv2
@@ -19,7 +19,7 @@ from tools.chip_sim.passport import VirtualPassport, build_passport, encode_face
 
 __all__ = ["model_dir"]  # fixture, imported for pytest
 
-NOW = datetime.now(UTC)
+NOW = datetime.now(timezone.utc)
 PKI = make_pki(NOW)
 
 

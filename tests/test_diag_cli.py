@@ -34,7 +34,7 @@ class StandInLane:
         self.maintenance = False
         self.gate_calls: list[tuple[str, dict[str, Any]]] = []
         self.snapshot = snapshot
-        self.gallery_expires = dt.datetime.now(dt.UTC) + dt.timedelta(hours=5)
+        self.gallery_expires = dt.datetime.now(dt.timezone.utc) + dt.timedelta(hours=5)
 
     def status(self, _args: dict[str, Any]) -> dict[str, Any]:
         return {
@@ -192,7 +192,7 @@ def test_camera_snapshot_through_daemon_writes_a_jpeg(lane_daemon: tuple[StandIn
 
 def test_selftest_uses_daemon_device_checks_and_its_gallery(lane_daemon: tuple[StandInLane, Path]) -> None:
     lane, config = lane_daemon
-    lane.gallery_expires = dt.datetime.now(dt.UTC) - dt.timedelta(hours=1)
+    lane.gallery_expires = dt.datetime.now(dt.timezone.utc) - dt.timedelta(hours=1)
     code, _, data = run_diag("selftest", "--config", str(config), "--json")
     assert code == 1 and data["mode"] == "daemon"
     by_name = {c["name"]: c for c in data["checks"]}
@@ -370,7 +370,7 @@ def test_selftest_local_passes_on_healthy_real_parts(tmp_path: Path, model_dir: 
         ("mqtt-client.key", pki.client_key),
     ):
         (creds / name).write_bytes(source.read_bytes())
-    now = dt.datetime.now(dt.UTC)
+    now = dt.datetime.now(dt.timezone.utc)
     sim = TurnstileSimulator(scbk=key, time_scale=0.02, link_path=tmp_path / "gate0", seed=3)
     sim.start()
     reader = ReaderSimulator()

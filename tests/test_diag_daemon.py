@@ -54,7 +54,7 @@ def healthy(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GateDaemon]:
         TurnstileSimulator(scbk=secrets.token_bytes(16), link_path=work / "pty", time_scale=0.2) as sim,
     ):
         daemon = GateDaemon(work, broker=broker, sim=sim, gallery_key=GALLERY_KEY)
-        now = dt.datetime.now(dt.UTC)
+        now = dt.datetime.now(dt.timezone.utc)
         write_gallery(daemon.state, issued_at=now - dt.timedelta(hours=1), expires_at=now + dt.timedelta(days=2))
         daemon.start()
         try:
@@ -203,7 +203,7 @@ def test_status_watch_renders_live_frames_without_personal_data(healthy: GateDae
 
 def test_expired_gallery_fails_the_local_selftest_and_the_daemon_purges_it(tmp_path: Path) -> None:
 
-    now = dt.datetime.now(dt.UTC)
+    now = dt.datetime.now(dt.timezone.utc)
     daemon = GateDaemon(tmp_path, sim=None, broker=None, gallery_key=GALLERY_KEY)
     path = write_gallery(daemon.state, issued_at=now - dt.timedelta(days=2), expires_at=now - dt.timedelta(hours=1))
     code, data, out = diag(daemon, "selftest", "--json")  # daemon stopped: the tool reads the file

@@ -26,7 +26,7 @@ from tests.link_fixtures import make_pki
 from tools import selftest_checks as checks
 from tools.reader_sim import ReaderSimulator
 
-NOW = dt.datetime.now(dt.UTC)
+NOW = dt.datetime.now(dt.timezone.utc)
 
 
 @pytest.fixture(scope="module")
@@ -295,7 +295,7 @@ def test_selftest_shows_the_daemons_outbox_and_gallery_faults_with_their_fix() -
     assert "full (100% of its limits)" in fault.detail and fault.hint == "restore the link to central ops"
     assert device_fault_from_status(status, "camera") is None
     refused = {"devices": {"gallery": {"ok": False, "detail": "gallery on disk refused (wrong_model): x: push one"}}}
-    result = gallery_from_status(refused, dt.datetime.now(dt.UTC))
+    result = gallery_from_status(refused, dt.datetime.now(dt.timezone.utc))
     assert result is not None and result.verdict == "FAIL" and "wrong_model" in result.detail
 
 
@@ -306,7 +306,7 @@ def test_clock_verdicts() -> None:
     assert checks.check_clock(state=(0, 12.0)).verdict == "PASS"
     unsync = checks.check_clock(state=(5, 16000.0))
     assert unsync.verdict == "WARN" and "timedatectl set-ntp true" in unsync.hint
-    past = checks.check_clock(now=dt.datetime(2001, 1, 1, tzinfo=dt.UTC), state=(0, 1.0))
+    past = checks.check_clock(now=dt.datetime(2001, 1, 1, tzinfo=dt.timezone.utc), state=(0, 1.0))
     assert past.verdict == "FAIL" and "timedatectl set-time" in past.hint
     assert checks.check_clock().verdict in ("PASS", "WARN")  # the real kernel state, whatever it is here
 

@@ -466,7 +466,6 @@ def test_device_check_here_fails_with_versions_and_the_fix(model_dir: Path) -> N
 
 def test_gpu_extra_never_pulls_a_tensorrt_wheel_on_a_jetson() -> None:
     import tomllib
-
     from packaging.requirements import Requirement
 
     extra = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]["gpu"]

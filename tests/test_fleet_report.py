@@ -8,7 +8,7 @@ import random
 import subprocess
 import sys
 import uuid
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 from tools.fleet_sim import synthetic_outcome
@@ -20,7 +20,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def _fill(store: Store) -> None:
     rng = random.Random(3)
-    now = datetime.now(UTC)
+    now = datetime.now(timezone.utc)
     batch = []
     for g in range(12):
         gate = f"gate-{g:02d}"
@@ -103,7 +103,7 @@ def test_report_flags_the_degrading_gate_and_writes_plots(tmp_path: Path) -> Non
     text = out.read_text()
     assert text.count("data:image/png;base64,") == 4
     assert "gate-05" in text
-    # One row per gate, and one per site and UTC day of the 7-day window (7 or 8 calendar days).
+    # One row per gate, and one per site and timezone.utc day of the 7-day window (7 or 8 calendar days).
     assert text.count("<td>site-r</td>") - 12 in (7, 8)
 
 

@@ -24,7 +24,7 @@ def test_json_lines_carry_the_contract_fields() -> None:
     first, second, third = lines
     assert first["event"] == "session_started" and first["txn_id"] == "0190-abc"
     assert first["level"] == "info" and first["gate_id"] == "g7"
-    datetime.fromisoformat(first["timestamp"])
+    datetime.fromisoformat(first["timestamp"].replace("Z", "+00:00"))
     assert "txn_id" not in second and second["level"] == "warning"
     assert third["event"] == "from stdlib" and third["gate_id"] == "g7"
 

@@ -32,7 +32,7 @@ def test_expired_gallery_is_deleted_and_a_valid_one_kept(tmp_path: Path) -> None
     creds = tmp_path / "creds"
     creds.mkdir()
     (creds / "gallery.key").write_bytes(GALLERY_KEY)
-    now = dt.datetime.now(dt.UTC)
+    now = dt.datetime.now(dt.timezone.utc)
     state = tmp_path / "state"
 
     path = write_gallery(state, issued_at=now - dt.timedelta(hours=2), expires_at=now + dt.timedelta(hours=1))

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 
 import numpy as np
@@ -145,7 +145,7 @@ def test_gallery_matcher_searches_only_the_lane_scope(tmp_path: Path) -> None:
 def test_entry_lane_end_to_end_on_the_real_gallery(gallery: tuple[Gallery, list[SubjectEntry]]) -> None:
     """Reader text -> DocumentRead -> HMAC subject id -> real gallery 1:1 -> ACCEPT."""
     g, subjects = gallery
-    clock = FakeClock(start=datetime(2011, 1, 5, 9, 0, tzinfo=UTC))  # the specimen is valid in 2011
+    clock = FakeClock(start=datetime(2011, 1, 5, 9, 0, tzinfo=timezone.utc))  # the specimen is valid in 2011
     gate, sinks = RecordingGate(), RecordingSinks()
     lookup = HashedSubjectLookup(KEY, lambda: g)
     matcher = GalleryMatcher(lambda: g, document_threshold=0.6, clock=lambda: NOW)

@@ -16,7 +16,7 @@ import json
 import os
 import subprocess
 import time
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
@@ -160,7 +160,7 @@ def test_gallery_for_another_model_is_refused_at_start_with_the_push_code(
 ) -> None:
     with LaneRig(tmp_path / "rig", plan=None, ops=ops_material, push_gallery=False) as rig:
         private, key_id = load_signing_key(ops_material.key)
-        now = datetime.now(UTC)
+        now = datetime.now(timezone.utc)
         raw = gallery_bundle(
             OpsKey(private, key_id),
             random_subjects(2, seed=5),

@@ -180,12 +180,12 @@ def test_broker_restart_subscriptions_status_and_will(tmp_path: Path, broker: Mo
         assert link.wait_connected(10)
         wait_until(lambda: latest_status(broker)["state"] == "online", 10, "online status")
         for round_ in range(2):
-            before = datetime.fromisoformat(latest_status(broker)["ts"])
+            before = datetime.fromisoformat(latest_status(broker)["ts"].replace("Z", "+00:00"))
             broker.restart()
             # A fresh `online` (newer ts) proves the gate re-published it; it is sent after the
             # subscriptions on the same connection, so from here on commands reach the gate.
             wait_until(
-                lambda b=before: datetime.fromisoformat(latest_status(broker)["ts"]) > b,  # type: ignore[misc]
+                lambda b=before: datetime.fromisoformat(latest_status(broker)["ts"].replace("Z", "+00:00")) > b,  # type: ignore[misc]
                 20,
                 "status re-published",
             )

@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import statistics
 import time
-from datetime import UTC, datetime
+from datetime import datetime, timezone
 from typing import Any
 
 import typer
@@ -42,7 +42,7 @@ def run_bench(runs: int, dg2_bytes: int) -> dict[str, Any]:
     from tools.chip_sim.pcscd import Pcscd
     from tools.chip_sim.vpcd import VpcdCard
 
-    now = datetime.now(UTC)
+    now = datetime.now(timezone.utc)
     pki = make_pki(now)
     face, size = synthetic_face(dg2_bytes)
     trust = TrustList.from_der([pki.csca_der()])

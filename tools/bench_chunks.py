@@ -23,7 +23,7 @@ import sys
 import tempfile
 import threading
 import time
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -203,7 +203,7 @@ def _flood(
         for info in infos:
             info.wait_for_publish(timeout=120)
         flood_s = time.perf_counter() - start
-        now = datetime.now(UTC)
+        now = datetime.now(timezone.utc)
         payload = CommandPayload(command_id="bench-status", name="request_status")
         raw = sign_bundle(
             kind="command",

@@ -14,7 +14,7 @@ import json
 import re
 import tempfile
 import time
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -81,7 +81,7 @@ def _percentiles(samples: list[float]) -> tuple[float, float]:
 def run_search_bench(
     n: int, *, dim: int = 128, queries: int = 200, dtype: TemplateDtype = "float32", seed: int = 7
 ) -> dict[str, Any]:
-    now = datetime.now(UTC)
+    now = datetime.now(timezone.utc)
     with tempfile.TemporaryDirectory(prefix="egate-bench-") as tmp:
         root = Path(tmp)
         key = Ed25519PrivateKey.generate()

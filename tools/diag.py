@@ -19,12 +19,12 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
 import typer
 
+from drivers.compat import StrEnum
 from tools.cli import DEFAULT_CONFIG
 
 if TYPE_CHECKING:
@@ -172,7 +172,7 @@ def human_value(key: str, value: Any) -> str:
         from datetime import datetime
 
         try:
-            return datetime.fromisoformat(value).astimezone().strftime("%Y-%m-%d %H:%M:%S %Z")
+            return datetime.fromisoformat(value.replace("Z", "+00:00")).astimezone().strftime("%Y-%m-%d %H:%M:%S %Z")
         except ValueError:
             return value
     for suffix, unit in (("_ms", "ms"), ("_s", "s"), ("_bytes", "bytes")):

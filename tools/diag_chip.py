@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict
-from datetime import UTC, datetime
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -84,7 +84,7 @@ def diagnose(
     report["card_present"] = True
     report["atr"] = transport.atr.hex().upper()
     try:
-        result = read_document(transport, key, trust, datetime.now(UTC), atr=transport.atr)
+        result = read_document(transport, key, trust, datetime.now(timezone.utc), atr=transport.atr)
     finally:
         transport.close()
     report["chip"] = {

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from datetime import UTC, datetime
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -254,7 +254,7 @@ def gallery_from_status(status: dict[str, Any], now: datetime, *, page_ref: bool
             page_reference=page_ref,
             where="loaded in the daemon (none pushed yet, or the last one expired and was purged)",
         )
-    expires = datetime.fromisoformat(str(info["expires_at"]))
+    expires = datetime.fromisoformat(str(info["expires_at"]).replace("Z", "+00:00"))
     return checks.gallery_verdict(int(info["version"]), info.get("subjects"), info.get("templates"), expires, now=now)
 
 
@@ -276,7 +276,7 @@ def run_selftest(
     except ConfigError:
         results += [checks.check_clock(), checks.check_disk(Path("/var/lib")), checks.check_temperature()]
         return results, "local"
-    now = datetime.now(UTC)
+    now = datetime.now(timezone.utc)
     model_dir = settings.state.resolved_model_dir()
     results.append(checks.check_models(model_dir))
     engine = None

@@ -12,7 +12,7 @@ import threading
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +26,7 @@ def synthetic_outcome(
     gate: str, rng: random.Random, *, score_mean: float = 0.72, refer_rate: float = 0.08, when: datetime | None = None
 ) -> dict[str, Any]:
     """An outcome record (no personal data): accept with a match score, or refer with a reason."""
-    end = when or datetime.now(UTC)
+    end = when or datetime.now(timezone.utc)
     took_ms = max(300.0, rng.gauss(1800.0, 400.0))
     start = end - timedelta(milliseconds=took_ms)
     refer = rng.random() < refer_rate

@@ -21,7 +21,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -242,11 +242,11 @@ def parse_since(text: str, now: float | None = None) -> float:
         factor = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}[match.group(2)]
         return now - float(match.group(1)) * factor
     try:
-        parsed = datetime.fromisoformat(text)
+        parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
     except ValueError:
         raise typer.BadParameter(f"{text!r}: use 1h, 30m, 7d or an ISO date") from None
     if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=UTC)
+        parsed = parsed.replace(tzinfo=timezone.utc)
     return parsed.timestamp()
 
 
@@ -401,10 +401,10 @@ def outcomes_command(
     from rich.table import Table
 
     table = Table(title=f"{len(rows)} outcomes since {since}")
-    for column in ("time (UTC)", "site", "gate", "seq", "decision", "reasons", "score", "ms"):
+    for column in ("time (timezone.utc)", "site", "gate", "seq", "decision", "reasons", "score", "ms"):
         table.add_column(column)
     for r in rows:
-        when = datetime.fromtimestamp(r["ts"], UTC).strftime("%Y-%m-%d %H:%M:%S")
+        when = datetime.fromtimestamp(r["ts"], timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
         score = f"{r['score']:.3f}" if r["score"] is not None else ""
         ms = f"{r['decision_ms']:.0f}" if r["decision_ms"] is not None else ""
         table.add_row(when, r["site"], r["gate"], str(r["seq"]), str(r["decision"]), r["reasons"] or "", score, ms)

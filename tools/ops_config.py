@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
+from datetime import datetime, timezone
 from pathlib import Path
 
 import typer
@@ -36,7 +36,7 @@ def register(app: typer.Typer) -> None:
             typer.echo(f"config {file} is invalid, no bundle written:\n{exc}", err=True)
             raise typer.Exit(2) from None
         private, key_id = load_signing_key(key)
-        now = datetime.now(UTC)
+        now = datetime.now(timezone.utc)
         raw = sign_bundle(
             kind="config",
             version=version or int(now.timestamp()),

@@ -4,7 +4,7 @@ CRLs and/or an ICAO CSCA master list (ICAO Doc 9303 part 12 §9)."""
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
+from datetime import datetime, timezone
 from pathlib import Path
 
 import typer
@@ -102,7 +102,7 @@ def register(app: typer.Typer) -> None:
             raise typer.BadParameter("no CSCA certificate given: use --cert and/or --master-list")
         crls = list(dict.fromkeys(load_crl(p) for p in _files(crl, CRL_SUFFIXES)))
         private, key_id = load_signing_key(key)
-        now = datetime.now(UTC)
+        now = datetime.now(timezone.utc)
         expires_at = parse_expiry(expires, now)
         raw = sign_bundle(
             kind="csca",

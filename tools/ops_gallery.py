@@ -6,7 +6,7 @@ import csv
 import json
 from collections import defaultdict
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
@@ -171,7 +171,7 @@ def register(app: typer.Typer) -> None:
                 raise typer.BadParameter(f"--subject-flight {item!r}: use SUBJECT=FLIGHT, e.g. s-0001=LH123")
             own_flights.setdefault(subject.strip(), []).append(one.strip().upper())
         private, key_id = load_signing_key(key)
-        now = datetime.now(UTC)
+        now = datetime.now(timezone.utc)
         expires_at = parse_expiry(expires, now)
         bundle_scope = BundleScope.parse(scope)
         subjects: list[SubjectEntry] = []
@@ -283,7 +283,7 @@ def register_purge(gallery: typer.Typer) -> None:
         try:
             store = GalleryStore(state_dir / "gallery", read_credential(key_credential))
             existed = store.path.exists()
-            gallery = store.load(datetime.now(UTC))  # load() purges an expired gallery itself
+            gallery = store.load(datetime.now(timezone.utc))  # load() purges an expired gallery itself
         except (CredentialError, GalleryStoreError) as exc:
             typer.echo(f"error: {exc}\nfix: run as root with CREDENTIALS_DIRECTORY holding the gallery key", err=True)
             raise typer.Exit(1) from None

@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 import json
 import os
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import typer
@@ -69,7 +69,7 @@ def parse_expiry(text: str, now: datetime) -> datetime:
     if text[:-1].isdigit() and text[-1:] in units:
         return now + timedelta(**{units[text[-1]]: int(text[:-1])})
     try:
-        when = datetime.fromisoformat(text)
+        when = datetime.fromisoformat(text.replace("Z", "+00:00"))
     except ValueError:
         raise typer.BadParameter(
             f"--expires {text!r}: use 90m, 12h, 30d or an ISO time like 2026-12-01T06:00Z"
@@ -162,7 +162,7 @@ def register(app: typer.Typer) -> None:
         payload = KeysPayload(
             trusted=[PublicKeyEntry.model_validate_json(p.read_text()) for p in trusted], revoked=list(revoke)
         )
-        now = datetime.now(UTC)
+        now = datetime.now(timezone.utc)
         raw = sign_bundle(
             kind="keys",
             version=version,

@@ -14,7 +14,7 @@ import sys
 import time
 import uuid
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -155,7 +155,7 @@ def _short(rest: str, value: Any) -> str:
 
 def _local_time(ts: Any) -> str:
     try:
-        return datetime.fromisoformat(str(ts)).astimezone().strftime("%H:%M:%S")
+        return datetime.fromisoformat(str(ts).replace("Z", "+00:00")).astimezone().strftime("%H:%M:%S")
     except ValueError:
         return "?"
 
@@ -473,7 +473,7 @@ def build_signed_command(
         raise OpsError(f"{key_file} is not an Ed25519 private key (ops signing keys are Ed25519)")
     cmd_id = command_id or f"cmd-{uuid.uuid4().hex[:16]}"
     payload = CommandPayload(command_id=cmd_id, name=name, args=args)  # type: ignore[arg-type]
-    now = datetime.now(UTC)
+    now = datetime.now(timezone.utc)
     raw = sign_bundle(
         kind="command",
         # Versions only go up per kind (rollback guard): milliseconds since the epoch do, across ops hosts.

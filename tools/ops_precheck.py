@@ -92,7 +92,7 @@ def gate_presence(client: OpsClient, site: str, gate: str, wait_s: float = STATU
     ts = None
     if isinstance(data.get("ts"), str):
         try:
-            ts = datetime.fromisoformat(data["ts"])
+            ts = datetime.fromisoformat(data["ts"].replace("Z", "+00:00"))
         except ValueError:
             ts = None
     return GatePresence(str(data.get("state", "?")), ts, data.get("mode"), data)

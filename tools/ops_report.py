@@ -28,7 +28,7 @@ import sys
 import time
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -127,7 +127,7 @@ def build_report(store: Store, *, since: float, baseline_s: float, z: float, dri
                 st.baseline_scores.append(float(row["score"]))
             continue
         st.transactions += 1
-        day = daily[(row["site"], datetime.fromtimestamp(row["ts"], UTC).strftime("%Y-%m-%d"))]
+        day = daily[(row["site"], datetime.fromtimestamp(row["ts"], timezone.utc).strftime("%Y-%m-%d"))]
         day["transactions"] += 1
         if accepted:
             st.accepted += 1
@@ -148,7 +148,7 @@ def build_report(store: Store, *, since: float, baseline_s: float, z: float, dri
     for ev in store.events(since=since, site=site):
         if ev["type"] in ALARM_TYPES:
             gate_of(ev["site"], ev["gate"]).alarms[ev["type"]] += 1
-            daily[(ev["site"], datetime.fromtimestamp(ev["ts"], UTC).strftime("%Y-%m-%d"))]["alarms"] += 1
+            daily[(ev["site"], datetime.fromtimestamp(ev["ts"], timezone.utc).strftime("%Y-%m-%d"))]["alarms"] += 1
 
     alerts: list[dict[str, Any]] = []
     busy = {k: g for k, g in gates.items() if g.transactions >= MIN_TRANSACTIONS}
@@ -273,8 +273,8 @@ def _fmt(value: float | None, digits: int = 3) -> str:
 def render_html(report: Report) -> str:
     esc = html.escape
     span = (
-        f"{datetime.fromtimestamp(report.since, UTC):%Y-%m-%d %H:%M} to "
-        f"{datetime.fromtimestamp(report.until, UTC):%Y-%m-%d %H:%M} UTC"
+        f"{datetime.fromtimestamp(report.since, timezone.utc):%Y-%m-%d %H:%M} to "
+        f"{datetime.fromtimestamp(report.until, timezone.utc):%Y-%m-%d %H:%M} UTC"
     )
     parts = [
         "<!doctype html><html><head><meta charset='utf-8'><title>egate fleet report</title>",

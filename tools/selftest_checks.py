@@ -19,7 +19,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -64,7 +64,7 @@ GALLERY_WARN_S = 3600.0
 TEMP_WARN_C = 80.0
 TEMP_FAIL_C = 95.0
 # A clock before this cannot be right (the software is newer): TLS and bundle expiry would misjudge.
-CLOCK_FLOOR = datetime(2025, 1, 1, tzinfo=UTC)
+CLOCK_FLOOR = datetime(2025, 1, 1, tzinfo=timezone.utc)
 GOLDEN_MEDIA = Path(__file__).resolve().parent / "demo_media"
 
 
@@ -491,7 +491,7 @@ def check_mqtt(
         return CheckResult(
             "mqtt", "WARN", "link disabled (link.enabled = false)", "standalone gate: outcomes stay in the outbox"
         )
-    now = now or datetime.now(UTC)
+    now = now or datetime.now(timezone.utc)
     host, port = config.host, config.port
     protocol = MQTTProtocolVersion.MQTTv311 if config.protocol == "3.1.1" else MQTTProtocolVersion.MQTTv5
     client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=protocol)
@@ -555,7 +555,7 @@ def check_mqtt(
         if config.tls and isinstance(sock, ssl.SSLSocket):
             peer = sock.getpeercert()
             if peer and "notAfter" in peer:
-                expiry = datetime.fromtimestamp(ssl.cert_time_to_seconds(str(peer["notAfter"])), UTC)
+                expiry = datetime.fromtimestamp(ssl.cert_time_to_seconds(str(peer["notAfter"])), timezone.utc)
                 days.append(("broker certificate", (expiry - now).total_seconds() / 86400.0))
     finally:
         client.disconnect()
@@ -610,12 +610,12 @@ def kernel_clock_state() -> tuple[int, float] | None:
 @guarded("clock")
 def check_clock(*, now: datetime | None = None, state: tuple[int, float] | None = None) -> CheckResult:
     """The kernel's NTP state (synchronised by chrony / systemd-timesyncd) and a sane date."""
-    now = now or datetime.now(UTC)
+    now = now or datetime.now(timezone.utc)
     if now < CLOCK_FLOOR:
         return CheckResult(
             "clock",
             "FAIL",
-            f"system time {now:%Y-%m-%d %H:%M} UTC is in the past",
+            f"system time {now:%Y-%m-%d %H:%M} timezone.utc is in the past",
             "set the time (timedatectl set-time) and enable NTP: bundles and TLS certificates are judged by it",
         )
     state = state if state is not None else kernel_clock_state()
@@ -777,7 +777,7 @@ def check_gallery(
     from edge.bundles import BundleRejected, parse_header, split_envelope
     from edge.gallery import GalleryStoreError, parse_gallery_key, read_encrypted
 
-    now = now or datetime.now(UTC)
+    now = now or datetime.now(timezone.utc)
     if not gallery_file.exists():
         return no_gallery_verdict(mode, page_reference=page_reference, where=f"at {gallery_file}")
     if key is None:

@@ -46,11 +46,12 @@ from dataclasses import astuple, dataclass
 from multiprocessing.connection import Connection, wait
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Self
+from typing import Any
 
 import osdp_sys
 import structlog
 from osdp import Capability, Channel, LibFlag, LogLevel, PDCapabilities, PDInfo, StatusReportType
+from typing_extensions import Self
 
 from drivers.turnstile.config import TurnstileIoMap
 

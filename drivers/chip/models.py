@@ -4,10 +4,10 @@ in its repr (DG1 and the face stay out of logs)."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from enum import StrEnum
 
 from drivers.chip.lds import FaceImage
 from drivers.chip.pa import PaFailure, PaResult
+from drivers.compat import StrEnum
 
 
 class ChipFailure(StrEnum):

@@ -11,7 +11,6 @@ import hashlib
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from enum import StrEnum
 
 from asn1crypto import cms, core
 from cryptography import x509
@@ -20,6 +19,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 
 from drivers.chip.tlv import TlvError, parse_one
+from drivers.compat import StrEnum
 
 LDS_SECURITY_OBJECT_OID = "2.23.136.1.1.1"
 _HASHES: dict[str, Callable[[], hashes.HashAlgorithm]] = {

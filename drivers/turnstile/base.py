@@ -13,11 +13,12 @@ from __future__ import annotations
 
 import abc
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import datetime, timezone
 from types import TracebackType
-from typing import Any, Literal, Self
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
+from typing_extensions import Self
 
 GateEventKind = Literal[
     "passage_completed",
@@ -40,7 +41,7 @@ GuidanceKind = Literal["off", "proceed", "stop", "alarm"]
 
 
 def utc_now() -> datetime:
-    return datetime.now(UTC)
+    return datetime.now(timezone.utc)
 
 
 class GateEvent(BaseModel):
@@ -54,7 +55,7 @@ class GateEvent(BaseModel):
     kind: GateEventKind = Field(description="What happened.")
     decision_id: str | None = Field(None, max_length=128, description="Decision the event belongs to, if any.")
     detail: str = Field("", max_length=500, description="Human-readable detail for logs and technicians.")
-    at: datetime = Field(default_factory=utc_now, description="When the driver saw it (UTC).")
+    at: datetime = Field(default_factory=utc_now, description="When the driver saw it (timezone.utc).")
 
 
 GateEventCallback = Callable[[GateEvent], None]

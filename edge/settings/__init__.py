@@ -9,7 +9,12 @@ from __future__ import annotations
 
 import os
 import re
-import tomllib
+import sys
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # Python 3.10 (JetPack 6)
+    import tomli as tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path

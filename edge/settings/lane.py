@@ -7,10 +7,12 @@ so the outcome record shows exactly what was used.
 
 from __future__ import annotations
 
-from enum import StrEnum
-from typing import Literal, Self
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
+from typing_extensions import Self
+
+from drivers.compat import StrEnum
 
 
 class Mode(StrEnum):

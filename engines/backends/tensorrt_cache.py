@@ -84,7 +84,7 @@ class EngineCache:
             engine_file=engine_path.name,
             engine_sha256=hashlib.sha256(engine).hexdigest(),
             engine_bytes=len(engine),
-            built_at=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+            built_at=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         )
         atomic_write_bytes(meta_path, entry.model_dump_json(indent=2).encode())
         return entry

@@ -267,7 +267,7 @@ def synthetic_face(size_bytes: int = 20_000, seed: int = 7) -> tuple[bytes, tupl
     side = 64
     while True:
         pixels = rng.integers(0, 255, (side * 5 // 4, side, 3), dtype=np.uint8)
-        pixels = cv2.GaussianBlur(pixels, (3, 3), 0)
+        pixels = np.asarray(cv2.GaussianBlur(pixels, (3, 3), 0), dtype=np.uint8)
         jpeg = encode_face(pixels, quality=85)
         if len(jpeg) >= size_bytes or side > 1024:
             return jpeg, (side, side * 5 // 4)
