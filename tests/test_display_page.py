@@ -416,7 +416,10 @@ def test_positioning_screens_render(tmp_path: Path, browser: Any, axe_results) -
     sock = Path(os.environ.get("TMPDIR", "/tmp")) / f"egate-feed-{os.getpid()}.sock"
     feed = DisplayFeed(sock, None, lambda: SupervisorView(gate_id="t", in_service=True), heartbeat_s=0.5)
     config = tmp_path / "display.toml"
-    config.write_text(f'[display]\nenabled = true\nfeed_socket = "{sock}"\nfeed_group = ""\nport = 0\n')
+    config.write_text(
+        f'[gate]\nsite_id = "site-t"\ngate_id = "t"\n[display]\nenabled = true\nfeed_socket = "{sock}"\n'
+        'feed_group = ""\nport = 0\n'
+    )
     feed.start()
     proc = subprocess.Popen(
         [sys.executable, "-m", "tools.cli", "display", "serve", "--config", str(config)],
