@@ -71,6 +71,32 @@ class OpenAnswer:
     actions: Actions
 
 
+def check_open_request(decision_id: str, timeout_s: float) -> None:
+    """The arguments every driver's `open_for_passage` must refuse before anything is sent."""
+    from drivers.turnstile.config import MAX_PASSAGE_TIMEOUT_S
+
+    if not decision_id:
+        raise ValueError("open_for_passage: decision_id must be a non-empty string")
+    if not 0.0 < timeout_s <= MAX_PASSAGE_TIMEOUT_S:
+        raise ValueError(f"open_for_passage: timeout_s must be in (0, {MAX_PASSAGE_TIMEOUT_S:g}] s, got {timeout_s}")
+
+
+# Traveller guidance as lamp and buzzer states: (green, red, buzzer).
+_GUIDANCE_LAMPS: dict[str, tuple[bool, bool, bool]] = {
+    "off": (False, False, False),
+    "proceed": (True, False, False),
+    "stop": (False, True, False),
+    "alarm": (False, True, True),
+}
+
+
+def guidance_outputs(io: TurnstileIoMap, kind: str) -> list[tuple[int, bool]]:
+    """(output number, on) for each lamp and buzzer the gate has, to show guidance `kind`."""
+    wanted = _GUIDANCE_LAMPS[kind]
+    numbers = (io.guidance_green_output, io.guidance_red_output, io.buzzer_output)
+    return [(number, on) for number, on in zip(numbers, wanted, strict=True) if number is not None]
+
+
 def backstop_timer_count(timeout_s: float) -> int:
     """Timer for the controller to relock on its own should egate hang: twice the passage timeout
     plus one second, in 100 ms units, within what the binding can carry."""

@@ -29,7 +29,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from drivers.turnstile.base import GateController, GateEvent, GateEventCallback, GuidanceKind, LinkState
 from drivers.turnstile.config import MAX_PASSAGE_TIMEOUT_S, TurnstileIoMap
-from drivers.turnstile.cycle import OUT_PERMANENT_OFF, DoorCycle, OutputOrder
+from drivers.turnstile.cycle import OUT_PERMANENT_OFF, DoorCycle, OutputOrder, check_open_request, guidance_outputs
 
 log = structlog.get_logger(__name__)
 
@@ -124,12 +124,7 @@ class ModbusGateController(GateController):
 
     # --------------------------------------------------------------- requests
     def open_for_passage(self, decision_id: str, timeout_s: float) -> bool:
-        if not decision_id:
-            raise ValueError("open_for_passage: decision_id must be a non-empty string")
-        if not 0.0 < timeout_s <= MAX_PASSAGE_TIMEOUT_S:
-            raise ValueError(
-                f"open_for_passage: timeout_s must be in (0, {MAX_PASSAGE_TIMEOUT_S:g}] s, got {timeout_s}"
-            )
+        check_open_request(decision_id, timeout_s)
         with self._lock:
             if self._closed:
                 return self._refused("open", "closed", decision_id)
@@ -166,23 +161,10 @@ class ModbusGateController(GateController):
             return self._write(actions.outputs)
 
     def set_guidance(self, kind: GuidanceKind) -> bool:
-        io = self._config.io
-        wanted = {
-            "off": (False, False, False),
-            "proceed": (True, False, False),
-            "stop": (False, True, False),
-            "alarm": (False, True, True),
-        }[kind]
         with self._lock:
             if self._closed or self._link_state != "up":
                 return self._refused("guidance", "link_down", None)
-            return all(
-                self._write_coil(number, on)
-                for number, on in zip(
-                    (io.guidance_green_output, io.guidance_red_output, io.buzzer_output), wanted, strict=True
-                )
-                if number is not None
-            )
+            return all([self._write_coil(number, on) for number, on in guidance_outputs(self._config.io, kind)])
 
     @property
     def link_state(self) -> LinkState:

@@ -32,13 +32,15 @@ import structlog
 from osdp import Capability, CompletionStatus, EventNotification, LibFlag, LogLevel, PDInfo, StatusReportType
 
 from drivers.turnstile.base import GateController, GateEvent, GateEventCallback, GuidanceKind, LinkState
-from drivers.turnstile.config import MAX_PASSAGE_TIMEOUT_S, TurnstileConfig
+from drivers.turnstile.config import TurnstileConfig
 from drivers.turnstile.cycle import (
     OUT_PERMANENT_OFF,
     OUT_PERMANENT_ON,
     Actions,
     DoorCycle,
     OutputOrder,
+    check_open_request,
+    guidance_outputs,
 )
 from drivers.turnstile.serial_channel import SerialChannel
 
@@ -198,12 +200,7 @@ class OsdpGateController(GateController):
 
     # ------------------------------------------------------------ operations
     def open_for_passage(self, decision_id: str, timeout_s: float) -> bool:
-        if not decision_id:
-            raise ValueError("open_for_passage: decision_id must be a non-empty string")
-        if not 0.0 < timeout_s <= MAX_PASSAGE_TIMEOUT_S:
-            raise ValueError(
-                f"open_for_passage: timeout_s must be in (0, {MAX_PASSAGE_TIMEOUT_S:g}] s, got {timeout_s}"
-            )
+        check_open_request(decision_id, timeout_s)
         with self._state_lock:
             if self._closed:
                 return self._refused("open", "closed", decision_id)
@@ -253,19 +250,9 @@ class OsdpGateController(GateController):
         return True
 
     def set_guidance(self, kind: GuidanceKind) -> bool:
-        io = self._config.io
-        wanted = {
-            "off": (False, False, False),
-            "proceed": (True, False, False),
-            "stop": (False, True, False),
-            "alarm": (False, True, True),
-        }[kind]
         orders = [
             OutputOrder(number, OUT_PERMANENT_ON if on else OUT_PERMANENT_OFF)
-            for number, on in zip(
-                (io.guidance_green_output, io.guidance_red_output, io.buzzer_output), wanted, strict=True
-            )
-            if number is not None
+            for number, on in guidance_outputs(self._config.io, kind)
         ]
         with self._state_lock:
             if self._closed or self._link_state != "up":
