@@ -218,8 +218,9 @@ def test_expired_gallery_fails_the_local_selftest_and_the_daemon_purges_it(tmp_p
         # The same gate asked through the daemon: still a FAIL, now that nothing usable is loaded.
         code, data, out = diag(daemon, "selftest", "--json")
         gallery = rows(data)["gallery"]
-        assert code == 1 and gallery["verdict"] == "FAIL" and "GALLERY_UNAVAILABLE" in gallery["detail"], out
-        assert "expired and was purged" in gallery["detail"] and "egate ops push" in gallery["hint"]
+        # The daemon reports the refused gallery as a device fault; its detail names why, its hint the fix.
+        assert code == 1 and gallery["verdict"] == "FAIL" and "refused (expired)" in gallery["detail"], out
+        assert "expired and was purged" in gallery["hint"] and "egate ops push" in gallery["hint"]
     finally:
         assert daemon.stop() == 0
     purged = [line for line in daemon.log_tail(200_000).splitlines() if '"gallery_purged"' in line]
