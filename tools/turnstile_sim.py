@@ -608,6 +608,9 @@ def _serve(fd: int) -> int:
     State goes out from inside libosdp's command callback, so the test side has it before the
     acknowledgement; the callback must never block on a busy test process, hence small messages
     (changes only) and the largest socket buffer the OS grants."""
+    # Ctrl-C at a terminal reaches the whole foreground group: the test-side object decides when this
+    # controller stops (it closes the connection), so the child must not die of it with a traceback.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     precedence = _take_precedence()
     _widen_send_buffer(fd)
     conn = Connection(fd)
