@@ -131,7 +131,7 @@ def test_ops_engineer_keys_bad_photos_wrong_gate_and_a_command(rig: LaneRig, tmp
     jpeg = cv2.imencode(".jpg", good)[1].tobytes()
     (photos / "subject-bad" / "cut.jpg").write_bytes(jpeg[: len(jpeg) // 2])  # a copy cut short
     args = [
-        "ops", "gallery", "build", "--photos", str(photos), "--out", str(tmp_path / "g.egb"),
+        "ops", "gallery", "build", "--photos", str(photos), "--out", str(tmp_path / "g.egb"), "--ids-as-given",
         "--signing-key", str(rig.ops.key), "--scope", f"{SITE}:{GATE}", "--json",
     ]  # fmt: skip
     code, out, err = egate(*args)
@@ -168,7 +168,7 @@ def test_ops_engineer_keys_bad_photos_wrong_gate_and_a_command(rig: LaneRig, tmp
     args = [
         "ops", "gallery", "build", "--photos", str(rig.workdir.parent / "ops" / "enrolment-photos"),
         "--out", str(fresh), "--signing-key", str(rig.ops.key), "--scope", f"{SITE}:{GATE}",
-        "--version", str(version + 1), "--json",
+        "--version", str(version + 1), "--ids-as-given", "--json",
     ]  # fmt: skip
     assert egate(*args)[0] == 0
     rig.push_gallery(fresh)

@@ -116,10 +116,20 @@ class ModbusGateSimulator:
                 raise RuntimeError("socat did not create the PTY pair: is socat installed?")
             time.sleep(0.01)  # socat creates the links within milliseconds
         started = threading.Event()
-        self._server_thread = threading.Thread(target=self._serve, args=(started,), name="modbus-sim", daemon=True)
+        failure: list[BaseException] = []
+
+        def serve() -> None:
+            try:
+                self._serve(started)
+            except BaseException as exc:  # surfaced below: a missing pymodbus must say so, not time out
+                failure.append(exc)
+                started.set()
+
+        self._server_thread = threading.Thread(target=serve, name="modbus-sim", daemon=True)
         self._server_thread.start()
-        if not started.wait(10.0):
-            raise RuntimeError("the Modbus server did not start")
+        if not started.wait(10.0) or failure:
+            self.unplug()
+            raise RuntimeError(f"the Modbus server did not start: {failure[0] if failure else 'no answer in 10 s'}")
 
     def unplug(self) -> None:
         """Cut the line: the module stops answering and egate's port goes dead."""
