@@ -211,7 +211,7 @@ def test_entry_mode_compares_with_the_portrait_on_the_document_page(
         checks = {c["name"]: c for c in rig.call("selftest.device")["checks"]}
         assert checks["page_camera"]["verdict"] == "PASS", checks["page_camera"]
         rig.play([LEAD_IN, "female", GAP], loop=True)
-        [first] = rig.wait_outcomes(1, timeout=40)
+        [first] = rig.wait_outcomes(1, timeout=90)  # a deadline, not a speed check: OCR is slow on a busy CPU
         assert first["decision"] == "accept", first
         assert [c["kind"] for c in first["comparisons"]] == ["1:1_document"]
         assert first["comparisons"][0]["subject_id"] is None
@@ -221,7 +221,7 @@ def test_entry_mode_compares_with_the_portrait_on_the_document_page(
         tmp_link = pages / "window.new"
         tmp_link.symlink_to(man_dir, target_is_directory=True)
         tmp_link.replace(window)
-        [_, second] = rig.wait_outcomes(2, timeout=40)
+        [_, second] = rig.wait_outcomes(2, timeout=90)
         assert second["decision"] == "refer" and second["reasons"] == ["NO_MATCH"], second
         assert [c["kind"] for c in second["comparisons"]] == ["1:1_document"]
         assert second["document"]["number_masked"] == "Y7***1"
