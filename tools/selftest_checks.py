@@ -228,7 +228,7 @@ def check_engine(
                 "engine",
                 "FAIL",
                 f"no face found in {len(frames[::4])} frames of {golden.name}, which has one",
-                f"the models give wrong results: egate models build --model-dir {model_dir}; egate diag engines --parity",
+                f"the models give wrong results: egate models build --model-dir {model_dir}; egate diag engines --device-check",
             )
     finally:
         if own:
