@@ -574,6 +574,7 @@ class Lane:
                 self.post,
                 change_threshold=cfg.page_change_threshold,
                 interval_s=cfg.page_interval_s,
+                ready=lambda: self.controller is not None and self.controller.status().in_service,
             )
             self.page_reader.start()
 

@@ -6,7 +6,7 @@ printed on the page; the lane gets one `DocumentRead` with the portrait's descri
 whose document has no gallery subject is compared with the document's own photo (kind 1:1_document).
 
 The same page is not read twice: a new read needs the image to change (document removed and another
-placed). Nothing is written to disk; the portrait descriptor lives only in the event.
+placed). Pages are read only while the lane is in service, so a document placed during start-up counts. Nothing is written to disk; the portrait descriptor lives only in the event.
 """
 
 from __future__ import annotations
@@ -41,6 +41,7 @@ class PageReader:
         *,
         change_threshold: float,
         interval_s: float,
+        ready: Callable[[], bool] = lambda: True,
     ) -> None:
         self._camera = camera
         self._reader = reader
@@ -48,6 +49,7 @@ class PageReader:
         self._post = post
         self._change_threshold = change_threshold
         self._interval_s = interval_s
+        self._ready = ready
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._last_gray: np.ndarray | None = None
@@ -79,6 +81,10 @@ class PageReader:
             self._stop.wait(self._interval_s)
 
     def _consider(self, image: np.ndarray) -> None:
+        if not self._ready():
+            # A page placed while the lane cannot take it (starting, out of service) is not consumed: it
+            # is read once the lane serves, else the traveller would wait at a gate that ignores it.
+            return
         gray = cv2.resize(cv2.cvtColor(image, cv2.COLOR_BGR2GRAY), (160, 120), interpolation=cv2.INTER_AREA)
         if self._last_gray is not None:
             change = float(np.mean(cv2.absdiff(gray, self._last_gray)))
