@@ -32,6 +32,7 @@ import typer
 
 from edge.topics import split_topic
 from tools.ops_client import GateOffline, OpsClient, OpsError, PushProgress, read_bundle_file
+from tools.ops_collect import _NODES, _PROTOCOL
 from tools.ops_link import _CA, _CERT, _HOST, _KEY, _PORT, _PREFIX, _PWFILE, _USER
 from tools.ops_store import Store, StoreError
 
@@ -546,8 +547,8 @@ def rollout_command(
     ),
     db: str = typer.Option("egate-ops.sqlite", "--db", envvar="EGATE_OPS_DB", help="Ops database (state)."),
     as_json: bool = typer.Option(False, "--json", help="JSON lines: one per gate change, then the report."),
-    protocol: str = typer.Option("5", "--protocol", envvar="EGATE_OPS_PROTOCOL", help="MQTT version: 5 or 3.1.1."),
-    nodes: list[str] | None = typer.Option(None, "--node", envvar="EGATE_OPS_NODES", help="More cluster nodes."),
+    protocol: str = _PROTOCOL,
+    nodes: list[str] | None = _NODES,
     host: str = _HOST,
     port: int = _PORT,
     ca: Path | None = _CA,
