@@ -13,6 +13,8 @@ test: setup
 lint: setup
 	.venv/bin/ruff check .
 	.venv/bin/ruff format --check .
+	@mkdir -p .cache/typecheck/egate
+	@for d in edge drivers engines tools config; do ln -sfn "$(CURDIR)/$$d" .cache/typecheck/egate/$$d; done
 	.venv/bin/mypy
 
 format: setup
@@ -20,7 +22,7 @@ format: setup
 	.venv/bin/ruff check --fix .
 
 config-doc: setup
-	.venv/bin/python -m tools.config_doc > config/default.toml
+	.venv/bin/python -m egate.tools.config.doc > config/default.toml
 
 clean:
 	rm -rf .venv .cache .pytest_cache .mypy_cache .ruff_cache

@@ -297,7 +297,7 @@ class Camera:
         if config.kind == "rtsp" and config.credential is not None and credential is None:
             raise ValueError(
                 f"camera.credential names {config.credential!r}: pass its bytes as `credential` "
-                "(edge.secrets.read_credential)"
+                "(egate.edge.service.secrets.read_credential)"
             )
         self._cfg = config
         self._credential = credential

@@ -1,6 +1,6 @@
 """`[engine]` config section: which backend runs the face models and with what thresholds.
 
-Owned by the face-engine work; `edge.settings` composes it into the daemon's config.
+Owned by the face-engine work; `egate.edge.settings` composes it into the daemon's config.
 """
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from engines.quality import QualityThresholds
+from egate.engines.quality import QualityThresholds
 
 
 class EngineConfig(BaseModel):

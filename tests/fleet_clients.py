@@ -11,10 +11,10 @@ from typing import Any
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 
-from edge.link import LinkCredentials, MqttLink
-from edge.messages import StatusPayload
-from edge.outbox import Outbox
-from edge.settings.link import LinkConfig, OutboxConfig
+from egate.edge.settings.link import LinkConfig, OutboxConfig
+from egate.edge.uplink.link import LinkCredentials, MqttLink
+from egate.edge.uplink.messages import StatusPayload
+from egate.edge.uplink.outbox import Outbox
 from tests.broker import wait_until
 
 

@@ -16,10 +16,10 @@ from pathlib import Path
 
 import pytest
 
+from egate.tools.ops.broker_acl import gate_username
+from egate.tools.rig.local_postgres import Postgres, postgres_available
+from egate.tools.rig.local_rabbit import RabbitCluster, rabbitmq_available
 from tests.broker import Mosquitto
-from tools.broker_acl import gate_username
-from tools.local_postgres import Postgres, postgres_available
-from tools.local_rabbit import RabbitCluster, rabbitmq_available
 
 ROOT = Path(__file__).resolve().parents[1]
 MOSQUITTO_ACL = ROOT / "config" / "brokers" / "mosquitto.acl"

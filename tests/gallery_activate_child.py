@@ -8,9 +8,9 @@ from pathlib import Path
 
 import structlog
 
-from edge.bundles import VersionState
-from edge.gallery import GalleryStore
-from edge.trust import TrustStore
+from egate.edge.gallery.store import GalleryStore
+from egate.edge.trust.bundles import VersionState
+from egate.edge.trust.keys import TrustStore
 from tests.gallery_fixtures import GALLERY_KEY, NOW, verifier_for
 
 

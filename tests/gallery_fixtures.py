@@ -11,7 +11,8 @@ import numpy as np
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
-from edge.bundles import (
+from egate.edge.gallery.payload import SubjectEntry, encode_gallery_payload
+from egate.edge.trust.bundles import (
     BundleKind,
     BundleScope,
     BundleVerifier,
@@ -20,8 +21,7 @@ from edge.bundles import (
     VersionState,
     sign_bundle,
 )
-from edge.gallery_payload import SubjectEntry, encode_gallery_payload
-from edge.trust import PublicKeyEntry, TrustStore, key_id_for
+from egate.edge.trust.keys import PublicKeyEntry, TrustStore, key_id_for
 
 MODEL_ID = "dlib_resnet_v1-test"
 DIM = 128

@@ -12,22 +12,14 @@ from datetime import date, datetime, timedelta, timezone
 import numpy as np
 from numpy.typing import NDArray
 
-from edge.lane_faces import LaneFace
-from edge.policy import Comparison
-from edge.session import (
-    BoardingPassRead,
-    DeviceHealth,
-    Event,
-    GalleryStatus,
-    Guidance,
-    LaneEvent,
-    LaneState,
-    MatchScope,
-    OutcomeRecord,
-    ScopeMiss,
-    SessionController,
-)
-from edge.settings.lane import LaneConfig
+from egate.edge.lane.faces import LaneFace
+from egate.edge.session.events import BoardingPassRead, DeviceHealth, Event
+from egate.edge.session.machine import SessionController
+from egate.edge.session.policy import Comparison
+from egate.edge.session.ports import GalleryStatus, MatchScope, ScopeMiss
+from egate.edge.session.records import LaneEvent, OutcomeRecord
+from egate.edge.session.states import Guidance, LaneState
+from egate.edge.settings.lane import LaneConfig
 
 Step = Event | float | Callable[[], Event]
 THRESHOLD = 0.6  # dlib ResNet's Euclidean threshold

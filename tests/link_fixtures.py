@@ -29,12 +29,12 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from edge.link import LinkCredentials, MqttLink
-from edge.messages import StatusPayload
-from edge.outbox import Outbox
-from edge.settings.link import LinkConfig, OutboxConfig
+from egate.edge.settings.link import LinkConfig, OutboxConfig
+from egate.edge.uplink.link import LinkCredentials, MqttLink
+from egate.edge.uplink.messages import StatusPayload
+from egate.edge.uplink.outbox import Outbox
+from egate.tools.ops.client import OpsClient, OpsTls
 from tests.broker import BrokerTls, Mosquitto
-from tools.ops_client import OpsClient, OpsTls
 
 SITE = "site-a"
 GATE = "gate-07"

@@ -15,11 +15,11 @@ import sys
 import threading
 from pathlib import Path
 
-from edge.link import LinkCredentials, MqttLink
-from edge.logs import configure_logging
-from edge.messages import StatusPayload
-from edge.outbox import Outbox
-from edge.settings.link import LinkConfig, OutboxConfig
+from egate.edge.service.logs import configure_logging
+from egate.edge.settings.link import LinkConfig, OutboxConfig
+from egate.edge.uplink.link import LinkCredentials, MqttLink
+from egate.edge.uplink.messages import StatusPayload
+from egate.edge.uplink.outbox import Outbox
 
 
 def _say(event: str, **fields: object) -> None:

@@ -12,9 +12,7 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from tests.engine_fixtures import model_dir  # noqa: F401 - pytest fixture
-from tests.shared_data import shared_data
-from tools.bench_verify import (
+from egate.tools.bench.verify import (
     Pair,
     all_pairs,
     compute_metrics,
@@ -24,6 +22,8 @@ from tools.bench_verify import (
     threshold_at_fmr,
     write_pairs,
 )
+from tests.engine_fixtures import model_dir  # noqa: F401 - pytest fixture
+from tests.shared_data import shared_data
 
 
 def _app() -> typer.Typer:

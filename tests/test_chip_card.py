@@ -1,4 +1,4 @@
-"""The virtual chip (tools/chip_sim) replays the ICAO Doc 9303 part 11 worked examples from the chip's
+"""The virtual chip (tools/sim/chip) replays the ICAO Doc 9303 part 11 worked examples from the chip's
 side, and the reader survives malformed data from a chip (fuzzed)."""
 
 from __future__ import annotations
@@ -10,10 +10,12 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from drivers.chip import lds, pa, pace, tlv
-from drivers.chip.access import AccessKey
-from drivers.chip.models import ChipFailure
-from drivers.chip.reader import read_document
+from egate.drivers.chip import lds, pa, pace, tlv
+from egate.drivers.chip.access import AccessKey
+from egate.drivers.chip.models import ChipFailure
+from egate.drivers.chip.reader import read_document
+from egate.tools.sim.chip.card import CardSecrets, DirectTransport, PassportCard
+from egate.tools.sim.chip.passport import build_passport, card_access, make_pki, synthetic_face
 from tests.test_chip_vectors import (
     NONCE_S,
     NONCE_Z,
@@ -26,8 +28,6 @@ from tests.test_chip_vectors import (
     T_IC,
     T_IFD,
 )
-from tools.chip_sim.card import CardSecrets, DirectTransport, PassportCard
-from tools.chip_sim.passport import build_passport, card_access, make_pki, synthetic_face
 
 H = bytes.fromhex
 
@@ -149,8 +149,8 @@ def test_dg2_with_a_real_portrait_decodes_in_memory(jpeg2000: bool) -> None:
     import cv2
     import numpy as np
 
+    from egate.tools.sim.chip.passport import dg2
     from tests.shared_data import shared_data
-    from tools.chip_sim.passport import dg2
 
     photo = cv2.imread(str(shared_data("faces/lfw_krasserm/Colin_Powell/Colin_Powell_0001.jpg")), cv2.IMREAD_COLOR)
     ok, encoded = cv2.imencode(".jp2" if jpeg2000 else ".jpg", photo)
@@ -165,7 +165,7 @@ def test_dg2_with_a_real_portrait_decodes_in_memory(jpeg2000: bool) -> None:
 def test_active_authentication_is_done_and_a_cloned_chip_is_caught() -> None:
     from cryptography.hazmat.primitives.asymmetric import ec
 
-    from tools.chip_sim.passport import dg15
+    from egate.tools.sim.chip.passport import dg15
 
     aa_key = ec.generate_private_key(ec.SECP256R1())
     chip = build_passport(_PKI, _FACE, _SIZE, pace_parameter_id=None, extra_groups={15: dg15(aa_key.public_key())})
@@ -188,7 +188,7 @@ def test_rsa_active_authentication_signature_iso9796_2_scheme1() -> None:
 
     from cryptography.hazmat.primitives.asymmetric import rsa
 
-    from drivers.chip.aa import ActiveAuthenticationFailed, _verify_rsa_9796_2
+    from egate.drivers.chip.aa import ActiveAuthenticationFailed, _verify_rsa_9796_2
 
     key = rsa.generate_private_key(65537, 1024)
     n, d = key.public_key().public_numbers().n, key.private_numbers().d

@@ -13,15 +13,16 @@ from asn1crypto import cms, core
 from asn1crypto import x509 as ax509
 from typer.testing import CliRunner
 
-from drivers.chip.pa import PaError, PaFailure, passive_authentication
-from edge.bundles import BundleRejected, RejectCode, VersionState
-from edge.csca import CscaStore
-from edge.csca_payload import encode_csca_payload
-from edge.lane_ops import OpsHandler
+from egate.drivers.chip.pa import PaError, PaFailure, passive_authentication
+from egate.edge.lane.ops import OpsHandler
+from egate.edge.trust.bundles import BundleRejected, RejectCode, VersionState
+from egate.edge.trust.csca import CscaStore
+from egate.edge.trust.csca_payload import encode_csca_payload
+from egate.tools.ops import csca as ops_csca
+from egate.tools.ops import keys as ops_keys
+from egate.tools.sim.chip.passport import build_passport, make_crl, make_pki, synthetic_face
 from tests.gallery_fixtures import GALLERY_KEY, new_ops_key, plain_bundle, trust_with, verifier_for
 from tests.gallery_fixtures import NOW as OPS_NOW
-from tools import ops_csca, ops_keys
-from tools.chip_sim.passport import build_passport, make_crl, make_pki, synthetic_face
 
 runner = CliRunner()
 NOW = datetime.now(timezone.utc)
@@ -90,7 +91,7 @@ def test_ops_builds_a_csca_bundle_from_pem_der_crl_and_master_list(tmp_path: Pat
     info = json.loads(result.stdout.splitlines()[-1])
     assert info["cscas"] == 3 and info["crls"] == 1
 
-    from edge.trust import TrustStore
+    from egate.edge.trust.keys import TrustStore
 
     runner.invoke(app, ["keys", "install", key["public_key"], "--trust-dir", str(tmp_path / "trust")])
     verifier = verifier_for(TrustStore(tmp_path / "trust"))
@@ -114,7 +115,7 @@ def test_csca_bundles_follow_the_gallery_rules(tmp_path: Path) -> None:
     trust = trust_with(tmp_path / "trust", key)
     state = VersionState(tmp_path / "versions.json")
     verifier = verifier_for(trust, state)
-    from edge.gallery import GalleryStore
+    from egate.edge.gallery.store import GalleryStore
 
     store = CscaStore(tmp_path / "csca")
     posted: list[object] = []

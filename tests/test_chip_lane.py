@@ -1,4 +1,4 @@
-"""Entry mode's chip step (edge/lane_chip.py) feeding the policy: page MRZ -> chip -> DG1 = page ->
+"""Entry mode's chip step (edge/lane/chip.py) feeding the policy: page MRZ -> chip -> DG1 = page ->
 PA -> DG2 descriptor, with the real face engine on a real portrait in DG2."""
 
 from __future__ import annotations
@@ -9,13 +9,13 @@ from pathlib import Path
 import cv2
 import pytest
 
-from drivers.chip.apdu import ChipIOError
-from drivers.chip.pa import TrustList
-from edge.lane_chip import access_key_from_mrz, inspect_chip
+from egate.drivers.chip.apdu import ChipIOError
+from egate.drivers.chip.pa import TrustList
+from egate.edge.lane.chip import access_key_from_mrz, inspect_chip
+from egate.tools.sim.chip.card import DirectTransport, PassportCard
+from egate.tools.sim.chip.passport import VirtualPassport, build_passport, encode_face, make_pki, td3_mrz
 from tests.engine_fixtures import model_dir
 from tests.shared_data import shared_data
-from tools.chip_sim.card import DirectTransport, PassportCard
-from tools.chip_sim.passport import VirtualPassport, build_passport, encode_face, make_pki, td3_mrz
 
 __all__ = ["model_dir"]  # fixture, imported for pytest
 
@@ -41,8 +41,8 @@ def test_access_key_from_a_passport_mrz() -> None:
 
 
 def test_genuine_chip_gives_facts_and_a_dg2_descriptor_of_the_same_person(model_dir: Path) -> None:
-    from engines.config import EngineConfig
-    from engines.pipeline import FaceEngine
+    from egate.engines.config import EngineConfig
+    from egate.engines.pipeline import FaceEngine
 
     mrz = td3_mrz("X1234567", "800101", "330101", surname="POWELL", given="COLIN")
     chip = _chip("faces/lfw_krasserm/Colin_Powell/Colin_Powell_0001.jpg", mrz)

@@ -1,5 +1,5 @@
 """The chip reader end to end through the real PC/SC stack: pcscd + vsmartcard's vpcd + a virtual
-ePassport (tools/chip_sim), with a test PKI and EF.SOD generated here."""
+ePassport (tools/sim/chip), with a test PKI and EF.SOD generated here."""
 
 from __future__ import annotations
 
@@ -7,14 +7,22 @@ from datetime import timedelta
 
 import pytest
 
-from drivers.chip.access import AccessKey
-from drivers.chip.lds import DATA_GROUPS
-from drivers.chip.models import ChipFailure
-from drivers.chip.pa import PaFailure, TrustList
-from drivers.chip.reader import ChipReadOptions
+from egate.drivers.chip.access import AccessKey
+from egate.drivers.chip.lds import DATA_GROUPS
+from egate.drivers.chip.models import ChipFailure
+from egate.drivers.chip.pa import PaFailure, TrustList
+from egate.drivers.chip.reader import ChipReadOptions
+from egate.tools.sim.chip.passport import (
+    ChipPki,
+    VirtualPassport,
+    build_passport,
+    dg2,
+    make_crl,
+    make_pki,
+    synthetic_face,
+)
+from egate.tools.sim.chip.vpcd import CardRemoved
 from tests.chip_fixtures import NOW, SACRIFICIAL_READER, bac_passport, face, passport, pcscd, pki, read_over_pcsc
-from tools.chip_sim.passport import ChipPki, VirtualPassport, build_passport, dg2, make_crl, make_pki, synthetic_face
-from tools.chip_sim.vpcd import CardRemoved
 
 __all__ = ["bac_passport", "face", "passport", "pcscd", "pki"]  # fixtures, imported for pytest
 

@@ -8,7 +8,7 @@ from datetime import date
 
 import pytest
 
-from edge.policy import (
+from egate.edge.session.policy import (
     CaptureFacts,
     ChipFacts,
     Comparison,

@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
+from egate.tools.sim.chip.card import PassportCard
+from egate.tools.sim.chip.passport import ChipPki, VirtualPassport, td3_mrz
+from egate.tools.sim.chip.vpcd import FallSilent, VpcdCard
 from tests.chip_fixtures import READER, face, passport, pcscd, pki
-from tools.chip_sim.card import PassportCard
-from tools.chip_sim.passport import ChipPki, VirtualPassport, td3_mrz
-from tools.chip_sim.vpcd import FallSilent, VpcdCard
 
 __all__ = ["face", "passport", "pcscd", "pki"]  # fixtures, imported for pytest
 
@@ -24,7 +24,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def _egate(*args: str, timeout: float = 120) -> tuple[int, dict]:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     proc = subprocess.run(
-        [sys.executable, "-m", "tools.cli", *args, "--json"],
+        [sys.executable, "-m", "egate.tools.cli", *args, "--json"],
         capture_output=True,
         text=True,
         timeout=timeout,

@@ -10,11 +10,11 @@ from collections import deque
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec as cec
 
-from drivers.chip import crypto
-from drivers.chip.access import AccessKey, bac_keys, perform_bac
-from drivers.chip.apdu import Channel
-from drivers.chip.ec import BRAINPOOL_P256R1, NIST_P256, Curve
-from drivers.chip.pace import (
+from egate.drivers.chip import crypto
+from egate.drivers.chip.access import AccessKey, bac_keys, perform_bac
+from egate.drivers.chip.apdu import Channel
+from egate.drivers.chip.ec import BRAINPOOL_P256R1, NIST_P256, Curve
+from egate.drivers.chip.pace import (
     PaceInfo,
     auth_token,
     map_generator,
@@ -23,7 +23,7 @@ from drivers.chip.pace import (
     perform_pace,
     session_keys,
 )
-from drivers.chip.sm import SecureMessaging
+from egate.drivers.chip.sm import SecureMessaging
 
 H = bytes.fromhex
 BAC_KEY = AccessKey("L898902C", "690806", "940623")
@@ -87,7 +87,7 @@ def test_a_tampered_response_mac_is_refused() -> None:
         "3des", H("979EC13B1CBFE9DCD01AB0FED307EAE5"), H("F1CB1F1FB5ADF208806B89DC579DC1F8"), 0x887022120C06C226
     )
     sm.wrap(0x00, 0xA4, 0x02, 0x0C, H("011E"), None)
-    from drivers.chip.sm import SecureMessagingError
+    from egate.drivers.chip.sm import SecureMessagingError
 
     with pytest.raises(SecureMessagingError):
         sm.unwrap(H("990290008E08FA855A5D4C50A8EE"), 0x9000)

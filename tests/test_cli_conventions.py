@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from tools.cli import DEFAULT_CONFIG, build_command
+from egate.tools.cli import DEFAULT_CONFIG, build_command
 
 ROOT = build_command()
 # Groups whose commands are tools (README: every tool command takes --json).

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from drivers.turnstile.config import MAX_PASSAGE_TIMEOUT_S
-from edge.settings import ConfigError, load_settings_text
-from edge.settings.limits import LANE_DEVICES
+from egate.drivers.turnstile.config import MAX_PASSAGE_TIMEOUT_S
+from egate.edge.settings import ConfigError, load_settings_text
+from egate.edge.settings.limits import LANE_DEVICES
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -67,7 +67,7 @@ def test_config_check_names_every_violated_limit(tmp_path: Path) -> None:
     path = tmp_path / "egate.toml"
     path.write_text("schema_version = 1\n" + "".join(text for text, _, _ in [CASES["lane.passage_timeout_s"]]))
     proc = subprocess.run(
-        [sys.executable, "-m", "tools.cli", "config", "check", str(path)],
+        [sys.executable, "-m", "egate.tools.cli", "config", "check", str(path)],
         capture_output=True, text=True, cwd=ROOT, timeout=60, check=False,
     )  # fmt: skip
     assert proc.returncode != 0

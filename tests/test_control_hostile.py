@@ -16,8 +16,8 @@ from typing import Any
 
 import pytest
 
-from edge.control import ControlClient, ControlRefused, ControlServer
-from edge.lane_control import GateTimeoutArgs, MaintenanceArgs, NoArgs, OutcomesArgs, strict_args
+from egate.edge.lane.control import GateTimeoutArgs, MaintenanceArgs, NoArgs, OutcomesArgs, strict_args
+from egate.edge.service.control_socket import ControlClient, ControlRefused, ControlServer
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -138,7 +138,7 @@ def _socat_as(user: str, path: Path) -> subprocess.CompletedProcess[str]:
     reason="needs useradd, groupadd, runuser and socat",
 )
 def test_a_technician_in_the_group_reaches_the_socket_of_the_shipped_unit() -> None:
-    from edge.settings.core import ControlConfig
+    from egate.edge.settings.core import ControlConfig
 
     assert ControlConfig().socket_group == "egate-tech"
     tag = uuid.uuid4().hex[:6]

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from tools.local_broker import MOSQUITTO
+from egate.tools.rig.local_broker import MOSQUITTO
 
 ROOT = Path(__file__).resolve().parents[1]
 MODEL_DIR = ROOT / ".cache" / "models"
@@ -62,7 +62,7 @@ def wait_for(predicate, timeout: float, what: str) -> None:  # type: ignore[no-u
 def start_piped_demo(workdir: Path, log: Path, status: Path) -> subprocess.Popen[bytes]:
     """`egate demo | cat` in its own process group; the demo's own exit code lands in `status`."""
     shell = (
-        f"{sys.executable} -m tools.cli demo --workdir {workdir} 2>{log} | cat >/dev/null; "
+        f"{sys.executable} -m egate.tools.cli demo --workdir {workdir} 2>{log} | cat >/dev/null; "
         f'echo "${{PIPESTATUS[0]}}" > {status}'
     )
     return subprocess.Popen(["bash", "-c", shell], cwd=ROOT, env=ENV, start_new_session=True)
@@ -85,7 +85,7 @@ def demo_pids(workdir: Path) -> list[int]:
 def test_demo_refuses_a_folder_it_did_not_make(tmp_path: Path) -> None:
     (tmp_path / "notes.txt").write_text("mine")
     result = subprocess.run(
-        [sys.executable, "-m", "tools.cli", "demo", "--once", "--workdir", str(tmp_path)],
+        [sys.executable, "-m", "egate.tools.cli", "demo", "--once", "--workdir", str(tmp_path)],
         capture_output=True,
         text=True,
         cwd=ROOT,

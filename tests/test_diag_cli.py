@@ -1,7 +1,7 @@
 """`egate diag` commands through a real control socket (a stand-in lane's handlers) and without a daemon.
 
 The end-to-end run of every command against the real demo daemon is the lead's test (it needs
-edge/lane.py); here the handlers follow docs/control-api.md so the tools' side is covered.
+edge/lane/assembly.py); here the handlers follow docs/control-api.md so the tools' side is covered.
 """
 
 from __future__ import annotations
@@ -16,13 +16,13 @@ import cv2
 import numpy as np
 import pytest
 
-from edge.control import ControlRefused, ControlServer
-from edge.snapshot import make_snapshot
-from engines.config import EngineConfig
+from egate.edge.lane.snapshot import make_snapshot
+from egate.edge.service.control_socket import ControlRefused, ControlServer
+from egate.engines.config import EngineConfig
+from egate.tools.diag.selftest_checks import read_frames
 from tests.broker import Mosquitto
 from tests.diag_fixtures import DEMO_GIF, run_diag
 from tests.engine_fixtures import model_dir  # noqa: F401 - fixture
-from tools.selftest_checks import read_frames
 
 MAINT_HINT = "enter maintenance mode: egate diag maintenance on / signed ops command set_mode maintenance"
 
@@ -120,7 +120,7 @@ class StandInLane:
 def write_config(tmp_path: Path, *, model_dir: Path | None = None, extra: str = "") -> Path:  # noqa: F811
     state = tmp_path / "state"
     models = f'model_dir = "{model_dir}"\n' if model_dir else ""
-    from edge.settings import Settings
+    from egate.edge.settings import Settings
 
     if "camera" in Settings.model_fields and "[camera]" not in extra:
         # Once the lane adds [camera] to Settings, the default (V4L2 device 0) is absent here: use the demo clip.
@@ -282,7 +282,7 @@ def test_selftest_local_on_a_broken_setup(tmp_path: Path, model_dir: Path) -> No
 
 
 def test_logs_without_journald_says_where_logs_are(tmp_path: Path) -> None:
-    from tools.diag import journal_since, journald_has_unit
+    from egate.tools.diag.commands import journal_since, journald_has_unit
 
     assert journal_since("10m") == "-10m" and journal_since("2 h") == "-2h"
     assert journal_since("2026-11-28 05:00") == "2026-11-28 05:00"
@@ -294,7 +294,7 @@ def test_logs_without_journald_says_where_logs_are(tmp_path: Path) -> None:
 
 
 def test_snapshot_draws_faces_with_quality(model_dir: Path) -> None:  # noqa: F811
-    from engines.pipeline import FaceEngine
+    from egate.engines.pipeline import FaceEngine
 
     frames = read_frames(DEMO_GIF, 40)
     with FaceEngine.from_config(EngineConfig(), model_dir) as engine:
@@ -316,7 +316,7 @@ def test_local_gate_commands_against_the_simulated_controller(tmp_path: Path) ->
     """Daemon stopped: diag drives the gate controller itself, with the SCBK from $CREDENTIALS_DIRECTORY."""
     import secrets
 
-    from tools.turnstile_sim import TurnstileSimulator
+    from egate.tools.sim.osdp_gate import TurnstileSimulator
 
     key = secrets.token_bytes(16)
     creds = tmp_path / "creds"
@@ -351,12 +351,12 @@ def test_selftest_local_passes_on_healthy_real_parts(tmp_path: Path, model_dir: 
     mutual-TLS broker with long-lived certificates, a current gallery, the real models."""
     import secrets
 
-    from edge.settings import load_settings
+    from egate.edge.settings import load_settings
+    from egate.tools.sim.osdp_gate import TurnstileSimulator
+    from egate.tools.sim.reader import ReaderSimulator
     from tests.broker import BrokerTls
     from tests.diag_fixtures import make_long_pki, write_gallery
     from tests.gallery_fixtures import GALLERY_KEY
-    from tools.reader_sim import ReaderSimulator
-    from tools.turnstile_sim import TurnstileSimulator
 
     key = secrets.token_bytes(16)
     pki = make_long_pki(tmp_path / "pki")
@@ -410,10 +410,10 @@ def test_local_snapshot_opens_the_camera_and_draws_faces(tmp_path: Path, model_d
     """Daemon stopped: the snapshot comes from the camera opened here (Settings with a [camera] section)."""
     from types import SimpleNamespace
 
-    from drivers.camera import CameraConfig
-    from edge.control import ControlRefused
-    from edge.settings.core import StateConfig
-    from tools.diag_local import local_snapshot
+    from egate.drivers.camera import CameraConfig
+    from egate.edge.service.control_socket import ControlRefused
+    from egate.edge.settings.core import StateConfig
+    from egate.tools.diag.local import local_snapshot
 
     settings: Any = SimpleNamespace(
         camera=CameraConfig(kind="file", location=str(DEMO_GIF), loop=True),

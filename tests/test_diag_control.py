@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from edge.control import (
+from egate.edge.service.control_socket import (
     MAX_REQUEST_BYTES,
     ControlClient,
     ControlError,
@@ -23,7 +23,7 @@ from edge.control import (
     ControlServer,
     DaemonNotRunning,
 )
-from edge.daemon import StartError
+from egate.edge.service.daemon import StartError
 
 
 def _sock_path(tmp_path: Path) -> Path:

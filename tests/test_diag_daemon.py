@@ -18,17 +18,17 @@ from typing import Any
 import cv2
 import pytest
 
-from edge.device_checks import HINT_MQTT_PLAIN
+from egate.edge.lane.device_checks import HINT_MQTT_PLAIN
+from egate.tools.rig.local_broker import Mosquitto
+from egate.tools.sim.osdp_gate import TurnstileSimulator
 from tests.daemon_fixtures import ROOT, GateDaemon
 from tests.diag_fixtures import write_gallery
 from tests.gallery_fixtures import GALLERY_KEY
-from tools.local_broker import Mosquitto
-from tools.turnstile_sim import TurnstileSimulator
 
 
 def diag(daemon: GateDaemon, *args: str, config: bool = True) -> tuple[int, Any, str]:
     """Run `egate diag ...` as a technician would (a separate process); parse --json output."""
-    cmd = [sys.executable, "-m", "tools.cli", "diag", *args]
+    cmd = [sys.executable, "-m", "egate.tools.cli", "diag", *args]
     if config:
         cmd += ["--config", str(daemon.config)]
     result = subprocess.run(cmd, env=daemon.env, capture_output=True, text=True, timeout=180, cwd=ROOT)

@@ -1,4 +1,4 @@
-"""edge.device_checks: the daemon's `selftest.device` verdicts from live devices (real camera, PTY reader,
+"""egate.edge.lane.device_checks: the daemon's `selftest.device` verdicts from live devices (real camera, PTY reader,
 OSDP panel against the simulated controller), with the same hints as `egate diag selftest`."""
 
 from __future__ import annotations
@@ -10,10 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from drivers.camera import Camera, CameraConfig
-from drivers.document.serial_reader import SerialDocumentReader
-from edge.control import SelftestDeviceResult
-from edge.device_checks import (
+from egate.drivers.camera import Camera, CameraConfig
+from egate.drivers.document.serial_reader import SerialDocumentReader
+from egate.edge.lane.device_checks import (
     HINT_READER_PORT,
     camera_check,
     device_result,
@@ -22,7 +21,8 @@ from edge.device_checks import (
     reader_check,
     turnstile_check,
 )
-from edge.link import classify_connect_error
+from egate.edge.service.control_socket import SelftestDeviceResult
+from egate.edge.uplink.link import classify_connect_error
 from tests.diag_fixtures import DEMO_GIF
 from tests.turnstile_fixtures import GateFactory, gate_factory, wait_until  # noqa: F401 - fixture
 
@@ -50,7 +50,7 @@ def test_camera_dark_image_warns() -> None:
 
 
 def test_reader_on_pty_passes_missing_port_fails(tmp_path: Path) -> None:
-    from tools.reader_sim import ReaderSimulator
+    from egate.tools.sim.reader import ReaderSimulator
 
     sim = ReaderSimulator()
     errors: list[str] = []

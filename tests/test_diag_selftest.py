@@ -1,6 +1,6 @@
 """Self-test checks against broken and healthy real parts: verdict AND fix hint.
 
-Real parts: the demo GIF through drivers.camera, the real models, a PTY reader simulator, a real
+Real parts: the demo GIF through egate.drivers.camera, the real models, a PTY reader simulator, a real
 mosquitto (plain and TLS), an encrypted gallery file, a real SQLite outbox.
 """
 
@@ -11,27 +11,27 @@ from pathlib import Path
 
 import pytest
 
-from drivers.camera import CameraConfig
-from drivers.document.config import ReaderConfig
-from drivers.turnstile.config import parse_scbk
-from edge.link import LinkCredentials
-from edge.outbox import Outbox
-from edge.settings.link import LinkConfig, OutboxConfig
-from engines.config import EngineConfig
+from egate.drivers.camera import CameraConfig
+from egate.drivers.document.config import ReaderConfig
+from egate.drivers.turnstile.config import parse_scbk
+from egate.edge.settings.link import LinkConfig, OutboxConfig
+from egate.edge.uplink.link import LinkCredentials
+from egate.edge.uplink.outbox import Outbox
+from egate.engines.config import EngineConfig
+from egate.tools.diag import selftest_checks as checks
+from egate.tools.sim.reader import ReaderSimulator
 from tests.broker import BrokerTls, Mosquitto
 from tests.diag_fixtures import DEMO_GIF, make_long_pki, write_gallery
 from tests.engine_fixtures import model_dir  # noqa: F401 - fixture
 from tests.gallery_fixtures import GALLERY_KEY
 from tests.link_fixtures import make_pki
-from tools import selftest_checks as checks
-from tools.reader_sim import ReaderSimulator
 
 NOW = dt.datetime.now(dt.timezone.utc)
 
 
 @pytest.fixture(scope="module")
 def engine(model_dir: Path):  # noqa: F811 - fixture
-    from engines.pipeline import FaceEngine
+    from egate.engines.pipeline import FaceEngine
 
     with FaceEngine.from_config(EngineConfig(), model_dir) as face_engine:
         yield face_engine
@@ -281,7 +281,7 @@ def test_outbox_below_its_disk_floor_fails_with_the_fix(tmp_path: Path) -> None:
 
 
 def test_selftest_shows_the_daemons_outbox_and_gallery_faults_with_their_fix() -> None:
-    from tools.diag_selftest import device_fault_from_status, gallery_from_status
+    from egate.tools.diag.selftest import device_fault_from_status, gallery_from_status
 
     status = {
         "devices": {
@@ -347,7 +347,7 @@ def test_scbk_credential_formats() -> None:
 def turnstile_sim(tmp_path: Path):
     import secrets
 
-    from tools.turnstile_sim import TurnstileSimulator
+    from egate.tools.sim.osdp_gate import TurnstileSimulator
 
     key = secrets.token_bytes(16)
     sim = TurnstileSimulator(scbk=key, time_scale=0.02, link_path=tmp_path / "gate0", seed=1)

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from tools.diag import gate_refusal, human_value
-from tools.diag_selftest import daemon_missing_verdict, lane_verdict
-from tools.selftest_checks import no_gallery_verdict
+from egate.tools.diag.commands import gate_refusal, human_value
+from egate.tools.diag.selftest import daemon_missing_verdict, lane_verdict
+from egate.tools.diag.selftest_checks import no_gallery_verdict
 
 IN_SERVICE = {"state": "idle", "mode": "exit", "in_service": True, "maintenance": False, "out_of_service_reasons": []}
 

@@ -1,4 +1,4 @@
-"""The traveller's screen in a real browser against the real daemon (`tools.lane_rig` with the display).
+"""The traveller's screen in a real browser against the real daemon (`egate.tools.rig.lane` with the display).
 
 One lane rig and one headless Chromium session for the module. The lane is driven only through the
 daemon's own paths: the camera plays travellers (accept, refer, two people, too far), a technician's
@@ -29,13 +29,13 @@ from typing import Any
 
 import pytest
 
-from edge.display.languages import load_catalogues
+from egate.edge.display.languages import load_catalogues
+from egate.tools.display.browser import browser_available, open_browser, probe, renders, screenshot, wait_screen
+from egate.tools.rig.lane import GATE, SITE, LaneRig, OpsMaterial, prepare_ops, run_egate
+from egate.tools.sim.reader import ReaderSimulator
 from tests.test_lane_modes import td3
 from tests.test_lane_rig import LEAD_IN
 from tests.test_lane_rig import pytestmark as rig_marks
-from tools.display_browser import browser_available, open_browser, probe, renders, screenshot, wait_screen
-from tools.lane_rig import GATE, SITE, LaneRig, OpsMaterial, prepare_ops, run_egate
-from tools.reader_sim import ReaderSimulator
 
 REPO = Path(__file__).resolve().parents[1]
 ARTIFACTS = REPO / ".cache" / "test-artifacts" / "display"
@@ -410,8 +410,8 @@ def test_the_page_survives_the_daemon_and_the_display_process(rig: LaneRig, brow
 
 def test_positioning_screens_render(tmp_path: Path, browser: Any, axe_results) -> None:
     """step back / move left / move right / look straight / please wait through the daemon's feed component."""
-    from edge.display.feed import DisplayFeed
-    from edge.display.model import SupervisorView
+    from egate.edge.display.feed import DisplayFeed
+    from egate.edge.display.model import SupervisorView
 
     sock = Path(os.environ.get("TMPDIR", "/tmp")) / f"egate-feed-{os.getpid()}.sock"
     feed = DisplayFeed(sock, None, lambda: SupervisorView(gate_id="t", in_service=True), heartbeat_s=0.5)
@@ -422,7 +422,7 @@ def test_positioning_screens_render(tmp_path: Path, browser: Any, axe_results) -
     )
     feed.start()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "tools.cli", "display", "serve", "--config", str(config)],
+        [sys.executable, "-m", "egate.tools.cli", "display", "serve", "--config", str(config)],
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
         cwd=REPO,

@@ -14,18 +14,19 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from edge.display.feed import DisplayFeed
-from edge.display.languages import (
+from egate.edge.display.feed import DisplayFeed
+from egate.edge.display.languages import (
     DEFAULT_LANGUAGE,
     CatalogueError,
     available_languages,
     document_language,
     load_catalogues,
 )
-from edge.display.model import LaneView, SupervisorView
-from edge.display.screens import SCREENS, screen_for
-from edge.session import Guidance, positioning_guidance
-from edge.settings.display import DisplayConfig
+from egate.edge.display.model import LaneView, SupervisorView
+from egate.edge.display.screens import SCREENS, screen_for
+from egate.edge.session.machine import positioning_guidance
+from egate.edge.session.states import Guidance
+from egate.edge.settings.display import DisplayConfig
 
 CJK = {"zh", "ja", "ko"}
 

@@ -10,11 +10,11 @@ import dlib
 import numpy as np
 import pytest
 
-from engines.alignment import face_chip, face_chip_details, pyramid_down_rgb
-from engines.backends.base import Session, create_backend
-from engines.embedder import Embedder
-from engines.landmarks import BoxMapping, LandmarkPredictor, fit_box_mapping, map_detector_box
-from engines.models import load_manifest
+from egate.engines.alignment import face_chip, face_chip_details, pyramid_down_rgb
+from egate.engines.backends.base import Session, create_backend
+from egate.engines.embedder import Embedder
+from egate.engines.landmarks import BoxMapping, LandmarkPredictor, fit_box_mapping, map_detector_box
+from egate.engines.models import load_manifest
 from tests.engine_fixtures import model_dir  # noqa: F401 - pytest fixture
 from tests.shared_data import shared_data
 
@@ -133,7 +133,7 @@ def test_mapped_box_is_square_and_inclusive() -> None:
 
 
 def test_landmarks_from_a_mapped_blazeface_box_agree_with_hog(model_dir: Path, dlib_parts: tuple) -> None:  # noqa: F811
-    from engines.detector import BlazeFaceDetector
+    from egate.engines.detector import BlazeFaceDetector
 
     manifest = load_manifest(model_dir)
     predictor = LandmarkPredictor(manifest.path(model_dir, "landmarks5"))

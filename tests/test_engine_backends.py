@@ -8,8 +8,8 @@ import cv2
 import numpy as np
 import pytest
 
-from engines.backends.base import create_backend, describe_backends, registered_backends
-from engines.models import Role, load_manifest
+from egate.engines.backends.base import create_backend, describe_backends, registered_backends
+from egate.engines.models import Role, load_manifest
 from tests.engine_fixtures import model_dir  # noqa: F401 - pytest fixture
 from tests.shared_data import shared_data
 

@@ -10,15 +10,15 @@ import numpy as np
 import onnx
 import pytest
 
-from engines.backends.base import create_backend
-from engines.dlib_resnet import (
+from egate.engines.backends.base import create_backend
+from egate.engines.dlib_resnet import (
     INPUT_NAME,
     OUTPUT_NAME,
     DlibFormatError,
     convert_dlib_resnet,
     read_dlib_resnet,
 )
-from engines.models import load_manifest
+from egate.engines.models import load_manifest
 from tests.engine_fixtures import model_dir  # noqa: F401 - pytest fixture
 from tests.shared_data import shared_data
 

@@ -10,9 +10,9 @@ import dlib
 import numpy as np
 import pytest
 
-from engines.backends.base import create_backend
-from engines.detector import BlazeFaceDetector, Variant, ssd_anchors, weighted_nms
-from engines.models import Role, load_manifest
+from egate.engines.backends.base import create_backend
+from egate.engines.detector import BlazeFaceDetector, Variant, ssd_anchors, weighted_nms
+from egate.engines.models import Role, load_manifest
 from tests.engine_fixtures import model_dir  # noqa: F401 - pytest fixture
 from tests.shared_data import shared_data
 

@@ -26,29 +26,30 @@ import pytest
 import structlog
 from typer.testing import CliRunner
 
-from engines.backends import tensorrt as trt_backend
-from engines.backends.base import BackendUnavailable, FallbackSession, Session, create_backend, load_session
-from engines.backends.jetson_devices import (
+from egate.engines.backends import tensorrt as trt_backend
+from egate.engines.backends.base import BackendUnavailable, FallbackSession, Session, create_backend, load_session
+from egate.engines.backends.jetson_devices import (
     JETSON_DEVICE_NODES,
     missing_from_unit,
     opened_device_nodes,
     unit_device_allow,
 )
-from engines.backends.tensorrt import TensorRTBackend
-from engines.config import EngineConfig
-from engines.detector import Detection
-from engines.models import load_manifest
-from engines.parity import (
+from egate.engines.backends.tensorrt import TensorRTBackend
+from egate.engines.config import EngineConfig
+from egate.engines.detector import Detection
+from egate.engines.models import load_manifest
+from egate.engines.parity import (
     DETECTOR_MIN_IOU,
     FP16_MAX_EUCLIDEAN,
     FP32_MIN_COSINE,
     detector_gate,
     embedder_gate,
 )
-from engines.pipeline import FaceEngine
+from egate.engines.pipeline import FaceEngine
+from egate.tools.diag import engines as diag_engines
+from egate.tools.models import commands as models_cmd
 from tests.daemon_fixtures import GateDaemon
 from tests.engine_fixtures import model_dir  # noqa: F401 - pytest fixture
-from tools import diag_engines, models_cmd
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from engines.atomic_file import sha256_file
-from engines.models import (
+from egate.engines.atomic_file import sha256_file
+from egate.engines.models import (
     MANIFEST_NAME,
     WHEELS,
     ModelCacheError,

@@ -9,8 +9,8 @@ import cv2
 import numpy as np
 import pytest
 
-from engines.config import EngineConfig
-from engines.pipeline import FaceEngine, FaceObservation
+from egate.engines.config import EngineConfig
+from egate.engines.pipeline import FaceEngine, FaceObservation
 from tests.engine_fixtures import model_dir  # noqa: F401 - pytest fixture
 from tests.shared_data import shared_data
 

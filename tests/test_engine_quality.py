@@ -10,9 +10,9 @@ import dlib
 import numpy as np
 import pytest
 
-from engines.config import EngineConfig
-from engines.models import load_manifest
-from engines.quality import QualityThresholds, assess, head_pose
+from egate.engines.config import EngineConfig
+from egate.engines.models import load_manifest
+from egate.engines.quality import QualityThresholds, assess, head_pose
 from tests.engine_fixtures import model_dir  # noqa: F401 - pytest fixture
 from tests.shared_data import shared_data
 

@@ -26,11 +26,11 @@ import pytest
 import structlog
 from onnx import helper
 
-from engines.atomic_file import atomic_output, atomic_write_bytes
-from engines.backends.base import BackendUnavailable, create_backend, load_session
-from engines.backends.tensorrt import TensorRTBackend, static_input_shapes
-from engines.backends.tensorrt_cache import EngineCache, EngineCacheError, EngineKey
-from engines.models import Role, load_manifest
+from egate.engines.atomic_file import atomic_output, atomic_write_bytes
+from egate.engines.backends.base import BackendUnavailable, create_backend, load_session
+from egate.engines.backends.tensorrt import TensorRTBackend, static_input_shapes
+from egate.engines.backends.tensorrt_cache import EngineCache, EngineCacheError, EngineKey
+from egate.engines.models import Role, load_manifest
 from tests.engine_fixtures import model_dir  # noqa: F401 - pytest fixture
 
 ROOT = Path(__file__).resolve().parents[1]

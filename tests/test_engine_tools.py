@@ -11,11 +11,13 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from engines.backends.tensorrt import TensorRTBackend
-from engines.models import load_manifest
+from egate.engines.backends.tensorrt import TensorRTBackend
+from egate.engines.models import load_manifest
+from egate.tools.bench import engine as bench_engine
+from egate.tools.diag import engines as diag_engines
+from egate.tools.models import commands as models_cmd
 from tests.engine_fixtures import model_dir  # noqa: F401 - pytest fixture
 from tests.shared_data import shared_data
-from tools import bench_engine, diag_engines, models_cmd
 
 
 def _app(register) -> typer.Typer:  # type: ignore[no-untyped-def]

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import pytest
 
+from egate.tools.ops.broker_acl import gate_username
 from tests.broker import wait_until
 from tests.fleet_clients import Peer
 from tests.fleet_fixtures import OPS_USER, AclMosquitto, Rabbit
-from tools.broker_acl import gate_username
 
 P = "egate/v1"
 

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
+from egate.tools.bench.fleet import run_fleet_bench
+from egate.tools.rig.local_postgres import Postgres
 from tests.fleet_fixtures import Rabbit
-from tools.bench_fleet import run_fleet_bench
-from tools.local_postgres import Postgres
 
 
 @pytest.mark.slow

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
+from egate.tools.ops.broker_acl import rabbitmq_gate_permissions
 from tests.broker import Mosquitto, wait_until
 from tests.fleet_clients import Peer, gate_link
 from tests.fleet_fixtures import OPS_USER, Rabbit
-from tools.broker_acl import rabbitmq_gate_permissions
 
 P = "egate/v1"
 

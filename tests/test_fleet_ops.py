@@ -16,12 +16,12 @@ from pathlib import Path
 
 import pytest
 
+from egate.tools.ops.client import OpsClient
+from egate.tools.ops.collect import Collector
+from egate.tools.ops.rollout import RolloutResumer, RolloutRunner, RolloutState, expand_gate_spec
+from egate.tools.ops.store import MIGRATIONS, Store
+from egate.tools.sim.fleet import SimGate, make_sim_gate, synthetic_outcome
 from tests.broker import Mosquitto, wait_until
-from tools.fleet_sim import SimGate, make_sim_gate, synthetic_outcome
-from tools.ops_client import OpsClient
-from tools.ops_collect import Collector
-from tools.ops_rollout import RolloutResumer, RolloutRunner, RolloutState, expand_gate_spec
-from tools.ops_store import MIGRATIONS, Store
 
 ROOT = Path(__file__).resolve().parents[1]
 SITE = "site-t"
@@ -176,7 +176,7 @@ def test_outcomes_command_lists_a_gates_outcomes(tmp_path: Path) -> None:
         [
             sys.executable,
             "-m",
-            "tools.cli",
+            "egate.tools.cli",
             "ops",
             "outcomes",
             "--gate",
@@ -280,7 +280,7 @@ def _rollout_cli(db: Path, broker: Mosquitto, bundle: Path, gates: str, deadline
         [
             sys.executable,
             "-m",
-            "tools.cli",
+            "egate.tools.cli",
             "ops",
             "rollout",
             str(bundle),

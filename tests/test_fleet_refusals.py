@@ -1,8 +1,8 @@
-"""edge.publish_refusals: an outage parks nothing; a message refused again and again is convicted alone."""
+"""egate.edge.uplink.publish_refusals: an outage parks nothing; a message refused again and again is convicted alone."""
 
 from __future__ import annotations
 
-from edge.publish_refusals import RefusalTracker
+from egate.edge.uplink.publish_refusals import RefusalTracker
 
 
 class Clock:

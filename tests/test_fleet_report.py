@@ -11,9 +11,9 @@ import uuid
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
-from tools.fleet_sim import synthetic_outcome
-from tools.ops_report import ks_distance, robust_outliers
-from tools.ops_store import Store
+from egate.tools.ops.report import ks_distance, robust_outliers
+from egate.tools.ops.store import Store
+from egate.tools.sim.fleet import synthetic_outcome
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -72,7 +72,7 @@ def test_report_flags_the_degrading_gate_and_writes_plots(tmp_path: Path) -> Non
         [
             sys.executable,
             "-m",
-            "tools.cli",
+            "egate.tools.cli",
             "ops",
             "report",
             "--since",

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tools.ops_store import MIGRATIONS, Store
+from egate.tools.ops.store import MIGRATIONS, Store
 
 
 def _env(gate: str, seq: int, kind: str = "outcome", payload: dict | None = None) -> tuple[str, dict]:

@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from edge.settings import ConfigError, Settings, load_settings, load_settings_text
-from tools.config_doc import render_default_toml
+from egate.edge.settings import ConfigError, Settings, load_settings, load_settings_text
+from egate.tools.config.doc import render_default_toml
 
 ROOT = Path(__file__).resolve().parents[1]
-EGATE = [sys.executable, "-m", "tools.cli"]
+EGATE = [sys.executable, "-m", "egate.tools.cli"]
 
 
 def test_shipped_configs_are_valid() -> None:
@@ -101,7 +101,7 @@ def test_config_schema_is_json_schema() -> None:
 
 
 def test_identity_is_required_none_is_a_value_and_errors_are_plain_words(tmp_path: Path) -> None:
-    from edge.settings import load_settings as load
+    from egate.edge.settings import load_settings as load
 
     empty = tmp_path / "empty.toml"
     empty.write_text("")

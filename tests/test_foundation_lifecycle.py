@@ -11,9 +11,10 @@ import threading
 import time
 from pathlib import Path
 
-from edge.daemon import Daemon, Health
-from edge.sdnotify import Notifier
-from engines.models import default_model_dir
+from egate.edge.service.daemon import Daemon, Health
+from egate.edge.service.sdnotify import Notifier
+from egate.engines.models import default_model_dir
+from egate.tools.paths import DEMO_MEDIA
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -43,7 +44,7 @@ class NotifySocket:
         self.sock.close()
 
 
-DEMO_GIF = ROOT / "tools" / "demo_media" / "head-pose-face-detection-female.gif"
+DEMO_GIF = DEMO_MEDIA / "head-pose-face-detection-female.gif"
 
 
 def _config(tmp_path: Path, state_dir: str) -> Path:
@@ -77,7 +78,7 @@ def _start(tmp_path: Path, cfg: Path, notify: NotifySocket) -> subprocess.Popen[
     }
     env.pop("WATCHDOG_PID", None)
     return subprocess.Popen(
-        [sys.executable, "-m", "tools.cli", "run", "--config", str(cfg)],
+        [sys.executable, "-m", "egate.tools.cli", "run", "--config", str(cfg)],
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,

@@ -9,7 +9,7 @@ from datetime import datetime
 
 import structlog
 
-from edge.logs import configure_logging
+from egate.edge.service.logs import configure_logging
 
 
 def test_json_lines_carry_the_contract_fields() -> None:

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, given, settings
 
-from tools.fuzz_targets import TARGETS, FuzzEnv, fuzz_env, strategy
+from egate.tools.bench.fuzz_targets import TARGETS, FuzzEnv, fuzz_env, strategy
 
 BUDGET = 120  # examples per target
 

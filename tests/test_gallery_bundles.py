@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from edge.bundles import (
+from egate.edge.trust.bundles import (
     BundleHeader,
     BundleRejected,
     BundleScope,
@@ -18,7 +18,7 @@ from edge.bundles import (
     assemble,
     split_envelope,
 )
-from edge.trust import KeysPayload, TrustStore
+from egate.edge.trust.keys import KeysPayload, TrustStore
 from tests.gallery_fixtures import (
     NOW,
     gallery_bundle,
@@ -171,7 +171,7 @@ def test_wrong_model(tmp_path: Path) -> None:
 def test_malformed_payload(tmp_path: Path, kind, payload: bytes) -> None:
     key = new_ops_key()
     if kind == "gallery":
-        from edge.bundles import GalleryLayout, sign_bundle
+        from egate.edge.trust.bundles import GalleryLayout, sign_bundle
 
         raw = sign_bundle(
             kind="gallery",

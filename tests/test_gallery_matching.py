@@ -8,9 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edge.gallery import Gallery
-from edge.gallery_payload import SubjectEntry
-from edge.matching import MatchPolicy, TemplateMatrix, _smallest
+from egate.edge.gallery.matching import MatchPolicy, TemplateMatrix, _smallest
+from egate.edge.gallery.payload import SubjectEntry
+from egate.edge.gallery.store import Gallery
 from tests.gallery_fixtures import NOW, gallery_bundle, new_ops_key, random_subjects, trust_with, verifier_for
 
 

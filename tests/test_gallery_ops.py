@@ -11,12 +11,16 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from edge.bundles import BundleScope, BundleVerifier, Scope, VersionState
-from edge.gallery import GalleryStore
-from edge.trust import TrustStore
+from egate.edge.gallery.store import GalleryStore
+from egate.edge.trust.bundles import BundleScope, BundleVerifier, Scope, VersionState
+from egate.edge.trust.keys import TrustStore
+from egate.tools.bench import search as bench_search
+from egate.tools.ops import bundle as ops_bundle
+from egate.tools.ops import config as ops_config
+from egate.tools.ops import gallery as ops_gallery
+from egate.tools.ops import keys as ops_keys
 from tests.gallery_fixtures import GALLERY_KEY
 from tests.shared_data import shared_data
-from tools import bench_search, ops_bundle, ops_config, ops_gallery, ops_keys
 
 runner = CliRunner()
 
@@ -97,7 +101,7 @@ def test_keys_rotation_bundle(tmp_path: Path) -> None:
 
 def test_gallery_build_with_the_real_engine(tmp_path: Path) -> None:
     lfw = shared_data("faces/lfw_krasserm")
-    from engines.models import default_model_dir
+    from egate.engines.models import default_model_dir
 
     models = default_model_dir()
     if not (models / "manifest.json").exists():
@@ -147,8 +151,8 @@ def test_gallery_build_with_the_real_engine(tmp_path: Path) -> None:
     # The gate accepts it and a third photo of a person finds that person.
     from datetime import UTC, datetime
 
-    from engines.config import EngineConfig
-    from engines.pipeline import FaceEngine
+    from egate.engines.config import EngineConfig
+    from egate.engines.pipeline import FaceEngine
 
     with FaceEngine.from_config(EngineConfig(), models) as engine:
         image = cv2.imread(str(sorted((lfw / "Colin_Powell").iterdir())[5]))
@@ -163,7 +167,7 @@ def test_gallery_build_with_the_real_engine(tmp_path: Path) -> None:
     gallery = store.activate(verifier.verify(out.read_bytes(), datetime.now(UTC)))
     result = gallery.search(probe.descriptor, 3)
     # Subject ids are the keyed hashes of the folder names, as the gates derive them.
-    from edge.lane_adapters import HashedSubjectLookup
+    from egate.edge.lane.adapters import HashedSubjectLookup
 
     expected = HashedSubjectLookup(bytes(range(32)), lambda: None).subject_for_label("subj-Colin")
     assert result.candidates[0].subject_id == expected and expected.startswith("s-")

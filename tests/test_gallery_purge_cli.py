@@ -9,9 +9,9 @@ from pathlib import Path
 import typer
 from typer.testing import CliRunner
 
+from egate.tools.ops import gallery as ops_gallery
 from tests.diag_fixtures import write_gallery
 from tests.gallery_fixtures import GALLERY_KEY
-from tools import ops_gallery
 
 
 def _purge(state: Path, creds: Path) -> tuple[int, dict[str, object] | None, str]:

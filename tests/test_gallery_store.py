@@ -15,8 +15,8 @@ import numpy as np
 import pytest
 from structlog.testing import capture_logs
 
-from edge.bundles import VersionState
-from edge.gallery import GalleryExpiryWatcher, GalleryStore, GalleryStoreError, GalleryUnavailable
+from egate.edge.gallery.store import GalleryExpiryWatcher, GalleryStore, GalleryStoreError, GalleryUnavailable
+from egate.edge.trust.bundles import VersionState
 from tests.gallery_fixtures import (
     GALLERY_KEY,
     NOW,

@@ -1,4 +1,4 @@
-"""edge.lane_adapters with the real reader parsers, turnstile event model and an activated gallery."""
+"""egate.edge.lane.adapters with the real reader parsers, turnstile event model and an activated gallery."""
 
 from __future__ import annotations
 
@@ -9,12 +9,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from drivers.document.bcbp import parse_bcbp
-from drivers.document.mrz import parse_mrz
-from drivers.turnstile.base import GateEvent
-from edge.gallery import Gallery
-from edge.gallery_payload import SubjectEntry
-from edge.lane_adapters import (
+from egate.drivers.document.bcbp import parse_bcbp
+from egate.drivers.document.mrz import parse_mrz
+from egate.drivers.turnstile.base import GateEvent
+from egate.edge.gallery.payload import SubjectEntry
+from egate.edge.gallery.store import Gallery
+from egate.edge.lane.adapters import (
     GalleryMatcher,
     HashedSubjectLookup,
     boarding_pass_read,
@@ -22,18 +22,13 @@ from edge.lane_adapters import (
     gate_event_in,
     gate_guidance,
 )
-from edge.lane_faces import LaneFace
-from edge.policy import Reason, Verdict
-from edge.session import (
-    DeviceHealth,
-    FaceObserved,
-    GateEventIn,
-    Guidance,
-    MatchScope,
-    SessionController,
-    SetMode,
-)
-from edge.settings.lane import LaneConfig, Mode
+from egate.edge.lane.faces import LaneFace
+from egate.edge.session.events import DeviceHealth, FaceObserved, GateEventIn, SetMode
+from egate.edge.session.machine import SessionController
+from egate.edge.session.policy import Reason, Verdict
+from egate.edge.session.ports import MatchScope
+from egate.edge.session.states import Guidance
+from egate.edge.settings.lane import LaneConfig, Mode
 from tests.gallery_fixtures import NOW, gallery_bundle, new_ops_key, random_subjects, trust_with, verifier_for
 from tests.lane_fixtures import FakeClock, RecordingGate, RecordingSinks
 

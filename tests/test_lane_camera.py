@@ -1,4 +1,4 @@
-"""drivers.camera on real sources: the Intel sample GIF, the face_recognition MP4 and image folders
+"""egate.drivers.camera on real sources: the Intel sample GIF, the face_recognition MP4 and image folders
 written from LFW faces; loss and reconnect by removing the file/folder under a running camera."""
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from pydantic import ValidationError
 
-from drivers.camera import Camera, CameraConfig, CameraState, jetson_csi_pipeline
+from egate.drivers.camera import Camera, CameraConfig, CameraState, jetson_csi_pipeline
 from tests.shared_data import shared_data
 
 GIF = "video/intel_sample_videos/preview/head-pose-face-detection-female.gif"

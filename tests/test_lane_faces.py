@@ -1,13 +1,13 @@
-"""edge.lane_faces: the engine's FaceObservation (real dataclasses) to the faces a session counts."""
+"""egate.edge.lane.faces: the engine's FaceObservation (real dataclasses) to the faces a session counts."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from edge.lane_faces import frame_timings, lane_faces, quality_score
-from engines.pipeline import FaceObservation
-from engines.quality import FaceQuality, QualityThresholds
+from egate.edge.lane.faces import frame_timings, lane_faces, quality_score
+from egate.engines.pipeline import FaceObservation
+from egate.engines.quality import FaceQuality, QualityThresholds
 
 T = QualityThresholds()
 

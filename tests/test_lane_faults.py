@@ -21,12 +21,12 @@ from pathlib import Path
 
 import pytest
 
-from edge.bundles import BundleScope
-from edge.gallery import write_encrypted
+from egate.edge.gallery.store import write_encrypted
+from egate.edge.trust.bundles import BundleScope
+from egate.tools.bench.lane_faults import audit, run_sigkill_trial
+from egate.tools.ops.keys import load_signing_key
+from egate.tools.rig.lane import EGATE, SITE, LaneRig, OpsMaterial, prepare_ops
 from tests.gallery_fixtures import OpsKey, gallery_bundle, random_subjects
-from tools.bench_lane_faults import audit, run_sigkill_trial
-from tools.lane_rig import EGATE, REPO, SITE, LaneRig, OpsMaterial, prepare_ops
-from tools.ops_keys import load_signing_key
 
 KILL_PASSAGES = int(os.environ.get("EGATE_KILL_PASSAGES", "3"))
 FEMALE, MALE = "subject-0001", "subject-0002"
@@ -123,8 +123,8 @@ def test_full_filesystem_no_opening_without_a_record_then_back_in_service(
 def test_outbox_at_its_limit_keeps_the_lane_out_until_the_link_drains_it(
     tmp_path: Path, ops_material: OpsMaterial
 ) -> None:
-    from edge.outbox import Outbox
-    from edge.settings.link import OutboxConfig
+    from egate.edge.settings.link import OutboxConfig
+    from egate.edge.uplink.outbox import Outbox
 
     limits = {"max_messages": 100, "alarm_ratio": 0.5}
     with LaneRig(tmp_path / "rig", plan=None, ops=ops_material, config={"outbox": limits}) as rig:
@@ -175,7 +175,7 @@ def test_gallery_for_another_model_is_refused_at_start_with_the_push_code(
         pushed = subprocess.run(
             [*EGATE, "ops", "push", str(bundle), "--gate", rig.gate, "--site", rig.site,
              "--host", rig.broker.host, "--port", str(rig.broker.port), "--timeout", "30", "--json"],
-            capture_output=True, text=True, cwd=REPO, timeout=90, check=False,
+            capture_output=True, text=True, timeout=90, check=False,
         )  # fmt: skip
         push_ack = json.loads(pushed.stdout.strip().splitlines()[-1])
         assert not push_ack["ok"]
@@ -201,7 +201,7 @@ def send_command(rig: LaneRig, ops: OpsMaterial, *args: str) -> dict[str, object
         [*EGATE, "ops", "cmd", *args, "--gate", rig.gate, "--site", rig.site,
          "--signing-key", str(ops.key), "--key-id", ops.key_id,
          "--host", rig.broker.host, "--port", str(rig.broker.port), "--json"],
-        capture_output=True, text=True, cwd=REPO, timeout=90, check=False,
+        capture_output=True, text=True, timeout=90, check=False,
     )  # fmt: skip
     return dict(json.loads(proc.stdout.strip().splitlines()[-1]))
 
@@ -250,6 +250,6 @@ def test_set_flights_refuses_malformed_designators_before_signing(tmp_path: Path
     proc = subprocess.run(
         [*EGATE, "ops", "cmd", "set-flights", "--flights", "LH1234567", "--gate", "g", "--site", "s",
          "--signing-key", str(tmp_path / "none.pem"), "--key-id", "k", "--json"],
-        capture_output=True, text=True, cwd=REPO, timeout=60, check=False,
+        capture_output=True, text=True, timeout=60, check=False,
     )  # fmt: skip
     assert proc.returncode != 0 and "not flight designators" in proc.stdout + proc.stderr

@@ -19,12 +19,12 @@ import cv2
 import numpy as np
 import pytest
 
-from drivers.document.bcbp import parse_bcbp
-from drivers.document.mrz import check_digit
-from edge.lane_adapters import HashedSubjectLookup
+from egate.drivers.document.bcbp import parse_bcbp
+from egate.drivers.document.mrz import check_digit
+from egate.edge.lane.adapters import HashedSubjectLookup
+from egate.tools.rig.lane import GATE, SITE, LaneRig, OpsMaterial, prepare_ops
+from egate.tools.sim.reader import ReaderSimulator
 from tests.test_lane_rig import GAP, LEAD_IN, pytestmark  # noqa: F401 - same skips and timeout
-from tools.lane_rig import GATE, SITE, LaneRig, OpsMaterial, prepare_ops
-from tools.reader_sim import ReaderSimulator
 
 SUBJECT_KEY = secrets.token_bytes(32)
 LOOKUP = HashedSubjectLookup(SUBJECT_KEY, lambda: None)
@@ -50,7 +50,7 @@ BOARDING_PASS = "M1DESMARAIS/LUC       EABC123 YULFRAAC 0834 326J001A0025 100"
 
 def _diag_reader(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "tools.cli", "diag", "reader", *args], capture_output=True, text=True, timeout=60
+        [sys.executable, "-m", "egate.tools.cli", "diag", "reader", *args], capture_output=True, text=True, timeout=60
     )
 
 
@@ -150,7 +150,7 @@ def test_boarding_mode_matches_the_passenger_of_the_boarding_pass(
 
 
 def test_td3_helper_builds_a_valid_mrz() -> None:
-    from drivers.document.mrz import parse_mrz_lines
+    from egate.drivers.document.mrz import parse_mrz_lines
 
     result = parse_mrz_lines(td3(*WOMAN_DOC[:1], "DOE", "JANE"), today=date(2026, 11, 28))
     assert result.valid, result.errors
@@ -159,11 +159,11 @@ def test_td3_helper_builds_a_valid_mrz() -> None:
 
 def _page(lines: list[str], person: int) -> np.ndarray:
     """A data page: the portrait of enrolment-clip person 0 (woman) or 1 (man) above a rendered MRZ."""
-    from engines.config import EngineConfig
-    from engines.models import default_model_dir
-    from engines.pipeline import FaceEngine
+    from egate.engines.config import EngineConfig
+    from egate.engines.models import default_model_dir
+    from egate.engines.pipeline import FaceEngine
+    from egate.tools.rig.lane import ENROLMENT_CLIP, read_clip
     from tests.reader_fixtures import render_ocrb_page
-    from tools.lane_rig import ENROLMENT_CLIP, read_clip
 
     engine = FaceEngine.from_config(EngineConfig(), default_model_dir())
     try:

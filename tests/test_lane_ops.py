@@ -1,4 +1,4 @@
-"""The gate's handling of ops bundles and signed commands (edge.lane_ops) with real signed bundles."""
+"""The gate's handling of ops bundles and signed commands (egate.edge.lane.ops) with real signed bundles."""
 
 from __future__ import annotations
 
@@ -7,14 +7,14 @@ from pathlib import Path
 
 import pytest
 
-from edge.bundles import CommandPayload, VersionState
-from edge.chunks import TransferRefused
-from edge.gallery import GalleryStore
-from edge.lane_ops import DEFERRED_BY_TECHNICIAN, OpsHandler
-from edge.matching import MatchPolicy
-from edge.session import Event, Maintenance, SetMode
-from edge.settings import load_settings_text, with_pushed_config
-from edge.settings.lane import Mode
+from egate.edge.gallery.matching import MatchPolicy
+from egate.edge.gallery.store import GalleryStore
+from egate.edge.lane.ops import DEFERRED_BY_TECHNICIAN, OpsHandler
+from egate.edge.session.events import Event, Maintenance, SetMode
+from egate.edge.settings import load_settings_text, with_pushed_config
+from egate.edge.settings.lane import Mode
+from egate.edge.trust.bundles import CommandPayload, VersionState
+from egate.edge.uplink.chunks import TransferRefused
 from tests.gallery_fixtures import (
     GALLERY_KEY,
     NOW,

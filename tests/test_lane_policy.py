@@ -7,7 +7,7 @@ from datetime import date
 
 import pytest
 
-from edge.policy import (
+from egate.edge.session.policy import (
     BoardingPassFacts,
     CaptureFacts,
     Comparison,

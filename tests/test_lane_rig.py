@@ -1,4 +1,4 @@
-"""End to end through the real daemon (`egate run`) with `tools.lane_rig.LaneRig`: real camera driver on
+"""End to end through the real daemon (`egate run`) with `egate.tools.rig.lane.LaneRig`: real camera driver on
 frames cut from the demo clips, real face engine, real signed gallery pushed over a real mosquitto,
 the OSDP turnstile simulator on a PTY with a secure channel, outcomes read back over MQTT.
 
@@ -16,8 +16,8 @@ from typing import Any
 
 import pytest
 
-from tools.lane_rig import GATE, SITE, LaneRig, OpsMaterial, prepare_ops, run_egate
-from tools.local_broker import MOSQUITTO
+from egate.tools.rig.lane import GATE, SITE, LaneRig, OpsMaterial, prepare_ops, run_egate
+from egate.tools.rig.local_broker import MOSQUITTO
 
 MODEL_DIR = Path(__file__).resolve().parents[1] / ".cache" / "models"
 
@@ -156,7 +156,7 @@ def test_demo_once_plays_the_lane_and_reports_every_traveller(tmp_path: Path) ->
     import typer
     from typer.testing import CliRunner
 
-    from tools import demo
+    from egate.tools.demo import run as demo
 
     app = typer.Typer()
     demo.register(app)
@@ -247,7 +247,7 @@ def test_outcomes_wait_in_the_outbox_while_the_broker_is_down(make_rig) -> None:
 def test_ops_sees_status_health_and_a_signed_mode_change(make_rig) -> None:
     """What central ops sees of a running gate: retained status with versions and devices, periodic health
     with real engine timings, and a signed set_mode command acknowledged and applied."""
-    from edge.messages import CmdAck, HealthPayload, StatusPayload
+    from egate.edge.uplink.messages import CmdAck, HealthPayload, StatusPayload
 
     rig = make_rig(plan=[LEAD_IN, "stranger", GAP])
     rig.wait_outcomes(1, timeout=20)
@@ -282,7 +282,7 @@ def test_ops_sees_status_health_and_a_signed_mode_change(make_rig) -> None:
 
 
 def test_restart_keeps_the_encrypted_gallery_refuses_a_rollback_and_stores_nothing_personal(make_rig) -> None:
-    from tools.lane_rig import RigError
+    from egate.tools.rig.lane import RigError
 
     rig = make_rig(plan=[LEAD_IN, "female", GAP])
     [first] = rig.wait_outcomes(1, timeout=30)

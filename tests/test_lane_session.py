@@ -9,26 +9,24 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from edge.lane_faces import LaneFace
-from edge.policy import Reason, Verdict
-from edge.session import (
+from egate.edge.lane.faces import LaneFace
+from egate.edge.session.events import (
     BoardingPassRead,
     ClearAlarm,
     DeviceHealth,
     DocumentRead,
     FaceObserved,
     GateEventIn,
-    Guidance,
-    LaneLoop,
-    LaneState,
     Maintenance,
-    OutcomeRecord,
-    SessionController,
     SetMode,
     Tick,
-    mask_document_number,
 )
-from edge.settings.lane import LaneConfig, Mode
+from egate.edge.session.loop import LaneLoop
+from egate.edge.session.machine import SessionController, mask_document_number
+from egate.edge.session.policy import Reason, Verdict
+from egate.edge.session.records import OutcomeRecord
+from egate.edge.session.states import Guidance, LaneState
+from egate.edge.settings.lane import LaneConfig, Mode
 from tests.lane_fixtures import FUTURE, PAST, Lane, Step, healthy, make_lane
 
 S = LaneState

@@ -13,22 +13,16 @@ from pathlib import Path
 
 import pytest
 
-from edge.lane import Lane as DaemonLane
-from edge.outbox import OutboxFull
-from edge.policy import Reason, Verdict
-from edge.session import (
-    DeviceHealth,
-    FaceObserved,
-    GateEventIn,
-    LaneState,
-    OutcomeRecord,
-    SessionController,
-    SetFlights,
-    Tick,
-)
-from edge.settings import Settings
-from edge.settings.lane import LaneConfig
-from edge.settings.link import OutboxConfig
+from egate.edge.lane.assembly import Lane as DaemonLane
+from egate.edge.session.events import DeviceHealth, FaceObserved, GateEventIn, SetFlights, Tick
+from egate.edge.session.machine import SessionController
+from egate.edge.session.policy import Reason, Verdict
+from egate.edge.session.records import OutcomeRecord
+from egate.edge.session.states import LaneState
+from egate.edge.settings import Settings
+from egate.edge.settings.lane import LaneConfig
+from egate.edge.settings.link import OutboxConfig
+from egate.edge.uplink.outbox import OutboxFull
 from tests.lane_fixtures import FakeClock, Lane, People, RecordingSinks, Step, VectorMatcher, healthy, make_lane
 
 S = LaneState
@@ -293,8 +287,8 @@ def test_gallery_on_disk_is_checked_at_start_like_a_push(
 ) -> None:
     from datetime import UTC, datetime, timedelta
 
-    from edge.bundles import BundleScope
-    from edge.gallery import write_encrypted
+    from egate.edge.gallery.store import write_encrypted
+    from egate.edge.trust.bundles import BundleScope
     from tests.gallery_fixtures import GALLERY_KEY, MODEL_ID, gallery_bundle, new_ops_key, random_subjects
 
     creds = tmp_path / "creds"

@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from edge.chunks import ChunkAssembler, TransferRefused, missing_ranges
-from edge.messages import BundleAck, BundleChunk
+from egate.edge.uplink.chunks import ChunkAssembler, TransferRefused, missing_ranges
+from egate.edge.uplink.messages import BundleAck, BundleChunk
+from egate.tools.ops.client import OpsClient, PushProgress
 from tests.broker import Mosquitto, wait_until
 from tests.link_fixtures import GATE, SITE, broker, fast_link_config, make_link
-from tools.ops_client import OpsClient, PushProgress
 
 __all__ = ["broker"]  # the fixture, imported for pytest
 

@@ -13,11 +13,12 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from typer.testing import CliRunner
 
-from edge.bundles import SIGNATURE_CONTEXT, CommandPayload, parse_header, split_envelope
-from edge.messages import BundleAck, CmdAck, message_schemas
+from egate.edge.trust.bundles import SIGNATURE_CONTEXT, CommandPayload, parse_header, split_envelope
+from egate.edge.uplink.messages import BundleAck, CmdAck, message_schemas
+from egate.tools.bench import link as bench_link
+from egate.tools.ops import link as ops_link
 from tests.broker import Mosquitto
 from tests.link_fixtures import GATE, SITE, broker, fast_link_config, make_link
-from tools import bench_link, ops_link
 
 __all__ = ["broker"]  # the fixture, imported for pytest
 
@@ -41,7 +42,7 @@ def _signed_bundle(path: Path, payload: bytes) -> Path:
     """A real signed bundle (kind `keys`: the tool reads the kind from its header)."""
     from datetime import UTC, datetime, timedelta
 
-    from edge.bundles import BundleScope, sign_bundle
+    from egate.edge.trust.bundles import BundleScope, sign_bundle
 
     now = datetime.now(UTC)
     path.write_bytes(
@@ -119,7 +120,7 @@ def test_push_of_a_file_that_is_no_bundle_is_refused_before_connecting(tmp_path:
 
 
 def test_broker_refused_and_dns_failure_are_told_apart(tmp_path: Path) -> None:
-    from tools.local_broker import free_port
+    from egate.tools.rig.local_broker import free_port
 
     bundle = _signed_bundle(tmp_path / "b.egb", b"x")
     base = ["push", str(bundle), "--gate", GATE, "--site", SITE, "--json"]

@@ -16,9 +16,9 @@ from typing import IO
 
 import pytest
 
-from edge.messages import CmdAck, HealthPayload
-from edge.outbox import Outbox
-from edge.settings.link import OutboxConfig
+from egate.edge.settings.link import OutboxConfig
+from egate.edge.uplink.messages import CmdAck, HealthPayload
+from egate.edge.uplink.outbox import Outbox
 from tests.broker import Mosquitto, wait_until
 from tests.link_fixtures import GATE, SITE, Recorder, broker, fast_link_config, latest_status, make_link
 

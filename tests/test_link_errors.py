@@ -6,12 +6,12 @@ from pathlib import Path
 
 import pytest
 
-from edge.link import LinkCredentials
-from edge.secrets import CredentialError
-from edge.settings.link import LinkConfig
+from egate.edge.service.secrets import CredentialError
+from egate.edge.settings.link import LinkConfig
+from egate.edge.uplink.link import LinkCredentials
+from egate.tools.ops.client import OpsTls
 from tests.broker import Mosquitto, wait_until
 from tests.link_fixtures import GATE, SITE, Pki, Recorder, fast_link_config, make_link, pki, tls_broker
-from tools.ops_client import OpsTls
 
 __all__ = ["pki", "tls_broker"]  # fixtures, imported for pytest
 
@@ -19,7 +19,7 @@ ROOT = f"egate/v1/{SITE}/{GATE}"
 
 
 def _assert_keeps_retrying_offline(link: object, *categories: str) -> None:
-    from edge.link import MqttLink
+    from egate.edge.uplink.link import MqttLink
 
     assert isinstance(link, MqttLink)
     wait_until(lambda: link.last_error is not None, 10, "a connection error")

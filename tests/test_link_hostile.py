@@ -11,13 +11,14 @@ from pathlib import Path
 import pytest
 import structlog
 
-from edge.bundles import VersionState
-from edge.gallery import GalleryStore
-from edge.lane_ops import OpsHandler
-from edge.link import LinkCredentials, MqttLink
-from edge.messages import StatusPayload
-from edge.outbox import Outbox
-from edge.settings.link import OutboxConfig
+from egate.edge.gallery.store import GalleryStore
+from egate.edge.lane.ops import OpsHandler
+from egate.edge.settings.link import OutboxConfig
+from egate.edge.trust.bundles import VersionState
+from egate.edge.uplink.link import LinkCredentials, MqttLink
+from egate.edge.uplink.messages import StatusPayload
+from egate.edge.uplink.outbox import Outbox
+from egate.tools.bench.chunks import hostile_message
 from tests.broker import Mosquitto, wait_until
 from tests.gallery_fixtures import (
     GALLERY_KEY,
@@ -30,7 +31,6 @@ from tests.gallery_fixtures import (
     verifier_for,
 )
 from tests.link_fixtures import Recorder, broker, fast_link_config
-from tools.bench_chunks import hostile_message
 
 __all__ = ["broker"]  # the fixture, imported for pytest
 

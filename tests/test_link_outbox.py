@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from edge.messages import EventPayload, OutboxEnvelope
-from edge.outbox import Outbox, OutboxFull
-from edge.settings.link import OutboxConfig
+from egate.edge.settings.link import OutboxConfig
+from egate.edge.uplink.messages import EventPayload, OutboxEnvelope
+from egate.edge.uplink.outbox import Outbox, OutboxFull
 
 
 class Clock:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from edge.settings.link import LinkConfig
+from egate.edge.settings.link import LinkConfig
 from tests.broker import wait_until
 from tests.link_fixtures import make_link
 

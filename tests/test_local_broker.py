@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tools.local_broker import Mosquitto
+from egate.tools.rig.local_broker import Mosquitto
 
 
 def test_start_refuses_a_port_someone_else_listens_on(tmp_path: Path) -> None:

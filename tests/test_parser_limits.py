@@ -11,11 +11,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from drivers.document.bcbp import parse_bcbp
-from drivers.document.models import ReaderResult
-from drivers.document.serial_reader import SerialDocumentReader
-from edge.bundles import BundleRejected, BundleScope, GalleryLayout, RejectCode, sign_bundle
-from edge.gallery_payload import GalleryPayloadMeta, SubjectEntry, encode_gallery_payload
+from egate.drivers.document.bcbp import parse_bcbp
+from egate.drivers.document.models import ReaderResult
+from egate.drivers.document.serial_reader import SerialDocumentReader
+from egate.edge.gallery.payload import GalleryPayloadMeta, SubjectEntry, encode_gallery_payload
+from egate.edge.trust.bundles import BundleRejected, BundleScope, GalleryLayout, RejectCode, sign_bundle
 from tests.gallery_fixtures import DIM, GATE, MODEL_ID, NOW, new_ops_key, trust_with, verifier_for
 
 BCBP = "M1DESMARAIS/LUC       EABC123 YULFRAAC 0834 326J001A0025 100"
@@ -58,7 +58,7 @@ def test_deeply_nested_gallery_tags_are_malformed_not_a_crash(tmp_path: Path) ->
     pub = tmp_path / "k.pub.json"
     pub.write_text(key.entry.model_dump_json())
     run = subprocess.run(
-        [sys.executable, "-m", "tools.cli", "ops", "bundle", "inspect", str(path), "--pub", str(pub), "--json"],
+        [sys.executable, "-m", "egate.tools.cli", "ops", "bundle", "inspect", str(path), "--pub", str(pub), "--json"],
         capture_output=True,
         text=True,
         timeout=60,

@@ -20,12 +20,12 @@ from typing import Any
 
 import pytest
 
-from drivers.document.mrz import check_digit
-from edge.lane_adapters import HashedSubjectLookup
+from egate.drivers.document.mrz import check_digit
+from egate.edge.lane.adapters import HashedSubjectLookup
+from egate.tools.rig.lane import GATE, SITE, LaneRig, prepare_ops
+from egate.tools.sim.reader import ReaderSimulator
 from tests.broker import wait_until
 from tests.test_lane_rig import GAP, LEAD_IN, pytestmark  # noqa: F401 - same skips and timeout
-from tools.lane_rig import GATE, SITE, LaneRig, prepare_ops
-from tools.reader_sim import ReaderSimulator
 
 SUBJECT_KEY = secrets.token_bytes(32)
 NUMBER, ISSUER = "X1234567", "UTO"  # the woman of the enrolment clip is enrolled under this document
@@ -64,7 +64,7 @@ def td3(*, birth: str, expiry: str, filler_misread: bool, issuer_misread: bool) 
 
 def _diag_reader(config: Path) -> str:
     run = subprocess.run(
-        [sys.executable, "-m", "tools.cli", "diag", "reader", "--config", str(config), "--json"],
+        [sys.executable, "-m", "egate.tools.cli", "diag", "reader", "--config", str(config), "--json"],
         capture_output=True,
         text=True,
         timeout=60,

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import tomllib
 
-from drivers.compat import StrEnum310
+from egate.drivers.compat import StrEnum310
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -8,8 +8,8 @@ import pytest
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from drivers.document import parse_bcbp
-from drivers.document.bcbp import SignatureVerifier
+from egate.drivers.document import parse_bcbp
+from egate.drivers.document.bcbp import SignatureVerifier
 from tests.reader_fixtures import BCBP_ONE_LEG, bcbp_invalid_strings, bcbp_valid_strings
 
 TWO_LEGS = (

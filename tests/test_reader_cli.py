@@ -9,10 +9,11 @@ import cv2
 import typer
 from typer.testing import CliRunner
 
+from egate.tools.bench import mrz as bench_mrz
+from egate.tools.diag import reader as diag_reader
+from egate.tools.sim.reader import ReaderSimulator
 from tests.reader_fixtures import BCBP_ONE_LEG, UTOPIA_TD3, render_ocrb_page
 from tests.shared_data import shared_data
-from tools import bench_mrz, diag_reader
-from tools.reader_sim import ReaderSimulator
 
 
 def _app() -> typer.Typer:

@@ -7,8 +7,8 @@ from datetime import date
 
 import pytest
 
-from drivers.document.mrz import check_digit, parse_mrz, position_classes
-from drivers.document.mrz_decode import Candidates, constrain, decode
+from egate.drivers.document.mrz import check_digit, parse_mrz, position_classes
+from egate.drivers.document.mrz_decode import Candidates, constrain, decode
 from tests.reader_fixtures import UTOPIA_TD2, UTOPIA_TD3
 
 TD1 = ["I<UTOD231458907<<<<<<<<<<<<<<<", "7408122F1204159UTO<<<<<<<<<<<6", "ERIKSSON<<ANNA<MARIA<<<<<<<<<<"]

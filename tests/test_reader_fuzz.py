@@ -7,8 +7,8 @@ from datetime import date
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from drivers.document import parse_bcbp, parse_mrz
-from drivers.document.mrz import char_value
+from egate.drivers.document import parse_bcbp, parse_mrz
+from egate.drivers.document.mrz import char_value
 from tests.reader_fixtures import BCBP_ONE_LEG, UTOPIA_TD3
 
 MRZ_CHARS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789<"

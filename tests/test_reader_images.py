@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import zxingcpp
 
-from drivers.document import BcbpResult, MrzResult, decode_barcodes, read_image, read_mrz_image
-from drivers.document.ocr import OcrTrace
+from egate.drivers.document import BcbpResult, MrzResult, decode_barcodes, read_image, read_mrz_image
+from egate.drivers.document.ocr import OcrTrace
 from tests.reader_fixtures import BCBP_ONE_LEG, UTOPIA_TD2, UTOPIA_TD3, render_ocrb_page, tony_images
 from tests.shared_data import shared_data
 

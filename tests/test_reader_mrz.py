@@ -6,8 +6,8 @@ from datetime import date
 
 import pytest
 
-from drivers.document import mask_document_number, parse_mrz
-from drivers.document.mrz import check_digit
+from egate.drivers.document import mask_document_number, parse_mrz
+from egate.drivers.document.mrz import check_digit
 from tests.reader_fixtures import UTOPIA_TD2, UTOPIA_TD3, cheminfo_cases
 
 BEFORE_UTOPIA_EXPIRY = date(2010, 1, 1)

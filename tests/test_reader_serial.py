@@ -7,9 +7,9 @@ from datetime import date
 
 import pytest
 
-from drivers.document import BcbpResult, MrzResult, ReaderError, SerialDocumentReader
+from egate.drivers.document import BcbpResult, MrzResult, ReaderError, SerialDocumentReader
+from egate.tools.sim.reader import ReaderSimulator
 from tests.reader_fixtures import BCBP_ONE_LEG, UTOPIA_TD2, UTOPIA_TD3, ResultQueue
-from tools.reader_sim import ReaderSimulator
 
 TD1 = ["IDCHEA1234567<6<<<<<<<<<<<<<<<", "7510256M2009018CHE<<<<<<<<<<<8", "SMITH<<JOHN<ALBERT<<<<<<<<<<<<"]
 
@@ -158,7 +158,7 @@ def test_simulator_pty_is_raw() -> None:
 
 
 def test_document_reader_facade_uses_config() -> None:
-    from drivers.document import DocumentReader, ReaderConfig
+    from egate.drivers.document import DocumentReader, ReaderConfig
 
     with ReaderSimulator() as sim:
         results = ResultQueue()
@@ -174,7 +174,7 @@ def test_document_reader_facade_uses_config() -> None:
 def test_config_rejects_signature_check_without_key_and_equal_retry() -> None:
     from pydantic import ValidationError
 
-    from drivers.document import DocumentReader, ReaderConfig
+    from egate.drivers.document import DocumentReader, ReaderConfig
 
     with pytest.raises(ValueError, match=r"bcbp_issuer_key\.pem"):
         DocumentReader(ReaderConfig(verify_bcbp_signature=True), ResultQueue())

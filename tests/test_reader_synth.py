@@ -16,9 +16,9 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from drivers.document.mrz import check_failures, parse_mrz
-from drivers.document.ocr import read_mrz_image
-from tools.mrz_synth import (
+from egate.drivers.document.mrz import check_failures, parse_mrz
+from egate.drivers.document.ocr import read_mrz_image
+from egate.tools.sim.mrz_synth import (
     DEGRADATIONS,
     FORMATS,
     OCR_B_FONT,
@@ -48,7 +48,7 @@ def test_index_walks_every_format_and_damage() -> None:
 
 @pytest.mark.parametrize("fmt", FORMATS)
 def test_ground_truth_is_a_well_formed_mrz(fmt: str) -> None:
-    from tools.mrz_synth import break_check_digit
+    from egate.tools.sim.mrz_synth import break_check_digit
 
     rng = np.random.default_rng(5)
     for _ in range(40):
@@ -104,8 +104,8 @@ def test_stress_subset_end_to_end() -> None:
 def test_diag_reader_reads_a_generated_page(tmp_path: Path) -> None:
     import typer
 
-    from tools import diag_reader
-    from tools.cli import app as _unused  # noqa: F401  (the real CLI wiring is exercised elsewhere)
+    from egate.tools.cli import app as _unused  # noqa: F401  (the real CLI wiring is exercised elsewhere)
+    from egate.tools.diag import reader as diag_reader
 
     s = generate_sample(21, 2)  # a clean TD3
     path = tmp_path / "page.png"
@@ -120,8 +120,8 @@ def test_diag_reader_reads_a_generated_page(tmp_path: Path) -> None:
 
 
 def test_page_camera_reader_reads_a_generated_page() -> None:
-    # edge/lane_page.py reads each placed page through DocumentReader.read_image: the same reader.
-    from drivers.document import DocumentReader, MrzResult, ReaderConfig
+    # edge/lane/page.py reads each placed page through DocumentReader.read_image: the same reader.
+    from egate.drivers.document import DocumentReader, MrzResult, ReaderConfig
 
     s = generate_sample(21, 9)  # MRV-B, tilted up to 10 degrees
     reader = DocumentReader(ReaderConfig(), on_result=lambda _r: None, today=lambda: REFERENCE)
@@ -132,7 +132,7 @@ def test_page_camera_reader_reads_a_generated_page() -> None:
 
 def test_a_failing_tesseract_costs_its_opinion_not_the_read() -> None:
     # A printed wrong check digit makes the reader ask tesseract; `false` stands for a tesseract that fails.
-    from drivers.document.ocr import OcrSettings
+    from egate.drivers.document.ocr import OcrSettings
 
     s = generate_sample(21, 2, SynthParams(invalid_share=1.0))  # a clean TD3
     assert not s.truth.checks_valid

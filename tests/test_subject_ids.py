@@ -7,13 +7,13 @@ import subprocess
 import sys
 from pathlib import Path
 
-from edge.bundles import split_envelope
-from edge.gallery_payload import decode_gallery_payload
-from edge.lane_adapters import HashedSubjectLookup
+from egate.edge.gallery.payload import decode_gallery_payload
+from egate.edge.lane.adapters import HashedSubjectLookup
+from egate.edge.trust.bundles import split_envelope
+from egate.tools.rig.lane import run_egate, write_enrolment_photos
 from tests.test_lane_rig import pytestmark  # noqa: F401 - same skips (face models) and timeout
-from tools.lane_rig import run_egate, write_enrolment_photos
 
-EGATE = [sys.executable, "-m", "tools.cli"]
+EGATE = [sys.executable, "-m", "egate.tools.cli"]
 KEY = bytes(range(32))
 
 

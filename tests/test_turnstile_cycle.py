@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from drivers.turnstile.config import TurnstileConfig, TurnstileIoMap
-from drivers.turnstile.cycle import (
+from egate.drivers.turnstile.config import TurnstileConfig, TurnstileIoMap
+from egate.drivers.turnstile.cycle import (
     MAX_TIMER_COUNT,
     OUT_PERMANENT_OFF,
     OUT_PERMANENT_ON,

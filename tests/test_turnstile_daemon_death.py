@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
+from egate.tools.rig.lane import GATE, SITE, LaneRig, OpsMaterial, prepare_ops
+from egate.tools.sim.osdp_gate import OUT_TEMPORARY_ON
 from tests.test_lane_rig import GAP, LEAD_IN
 from tests.test_lane_rig import pytestmark as rig_marks
-from tools.lane_rig import GATE, SITE, LaneRig, OpsMaterial, prepare_ops
-from tools.turnstile_sim import OUT_TEMPORARY_ON
 
 # The rig's skips; a longer timeout, as the module's first test also builds the ops material.
 pytestmark = [*rig_marks[1:], pytest.mark.timeout(300)]

@@ -1,4 +1,4 @@
-"""The Modbus RTU gate driver against pymodbus's own server on a PTY pair (tools/modbus_gate_sim.py).
+"""The Modbus RTU gate driver against pymodbus's own server on a PTY pair (tools/sim/modbus_gate.py).
 
 The same safety rules as the OSDP driver, asserted on the simulated relays: the entry opens only for
 an accepted decision and once per decision id, relocks at the end of the passage and at its
@@ -12,9 +12,9 @@ from collections.abc import Iterator
 
 import pytest
 
-from drivers.turnstile.modbus import ModbusGateConfig, ModbusGateController
+from egate.drivers.turnstile.modbus import ModbusGateConfig, ModbusGateController
+from egate.tools.sim.modbus_gate import ModbusGateSimulator, socat_available
 from tests.turnstile_fixtures import EventRecorder, wait_until
-from tools.modbus_gate_sim import ModbusGateSimulator, socat_available
 
 pytestmark = pytest.mark.skipif(not socat_available(), reason="socat missing: make setup installs it")
 

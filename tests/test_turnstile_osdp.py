@@ -7,9 +7,9 @@ import secrets
 import pytest
 from structlog.testing import capture_logs
 
-from drivers.turnstile.config import TurnstileConfig
-from drivers.turnstile.cycle import OUT_PERMANENT_OFF, OUT_PERMANENT_ON, OUT_TEMPORARY_ON
-from drivers.turnstile.osdp import OsdpGateController
+from egate.drivers.turnstile.config import TurnstileConfig
+from egate.drivers.turnstile.cycle import OUT_PERMANENT_OFF, OUT_PERMANENT_ON, OUT_TEMPORARY_ON
+from egate.drivers.turnstile.osdp import OsdpGateController
 from tests import turnstile_fixtures
 from tests.turnstile_fixtures import DEADLINE_S, GateFactory, GatePair, wait_until
 

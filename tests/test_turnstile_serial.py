@@ -7,7 +7,7 @@ import pty
 import tty
 from pathlib import Path
 
-from drivers.turnstile.serial_channel import SerialChannel
+from egate.drivers.turnstile.serial_channel import SerialChannel
 
 
 def make_pty(link: Path) -> tuple[int, int]:

@@ -10,7 +10,7 @@ from pathlib import Path
 import typer
 from typer.testing import CliRunner
 
-from tools.bench_gate import register
+from egate.tools.bench.gate import register
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -18,7 +18,16 @@ ROOT = Path(__file__).resolve().parents[1]
 def test_simulator_cli_prints_its_pty_and_obeys_commands(tmp_path: Path) -> None:
     link = tmp_path / "gate"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "tools.turnstile_sim", "--install-mode", "--link", str(link), "--time-scale", "0.01"],
+        [
+            sys.executable,
+            "-m",
+            "egate.tools.sim.osdp_gate",
+            "--install-mode",
+            "--link",
+            str(link),
+            "--time-scale",
+            "0.01",
+        ],
         cwd=ROOT,
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
@@ -44,7 +53,7 @@ def test_simulator_cli_prints_its_pty_and_obeys_commands(tmp_path: Path) -> None
 
 def test_simulator_cli_refuses_to_start_without_a_key() -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "tools.turnstile_sim"], cwd=ROOT, capture_output=True, text=True, timeout=30
+        [sys.executable, "-m", "egate.tools.sim.osdp_gate"], cwd=ROOT, capture_output=True, text=True, timeout=30
     )
     assert result.returncode == 2
     assert "--scbk-file" in result.stderr

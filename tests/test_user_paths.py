@@ -1,4 +1,4 @@
-"""Each user's path through the tools, end to end against the demo rig (tools/lane_rig.py).
+"""Each user's path through the tools, end to end against the demo rig (tools/rig/lane.py).
 
 The field technician (selftest healthy, broken, in maintenance, without a usable gallery), the central
 ops engineer (keys, a gallery built from bad photos, a push to a wrong gate, a signed command) and the
@@ -19,8 +19,8 @@ from typing import Any
 
 import pytest
 
-from tools.lane_rig import GATE, SITE, LaneRig, prepare_ops
-from tools.local_broker import MOSQUITTO
+from egate.tools.rig.lane import GATE, SITE, LaneRig, prepare_ops
+from egate.tools.rig.local_broker import MOSQUITTO
 
 ROOT = Path(__file__).resolve().parents[1]
 MODEL_DIR = ROOT / ".cache" / "models"
@@ -39,7 +39,7 @@ pytestmark = [
 
 def egate(*args: str, env: dict[str, str] | None = None, timeout: float = 180) -> tuple[int, str, str]:
     result = subprocess.run(
-        [sys.executable, "-m", "tools.cli", *args],
+        [sys.executable, "-m", "egate.tools.cli", *args],
         capture_output=True,
         text=True,
         timeout=timeout,

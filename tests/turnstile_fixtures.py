@@ -13,10 +13,10 @@ from typing import Any
 
 import pytest
 
-from drivers.turnstile.base import GateEvent, GateEventKind
-from drivers.turnstile.config import TurnstileConfig
-from drivers.turnstile.osdp import OsdpGateController
-from tools.turnstile_sim import TurnstileSimulator
+from egate.drivers.turnstile.base import GateEvent, GateEventKind
+from egate.drivers.turnstile.config import TurnstileConfig
+from egate.drivers.turnstile.osdp import OsdpGateController
+from egate.tools.sim.osdp_gate import TurnstileSimulator
 
 DEADLINE_S = 10.0  # generous: 8 helpers share 2 cores; waits return as soon as the event arrives
 

@@ -22,48 +22,48 @@ app.add_typer(config_app, name="config")
 
 # group name -> modules that add commands to it (each has `register(app: typer.Typer)`).
 GROUPS: dict[str, tuple[str, list[str]]] = {
-    "models": ("Provision the face models (build, show).", ["tools.models_cmd"]),
+    "models": ("Provision the face models (build, show).", ["egate.tools.models.commands"]),
     "bench": (
         "Measure speed and accuracy; JSON with --json.",
         [
-            "tools.bench_engine",
-            "tools.bench_verify",
-            "tools.bench_mrz",
-            "tools.mrz_synth",
-            "tools.bench_gate",
-            "tools.bench_search",
-            "tools.bench_link",
-            "tools.bench_lane",
-            "tools.bench_display",
-            "tools.bench_chip",
-            "tools.bench_chunks",
-            "tools.bench_fuzz",
-            "tools.bench_fleet",
-            "tools.bench_lane_faults",
+            "egate.tools.bench.engine",
+            "egate.tools.bench.verify",
+            "egate.tools.bench.mrz",
+            "egate.tools.sim.mrz_synth",
+            "egate.tools.bench.gate",
+            "egate.tools.bench.search",
+            "egate.tools.bench.link",
+            "egate.tools.bench.lane",
+            "egate.tools.bench.display",
+            "egate.tools.bench.chip",
+            "egate.tools.bench.chunks",
+            "egate.tools.bench.fuzz",
+            "egate.tools.bench.fleet",
+            "egate.tools.bench.lane_faults",
         ],
     ),
     "diag": (
         "Field technician diagnostics.",
         [
-            "tools.diag",
-            "tools.diag_engines",
-            "tools.diag_reader",
-            "tools.diag_chip",
+            "egate.tools.diag.commands",
+            "egate.tools.diag.engines",
+            "egate.tools.diag.reader",
+            "egate.tools.diag.chip",
         ],
     ),
-    "display": ("The traveller's screen (kiosk page).", ["tools.display_cmd"]),
+    "display": ("The traveller's screen (kiosk page).", ["egate.tools.display.commands"]),
     "ops": (
         "Central-ops tools: keys, bundles, galleries, push, watch.",
         [
-            "tools.ops_keys",
-            "tools.ops_gallery",
-            "tools.ops_bundle",
-            "tools.ops_config",
-            "tools.ops_csca",
-            "tools.ops_link",
-            "tools.ops_collect",
-            "tools.ops_rollout",
-            "tools.ops_report",
+            "egate.tools.ops.keys",
+            "egate.tools.ops.gallery",
+            "egate.tools.ops.bundle",
+            "egate.tools.ops.config",
+            "egate.tools.ops.csca",
+            "egate.tools.ops.link",
+            "egate.tools.ops.collect",
+            "egate.tools.ops.rollout",
+            "egate.tools.ops.report",
         ],
     ),
 }
@@ -77,7 +77,7 @@ def _register_groups() -> None:
         for module in modules:
             importlib.import_module(module).register(group)
         app.add_typer(group, name=name)
-    importlib.import_module("tools.demo").register(app)  # `egate demo`: the demo lane of `make run`
+    importlib.import_module("egate.tools.demo.run").register(app)  # `egate demo`: the demo lane of `make run`
 
 
 @app.command()
@@ -93,10 +93,10 @@ def run(
     config: Path = typer.Option(DEFAULT_CONFIG, "--config", "-c", help="TOML config file."),
 ) -> None:
     """Run the daemon until SIGTERM or Ctrl-C."""
-    from edge.app import build_components
-    from edge.daemon import Daemon
-    from edge.logs import configure_logging
-    from edge.settings import ConfigError, load_settings, with_pushed_config
+    from egate.edge.service.app import build_components
+    from egate.edge.service.daemon import Daemon
+    from egate.edge.service.logs import configure_logging
+    from egate.edge.settings import ConfigError, load_settings, with_pushed_config
 
     try:
         settings, config_source = with_pushed_config(load_settings(config))
@@ -128,9 +128,9 @@ def config_check(
     Missing devices (serial ports, cameras) are warnings: they may be connected later. Missing files
     the lane reads (a recorded clip, an image folder) are errors.
     """
-    from edge.settings import ConfigError, load_settings
-    from edge.settings.locate import key_lines, line_of
-    from edge.settings.paths import path_issues
+    from egate.edge.settings import ConfigError, load_settings
+    from egate.edge.settings.locate import key_lines, line_of
+    from egate.edge.settings.paths import path_issues
 
     try:
         settings = load_settings(file)
@@ -186,7 +186,7 @@ def config_check(
 @config_app.command("schema")
 def config_schema() -> None:
     """Print the config's JSON Schema."""
-    from edge.settings import json_schema
+    from egate.edge.settings import json_schema
 
     typer.echo(json.dumps(json_schema(), indent=2))
 
@@ -228,7 +228,7 @@ _registered: list[bool] = []
 def main() -> None:
     if sys.argv[1:2] != ["run"]:
         # Tools print their results (often --json) on stdout: their logs go to stderr, warnings and up.
-        from edge.logs import configure_logging
+        from egate.edge.service.logs import configure_logging
 
         configure_logging(level="warning", fmt="auto", stream=sys.stderr)
     build_command()(prog_name="egate")

@@ -15,10 +15,10 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 
-from drivers.chip.access import RandomSource
-from drivers.chip.apdu import SW_OK, Channel
-from drivers.chip.lds import LdsError
-from drivers.chip.tlv import TlvError, parse_one
+from egate.drivers.chip.access import RandomSource
+from egate.drivers.chip.apdu import SW_OK, Channel
+from egate.drivers.chip.lds import LdsError
+from egate.drivers.chip.tlv import TlvError, parse_one
 
 # ISO/IEC 10118-3 hash identifiers used in the 9796-2 trailer (xx CC).
 _TRAILER_HASHES = {0x33: "sha1", 0x34: "sha256", 0x35: "sha512", 0x36: "sha384", 0x38: "sha224"}

@@ -6,9 +6,9 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from drivers.chip import crypto
-from drivers.chip.apdu import SW_OK, CardStatusError, Channel
-from drivers.chip.sm import SecureMessaging
+from egate.drivers.chip import crypto
+from egate.drivers.chip.apdu import SW_OK, CardStatusError, Channel
+from egate.drivers.chip.sm import SecureMessaging
 
 # What a chip answers to a wrong key: 6300 (verification failed), 6982 (security status not
 # satisfied) or 6988 (SM data objects incorrect, some BAC chips).

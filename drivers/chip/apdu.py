@@ -8,7 +8,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from drivers.chip.sm import SecureMessaging
+from egate.drivers.chip.sm import SecureMessaging
 
 SW_OK = 0x9000
 SW_END_OF_FILE = 0x6282  # fewer bytes than Le: the file ended (ISO 7816-4 §5.6)

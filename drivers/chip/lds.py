@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 import cv2
 import numpy as np
 
-from drivers.chip.tlv import Tlv, TlvError, parse_one
+from egate.drivers.chip.tlv import Tlv, TlvError, parse_one
 
 EMRTD_AID = bytes.fromhex("A0000002471001")
 EF_CARD_ACCESS = 0x011C

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from drivers.chip.lds import FaceImage
-from drivers.chip.pa import PaFailure, PaResult
-from drivers.compat import StrEnum
+from egate.drivers.chip.lds import FaceImage
+from egate.drivers.chip.pa import PaFailure, PaResult
+from egate.drivers.compat import StrEnum
 
 
 class ChipFailure(StrEnum):

@@ -18,8 +18,8 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 
-from drivers.chip.tlv import TlvError, parse_one
-from drivers.compat import StrEnum
+from egate.drivers.chip.tlv import TlvError, parse_one
+from egate.drivers.compat import StrEnum
 
 LDS_SECURITY_OBJECT_OID = "2.23.136.1.1.1"
 _HASHES: dict[str, Callable[[], hashes.HashAlgorithm]] = {

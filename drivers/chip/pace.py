@@ -13,12 +13,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
-from drivers.chip import crypto
-from drivers.chip.access import ACCESS_DENIED_SW, AccessDenied, AccessKey
-from drivers.chip.apdu import SW_OK, Channel
-from drivers.chip.ec import CURVES_BY_PARAMETER_ID, Curve, PointError
-from drivers.chip.sm import SecureMessaging
-from drivers.chip.tlv import Tlv, TlvError, encode, parse_all, parse_one
+from egate.drivers.chip import crypto
+from egate.drivers.chip.access import ACCESS_DENIED_SW, AccessDenied, AccessKey
+from egate.drivers.chip.apdu import SW_OK, Channel
+from egate.drivers.chip.ec import CURVES_BY_PARAMETER_ID, Curve, PointError
+from egate.drivers.chip.sm import SecureMessaging
+from egate.drivers.chip.tlv import Tlv, TlvError, encode, parse_all, parse_one
 
 ID_PACE = bytes.fromhex("04007F0007020204")  # 0.4.0.127.0.7.2.2.4
 ECDH_GM = 0x02

@@ -12,7 +12,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from drivers.chip.apdu import ChipIOError
+from egate.drivers.chip.apdu import ChipIOError
 
 PCSC_HINT = "is pcscd running (pcscd -f -a, or systemctl start pcscd) and the reader plugged in?"
 

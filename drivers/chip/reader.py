@@ -14,10 +14,10 @@ from typing import Literal, TypeVar
 
 import structlog
 
-from drivers.chip.aa import ActiveAuthenticationFailed, parse_dg15, perform_aa
-from drivers.chip.access import AccessDenied, AccessKey, RandomSource, perform_bac
-from drivers.chip.apdu import CardStatusError, Channel, ChipIOError, Transport
-from drivers.chip.lds import (
+from egate.drivers.chip.aa import ActiveAuthenticationFailed, parse_dg15, perform_aa
+from egate.drivers.chip.access import AccessDenied, AccessKey, RandomSource, perform_bac
+from egate.drivers.chip.apdu import CardStatusError, Channel, ChipIOError, Transport
+from egate.drivers.chip.lds import (
     DATA_GROUPS,
     EF_CARD_ACCESS,
     EF_COM,
@@ -30,11 +30,11 @@ from drivers.chip.lds import (
     parse_dg2,
     parse_ef_com,
 )
-from drivers.chip.models import ChipFailure, ChipResult, StepTiming
-from drivers.chip.pa import PaError, TrustList, parse_sod, passive_authentication
-from drivers.chip.pace import KeySource, PaceError, choose, parse_card_access, perform_pace, random_scalar
-from drivers.chip.sm import SecureMessagingError
-from drivers.chip.tlv import TlvError, read_header
+from egate.drivers.chip.models import ChipFailure, ChipResult, StepTiming
+from egate.drivers.chip.pa import PaError, TrustList, parse_sod, passive_authentication
+from egate.drivers.chip.pace import KeySource, PaceError, choose, parse_card_access, perform_pace, random_scalar
+from egate.drivers.chip.sm import SecureMessagingError
+from egate.drivers.chip.tlv import TlvError, read_header
 
 log = structlog.get_logger(__name__)
 T = TypeVar("T")

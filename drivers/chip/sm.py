@@ -11,8 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from drivers.chip import crypto
-from drivers.chip.tlv import TlvError, encode, parse_all
+from egate.drivers.chip import crypto
+from egate.drivers.chip.tlv import TlvError, encode, parse_all
 
 SmCipher = Literal["3des", "aes"]
 

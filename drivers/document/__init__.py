@@ -1,9 +1,9 @@
 """Travel-document reader: ICAO 9303 MRZ (OCR or serial) and IATA BCBP boarding passes."""
 
-from drivers.document.barcodes import Barcode, decode_barcodes
-from drivers.document.bcbp import SignatureVerifier, parse_bcbp
-from drivers.document.config import ReaderConfig
-from drivers.document.models import (
+from egate.drivers.document.barcodes import Barcode, decode_barcodes
+from egate.drivers.document.bcbp import SignatureVerifier, parse_bcbp
+from egate.drivers.document.config import ReaderConfig
+from egate.drivers.document.models import (
     BcbpResult,
     BoardingPass,
     Document,
@@ -13,11 +13,11 @@ from drivers.document.models import (
     ReaderError,
     ReaderResult,
 )
-from drivers.document.mrz import check_digit, parse_mrz
-from drivers.document.ocr import read_mrz_image
-from drivers.document.reader import DocumentReader, read_image
-from drivers.document.redact import mask_document_number, public_view
-from drivers.document.serial_reader import SerialDocumentReader
+from egate.drivers.document.mrz import check_digit, parse_mrz
+from egate.drivers.document.ocr import read_mrz_image
+from egate.drivers.document.reader import DocumentReader, read_image
+from egate.drivers.document.redact import mask_document_number, public_view
+from egate.drivers.document.serial_reader import SerialDocumentReader
 
 __all__ = [
     "Barcode",

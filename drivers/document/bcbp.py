@@ -21,7 +21,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 
-from drivers.document.models import BcbpResult, BoardingPass, FieldError, Leg, SecuritySection
+from egate.drivers.document.models import BcbpResult, BoardingPass, FieldError, Leg, SecuritySection
 
 log = structlog.get_logger(__name__)
 

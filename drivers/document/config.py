@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from drivers.camera import CameraConfig
+from egate.drivers.camera import CameraConfig
 
 
 class ReaderConfig(BaseModel):

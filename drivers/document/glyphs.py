@@ -13,8 +13,8 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from drivers.document.models import MrzFormat
-from drivers.document.mrz import position_classes, trusted_spans
+from egate.drivers.document.models import MrzFormat
+from egate.drivers.document.mrz import position_classes, trusted_spans
 
 _SIZE = 24
 _MARGIN = 0.05

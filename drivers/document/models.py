@@ -1,6 +1,6 @@
 """Data the document reader hands to the lane: pydantic models with a version field.
 
-Most of what they hold is personal data: drivers.document.redact decides, from an allowlist, what of them
+Most of what they hold is personal data: egate.drivers.document.redact decides, from an allowlist, what of them
 may be shown anywhere (logs, control API, MQTT, records). The models also keep the most sensitive fields out
 of their `repr()` so an accidental `log.info(doc=...)` does not print them.
 """
@@ -73,7 +73,7 @@ class Document(BaseModel):
 
     @property
     def masked_number(self) -> str:
-        from drivers.document.redact import mask_document_number  # the one masking rule (imports this module)
+        from egate.drivers.document.redact import mask_document_number  # the one masking rule (imports this module)
 
         return mask_document_number(self.number)
 

@@ -12,8 +12,8 @@ import itertools
 from dataclasses import dataclass
 from datetime import date
 
-from drivers.document.icao_codes import is_known_code
-from drivers.document.models import (
+from egate.drivers.document.icao_codes import is_known_code
+from egate.drivers.document.models import (
     CheckResults,
     Document,
     DocumentKind,

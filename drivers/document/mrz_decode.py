@@ -16,8 +16,8 @@ import itertools
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from drivers.document.models import MrzFormat
-from drivers.document.mrz import check_digit, layout_of, position_classes
+from egate.drivers.document.models import MrzFormat
+from egate.drivers.document.mrz import check_digit, layout_of, position_classes
 
 Candidates = list[tuple[str, float]]  # (character, score 0..1), best first
 

@@ -30,12 +30,12 @@ import cv2
 import numpy as np
 import structlog
 
-from drivers.document.glyphs import normalise_glyph, refine
-from drivers.document.models import FieldError, MrzFormat, MrzResult
-from drivers.document.mrz import check_failures, detect_layout, parse_mrz, position_classes
-from drivers.document.mrz_decode import Candidates, constrain, decode
-from drivers.document.mrz_locate import Row, binarise, find_mrz_rows, rectify_row
-from drivers.document.ocrb_match import ALPHABET, cell_images, cell_vectors, match_cells, snap_centres, text_band
+from egate.drivers.document.glyphs import normalise_glyph, refine
+from egate.drivers.document.models import FieldError, MrzFormat, MrzResult
+from egate.drivers.document.mrz import check_failures, detect_layout, parse_mrz, position_classes
+from egate.drivers.document.mrz_decode import Candidates, constrain, decode
+from egate.drivers.document.mrz_locate import Row, binarise, find_mrz_rows, rectify_row
+from egate.drivers.document.ocrb_match import ALPHABET, cell_images, cell_vectors, match_cells, snap_centres, text_band
 
 log = structlog.get_logger(__name__)
 

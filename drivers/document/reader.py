@@ -8,12 +8,12 @@ from datetime import date
 import numpy as np
 import structlog
 
-from drivers.document.barcodes import decode_barcodes
-from drivers.document.bcbp import SignatureVerifier, parse_bcbp
-from drivers.document.config import ReaderConfig
-from drivers.document.models import ReaderError, ReaderResult
-from drivers.document.ocr import OcrSettings, read_mrz_image
-from drivers.document.serial_reader import SerialDocumentReader
+from egate.drivers.document.barcodes import decode_barcodes
+from egate.drivers.document.bcbp import SignatureVerifier, parse_bcbp
+from egate.drivers.document.config import ReaderConfig
+from egate.drivers.document.models import ReaderError, ReaderResult
+from egate.drivers.document.ocr import OcrSettings, read_mrz_image
+from egate.drivers.document.serial_reader import SerialDocumentReader
 
 log = structlog.get_logger(__name__)
 

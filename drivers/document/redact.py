@@ -19,7 +19,7 @@ from collections.abc import Iterable, Mapping
 from datetime import date
 from typing import Any
 
-from drivers.document.models import BcbpResult, BoardingPass, Document, MrzResult, ReaderError
+from egate.drivers.document.models import BcbpResult, BoardingPass, Document, MrzResult, ReaderError
 
 MASK = "***"
 

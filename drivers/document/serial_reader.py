@@ -18,9 +18,9 @@ from datetime import date
 import serial
 import structlog
 
-from drivers.document.bcbp import parse_bcbp
-from drivers.document.models import ReaderError, ReaderResult
-from drivers.document.mrz import MRZ_ALPHABET, parse_mrz
+from egate.drivers.document.bcbp import parse_bcbp
+from egate.drivers.document.models import ReaderError, ReaderResult
+from egate.drivers.document.mrz import MRZ_ALPHABET, parse_mrz
 
 log = structlog.get_logger(__name__)
 

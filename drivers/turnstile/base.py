@@ -1,6 +1,6 @@
 """The protocol-neutral gate interface: what the session controller may ask of any gate.
 
-OSDP is one implementation (`drivers.turnstile.osdp`); a vendor protocol can implement the same ABC.
+OSDP is one implementation (`egate.drivers.turnstile.osdp`); a vendor protocol can implement the same ABC.
 Safety contract for every implementation (ARCHITECTURE.md "Safety first"):
 - unknown state, link loss, controller fault and `close()` leave the gate in its safe state:
   entry locked, egress free;

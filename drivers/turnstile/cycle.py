@@ -1,6 +1,6 @@
 """The door cycle: what the gate should do, given requests, input reports and time. No I/O, no clock.
 
-Protocol-neutral: it speaks in output on/off orders and GateEvents; `drivers.turnstile.osdp` turns
+Protocol-neutral: it speaks in output on/off orders and GateEvents; `egate.drivers.turnstile.osdp` turns
 the orders into OSDP osdp_OUT commands and feeds it osdp_ISTATR input reports. Keeping it pure lets
 the whole safety logic be read (and tested) as a table of states.
 
@@ -27,8 +27,8 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Literal
 
-from drivers.turnstile.base import GateEvent, GateEventKind
-from drivers.turnstile.config import TurnstileIoMap
+from egate.drivers.turnstile.base import GateEvent, GateEventKind
+from egate.drivers.turnstile.config import TurnstileIoMap
 
 GateState = Literal["safe", "locked", "released", "passing", "emergency", "emergency_release"]
 
@@ -73,7 +73,7 @@ class OpenAnswer:
 
 def check_open_request(decision_id: str, timeout_s: float) -> None:
     """The arguments every driver's `open_for_passage` must refuse before anything is sent."""
-    from drivers.turnstile.config import MAX_PASSAGE_TIMEOUT_S
+    from egate.drivers.turnstile.config import MAX_PASSAGE_TIMEOUT_S
 
     if not decision_id:
         raise ValueError("open_for_passage: decision_id must be a non-empty string")

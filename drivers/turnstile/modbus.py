@@ -27,9 +27,15 @@ from typing import Any, Literal
 import structlog
 from pydantic import BaseModel, ConfigDict, Field
 
-from drivers.turnstile.base import GateController, GateEvent, GateEventCallback, GuidanceKind, LinkState
-from drivers.turnstile.config import MAX_PASSAGE_TIMEOUT_S, TurnstileIoMap
-from drivers.turnstile.cycle import OUT_PERMANENT_OFF, DoorCycle, OutputOrder, check_open_request, guidance_outputs
+from egate.drivers.turnstile.base import GateController, GateEvent, GateEventCallback, GuidanceKind, LinkState
+from egate.drivers.turnstile.config import MAX_PASSAGE_TIMEOUT_S, TurnstileIoMap
+from egate.drivers.turnstile.cycle import (
+    OUT_PERMANENT_OFF,
+    DoorCycle,
+    OutputOrder,
+    check_open_request,
+    guidance_outputs,
+)
 
 log = structlog.get_logger(__name__)
 

@@ -31,9 +31,9 @@ import osdp_sys
 import structlog
 from osdp import Capability, CompletionStatus, EventNotification, LibFlag, LogLevel, PDInfo, StatusReportType
 
-from drivers.turnstile.base import GateController, GateEvent, GateEventCallback, GuidanceKind, LinkState
-from drivers.turnstile.config import TurnstileConfig
-from drivers.turnstile.cycle import (
+from egate.drivers.turnstile.base import GateController, GateEvent, GateEventCallback, GuidanceKind, LinkState
+from egate.drivers.turnstile.config import TurnstileConfig
+from egate.drivers.turnstile.cycle import (
     OUT_PERMANENT_OFF,
     OUT_PERMANENT_ON,
     Actions,
@@ -42,7 +42,7 @@ from drivers.turnstile.cycle import (
     check_open_request,
     guidance_outputs,
 )
-from drivers.turnstile.serial_channel import SerialChannel
+from egate.drivers.turnstile.serial_channel import SerialChannel
 
 log = structlog.get_logger(__name__)
 

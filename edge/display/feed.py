@@ -26,8 +26,7 @@ from typing import TYPE_CHECKING
 
 import structlog
 
-from edge.daemon import Health, StartError
-from edge.display.model import (
+from egate.edge.display.model import (
     DeviceView,
     HeartbeatMessage,
     LaneMessage,
@@ -35,9 +34,10 @@ from edge.display.model import (
     ReferralView,
     SupervisorView,
 )
+from egate.edge.service.daemon import Health, StartError
 
 if TYPE_CHECKING:
-    from edge.lane import Lane
+    from egate.edge.lane.assembly import Lane
 
 log = structlog.get_logger(__name__)
 

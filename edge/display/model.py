@@ -21,9 +21,9 @@ class LaneView(BaseModel):
 
     seq: int = Field(ge=0, description="Change counter since the daemon started.")
     at: float = Field(description="Wall-clock time (Unix seconds) of the lane event that made this view.")
-    state: str = Field(description="edge.session.LaneState value.")
+    state: str = Field(description="egate.edge.session.states.LaneState value.")
     mode: str = Field(description="Lane mode: exit, entry or boarding.")
-    guidance: str | None = Field(None, description="edge.session.Guidance value last emitted.")
+    guidance: str | None = Field(None, description="egate.edge.session.states.Guidance value last emitted.")
     maintenance: bool = Field(False, description="Out of service on purpose (closed), not for a fault.")
     alarm: str | None = Field(None, description="tailgate or door_forced while in ALARM.")
     language: str | None = Field(None, description="Language of the document read for this traveller, if any.")

@@ -11,7 +11,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict
 
-from edge.display.model import LaneView
+from egate.edge.display.model import LaneView
 
 Screen = Literal[
     "welcome_exit",

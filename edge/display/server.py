@@ -32,10 +32,10 @@ from starlette.responses import FileResponse, JSONResponse, Response, StreamingR
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from edge.display.languages import DEFAULT_LANGUAGE, load_catalogues
-from edge.display.model import FeedMessage, HeartbeatMessage, LaneMessage, LaneView, SupervisorView
-from edge.display.screens import ScreenView, disconnected_view, screen_view
-from edge.settings.display import DisplayConfig
+from egate.edge.display.languages import DEFAULT_LANGUAGE, load_catalogues
+from egate.edge.display.model import FeedMessage, HeartbeatMessage, LaneMessage, LaneView, SupervisorView
+from egate.edge.display.screens import ScreenView, disconnected_view, screen_view
+from egate.edge.settings.display import DisplayConfig
 
 log = structlog.get_logger(__name__)
 

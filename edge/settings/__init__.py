@@ -22,10 +22,10 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from drivers.camera import CameraConfig
-from drivers.document.config import ReaderConfig
-from drivers.turnstile.config import TurnstileConfig
-from edge.settings.core import (
+from egate.drivers.camera import CameraConfig
+from egate.drivers.document.config import ReaderConfig
+from egate.drivers.turnstile.config import TurnstileConfig
+from egate.edge.settings.core import (
     ControlConfig,
     GateConfig,
     HealthConfig,
@@ -33,13 +33,13 @@ from edge.settings.core import (
     StateConfig,
     drop_legacy_privacy,
 )
-from edge.settings.display import DisplayConfig
-from edge.settings.gallery import GalleryConfig
-from edge.settings.lane import LaneConfig, Mode
-from edge.settings.limits import LimitError, check_limits
-from edge.settings.link import LinkConfig, OutboxConfig
-from edge.settings.locate import key_lines, line_of
-from engines.config import EngineConfig
+from egate.edge.settings.display import DisplayConfig
+from egate.edge.settings.gallery import GalleryConfig
+from egate.edge.settings.lane import LaneConfig, Mode
+from egate.edge.settings.limits import LimitError, check_limits
+from egate.edge.settings.link import LinkConfig, OutboxConfig
+from egate.edge.settings.locate import key_lines, line_of
+from egate.engines.config import EngineConfig
 
 SCHEMA_VERSION: Literal[1] = 1
 ENV_PREFIX = "EGATE_"

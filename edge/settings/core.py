@@ -38,7 +38,7 @@ LEGACY_PRIVACY_KEYS = ("store_face_images", "store_templates", "log_full_documen
 
 def drop_legacy_privacy(section: object) -> None:
     """`[privacy]` of older configs: its switches asked for face images, templates or full document numbers
-    on disk or in logs, which this gate never does (drivers.document.redact is the one rule). A section that
+    on disk or in logs, which this gate never does (egate.drivers.document.redact is the one rule). A section that
     leaves them all off is dropped; one that turns any on is refused, so nobody believes they are kept."""
     if not isinstance(section, dict):
         raise ValueError("[privacy] must be a table")

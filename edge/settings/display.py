@@ -86,7 +86,7 @@ class DisplayConfig(BaseModel):
     @field_validator("languages")
     @classmethod
     def _languages_shipped(cls, value: list[str]) -> list[str]:
-        from edge.display.languages import available_languages
+        from egate.edge.display.languages import available_languages
 
         shipped = available_languages()
         unknown = [code for code in value if code not in shipped]

@@ -1,6 +1,6 @@
 """`[lane]` config section (with `[lane.policy]`): how a traveller session runs and how it decides.
 
-Owned by the lane work (`edge.session`, `edge.policy`); `edge.settings` composes it into the daemon's config.
+Owned by the lane work (`egate.edge.session.machine`, `egate.edge.session.policy`); `egate.edge.settings` composes it into the daemon's config.
 Matching thresholds are not here: every comparison carries the threshold the gallery / engine applied,
 so the outcome record shows exactly what was used.
 """
@@ -12,7 +12,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from typing_extensions import Self
 
-from drivers.compat import StrEnum
+from egate.drivers.compat import StrEnum
 
 
 class Mode(StrEnum):
@@ -24,7 +24,7 @@ class Mode(StrEnum):
 
 
 class PolicyConfig(BaseModel):
-    """Inputs to `edge.policy.decide` that are policy, not measurement."""
+    """Inputs to `egate.edge.session.policy.decide` that are policy, not measurement."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -62,7 +62,7 @@ class PolicyConfig(BaseModel):
 
 
 class LaneConfig(BaseModel):
-    """The traveller session state machine (`edge.session.SessionController`)."""
+    """The traveller session state machine (`egate.edge.session.machine.SessionController`)."""
 
     model_config = ConfigDict(extra="forbid")
 

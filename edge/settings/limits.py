@@ -11,12 +11,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from drivers.turnstile.config import MAX_PASSAGE_TIMEOUT_S
+from egate.drivers.turnstile.config import MAX_PASSAGE_TIMEOUT_S
 
 if TYPE_CHECKING:
-    from edge.settings import Settings
+    from egate.edge.settings import Settings
 
-# Device names the daemon reports health for (edge.lane); a required device nobody reports would keep
+# Device names the daemon reports health for (egate.edge.lane.assembly); a required device nobody reports would keep
 # the lane out of service for ever.
 LANE_DEVICES = ("camera", "engine", "gate", "document_reader", "outbox", "gallery")
 

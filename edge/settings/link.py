@@ -1,7 +1,7 @@
 """`[link]` and `[outbox]` config sections: the MQTT connection to central ops and the on-disk queue.
 
 Secrets (client key, password) are never here: the fields below only *name* credentials that systemd
-hands over in `$CREDENTIALS_DIRECTORY` (`LoadCredential=`); `edge.link.LinkCredentials` resolves them.
+hands over in `$CREDENTIALS_DIRECTORY` (`LoadCredential=`); `egate.edge.uplink.link.LinkCredentials` resolves them.
 """
 
 from __future__ import annotations

@@ -12,8 +12,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
 if TYPE_CHECKING:
-    from drivers.camera import CameraConfig
-    from edge.settings import Settings
+    from egate.drivers.camera import CameraConfig
+    from egate.edge.settings import Settings
 
 Severity = Literal["error", "warning"]
 

@@ -90,9 +90,9 @@ _REGISTRY: dict[str, type[Backend]] = {}
 # Built-in backends are imported on first use, not at package import: importing the registry must
 # not pull OpenCV, onnxruntime or TensorRT into a process that only validates config.
 _BUILTIN_MODULES: dict[str, str] = {
-    "opencv": "engines.backends.opencv",
-    "onnxruntime": "engines.backends.onnxruntime",
-    "tensorrt": "engines.backends.tensorrt",
+    "opencv": "egate.engines.backends.opencv",
+    "onnxruntime": "egate.engines.backends.onnxruntime",
+    "tensorrt": "egate.engines.backends.tensorrt",
 }
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from engines.backends.base import Backend, Session, register_backend
+from egate.engines.backends.base import Backend, Session, register_backend
 
 
 def session_options(threads: int) -> ort.SessionOptions:

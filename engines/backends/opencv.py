@@ -7,8 +7,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from engines.backends.base import Backend, Session, register_backend
-from engines.backends.onnx_io import graph_io
+from egate.engines.backends.base import Backend, Session, register_backend
+from egate.engines.backends.onnx_io import graph_io
 
 
 class OpenCVSession(Session):

@@ -7,7 +7,7 @@ fallback backend runs instead.
 Engines are built from the same ONNX files as the CPU backends by `egate models build --tensorrt`
 (never in the hot path: building takes minutes on a Jetson) and cached under a key of ONNX sha256,
 TensorRT version, CUDA runtime version, GPU name and compute capability, precision, input shapes and
-the build recipe's version (`engines.backends.tensorrt_cache`). `load()` only deserializes a cached engine; a missing engine is
+the build recipe's version (`egate.engines.backends.tensorrt_cache`). `load()` only deserializes a cached engine; a missing engine is
 an error naming the build command, unless the backend was created with `allow_build=True`.
 
 Inference follows NVIDIA's TensorRT 10 Python samples: I/O tensors bound by name
@@ -28,10 +28,17 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal
 import numpy as np
 import structlog
 
-from engines.atomic_file import sha256_file
-from engines.backends.base import Backend, BackendUnavailable, DeviceError, Session, is_device_error, register_backend
-from engines.backends.onnx_io import graph_io
-from engines.backends.tensorrt_cache import EngineCache, EngineCacheError, EngineKey, Precision
+from egate.engines.atomic_file import sha256_file
+from egate.engines.backends.base import (
+    Backend,
+    BackendUnavailable,
+    DeviceError,
+    Session,
+    is_device_error,
+    register_backend,
+)
+from egate.engines.backends.onnx_io import graph_io
+from egate.engines.backends.tensorrt_cache import EngineCache, EngineCacheError, EngineKey, Precision
 
 if TYPE_CHECKING:
     import tensorrt as trt

@@ -18,8 +18,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from engines.atomic_file import atomic_write_bytes, sha256_file
-from engines.backends.base import BackendUnavailable
+from egate.engines.atomic_file import atomic_write_bytes, sha256_file
+from egate.engines.backends.base import BackendUnavailable
 
 Precision = Literal["fp32", "fp16"]
 
