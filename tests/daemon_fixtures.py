@@ -47,7 +47,9 @@ class GateDaemon:
         gate: str = "gate-t1",
         extra: str = "",
         gallery_key: bytes | None = None,
+        turnstile: str | None = None,
     ) -> None:
+        """`turnstile`: the whole `[turnstile]` table's body to use instead of OSDP on `sim` (another driver)."""
         self.workdir = workdir
         self.state = workdir / "state"
         self.creds = workdir / "creds"
@@ -77,7 +79,11 @@ class GateDaemon:
             f'[state]\nstate_dir = "{self.state}"\nmodel_dir = "{default_model_dir()}"\n'
             f'[control]\nsocket_path = "{self.socket}"\nsocket_group = ""\n'
             '[logging]\nformat = "json"\n'
-            f'[turnstile]\nurl = "{turnstile_url}"\nreconnect_max_s = 1.0\n'
+            + (
+                f"[turnstile]\n{turnstile}\n"
+                if turnstile is not None
+                else f'[turnstile]\nurl = "{turnstile_url}"\nreconnect_max_s = 1.0\n'
+            )
             + camera_cfg
             + link_cfg
             + lab_quality()

@@ -76,8 +76,8 @@ def test_reader_on_pty_passes_missing_port_fails(tmp_path: Path) -> None:
 
 def test_turnstile_wrong_key_fails_with_key_hint(gate_factory: GateFactory) -> None:  # noqa: F811
     pair = gate_factory(sim_scbk=secrets.token_bytes(16), wait=False)
-    wait_until(lambda: bool(pair.gate.status()["secure_channel_failed"]), 10.0, "secure channel failure")
-    check = turnstile_check(pair.gate.status(), credential_name="turnstile.scbk")
+    wait_until(lambda: bool(pair.gate.status().link_auth_failed), 10.0, "secure channel failure")
+    check = turnstile_check(pair.gate.status())
     assert check.verdict == "FAIL" and check.hint == hint_turnstile_key("turnstile.scbk")
 
 

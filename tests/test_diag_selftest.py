@@ -364,9 +364,10 @@ def test_wrong_secure_channel_key_fails_with_key_hint(turnstile_sim) -> None:
     from tests.turnstile_fixtures import make_config
 
     sim, _ = turnstile_sim
-    result = checks.check_turnstile(make_config(sim.path), secrets.token_bytes(16), credential_name="turnstile.scbk")
+    wrong_key = secrets.token_bytes(16)
+    result = checks.check_turnstile(make_config(sim.path), lambda name: wrong_key)
     assert result.verdict == "FAIL"
-    assert "refuses the secure channel" in result.detail
+    assert "refuses our key" in result.detail
     assert result.hint.startswith("the SCBK in credential 'turnstile.scbk' does not match the gate controller's")
 
 
@@ -374,16 +375,19 @@ def test_turnstile_with_right_key_passes(turnstile_sim) -> None:
     from tests.turnstile_fixtures import make_config
 
     sim, key = turnstile_sim
-    result = checks.check_turnstile(make_config(sim.path), key)
+    result = checks.check_turnstile(make_config(sim.path), {"turnstile.scbk": key}.__getitem__)
     assert result.verdict == "PASS", result
-    assert result.detail == f"{sim.path} address 0: online, secure channel up"
+    assert result.detail == f"osdp {sim.path} address 0: online, secure channel up"
     assert sim.egress_free and not sim.entry_free  # the check leaves the gate in its safe state
 
 
 def test_wrong_turnstile_port_fails_with_port_hint(tmp_path: Path) -> None:
     from tests.turnstile_fixtures import make_config
 
-    result = checks.check_turnstile(make_config(str(tmp_path / "ttyNONE"), secure_channel=False), None)
+    def no_credentials(name: str) -> bytes:
+        raise AssertionError(f"a plaintext link reads no key, asked for {name}")
+
+    result = checks.check_turnstile(make_config(str(tmp_path / "ttyNONE"), secure_channel=False), no_credentials)
     assert result.verdict == "FAIL"
     assert "cannot open" in result.detail and "turnstile.url" in result.hint
 
@@ -391,5 +395,5 @@ def test_wrong_turnstile_port_fails_with_port_hint(tmp_path: Path) -> None:
 def test_turnstile_key_of_wrong_length_fails() -> None:
     from tests.turnstile_fixtures import make_config
 
-    result = checks.check_turnstile(make_config("/dev/null"), b"short", credential_name="turnstile.scbk")
-    assert result.verdict == "FAIL" and "16-byte key" in result.hint
+    result = checks.check_turnstile(make_config("/dev/null"), lambda name: b"short")
+    assert result.verdict == "FAIL" and "turnstile.scbk" in result.hint and "16 bytes" in result.hint

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from egate.drivers.turnstile.config import TurnstileConfig, TurnstileIoMap
+from egate.drivers.turnstile.config import OsdpGateConfig, TurnstileIoMap
 from egate.drivers.turnstile.cycle import (
     MAX_TIMER_COUNT,
     OUT_PERMANENT_OFF,
@@ -177,11 +177,11 @@ def test_config_rejects_shared_numbers_and_unsafe_combinations() -> None:
     with pytest.raises(ValidationError, match="not mapped inputs"):
         TurnstileIoMap(inverted_inputs=[9])
     with pytest.raises(ValidationError, match="install_mode needs"):
-        TurnstileConfig(install_mode=True, secure_channel=False)
+        OsdpGateConfig(install_mode=True, secure_channel=False)
     with pytest.raises(ValidationError, match="reconnect_max_s"):
-        TurnstileConfig(reconnect_initial_s=5.0, reconnect_max_s=1.0)
+        OsdpGateConfig(reconnect_initial_s=5.0, reconnect_max_s=1.0)
     with pytest.raises(ValidationError):
-        TurnstileConfig(passage_timeout_s=30.0)
+        OsdpGateConfig(passage_timeout_s=30.0)
     with pytest.raises(ValidationError):
-        TurnstileConfig(colour="red")  # type: ignore[call-arg]
-    assert TurnstileConfig().secure_channel and not TurnstileConfig().install_mode
+        OsdpGateConfig(colour="red")  # type: ignore[call-arg]
+    assert OsdpGateConfig().secure_channel and not OsdpGateConfig().install_mode

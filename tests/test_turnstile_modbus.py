@@ -12,7 +12,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from egate.drivers.turnstile.modbus import ModbusGateConfig, ModbusGateController
+from egate.drivers.turnstile.gates.modbus import ModbusGateConfig, ModbusGateController
 from egate.tools.sim.modbus_gate import ModbusGateSimulator, socat_available
 from tests.turnstile_fixtures import EventRecorder, wait_until
 

@@ -7,9 +7,9 @@ import secrets
 import pytest
 from structlog.testing import capture_logs
 
-from egate.drivers.turnstile.config import TurnstileConfig
+from egate.drivers.turnstile.config import OsdpGateConfig
 from egate.drivers.turnstile.cycle import OUT_PERMANENT_OFF, OUT_PERMANENT_ON, OUT_TEMPORARY_ON
-from egate.drivers.turnstile.osdp import OsdpGateController
+from egate.drivers.turnstile.gates.osdp import OsdpGateController
 from tests import turnstile_fixtures
 from tests.turnstile_fixtures import DEADLINE_S, GateFactory, GatePair, wait_until
 
@@ -100,7 +100,7 @@ def test_emergency_releases_everything_and_refuses_software(gate_factory: GateFa
         assert not pair.gate.lock()
     refused = [e for e in logs if e["event"] == "gate_command_refused"]
     assert [e["reason"] for e in refused] == ["emergency_input_active"] * 2
-    assert pair.gate.status()["emergency"] is True
+    assert pair.gate.status().emergency is True
     assert pair.gate.emergency_release()  # agreeing with the emergency is allowed (a no-op)
     pair.gate.close()  # even stopping the daemon must not relock against the emergency
     relocks = [
@@ -149,7 +149,7 @@ def test_wrong_scbk_refused_and_reported(gate_factory: GateFactory) -> None:
     event = pair.events.wait_for("secure_channel_failed")
     assert "SCBK" in event.detail
     assert pair.gate.link_state != "up"
-    assert pair.gate.status()["secure_channel_failed"] is True
+    assert pair.gate.status().link_auth_failed is True
     assert not pair.gate.open_for_passage("d-10", 5.0)
     assert pair.sim.history == []  # the controller obeyed nothing
     assert not pair.sim.online
@@ -164,7 +164,7 @@ def test_cable_pulled_goes_safe_and_recovers(gate_factory: GateFactory) -> None:
     lost = pair.events.wait_for("link_lost")
     assert lost.decision_id == "d-11"  # the passage it cancels
     assert pair.gate.link_state == "down"
-    assert pair.gate.status()["gate_state"] == "safe"
+    assert pair.gate.status().gate_state == "safe"
     assert locked_physically(pair)  # the controller's own fail-safe
     assert not pair.gate.open_for_passage("d-12", 5.0)
     assert not pair.gate.set_guidance("proceed")
@@ -183,7 +183,7 @@ def test_cable_pulled_goes_safe_and_recovers(gate_factory: GateFactory) -> None:
 def test_silent_line_detected_and_recovered(gate_pair: GatePair) -> None:
     gate_pair.sim.mute(True)
     gate_pair.events.wait_for("link_lost")
-    assert gate_pair.gate.status()["gate_state"] == "safe"
+    assert gate_pair.gate.status().gate_state == "safe"
     gate_pair.sim.mute(False)
     gate_pair.events.wait_for("link_restored")
 
@@ -225,17 +225,17 @@ def test_install_mode_hands_over_the_key_and_warns(gate_factory: GateFactory) ->
 
 def test_scbk_must_be_sixteen_bytes() -> None:
     with pytest.raises(ValueError, match="SCBK must be 16 bytes"):
-        OsdpGateController(TurnstileConfig(url="loop://"), b"short", lambda e: None)
+        OsdpGateController(OsdpGateConfig(url="loop://"), b"short", lambda e: None)
     with pytest.raises(ValueError, match="credential"):
-        OsdpGateController(TurnstileConfig(url="loop://"), None, lambda e: None)
+        OsdpGateController(OsdpGateConfig(url="loop://"), None, lambda e: None)
 
 
 def test_unreachable_port_stays_connecting_and_closes(tmp_path: object) -> None:
-    gate = OsdpGateController(TurnstileConfig(url="/nonexistent/ttyUSB9"), bytes(16), lambda e: None)
+    gate = OsdpGateController(OsdpGateConfig(url="/nonexistent/ttyUSB9"), bytes(16), lambda e: None)
     gate.start()
-    wait_until(lambda: gate.status()["serial"]["last_error"] != "", what="open error noted")
+    wait_until(lambda: gate.status().serial.last_error != "", what="open error noted")
     assert gate.link_state == "connecting"
-    assert "ttyUSB9" in gate.status()["serial"]["last_error"]
+    assert "ttyUSB9" in gate.status().serial.last_error
     assert not gate.open_for_passage("d-17", 5.0)
     gate.close()
     assert gate.link_state == "closed"
@@ -264,7 +264,7 @@ def test_open_lock_cycles_without_missed_or_duplicated_events(gate_factory: Gate
     assert completed == walked  # none missed, none duplicated, in order
     assert pair.events.kinds() == ["passage_completed"] * len(walked)  # nothing spurious: no link_lost
     assert pair.sim.passages == len(walked) == CYCLES // 15
-    counters = pair.gate.status()["counters"]
+    counters = pair.gate.status().counters
     assert counters["commands_unacknowledged"] == 0 and counters["links_lost"] == 0
     exits = [c for c in pair.sim.commands_for(pair.config.io.exit_release_output) if c.control_code != OUT_PERMANENT_ON]
     assert exits == []  # egress was never locked

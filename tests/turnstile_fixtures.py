@@ -14,8 +14,8 @@ from typing import Any
 import pytest
 
 from egate.drivers.turnstile.base import GateEvent, GateEventKind
-from egate.drivers.turnstile.config import TurnstileConfig
-from egate.drivers.turnstile.osdp import OsdpGateController
+from egate.drivers.turnstile.config import OsdpGateConfig
+from egate.drivers.turnstile.gates.osdp import OsdpGateController
 from egate.tools.sim.osdp_gate import TurnstileSimulator
 
 DEADLINE_S = 10.0  # generous: 8 helpers share 2 cores; waits return as soon as the event arrives
@@ -73,17 +73,17 @@ class GatePair:
     gate: OsdpGateController
     sim: TurnstileSimulator
     events: EventRecorder
-    config: TurnstileConfig
+    config: OsdpGateConfig
     scbk: bytes
     closers: list[Callable[[], None]] = field(default_factory=list)
 
     def wait_up(self, timeout: float = DEADLINE_S) -> None:
         wait_until(lambda: self.gate.link_state == "up", timeout, "gate link up")
         # the simulated controller's baseline report has reached the panel
-        wait_until(lambda: self.gate.status()["inputs"] is not None, timeout, "baseline input report")
+        wait_until(lambda: self.gate.status().inputs is not None, timeout, "baseline input report")
 
 
-def make_config(url: str, **overrides: Any) -> TurnstileConfig:
+def make_config(url: str, **overrides: Any) -> OsdpGateConfig:
     values: dict[str, Any] = {
         "url": url,
         "passage_timeout_s": 5.0,
@@ -93,7 +93,7 @@ def make_config(url: str, **overrides: Any) -> TurnstileConfig:
         "osdp_log_level": "warning",  # libosdp's retries show in a failure's output
     }
     values.update(overrides)
-    return TurnstileConfig(**values)
+    return OsdpGateConfig(**values)
 
 
 GateFactory = Callable[..., GatePair]

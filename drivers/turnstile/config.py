@@ -79,6 +79,16 @@ class TurnstileIoMap(BaseModel):
         optional = [self.door_position_input, self.tailgate_input]
         return [*self.passage_sensor_inputs, self.emergency_input, *(i for i in optional if i is not None)]
 
+    def input_roles(self) -> list[tuple[str, int]]:
+        """Each input in use with the role a status report names it by."""
+        roles = [(f"passage_sensor_{i}", n) for i, n in enumerate(self.passage_sensor_inputs)]
+        roles.append(("emergency", self.emergency_input))
+        if self.door_position_input is not None:
+            roles.append(("door_open", self.door_position_input))
+        if self.tailgate_input is not None:
+            roles.append(("tailgate", self.tailgate_input))
+        return roles
+
     @model_validator(mode="after")
     def _distinct_numbers(self) -> TurnstileIoMap:
         outputs = self.outputs()
@@ -93,8 +103,29 @@ class TurnstileIoMap(BaseModel):
         return self
 
 
-class TurnstileConfig(BaseModel):
+class GateDriverConfig(BaseModel):
+    """What every gate driver's `[turnstile]` config has: the driver's name, its port, the I/O map and the
+    passage timeout. Each driver's model extends it (`type` narrowed to its own name)."""
+
     model_config = ConfigDict(extra="forbid")
+
+    type: str = Field(description="Gate driver (osdp, modbus).")
+    url: str = Field("/dev/ttyUSB0", min_length=1, description="Serial port of the controller's line.")
+    io: TurnstileIoMap = Field(default_factory=TurnstileIoMap, description="Output and input numbers.")
+    passage_timeout_s: float = Field(
+        8.0,
+        gt=0.0,
+        le=MAX_PASSAGE_TIMEOUT_S,
+        description="Default time a released gate waits for the traveller to start the passage (and to finish it).",
+    )
+
+
+class OsdpGateConfig(GateDriverConfig):
+    """`[turnstile]` with `type = "osdp"` (the default; dry contacts: type = "modbus", docs/turnstile_modbus.md)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    type: Literal["osdp"] = Field("osdp", description="Gate driver: OSDP (egate is the control panel).")
 
     url: str = Field(
         "/dev/ttyUSB0",
@@ -160,7 +191,7 @@ class TurnstileConfig(BaseModel):
     )
 
     @model_validator(mode="after")
-    def _check(self) -> TurnstileConfig:
+    def _check(self) -> OsdpGateConfig:
         if self.install_mode and not self.secure_channel:
             raise ValueError(
                 "turnstile.install_mode needs turnstile.secure_channel = true (install mode hands the "

@@ -1,6 +1,6 @@
 """The door cycle: what the gate should do, given requests, input reports and time. No I/O, no clock.
 
-Protocol-neutral: it speaks in output on/off orders and GateEvents; `egate.drivers.turnstile.osdp` turns
+Protocol-neutral: it speaks in output on/off orders and GateEvents; `egate.drivers.turnstile.gates.osdp` turns
 the orders into OSDP osdp_OUT commands and feeds it osdp_ISTATR input reports. Keeping it pure lets
 the whole safety logic be read (and tested) as a table of states.
 

@@ -28,9 +28,8 @@ import structlog
 from egate.drivers.camera import Camera, CameraState
 from egate.drivers.document.models import BcbpResult, MrzResult, ReaderResult
 from egate.drivers.document.reader import DocumentReader
-from egate.drivers.turnstile.base import GateEvent
-from egate.drivers.turnstile.config import parse_scbk
-from egate.drivers.turnstile.osdp import OsdpGateController
+from egate.drivers.turnstile.base import GateController, GateEvent
+from egate.drivers.turnstile.registry import GateSetupError, build_gate
 from egate.edge.display.feed import DisplayFeed, supervisor_view
 from egate.edge.display.languages import document_language
 from egate.edge.gallery.matching import MatchPolicy
@@ -124,7 +123,7 @@ class Lane:
         self.verifier: BundleVerifier | None = None
         self.ops: OpsHandler | None = None
         self.engine: FaceEngine | None = None
-        self.gate: OsdpGateController | None = None
+        self.gate: GateController | None = None
         self.reader: DocumentReader | None = None
         self.page_camera: Camera | None = None
         self.page_reader: PageReader | None = None
@@ -494,18 +493,11 @@ class Lane:
 
     # ---- turnstile -----------------------------------------------------------------------------------------
 
-    def _make_gate(self) -> OsdpGateController:
-        cfg = self.settings.turnstile
-        scbk: bytes | None = None
-        if cfg.secure_channel:
-            try:
-                scbk = parse_scbk(read_credential(cfg.scbk_credential))
-            except (CredentialError, ValueError) as exc:
-                raise StartError(
-                    f"turnstile: {exc}; the SCBK must match the gate controller's (egate diag gate status shows "
-                    "whether the secure channel comes up)"
-                ) from None
-        return OsdpGateController(cfg, scbk, self._on_gate_event)
+    def _make_gate(self) -> GateController:
+        try:
+            return build_gate(self.settings.turnstile, read_credential, self._on_gate_event)
+        except GateSetupError as exc:
+            raise StartError(f"{exc}; {exc.hint}") from None
 
     def _on_gate_event(self, event: GateEvent) -> None:
         if event.decision_id is not None and event.decision_id in self._gate_waiters:
@@ -526,9 +518,7 @@ class Lane:
 
     def _start_gate(self) -> None:
         assert self.gate is not None
-        if self.settings.turnstile.install_mode:
-            log.warning("turnstile_install_mode", detail="the default key SCBK-D is allowed: commissioning only")
-        self.gate.start()
+        self.gate.start()  # the driver warns itself about commissioning settings (install mode)
 
     def _close_gate(self) -> None:
         if self.gate is not None:
@@ -672,9 +662,8 @@ class Lane:
         self._poll_outbox()
         if self.gate is not None:
             state = self.gate.link_state
-            st = self.gate.status()
-            if st.get("secure_channel_failed"):
-                self._report("gate", False, "secure channel refused: the SCBK does not match the controller's")
+            if self.gate.status().link_auth_failed:
+                self._report("gate", False, "the controller refuses our key: the link key does not match")
             else:
                 self._report("gate", state == "up", "" if state == "up" else f"turnstile link {state}")
         if self.reader is not None:

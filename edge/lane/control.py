@@ -171,18 +171,18 @@ class LaneControl:
         return gate
 
     def gate_status(self, _args: dict[str, Any]) -> dict[str, Any]:
-        return dict(self._gate("status").status())
+        return self._gate("status").status().model_dump(mode="json")
 
     def gate_open(self, args: dict[str, Any]) -> dict[str, Any]:
         timeout = strict_args(GateTimeoutArgs, args, "gate.open").timeout_s
         gate = self._gate("open")
         decision_id = f"diag-{uuid6.uuid7()}"
         ok = gate.open_for_passage(decision_id, timeout)
-        return {"ok": ok, "decision_id": decision_id, "status": gate.status()}
+        return {"ok": ok, "decision_id": decision_id, "status": gate.status().model_dump(mode="json")}
 
     def gate_lock(self, _args: dict[str, Any]) -> dict[str, Any]:
         gate = self._gate("lock")
-        return {"ok": gate.lock(), "status": gate.status()}
+        return {"ok": gate.lock(), "status": gate.status().model_dump(mode="json")}
 
     def gate_cycle(self, args: dict[str, Any]) -> dict[str, Any]:
         timeout = strict_args(GateTimeoutArgs, args, "gate.cycle").timeout_s
@@ -203,7 +203,7 @@ class LaneControl:
             "opened": opened,
             "passage": passage,
             "locked": locked,
-            "status": gate.status(),
+            "status": gate.status().model_dump(mode="json"),
         }
 
     # ---- devices --------------------------------------------------------------------------------
@@ -302,10 +302,7 @@ class LaneControl:
                 connected=lane.reader.serial_connected if lane.reader else False,
                 last_error=None,
             ),
-            turnstile_check(
-                lane.gate.status() if lane.gate else {"link_state": "stopped"},
-                credential_name=cfg.turnstile.scbk_credential,
-            ),
+            turnstile_check(lane.gate.status() if lane.gate else None),
             mqtt_check(
                 enabled=cfg.link.enabled,
                 connected=bool(lane.link and lane.link.connected),

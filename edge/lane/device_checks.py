@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from egate.drivers.turnstile.base import GateStatus
 from egate.edge.service.control_socket import DeviceCheck, SelftestDeviceResult
 
 CAMERA_MIN_FPS = 8.0  # below this a walking traveller crosses the capture zone in too few frames
@@ -27,7 +28,10 @@ HINT_READER_PORT = (
     "the dialout group"
 )
 HINT_TURNSTILE_PORT = "check the gate controller's serial cable and turnstile.url (ls -l /dev/serial/by-id/)"
-HINT_TURNSTILE_SILENT = "check the controller is powered, the RS-485 wiring (A/B), turnstile.baud and turnstile.address"
+HINT_TURNSTILE_SILENT = (
+    "check the controller is powered, the RS-485 wiring (A/B), turnstile.baud and the bus address "
+    "(turnstile.address for OSDP, turnstile.device_id for Modbus)"
+)
 HINT_TURNSTILE_INSTALL = "finish commissioning: set turnstile.install_mode = false once the controller holds the SCBK"
 
 
@@ -98,20 +102,23 @@ def reader_check(url: str | None, *, connected: bool, last_error: str | None = N
     )
 
 
-def turnstile_check(status: Mapping[str, Any], *, credential_name: str = "turnstile.scbk") -> DeviceCheck:
-    """From `OsdpGateController.status()`."""
-    where = f"{status.get('url')} address {status.get('address')}"
-    serial = status.get("serial") or {}
-    if status.get("link_state") == "up":
-        detail = f"{where}: online" + (", secure channel up" if status.get("secure_channel") else ", PLAINTEXT")
-        if status.get("install_mode") or status.get("default_key_in_use"):
+def turnstile_check(status: GateStatus | None) -> DeviceCheck:
+    """From any gate driver's `status()` (None: no gate controller built)."""
+    if status is None:
+        return DeviceCheck(name="turnstile", verdict="FAIL", detail="no gate controller", hint=HINT_TURNSTILE_PORT)
+    where = f"{status.driver} {status.endpoint}"
+    serial = status.serial
+    if status.link_state == "up":
+        security = {"secure_channel": ", secure channel up", "plaintext": ", PLAINTEXT", "none": ""}
+        detail = f"{where}: online{security[status.link_security]}"
+        if status.commissioning:
             return DeviceCheck(
                 name="turnstile",
                 verdict="WARN",
                 detail=f"{detail}; install mode / default key",
                 hint=HINT_TURNSTILE_INSTALL,
             )
-        if not status.get("secure_channel"):
+        if status.link_security == "plaintext":
             return DeviceCheck(
                 name="turnstile",
                 verdict="WARN",
@@ -119,24 +126,25 @@ def turnstile_check(status: Mapping[str, Any], *, credential_name: str = "turnst
                 hint="set turnstile.secure_channel = true outside the bench",
             )
         return DeviceCheck(name="turnstile", verdict="PASS", detail=detail)
-    if status.get("secure_channel_failed"):
+    if status.link_auth_failed:
         return DeviceCheck(
             name="turnstile",
             verdict="FAIL",
-            detail=f"{where}: the controller answers but refuses the secure channel",
-            hint=hint_turnstile_key(credential_name),
+            detail=f"{where}: the controller answers but refuses our key",
+            hint=hint_turnstile_key(status.key_credential or "turnstile.scbk"),
         )
-    if not serial.get("open", False) and serial.get("last_error"):
+    if serial is not None and not serial.open and serial.last_error:
         return DeviceCheck(
             name="turnstile",
             verdict="FAIL",
-            detail=f"cannot open {status.get('url')}: {serial['last_error']}",
+            detail=f"cannot open {where}: {serial.last_error}",
             hint=HINT_TURNSTILE_PORT,
         )
+    received = serial.rx_bytes if serial is not None else 0
     return DeviceCheck(
         name="turnstile",
         verdict="FAIL",
-        detail=f"{where}: link {status.get('link_state')}, {serial.get('rx_bytes', 0)} bytes received",
+        detail=f"{where}: link {status.link_state}" + (f", {received} bytes received" if serial is not None else ""),
         hint=HINT_TURNSTILE_SILENT,
     )
 

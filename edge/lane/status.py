@@ -44,10 +44,10 @@ def device_summary(lane: Lane) -> dict[str, dict[str, Any]]:
         # Live, not the last poll: status must never show the lane out for a gate fault while the
         # gate row still says ok.
         link = lane.gate.link_state
-        sc_failed = bool(lane.gate.status().get("secure_channel_failed"))
+        auth_failed = lane.gate.status().link_auth_failed
         out["gate"] = {
-            "ok": link == "up" and not sc_failed,
-            "detail": "secure channel refused" if sc_failed else f"turnstile link {link}",
+            "ok": link == "up" and not auth_failed,
+            "detail": "the controller refuses our key" if auth_failed else f"turnstile link {link}",
         }
     if lane.worker is not None:
         detail = f"{lane.worker.fps()} fps processed, last {lane.worker.last_inference_ms} ms"

@@ -18,13 +18,14 @@ else:  # Python 3.10 (JetPack 6)
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from egate.drivers.camera import CameraConfig
 from egate.drivers.document.config import ReaderConfig
-from egate.drivers.turnstile.config import TurnstileConfig
+from egate.drivers.turnstile.config import GateDriverConfig
+from egate.drivers.turnstile.registry import default_gate_config, gate_config_annotation, gate_drivers
 from egate.edge.settings.core import (
     ControlConfig,
     GateConfig,
@@ -40,6 +41,12 @@ from egate.edge.settings.limits import LimitError, check_limits
 from egate.edge.settings.link import LinkConfig, OutboxConfig
 from egate.edge.settings.locate import key_lines, line_of
 from egate.engines.config import EngineConfig
+
+if TYPE_CHECKING:
+    TurnstileSection = GateDriverConfig  # what every driver's config has in common
+else:
+    # `[turnstile]` validates against the registered driver chosen by its `type` (default osdp).
+    TurnstileSection = gate_config_annotation()
 
 SCHEMA_VERSION: Literal[1] = 1
 ENV_PREFIX = "EGATE_"
@@ -61,7 +68,9 @@ class Settings(BaseModel):
     health: HealthConfig = Field(default_factory=HealthConfig, description="Health checks and stop budget.")
     engine: EngineConfig = Field(default_factory=EngineConfig, description="Face engine backend and quality.")
     reader: ReaderConfig = Field(default_factory=ReaderConfig, description="Document and boarding-pass reader.")
-    turnstile: TurnstileConfig = Field(default_factory=TurnstileConfig, description="Gate controller link.")
+    turnstile: TurnstileSection = Field(
+        default_factory=default_gate_config, description="Gate controller: its driver (`type`) and link."
+    )
     gallery: GalleryConfig = Field(default_factory=GalleryConfig, description="Gallery, bundles and matching.")
     link: LinkConfig = Field(default_factory=LinkConfig, description="MQTT link to central ops.")
     outbox: OutboxConfig = Field(default_factory=OutboxConfig, description="On-disk store-and-forward queue.")
@@ -224,7 +233,9 @@ def load_settings_text(
             if isinstance(cause, LimitError):
                 found = [(i.loc, i.message) for i in cause.issues]
             else:
-                err_loc: tuple[Any, ...] = tuple(err["loc"])
+                err_loc: tuple[Any, ...] = _without_driver_tag(tuple(err["loc"]))
+                if err["type"] == "union_tag_invalid":
+                    err_loc = (*err_loc, "type")
                 if err["type"] == "value_error":
                     err_loc = _named_key(str(err["msg"]), err_loc)
                 found = [(err_loc, _explain(err))]
@@ -263,9 +274,19 @@ _PATTERN_WORDS = {
 }
 
 
+def _without_driver_tag(loc: tuple[Any, ...]) -> tuple[Any, ...]:
+    """`turnstile.modbus.baud` -> `turnstile.baud`: the driver's name is the union's tag, not a key."""
+    if len(loc) >= 2 and loc[0] == "turnstile" and loc[1] in gate_drivers():
+        return (loc[0], *loc[2:])
+    return loc
+
+
 def _explain(err: Any) -> str:
     kind = err["type"]
     got = err.get("input")
+    if kind == "union_tag_invalid":
+        tag = (err.get("ctx") or {}).get("tag")
+        return f"no gate driver called {tag!r}: use one of {', '.join(sorted(gate_drivers()))}"
     if kind == "extra_forbidden":
         return "unknown setting: remove it or check its spelling against `egate config schema`"
     if kind == "missing":

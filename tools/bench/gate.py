@@ -23,8 +23,8 @@ from typing import Any
 import typer
 
 from egate.drivers.turnstile.base import GateEvent
-from egate.drivers.turnstile.config import TurnstileConfig
-from egate.drivers.turnstile.osdp import OsdpGateController
+from egate.drivers.turnstile.config import OsdpGateConfig
+from egate.drivers.turnstile.gates.osdp import OsdpGateController
 from egate.tools.sim.osdp_gate import OUT_TEMPORARY_ON, TurnstileSimulator
 
 
@@ -81,7 +81,7 @@ def run_gate_bench(commands: int, inputs: int, refresh_interval_ms: float) -> di
     scbk = secrets.token_bytes(16)
     with tempfile.TemporaryDirectory(prefix="egate-bench-gate-") as tmp:
         link = Path(tmp) / "gate"
-        config = TurnstileConfig(
+        config = OsdpGateConfig(
             url=str(link), refresh_interval_ms=refresh_interval_ms, osdp_log_level="error", reconnect_initial_s=0.2
         )
         collector = _Collector()
@@ -98,7 +98,7 @@ def run_gate_bench(commands: int, inputs: int, refresh_interval_ms: float) -> di
         started = time.monotonic()
         gate.start()
         try:
-            if not _wait(lambda: gate.link_state == "up" and gate.status()["inputs"] is not None, 15.0):
+            if not _wait(lambda: gate.link_state == "up" and gate.status().inputs is not None, 15.0):
                 raise RuntimeError(f"gate link did not come up within 15 s: {gate.status()}")
             link_up_s = time.monotonic() - started
             entry = config.io.entry_release_output
@@ -130,7 +130,7 @@ def run_gate_bench(commands: int, inputs: int, refresh_interval_ms: float) -> di
                     queued = [at for at, report in list(sim.report_log) if report[tailgate]]
                     if arrived is not None and queued:
                         to_cp.append(arrived - queued[-1])
-                    _wait(lambda: gate.status()["inputs"]["tailgate"] is False, 5.0)
+                    _wait(lambda: (gate.status().inputs or {}).get("tailgate") is False, 5.0)
         finally:
             gate.close()
             sim.close()

@@ -28,8 +28,8 @@ from typing import Any
 import structlog
 
 from egate.drivers.turnstile.base import GateEvent
-from egate.drivers.turnstile.config import TurnstileConfig
-from egate.drivers.turnstile.osdp import OsdpGateController
+from egate.drivers.turnstile.config import OsdpGateConfig
+from egate.drivers.turnstile.gates.osdp import OsdpGateController
 from egate.tools.paths import DEMO_MEDIA
 from egate.tools.sim.osdp_gate import TurnstileSimulator
 
@@ -159,7 +159,7 @@ def _stop_busy_loops(procs: list[subprocess.Popen[bytes]]) -> None:
 def _wait_up(gate: OsdpGateController, timeout: float) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if gate.link_state == "up" and gate.status()["inputs"] is not None:
+        if gate.link_state == "up" and gate.status().inputs is not None:
             return True
         time.sleep(0.01)  # polling a cheap predicate under a deadline
     return False
@@ -177,7 +177,7 @@ def run_soak(
     scbk = secrets.token_bytes(16)
     with tempfile.TemporaryDirectory(prefix="egate-soak-") as tmp:
         link = Path(tmp) / "gate"
-        config = TurnstileConfig(url=str(link), osdp_log_level="error", reconnect_initial_s=0.2, reconnect_max_s=1.0)
+        config = OsdpGateConfig(url=str(link), osdp_log_level="error", reconnect_initial_s=0.2, reconnect_max_s=1.0)
         events = _Events()
         sim = TurnstileSimulator(
             scbk=scbk, io=config.io, time_scale=0.02, link_path=link, walk_when_released=False, seed=1
@@ -223,7 +223,7 @@ def run_soak(
             _stop_busy_loops(procs)
             load = pipeline.stop() if pipeline is not None else {"running": False, "error": "disabled"}
             counters = dict(gate.counters)
-            panel_gap_ms = gate.status()["refresh_gap_max_ms"]
+            panel_gap_ms = gate.status().diagnostics["refresh_gap_max_ms"]
             gap_max_ms = round(sim.refresh_gap_max_s * 1000.0, 1)
             gaps_over_100 = sim.refresh_gaps_over_100ms
             precedence = sim.precedence

@@ -63,16 +63,9 @@ class LocalGate:
 
     def __init__(self, settings: Settings, *, timeout_s: float = 5.0) -> None:
         from egate.drivers.turnstile.base import GateEvent
-        from egate.drivers.turnstile.osdp import OsdpGateController
-        from egate.tools.diag.selftest import read_scbk, scbk_credential_name
+        from egate.drivers.turnstile.registry import GateSetupError, build_gate
+        from egate.edge.service.secrets import read_credential
 
-        scbk, why = read_scbk(settings)
-        if settings.turnstile.secure_channel and scbk is None:
-            raise ControlRefused(
-                f"no secure-channel key: {why}",
-                f"install the gate controller's SCBK as credential {scbk_credential_name(settings)!r} "
-                "and export CREDENTIALS_DIRECTORY",
-            )
         self.events: list[GateEvent] = []
         self._changed = threading.Condition()
         self.config = settings.turnstile
@@ -83,36 +76,22 @@ class LocalGate:
                 self.events.append(event)
                 self._changed.notify_all()
 
-        self.controller = OsdpGateController(settings.turnstile, scbk, on_event)
+        try:
+            self.controller = build_gate(settings.turnstile, read_credential, on_event)
+        except GateSetupError as exc:
+            raise ControlRefused(str(exc), f"{exc.hint}, and export CREDENTIALS_DIRECTORY") from None
 
     def __enter__(self) -> LocalGate:
-        self.controller.start()
-        deadline = time.monotonic() + self.timeout_s
-        while self.controller.link_state != "up" and time.monotonic() < deadline:
-            status = self.controller.status()
-            if status.get("secure_channel_failed"):
-                break  # wrong key: waiting will not help
-            serial = status.get("serial") or {}
-            if not serial.get("open", True) and serial.get("last_error") and not serial.get("opens"):
-                break  # the port cannot even be opened: waiting will not help
-            with self._changed:
-                self._changed.wait(0.05)
-        if self.controller.link_state != "up":
-            status = self.controller.status()
-            self.controller.close()
-            if status.get("secure_channel_failed"):
-                raise ControlRefused(
-                    "the gate controller refuses the secure channel (wrong SCBK)",
-                    "install the controller's key as the SCBK credential; check with: egate diag selftest",
-                )
-            serial = status.get("serial") or {}
-            if not serial.get("open", False) and serial.get("last_error"):
-                from egate.edge.lane.device_checks import HINT_TURNSTILE_PORT
+        from egate.edge.lane.device_checks import turnstile_check
+        from egate.tools.diag.selftest_checks import start_and_wait_for_link
 
-                raise ControlRefused(f"cannot open {self.config.url}: {serial['last_error']}", HINT_TURNSTILE_PORT)
+        status = start_and_wait_for_link(self.controller, self.timeout_s)
+        if status.link_state != "up":
+            self.controller.close()
+            check = turnstile_check(status)
             raise ControlRefused(
-                f"gate controller at {self.config.url} did not come online in {self.timeout_s:.0f} s",
-                "run egate diag selftest for the turnstile check and its fix",
+                f"gate controller did not come online in {self.timeout_s:.0f} s: {check.detail}",
+                check.hint or "run egate diag selftest for the turnstile check and its fix",
             )
         return self
 
@@ -120,15 +99,15 @@ class LocalGate:
         self.controller.close()
 
     def status(self) -> dict[str, Any]:
-        return self.controller.status()
+        return self.controller.status().model_dump(mode="json")
 
     def open(self, timeout_s: float) -> dict[str, Any]:
         decision_id = f"diag-{uuid.uuid4().hex[:12]}"
         ok = self.controller.open_for_passage(decision_id, timeout_s)
-        return {"ok": ok, "decision_id": decision_id, "status": self.controller.status()}
+        return {"ok": ok, "decision_id": decision_id, "status": self.status()}
 
     def lock(self) -> dict[str, Any]:
-        return {"ok": self.controller.lock(), "status": self.controller.status()}
+        return {"ok": self.controller.lock(), "status": self.status()}
 
     def cycle(self, timeout_s: float) -> dict[str, Any]:
         """Open for one passage, wait for the gate to report the passage (or its timeout), then lock."""
@@ -157,5 +136,5 @@ class LocalGate:
             "opened": opened["ok"],
             "passage": outcome or "no_report",
             "locked": locked,
-            "status": self.controller.status(),
+            "status": self.status(),
         }

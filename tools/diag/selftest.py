@@ -7,7 +7,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from egate.drivers.turnstile.config import parse_scbk
+from egate.edge.service.secrets import read_credential
 from egate.tools.diag import selftest_checks as checks
 from egate.tools.diag.selftest_checks import CheckResult
 
@@ -15,23 +15,6 @@ if TYPE_CHECKING:
     from egate.edge.settings import Settings
 
 DEVICE_CHECKS = ("camera", "reader", "turnstile", "mqtt")
-
-
-def scbk_credential_name(settings: Settings) -> str:
-    return settings.turnstile.scbk_credential
-
-
-def read_scbk(settings: Settings) -> tuple[bytes | None, str]:
-    """The turnstile SCBK from $CREDENTIALS_DIRECTORY, or (None, why)."""
-    from egate.edge.service.secrets import CredentialError, read_credential
-
-    if not settings.turnstile.secure_channel:
-        return None, ""
-    name = scbk_credential_name(settings)
-    try:
-        return parse_scbk(read_credential(name)), ""
-    except (CredentialError, ValueError) as exc:
-        return None, str(exc)
 
 
 def outbox_path(settings: Settings) -> Path:
@@ -172,18 +155,7 @@ def local_device_checks(settings: Settings, engine: Any = None) -> list[CheckRes
         if camera is not None:
             results.append(checks.check_camera(camera, engine=engine, credential=credential))
     results.append(checks.check_reader(settings.reader))
-    scbk, why = read_scbk(settings)
-    if settings.turnstile.secure_channel and scbk is None:
-        results.append(
-            CheckResult(
-                "turnstile",
-                "FAIL",
-                f"no secure-channel key: {why}",
-                f"install the gate controller's SCBK as credential {scbk_credential_name(settings)!r}",
-            )
-        )
-    else:
-        results.append(checks.check_turnstile(settings.turnstile, scbk, credential_name=scbk_credential_name(settings)))
+    results.append(checks.check_turnstile(settings.turnstile, read_credential))
     credentials, credentials_error = link_credentials_or_error(settings)
     results.append(
         checks.check_mqtt(
@@ -267,7 +239,7 @@ def run_selftest(
 ) -> tuple[list[CheckResult], str]:
     """All checks in order; returns (results, mode) with mode 'daemon' or 'local'."""
     from egate.edge.service.control_socket import ControlClient, ControlError, ControlPermissionDenied, DaemonNotRunning
-    from egate.edge.service.secrets import CredentialError, read_credential
+    from egate.edge.service.secrets import CredentialError
     from egate.edge.settings import ConfigError, load_settings
 
     results = [checks.check_config(config_path)]

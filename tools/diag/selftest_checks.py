@@ -23,6 +23,8 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
+from egate.drivers.turnstile.base import GateController, GateStatus
+from egate.drivers.turnstile.registry import CredentialReader, GateSetupError, build_gate
 from egate.edge.lane.device_checks import (
     BRIGHT_MEAN,
     CAMERA_MIN_FPS,
@@ -32,18 +34,15 @@ from egate.edge.lane.device_checks import (
     HINT_CAMERA_FPS,
     HINT_MQTT_PLAIN,
     HINT_READER_PORT,
-    HINT_TURNSTILE_INSTALL,
-    HINT_TURNSTILE_PORT,
-    HINT_TURNSTILE_SILENT,
     MQTT_HINTS,
-    hint_turnstile_key,
 )
 from egate.tools.paths import DEMO_MEDIA
 
 if TYPE_CHECKING:
+    from pydantic import BaseModel
+
     from egate.drivers.camera import CameraConfig
     from egate.drivers.document.config import ReaderConfig
-    from egate.drivers.turnstile.config import TurnstileConfig
     from egate.edge.settings.link import LinkConfig, OutboxConfig
     from egate.edge.uplink.link import LinkCredentials
     from egate.engines.config import EngineConfig
@@ -380,85 +379,41 @@ def check_reader(config: ReaderConfig, *, listen_s: float = 0.3) -> CheckResult:
 # ------------------------------------------------------------------------------------------ turnstile
 
 
-@guarded("turnstile")
-def check_turnstile(
-    config: TurnstileConfig, scbk: bytes | None, *, timeout_s: float = 5.0, credential_name: str = "turnstile.scbk"
-) -> CheckResult:
-    """Connect to the gate controller as the daemon would (OSDP CP) and wait for the secure channel."""
-    from egate.drivers.turnstile.base import GateEvent
-    from egate.drivers.turnstile.osdp import OsdpGateController
-
-    events: list[GateEvent] = []
-    changed = threading.Event()
-
-    def on_event(event: GateEvent) -> None:
-        events.append(event)
-        changed.set()
-
-    key_hint = hint_turnstile_key(credential_name)
-    try:
-        controller = OsdpGateController(config, scbk, on_event)
-    except ValueError as exc:
-        return CheckResult("turnstile", "FAIL", str(exc), f"provide a 16-byte key as credential {credential_name!r}")
+def start_and_wait_for_link(controller: GateController, timeout_s: float) -> GateStatus:
+    """Start a gate driver and wait until its link is up, or waiting cannot help (key refused, port
+    that cannot be opened), or `timeout_s` passed; the final status."""
+    controller.start()
     deadline = time.monotonic() + timeout_s
-    status: dict[str, Any] = {}
-    try:
-        controller.start()
-        while time.monotonic() < deadline:
-            status = controller.status()
-            if status["link_state"] == "up" or status.get("secure_channel_failed"):
-                break
-            if any(e.kind == "secure_channel_failed" for e in events):
-                break
-            serial_now = status.get("serial") or {}
-            if not serial_now.get("open", True) and serial_now.get("last_error") and serial_now.get("opens", 0) == 0:
-                break  # the port cannot even be opened: waiting will not help
-            changed.wait(0.05)
-            changed.clear()
+    while True:
         status = controller.status()
+        if status.link_state == "up" or status.link_auth_failed:
+            return status
+        serial = status.serial
+        if serial is not None and not serial.open and serial.last_error and serial.opens == 0:
+            return status
+        if time.monotonic() >= deadline:
+            return status
+        time.sleep(0.05)  # polling a driver's state: no event to wait on across every driver
+
+
+@guarded("turnstile")
+def check_turnstile(config: BaseModel, read_credential: CredentialReader, *, timeout_s: float = 5.0) -> CheckResult:
+    """Connect to the gate controller as the daemon would (its configured driver) and judge the link
+    with the daemon's own rule (`turnstile_check`)."""
+    from egate.edge.lane.device_checks import turnstile_check
+
+    try:
+        controller = build_gate(config, read_credential, lambda event: None)
+    except GateSetupError as exc:
+        return CheckResult("turnstile", "FAIL", str(exc), exc.hint)
+    except ValueError as exc:
+        return CheckResult("turnstile", "FAIL", str(exc), "check [turnstile] in the config")
+    try:
+        status = start_and_wait_for_link(controller, timeout_s)
     finally:
         controller.close()
-    where = f"{config.url} address {config.address}"
-    serial_info = status.get("serial") or {}
-    if status.get("link_state") == "up":
-        detail = f"{where}: online" + (", secure channel up" if config.secure_channel else ", PLAINTEXT")
-        if status.get("default_key_in_use") or config.install_mode:
-            return CheckResult(
-                "turnstile",
-                "WARN",
-                f"{detail}; install mode / default key in use",
-                HINT_TURNSTILE_INSTALL,
-            )
-        if not config.secure_channel:
-            return CheckResult(
-                "turnstile", "WARN", detail, "set turnstile.secure_channel = true outside the workshop bench"
-            )
-        return _pass("turnstile", detail)
-    if status.get("secure_channel_failed") or any(e.kind == "secure_channel_failed" for e in events):
-        return CheckResult(
-            "turnstile", "FAIL", f"{where}: the controller answers but refuses the secure channel", key_hint
-        )
-    if not serial_info.get("open", False) and serial_info.get("last_error"):
-        return CheckResult(
-            "turnstile",
-            "FAIL",
-            f"cannot open {config.url}: {serial_info['last_error']}",
-            HINT_TURNSTILE_PORT,
-        )
-    if not serial_info.get("rx_bytes"):
-        return CheckResult(
-            "turnstile",
-            "FAIL",
-            f"{where}: no answer in {timeout_s:.0f} s (port open, nothing received)",
-            HINT_TURNSTILE_SILENT,
-        )
-    return CheckResult(
-        "turnstile",
-        "FAIL",
-        f"{where}: the controller answers but the link did not come up in {timeout_s:.0f} s "
-        f"(state {status.get('link_state')})",
-        f"check turnstile.address and turnstile.baud; if the controller has a key set, {key_hint}",
-    )
+    check = turnstile_check(status)
+    return CheckResult("turnstile", check.verdict, check.detail, check.hint or "")
 
 
 # ------------------------------------------------------------------------------------------ mqtt

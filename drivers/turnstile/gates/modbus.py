@@ -25,10 +25,17 @@ import time
 from typing import Any, Literal
 
 import structlog
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ConfigDict, Field
 
-from egate.drivers.turnstile.base import GateController, GateEvent, GateEventCallback, GuidanceKind, LinkState
-from egate.drivers.turnstile.config import MAX_PASSAGE_TIMEOUT_S, TurnstileIoMap
+from egate.drivers.turnstile.base import (
+    GateController,
+    GateEvent,
+    GateEventCallback,
+    GateStatus,
+    GuidanceKind,
+    LinkState,
+)
+from egate.drivers.turnstile.config import MAX_PASSAGE_TIMEOUT_S, GateDriverConfig, TurnstileIoMap
 from egate.drivers.turnstile.cycle import (
     OUT_PERMANENT_OFF,
     DoorCycle,
@@ -36,11 +43,12 @@ from egate.drivers.turnstile.cycle import (
     check_open_request,
     guidance_outputs,
 )
+from egate.drivers.turnstile.registry import CredentialReader, GateDriver
 
 log = structlog.get_logger(__name__)
 
 
-class ModbusGateConfig(BaseModel):
+class ModbusGateConfig(GateDriverConfig):
     """`[turnstile]` with `type = "modbus"`: the RS-485 line to the I/O module and its I/O map."""
 
     model_config = ConfigDict(extra="forbid")
@@ -176,22 +184,21 @@ class ModbusGateController(GateController):
     def link_state(self) -> LinkState:
         return self._link_state
 
-    def status(self) -> dict[str, Any]:
+    def status(self) -> GateStatus:
         with self._lock:
             inputs = dict(self._cycle.inputs) if self._cycle.inputs is not None else None
-            return {
-                "version": 1,
-                "protocol": "modbus",
-                "url": self._config.url,
-                "device_id": self._config.device_id,
-                "link_state": self._link_state,
-                "link_changed_at": self._link_changed_at,
-                "gate_state": self._cycle.state,
-                "emergency": self._cycle.emergency_active,
-                "pending_decision": self._cycle.decision_id,
-                "inputs": inputs,
-                "counters": dict(self.counters),
-            }
+            return GateStatus(
+                driver="modbus",
+                endpoint=f"{self._config.url} device {self._config.device_id}",
+                link_state=self._link_state,
+                link_changed_at=self._link_changed_at,
+                link_security="none",
+                gate_state=self._cycle.state,
+                emergency=self._cycle.emergency_active,
+                pending_decision=self._cycle.decision_id,
+                inputs=None if inputs is None else {role: inputs[n] for role, n in self._config.io.input_roles()},
+                counters=dict(self.counters),
+            )
 
     # ------------------------------------------------------------- internals
     def _refused(self, op: str, reason: str, decision_id: str | None) -> bool:
@@ -285,3 +292,12 @@ class ModbusGateController(GateController):
             log.info("gate_link_state", protocol="modbus", state=state, reason=reason)
             self._link_state = state
             self._link_changed_at = time.time()
+
+
+def _build(config: ModbusGateConfig, read_credential: CredentialReader, on_event: GateEventCallback) -> GateController:
+    return ModbusGateController(config, on_event)  # dry contacts: no key to read
+
+
+DRIVER = GateDriver(
+    config_model=ModbusGateConfig, build=_build, summary="dry contacts through a Modbus RTU I/O module on RS-485"
+)

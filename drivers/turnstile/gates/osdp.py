@@ -31,8 +31,16 @@ import osdp_sys
 import structlog
 from osdp import Capability, CompletionStatus, EventNotification, LibFlag, LogLevel, PDInfo, StatusReportType
 
-from egate.drivers.turnstile.base import GateController, GateEvent, GateEventCallback, GuidanceKind, LinkState
-from egate.drivers.turnstile.config import TurnstileConfig
+from egate.drivers.turnstile.base import (
+    GateController,
+    GateEvent,
+    GateEventCallback,
+    GateStatus,
+    GuidanceKind,
+    LinkState,
+    SerialLinkStatus,
+)
+from egate.drivers.turnstile.config import OsdpGateConfig, parse_scbk
 from egate.drivers.turnstile.cycle import (
     OUT_PERMANENT_OFF,
     OUT_PERMANENT_ON,
@@ -42,6 +50,7 @@ from egate.drivers.turnstile.cycle import (
     check_open_request,
     guidance_outputs,
 )
+from egate.drivers.turnstile.registry import CredentialReader, GateDriver, GateSetupError
 from egate.drivers.turnstile.serial_channel import SerialChannel
 
 log = structlog.get_logger(__name__)
@@ -83,7 +92,7 @@ class _Pending:
 
 
 class OsdpGateController(GateController):
-    def __init__(self, config: TurnstileConfig, scbk: bytes | None, on_event: GateEventCallback) -> None:
+    def __init__(self, config: OsdpGateConfig, scbk: bytes | None, on_event: GateEventCallback) -> None:
         if config.secure_channel and (scbk is None or len(scbk) != SCBK_LENGTH):
             got = "none" if scbk is None else f"{len(scbk)} bytes"
             raise ValueError(
@@ -264,48 +273,40 @@ class OsdpGateController(GateController):
     def link_state(self) -> LinkState:
         return self._link_state
 
-    def status(self) -> dict[str, Any]:
+    def status(self) -> GateStatus:
         with self._state_lock:
             inputs = dict(self._cycle.inputs) if self._cycle.inputs is not None else None
-            snapshot: dict[str, Any] = {
-                "version": 1,
-                "protocol": "osdp",
-                "url": self._config.url,
-                "address": self._config.address,
-                "link_state": self._link_state,
-                "link_changed_at": self._link_changed_at,
-                "secure_channel": self._config.secure_channel,
-                "secure_channel_failed": self._sc_failed,
-                "default_key_in_use": self._sc_default_key,
-                "install_mode": self._config.install_mode,
-                "gate_state": self._cycle.state,
-                "emergency": self._cycle.emergency_active,
-                "pending_decision": self._cycle.decision_id,
-                "inputs": None if inputs is None else {role: inputs[n] for role, n in self._input_roles()},
-                "counters": dict(self.counters),
-                "refresh_gap_max_ms": round(self.refresh_gap_max_s * 1000.0, 1),
-            }
-        if self._channel is not None:
-            snapshot["serial"] = {
-                "open": self._channel.is_open,
-                "rx_bytes": self._channel.rx_bytes,
-                "tx_bytes": self._channel.tx_bytes,
-                "opens": self._channel.opens,
-                "last_error": self._channel.last_error,
-            }
-        return snapshot
+            serial = None
+            if self._channel is not None:
+                serial = SerialLinkStatus(
+                    open=self._channel.is_open,
+                    rx_bytes=self._channel.rx_bytes,
+                    tx_bytes=self._channel.tx_bytes,
+                    opens=self._channel.opens,
+                    last_error=self._channel.last_error or "",
+                )
+            return GateStatus(
+                driver="osdp",
+                endpoint=f"{self._config.url} address {self._config.address}",
+                link_state=self._link_state,
+                link_changed_at=self._link_changed_at,
+                link_security="secure_channel" if self._config.secure_channel else "plaintext",
+                link_auth_failed=self._sc_failed,
+                key_credential=self._config.scbk_credential if self._config.secure_channel else None,
+                commissioning=self._config.install_mode or self._sc_default_key,
+                gate_state=self._cycle.state,
+                emergency=self._cycle.emergency_active,
+                pending_decision=self._cycle.decision_id,
+                inputs=None if inputs is None else {role: inputs[n] for role, n in self._config.io.input_roles()},
+                counters=dict(self.counters),
+                serial=serial,
+                diagnostics={
+                    "refresh_gap_max_ms": round(self.refresh_gap_max_s * 1000.0, 1),
+                    "default_key_in_use": self._sc_default_key,
+                },
+            )
 
     # ------------------------------------------------------------- internals
-    def _input_roles(self) -> list[tuple[str, int]]:
-        io = self._config.io
-        roles = [(f"passage_sensor_{i}", n) for i, n in enumerate(io.passage_sensor_inputs)]
-        roles.append(("emergency", io.emergency_input))
-        if io.door_position_input is not None:
-            roles.append(("door_open", io.door_position_input))
-        if io.tailgate_input is not None:
-            roles.append(("tailgate", io.tailgate_input))
-        return roles
-
     def _refused(self, op: str, reason: str, decision_id: str | None) -> bool:
         self.counters["commands_refused"] += 1
         log.warning("gate_command_refused", op=op, reason=reason, decision_id=decision_id)
@@ -648,3 +649,22 @@ class OsdpGateController(GateController):
         self._link_changed_at = time.time()
         method = log.warning if state == "down" else log.info
         method("turnstile_link_state", state=state, previous=previous, reason=reason, url=self._config.url)
+
+
+def _build(config: OsdpGateConfig, read_credential: CredentialReader, on_event: GateEventCallback) -> GateController:
+    scbk: bytes | None = None
+    if config.secure_channel:
+        try:
+            scbk = parse_scbk(read_credential(config.scbk_credential))
+        except (OSError, ValueError) as exc:
+            raise GateSetupError(
+                f"turnstile: {exc}",
+                f"provide the gate controller's secure channel key (16 bytes or 32 hex digits) as credential "
+                f"{config.scbk_credential!r}; `egate diag gate status` shows whether the secure channel comes up",
+            ) from None
+    return OsdpGateController(config, scbk, on_event)
+
+
+DRIVER = GateDriver(
+    config_model=OsdpGateConfig, build=_build, summary="OSDP v2 gate controller on RS-485 (secure channel)"
+)
