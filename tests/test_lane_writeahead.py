@@ -10,10 +10,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
-from egate.edge.lane.assembly import Lane as DaemonLane
+from egate.edge.lane.gallery_part import GalleryPart
+from egate.edge.lane.gate_part import GatePart
+from egate.edge.lane.health_board import HealthBoard
+from egate.edge.lane.outbox_part import OutboxPart
+from egate.edge.lane.sinks import LaneSinks
 from egate.edge.session.events import DeviceHealth, FaceObserved, GateEventIn, SetFlights, Tick
 from egate.edge.session.machine import SessionController
 from egate.edge.session.policy import Reason, Verdict
@@ -197,10 +202,13 @@ def settings_for(tmp_path: Path, **outbox: object) -> Settings:
     )
 
 
-def wired_lane(tmp_path: Path, **outbox: object) -> tuple[DaemonLane, SessionController, WitnessGate, People]:
-    """The daemon's Lane as sink (outbox append, health report) around a real SQLite outbox."""
-    daemon = DaemonLane(settings_for(tmp_path, **outbox))
-    daemon._start_outbox()
+def wired_lane(tmp_path: Path, **outbox: object) -> tuple[OutboxPart, SessionController, WitnessGate, People]:
+    """The lane's own sinks (outbox append, health report) around a real SQLite outbox."""
+    settings = settings_for(tmp_path, **outbox)
+    board = HealthBoard(lambda event: None)
+    daemon = OutboxPart(settings, board)
+    daemon.start()
+    sinks = LaneSinks(daemon, GatePart(settings, lambda event: None, board), board, lambda: None)
     people = People()
     committed: list[OutcomeRecord] = []
     gate = WitnessGate(committed)
@@ -208,13 +216,13 @@ def wired_lane(tmp_path: Path, **outbox: object) -> tuple[DaemonLane, SessionCon
 
     class Sinks:
         def emit_outcome(self, record: OutcomeRecord) -> None:
-            daemon.emit_outcome(record)  # raises when the outbox refuses: nothing is appended below
+            sinks.emit_outcome(record)  # raises when the outbox refuses: nothing is appended below
             committed.append(record)
 
         def emit_guidance(self, kind: object) -> None: ...
 
         def emit_event(self, event: object) -> None:
-            daemon.emit_event(event)  # type: ignore[arg-type]
+            sinks.emit_event(event)  # type: ignore[arg-type]
 
     from tests.lane_fixtures import DictLookup
 
@@ -242,7 +250,7 @@ def test_real_outbox_at_its_limit_refuses_the_accept_and_the_gate_stays_shut(tmp
     assert controller.state is S.REFER and not controller.status().in_service
     h = daemon.outbox.health()
     assert (h.ok, h.condition) == (False, "full") and "drains" in h.detail
-    assert daemon._outbox_health().ok is False
+    assert daemon.health().ok is False
     # Drain (the link's acks), then the monitor's poll reports the outbox healthy again.
     daemon.outbox.ack(item.seq for item in daemon.outbox.peek(0, 1000))
     assert daemon.outbox.health().ok
@@ -259,8 +267,8 @@ def test_real_outbox_at_its_limit_refuses_the_accept_and_the_gate_stays_shut(tmp
 
 
 def test_real_outbox_reports_a_disk_floor_and_a_failed_commit(tmp_path: Path) -> None:
-    daemon = DaemonLane(settings_for(tmp_path))
-    daemon._start_outbox()
+    daemon = OutboxPart(settings_for(tmp_path), HealthBoard(lambda event: None))
+    daemon.start()
     box = daemon.outbox
     assert box is not None
     free = box.free_disk_bytes()
@@ -308,19 +316,19 @@ def test_gallery_on_disk_is_checked_at_start_like_a_push(
         expires_at=now - timedelta(minutes=1) if case == "expired" else now + timedelta(hours=2),
     )
     write_encrypted(tmp_path / "state" / "gallery" / "gallery.egal", raw, GALLERY_KEY)
-    lane = DaemonLane(settings)
-    lane._start_gallery()
-    lane._finish_gallery(MODEL_ID, 0.6)  # what the engine reports once loaded
+    # What the engine reports once loaded: its model id and threshold.
+    loaded_engine = SimpleNamespace(model_id=MODEL_ID, threshold=0.6)
+    part = GalleryPart(settings, loaded_engine, HealthBoard(lambda event: None))
+    part.start()
     try:
-        health = lane._gallery_health()
-        assert lane.gallery is not None
+        health = part.health()
         if code is None:
-            assert health.ok and lane.gallery.current is not None
+            assert health.ok and part.store.current is not None and part.refused is None
             return
         assert not health.ok and f"gallery on disk refused ({code})" in health.detail
         assert "egate ops push" in health.detail
-        assert lane.gallery.current is None  # nothing of it is matched against
-        # The lane's own seam: a refused gallery is reported as the device `gallery` at the lane's start.
-        assert lane._gallery_refused is not None
+        assert part.store.current is None  # nothing of it is matched against
+        # The session part reports this as the device `gallery` once its loop runs.
+        assert part.refused == health.detail
     finally:
-        lane._close_gallery()
+        part.close()

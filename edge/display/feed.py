@@ -37,7 +37,7 @@ from egate.edge.display.model import (
 from egate.edge.service.daemon import Health, StartError
 
 if TYPE_CHECKING:
-    from egate.edge.lane.assembly import Lane
+    from egate.edge.lane.view import RunningLane
 
 log = structlog.get_logger(__name__)
 
@@ -310,7 +310,7 @@ def _line(message: LaneMessage | HeartbeatMessage) -> bytes:
     return message.model_dump_json().encode() + b"\n"
 
 
-def supervisor_view(lane: Lane) -> SupervisorView:
+def supervisor_view(lane: RunningLane) -> SupervisorView:
     """The officer's view: states, devices and recent referral reasons; nothing personal."""
     st = lane.status()
     devices = {

@@ -23,7 +23,7 @@ from egate.edge.session.events import ClearAlarm, Maintenance
 from egate.edge.session.states import LaneState
 
 if TYPE_CHECKING:
-    from egate.edge.lane.assembly import Lane
+    from egate.edge.lane.view import RunningLane
 
 MAINTENANCE_HINT = "enter maintenance mode: egate diag maintenance on / signed ops command set_mode maintenance"
 MAX_GATE_TIMEOUT_S = 12.0
@@ -69,7 +69,9 @@ def strict_args(model: type[ArgsT], args: dict[str, Any], cmd: str) -> ArgsT:
 class LaneControl:
     """Registers the lane's handlers on a `ControlServer` and runs it as a daemon component."""
 
-    def __init__(self, lane: Lane) -> None:
+    name = "control"
+
+    def __init__(self, lane: RunningLane) -> None:
         self.lane = lane
         cfg = lane.settings.control
         self.server = ControlServer(

@@ -17,7 +17,7 @@ from egate.edge.uplink.messages import DeviceHealth as DeviceHealthMsg
 from egate.edge.uplink.messages import EventPayload, HealthPayload, LatencyPercentiles, StatusPayload
 
 if TYPE_CHECKING:
-    from egate.edge.lane.assembly import Lane
+    from egate.edge.lane.view import RunningLane
     from egate.edge.settings import Settings
 
 
@@ -33,7 +33,7 @@ def config_fingerprint(settings: Settings) -> str:
     return hashlib.sha256(settings.model_dump_json().encode()).hexdigest()[:12]
 
 
-def device_summary(lane: Lane) -> dict[str, dict[str, Any]]:
+def device_summary(lane: RunningLane) -> dict[str, dict[str, Any]]:
     """Each device's ok flag and a one-line detail (control `status`, retained MQTT status)."""
     out = {name: {"ok": ok, "detail": why or "ok"} for name, (ok, why) in lane.device_health.items()}
     if lane.camera is not None:
@@ -62,8 +62,8 @@ def device_summary(lane: Lane) -> dict[str, dict[str, Any]]:
     return out
 
 
-def status_payload(lane: Lane) -> StatusPayload:
-    st = lane.controller.status() if lane.controller is not None else None
+def status_payload(lane: RunningLane) -> StatusPayload:
+    st = lane.status()
     g = lane.gallery.current if lane.gallery is not None else None
     devices = {
         name: DeviceHealthMsg(state="ok" if d["ok"] else "fault", detail=str(d["detail"])[:500])
@@ -85,7 +85,7 @@ def status_payload(lane: Lane) -> StatusPayload:
     )
 
 
-def _reported_mode(lane: Lane, st: LaneStatus | None) -> str:
+def _reported_mode(lane: RunningLane, st: LaneStatus | None) -> str:
     """The lane mode while in service; otherwise why it is not serving (maintenance or a fault)."""
     if st is None:
         return lane.settings.gate.mode
@@ -96,7 +96,7 @@ def _reported_mode(lane: Lane, st: LaneStatus | None) -> str:
     return "out_of_service"
 
 
-def health_payload(lane: Lane) -> HealthPayload:
+def health_payload(lane: RunningLane) -> HealthPayload:
     stats = lane.outbox.stats() if lane.outbox is not None else None
     latency = {}
     if lane.worker is not None:
