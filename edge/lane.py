@@ -37,6 +37,7 @@ from edge.csca import CscaStore
 from edge.daemon import Component, Health, StartError
 from edge.display.feed import DisplayFeed, supervisor_view
 from edge.display.languages import document_language
+from edge.display.mirror import MirrorFeed
 from edge.gallery import GalleryExpiryWatcher, GalleryStore
 from edge.lane_adapters import (
     GalleryMatcher,
@@ -704,7 +705,22 @@ class Lane:
         self.display_feed = DisplayFeed(
             cfg.feed_socket, cfg.feed_group, lambda: supervisor_view(self), heartbeat_s=cfg.heartbeat_s
         )
-        return [self.display_feed]
+        if not cfg.mirror.enabled:
+            return [self.display_feed]
+        mirror = MirrorFeed(
+            cfg.mirror_socket(),
+            cfg.feed_group,
+            self._mirror_frame,
+            fps=cfg.mirror.fps,
+            width=cfg.mirror.width,
+            jpeg_quality=cfg.mirror.jpeg_quality,
+        )
+        return [self.display_feed, mirror]
+
+    def _mirror_frame(self) -> tuple[float, Any] | None:
+        """The frame the face engine analysed last (the camera has one reader: the face worker)."""
+        last = self.worker.last_frame() if self.worker is not None else None
+        return None if last is None else (last.at, last.image)
 
     def _publish_display(self) -> None:
         """On the lane loop's thread after each handled event: the status is that event's."""
