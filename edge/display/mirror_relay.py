@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from pathlib import Path
 
 import structlog
@@ -88,7 +88,7 @@ class MirrorRelay:
             await asyncio.sleep(RECONNECT_S)
 
 
-async def mirror_stream(relay: MirrorRelay) -> AsyncIterator[str]:
+async def mirror_stream(relay: MirrorRelay) -> AsyncGenerator[str, None]:
     """SSE: `frame` events carrying base64 JPEG, the newest each time the page is ready for one."""
     async with relay.watching():
         yield "retry: 1000\n\n"
