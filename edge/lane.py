@@ -37,7 +37,7 @@ from edge.csca import CscaStore
 from edge.daemon import Component, Health, StartError
 from edge.display.feed import DisplayFeed, supervisor_view
 from edge.display.languages import document_language
-from edge.display.mirror import MirrorFeed
+from edge.display.mirror import MirrorFeed, MirrorFrame
 from edge.gallery import GalleryExpiryWatcher, GalleryStore
 from edge.lane_adapters import (
     GalleryMatcher,
@@ -717,10 +717,13 @@ class Lane:
         )
         return [self.display_feed, mirror]
 
-    def _mirror_frame(self) -> tuple[float, Any] | None:
+    def _mirror_frame(self) -> MirrorFrame | None:
         """The frame the face engine analysed last (the camera has one reader: the face worker)."""
         last = self.worker.last_frame() if self.worker is not None else None
-        return None if last is None else (last.at, last.image)
+        if last is None:
+            return None
+        captured_wall = time.time() - (time.monotonic() - last.captured) if last.captured else time.time()
+        return MirrorFrame(key=last.at, image=last.image, captured_at=captured_wall)
 
     def _publish_display(self) -> None:
         """On the lane loop's thread after each handled event: the status is that event's."""

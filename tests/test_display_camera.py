@@ -202,7 +202,7 @@ def test_frames_stay_on_loopback_off_the_supervisor_and_off_the_disk(rig: LaneRi
     # The kiosk (loopback) serves the frames...
     assert rig.display_url.startswith("http://127.0.0.1:")
     frame_lines = [ln for ln in _sse_lines(rig.display_url + "mirror/events", 8, 30) if ln.startswith(b"data: ")]
-    assert frame_lines and frame_lines[0][6:10] == JPEG_BASE64
+    assert frame_lines and json.loads(frame_lines[0][6:])["jpeg"].startswith(JPEG_BASE64.decode())
     # ...the supervisor's address has no such route, and its own stream carries no picture.
     supervisor = f"http://{config['supervisor_bind']}/"
     with pytest.raises(urllib.error.HTTPError) as refused:

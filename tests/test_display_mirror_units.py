@@ -23,7 +23,7 @@ import numpy as np
 import pytest
 from pydantic import ValidationError
 
-from edge.display.mirror import FRAME_HEADER, MirrorFeed
+from edge.display.mirror import FRAME_HEADER, MirrorFeed, MirrorFrame
 from edge.display.mirror_relay import MirrorRelay, mirror_stream
 from edge.settings.display import DisplayConfig
 from tests.shared_data import shared_data
@@ -40,10 +40,10 @@ class FrameSource:
         self.calls = 0
         self.lock = threading.Lock()
 
-    def __call__(self) -> tuple[float, np.ndarray]:
+    def __call__(self) -> MirrorFrame:
         with self.lock:
             self.calls += 1
-            return float(self.calls), self.image
+            return MirrorFrame(key=float(self.calls), image=self.image, captured_at=time.time())
 
 
 @pytest.fixture
@@ -78,7 +78,7 @@ def _read_frame(conn: socket.socket) -> bytes:
             out += chunk
         return out
 
-    (size,) = FRAME_HEADER.unpack(exactly(FRAME_HEADER.size))
+    size, _captured_at = FRAME_HEADER.unpack(exactly(FRAME_HEADER.size))
     return exactly(size)
 
 
@@ -211,7 +211,9 @@ def test_relay_reads_the_daemon_only_while_a_page_watches(short_dir: Path, camer
             got: list[bytes] = []
             async for chunk in stream:
                 if chunk.startswith("event: frame"):
-                    got.append(base64.b64decode(chunk.split("data: ", 1)[1].strip()))
+                    frame = json.loads(chunk.split("data: ", 1)[1])
+                    assert abs(frame["at"] - time.time()) < 60  # the camera's capture time, wall clock
+                    got.append(base64.b64decode(frame["jpeg"]))
                     if len(got) == 3:
                         break
             assert relay.watchers == 1

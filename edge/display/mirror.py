@@ -7,8 +7,9 @@ written anywhere: a frame is encoded in memory, sent, and forgotten; logs carry 
 
 A client that has not taken the previous frame does not get the next one (dropped, counted): memory
 stays at one frame per client and a slow screen never slows the lane. Clients must send nothing: a
-client that sends a byte or hangs up is dropped. Wire format: a 4-byte big-endian length, then the
-JPEG bytes.
+client that sends a byte or hangs up is dropped. Wire format: a 4-byte big-endian length and the
+frame's capture time (8-byte big-endian double, Unix seconds, for the screen's latency figures), then
+the JPEG bytes.
 
 The socket is bound under a temporary name, given its mode and group, then renamed into place (as the
 feed socket).
@@ -25,6 +26,7 @@ import struct
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
@@ -36,11 +38,20 @@ from edge.daemon import Health, StartError
 log = structlog.get_logger(__name__)
 
 MAX_CLIENTS = 2
-FRAME_HEADER = struct.Struct(">I")
+FRAME_HEADER = struct.Struct(">Id")  # JPEG length, capture time
 MAX_FRAME_BYTES = 1024 * 1024  # a 960-px JPEG is far below this; the reader refuses anything larger
+POLL_S = 0.01  # how often a new analysed frame is looked for while a client watches (an attribute read)
 
-# (capture time, BGR image) of the newest analysed frame, or None when there is none.
-FrameSource = Callable[[], "tuple[float, np.ndarray] | None"]
+
+@dataclass(frozen=True)
+class MirrorFrame:
+    key: float  # changes with every new frame (the face worker's analysis time)
+    image: np.ndarray  # BGR, as the camera gave it
+    captured_at: float  # wall time (Unix seconds) the camera took it
+
+
+# The newest analysed frame, or None when there is none.
+FrameSource = Callable[[], "MirrorFrame | None"]
 
 
 def encode_frame(image: np.ndarray, width: int, quality: int) -> bytes:
@@ -173,10 +184,14 @@ class MirrorFeed:
         last_at: float | None = None
         try:
             while not self._stop.is_set():
-                backlog = any(self._clients.values())
-                wait = 0.02 if backlog else max(0.0, next_frame - time.monotonic())
                 if not self._clients:
                     wait = 0.25  # nobody watching: no frame is taken or encoded
+                elif any(self._clients.values()):
+                    wait = POLL_S  # a client is still taking a frame
+                else:
+                    # Look for the engine's next frame every POLL_S once the rate allows one: a frame goes out
+                    # within POLL_S of its analysis instead of waiting for a fixed tick.
+                    wait = max(0.0, next_frame - time.monotonic()) or POLL_S
                 for key, _ in sel.select(wait):
                     if key.fileobj is self._listener:
                         self._accept(sel)
@@ -185,8 +200,10 @@ class MirrorFeed:
                         self._drop(sel, key.fileobj, "sent data or hung up")  # type: ignore[arg-type]
                 now = time.monotonic()
                 if self._clients and now >= next_frame:
-                    next_frame = now + self._period
-                    last_at = self._offer(last_at)
+                    offered = self._offer(last_at)
+                    if offered != last_at:
+                        next_frame = now + self._period
+                    last_at = offered
                 self._flush(sel)
         except Exception:
             log.exception("display_mirror_failed")
@@ -195,21 +212,21 @@ class MirrorFeed:
 
     def _offer(self, last_at: float | None) -> float | None:
         frame = self._frames()
-        if frame is None or frame[0] == last_at:
+        if frame is None or frame.key == last_at:
             return last_at
         try:
-            data = encode_frame(frame[1], self._width, self._quality)
+            data = encode_frame(frame.image, self._width, self._quality)
         except (ValueError, cv2.error) as exc:
             log.warning("display_mirror_encode_failed", error=type(exc).__name__)
-            return frame[0]
-        packet = FRAME_HEADER.pack(len(data)) + data
+            return frame.key
+        packet = FRAME_HEADER.pack(len(data), frame.captured_at) + data
         for buf in self._clients.values():
             if buf:
                 self.dropped += 1  # still sending the previous frame: this one is skipped
             else:
                 buf += packet
                 self.sent += 1
-        return frame[0]
+        return frame.key
 
     def _accept(self, sel: selectors.BaseSelector) -> None:
         assert self._listener is not None

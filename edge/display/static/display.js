@@ -19,7 +19,7 @@ const MIRROR_SCREENS = new Set(["look_at_camera", "come_closer", "step_back", "m
 
 // Measurements for `egate bench display` and the tests (never sent anywhere).
 const probe = (window.__egate = { loadId: String(Math.random()).slice(2), renders: [], screen: null,
-  lang: null, offline: true, messages: 0, mirrorFrames: 0, mirrorShown: false });
+  lang: null, offline: true, messages: 0, mirrorFrames: 0, mirrorShown: false, mirrorShows: [] });
 
 let cfg = null;
 let current = { screen: "out_of_service", seq: -1, at: 0, mode: "exit", language: null, connected: false };
@@ -32,6 +32,7 @@ let cycleAt = 0;
 let drawn = "";
 let audio = null;
 let mirror = null; // EventSource of camera frames while a positioning screen shows
+let mirrorAt = 0; // capture time (ms) of the frame being decoded
 const pinned = new URLSearchParams(location.search).get("lang");
 
 function now() { return performance.now(); }
@@ -98,7 +99,9 @@ function updateMirror(screen, cat) {
     if (mirror) return;
     mirror = new EventSource("/mirror/events");
     mirror.addEventListener("frame", (event) => {
-      img.src = "data:image/jpeg;base64," + event.data;
+      const frame = JSON.parse(event.data);
+      mirrorAt = frame.at * 1000;
+      img.src = "data:image/jpeg;base64," + frame.jpeg;
       probe.mirrorFrames += 1;
       if (figure.hidden) {
         figure.hidden = false;
@@ -116,6 +119,16 @@ function updateMirror(screen, cat) {
   figure.hidden = true;
   document.body.dataset.mirror = "off";
   probe.mirrorShown = false;
+}
+
+// Each picture's age on screen (capture -> painted), for `egate bench display` (never sent anywhere).
+function stampMirror() {
+  const at = mirrorAt;
+  if (!at) return;
+  requestAnimationFrame(() => {
+    probe.mirrorShows.push({ at, shown: performance.timeOrigin + performance.now() });
+    if (probe.mirrorShows.length > 2000) probe.mirrorShows.splice(0, 1000);
+  });
 }
 
 function playTone(screen) {
@@ -222,6 +235,7 @@ async function start() {
   document.body.dataset.direction = cfg.proceed_direction;
   cycleIndex = Math.max(0, cfg.languages.indexOf(cfg.default_language));
   buildLanguageButtons();
+  document.getElementById("mirror-img").addEventListener("load", stampMirror);
   draw(false);
   connect();
   setInterval(watchdog, 200);
