@@ -25,6 +25,7 @@ from pydantic import ValidationError
 
 from edge.display.mirror import FRAME_HEADER, MirrorFeed, MirrorFrame
 from edge.display.mirror_relay import MirrorRelay, mirror_stream
+from edge.settings import load_settings
 from edge.settings.display import DisplayConfig
 from tests.shared_data import shared_data
 
@@ -117,8 +118,11 @@ def test_config_check_refuses_a_mirror_that_could_leave_loopback(tmp_path: Path)
     assert any("literal loopback" in e["message"] for e in result["errors"]), result
     # The same host without the mirror is fine (the page itself carries no camera picture).
     assert DisplayConfig.model_validate({"host": "localhost"}).host == "localhost"
-    accepted = _check(tmp_path, '[display]\nhost = "127.0.0.1"\n[display.mirror]\nenabled = true\n')
-    assert accepted.returncode == 0, accepted.stdout + accepted.stderr
+    accepted = tmp_path / "accepted.toml"
+    accepted.write_text(
+        '[gate]\nsite_id = "s"\ngate_id = "g"\n[display]\nhost = "127.0.0.1"\n[display.mirror]\nenabled = true\n'
+    )
+    assert load_settings(accepted, environ={}).display.mirror.enabled is True
     with pytest.raises(ValidationError, match="loopback"):
         DisplayConfig.model_validate({"host": "10.0.0.5", "mirror": {"enabled": True}})
     with pytest.raises(ValidationError, match="must differ"):

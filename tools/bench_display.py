@@ -14,6 +14,7 @@ socket, the display's relay and SSE), with the picture rate the page got.
 
 from __future__ import annotations
 
+import itertools
 import json
 import statistics
 import sys
@@ -59,7 +60,8 @@ def run_mirror(rig: Any, driver: Any, frames: int) -> dict[str, Any]:
     shows = _mirror_shows(driver)[:frames]
     ages = [s["shown"] - s["at"] for s in shows]
     # Intervals inside a stretch of positioning (the picture pauses while the lane refers and idles).
-    gaps = [b["shown"] - a["shown"] for a, b in zip(shows, shows[1:]) if b["shown"] - a["shown"] < 1000]
+    steps = [b["shown"] - a["shown"] for a, b in itertools.pairwise(shows)]
+    gaps = [g for g in steps if g < 1000]
     return {
         "pictures": len(ages),
         "age_ms": _latency(ages),
