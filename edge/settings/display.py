@@ -37,7 +37,9 @@ class MirrorConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    enabled: bool = Field(False, description="Show the live camera picture with a face guide while positioning.")
+    enabled: bool = Field(
+        False, description="Show the live camera picture with a face guide while positioning (with display.enabled)."
+    )
     socket: Path | None = Field(
         None,
         description="UNIX socket the daemon writes the frames to (mode as the feed socket); none: "
