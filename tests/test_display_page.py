@@ -7,9 +7,11 @@ emergency and tailgate inputs, a signed ops `set_mode`, an MRZ on the serial rea
 and three languages (English, Arabic right-to-left, Chinese) the DOM is checked, a screenshot saved and
 axe-core audits the page at WCAG 2.2 AA: `.cache/test-artifacts/display/` (screens, `axe.json`).
 
-The positioning screens that need a face failing the quality gate in a particular way (step back, move
-left/right, look straight) cannot be staged with the demo clips; `test_positioning_screens_render`
-drives them through the daemon's own feed component (`DisplayFeed`) into a second display process.
+The positioning screens that need a face placed in a particular way (step back, move left/right, look
+straight) are staged through the camera with real face photos in tests/test_display_camera.py (with the
+camera mirror). "Please wait" lasts only while the engine matches (milliseconds), so
+`test_please_wait_renders` drives it through the daemon's own feed component (`DisplayFeed`) into a
+second display process. This lane runs without the mirror (the default): the page shows none.
 """
 
 from __future__ import annotations
@@ -408,8 +410,26 @@ def test_the_page_survives_the_daemon_and_the_display_process(rig: LaneRig, brow
     (ARTIFACTS / "resilience.json").write_text(json.dumps(timings, indent=1))
 
 
-def test_positioning_screens_render(tmp_path: Path, browser: Any, axe_results) -> None:
-    """step back / move left / move right / look straight / please wait through the daemon's feed component."""
+def test_no_camera_mirror_unless_configured(rig: LaneRig, browser: Any, tabs: dict[str, str]) -> None:
+    """The mirror is off by default: the daemon opens no frame socket, the display has no frame route and the
+    page, which has shown positioning screens by now, never showed a picture."""
+    feed_socket = Path(rig.config()["display"]["feed_socket"])
+    assert feed_socket.exists() and not feed_socket.with_name("display-mirror.sock").exists()
+    assert rig.display_url is not None
+    with pytest.raises(urllib.error.HTTPError) as missing:
+        urllib.request.urlopen(rig.display_url + "mirror/events", timeout=10)
+    assert missing.value.code == 404
+    browser.switch_to.window(tabs["auto"])
+    state = browser.execute_script(
+        "return {hidden: document.getElementById('mirror').hidden, frames: window.__egate.mirrorFrames,"
+        " src: document.getElementById('mirror-img').getAttribute('src')};"
+    )
+    assert state == {"hidden": True, "frames": 0, "src": None}
+    assert not rig.log_events("display_mirror_listening")
+
+
+def test_please_wait_renders(tmp_path: Path, browser: Any, axe_results) -> None:
+    """please wait (while the engine matches) through the daemon's feed component."""
     from egate.edge.display.feed import DisplayFeed
     from egate.edge.display.model import SupervisorView
 
@@ -431,13 +451,7 @@ def test_positioning_screens_render(tmp_path: Path, browser: Any, axe_results) -
     try:
         assert proc.stdout is not None
         url = json.loads(proc.stdout.readline())["display_url"]
-        for guidance, screen in (
-            ("step_back", "step_back"),
-            ("move_left", "move_left"),
-            ("move_right", "move_right"),
-            ("look_straight", "look_straight"),
-            ("please_wait", "please_wait"),
-        ):
+        for guidance, screen in (("please_wait", "please_wait"),):
             feed.update(
                 at=time.time(),
                 state="capturing",

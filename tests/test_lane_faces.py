@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from egate.edge.lane.faces import frame_timings, lane_faces, quality_score
+from egate.edge.lane.faces import FACE_TOO_CLOSE, frame_timings, lane_faces, quality_score
 from egate.engines.pipeline import FaceObservation
 from egate.engines.quality import FaceQuality, QualityThresholds
 
@@ -73,6 +73,16 @@ def test_lane_faces_carries_gate_failures_and_drops_bystanders() -> None:
     assert faces[0].quality_detail["eye_distance_px"] == 110.0
     assert len(lane_faces([behind, near, beside], T, bystander_ratio=0.0)) == 3
     assert lane_faces([], T) == []
+
+
+def test_a_face_over_the_width_limit_is_too_close_and_not_acceptable() -> None:
+    # 640 px frame: the limit (55 %) is 352 px; both faces pass the engine's own gate.
+    [close] = lane_faces([obs(q(), 360.0)], T, frame_width=640)
+    [fine] = lane_faces([obs(q(), 340.0)], T, frame_width=640)
+    assert close.quality_issues == (FACE_TOO_CLOSE,) and fine.quality_issues == ()
+    assert close.placement is not None and close.placement[1] > 0.55
+    # Without the frame width nothing is known about placement: the engine's codes only.
+    assert lane_faces([obs(q(), 360.0)], T)[0].quality_issues == ()
 
 
 def test_frame_timings_count_detection_once() -> None:

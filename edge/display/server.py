@@ -3,6 +3,8 @@
 Two Starlette apps on one event loop, both read-only (GET only):
 - the kiosk page on `display.host:port` (loopback only): `/` the page, `/config.json` its settings and
   catalogues, `/events` Server-Sent Events with the screen to show (`lane`) and a heartbeat (`hb`);
+- with `display.mirror.enabled`, `/mirror/events` on the kiosk page only: the live camera picture
+  (edge/display/mirror_relay.py), answered to loopback clients only;
 - the supervisor page on `display.supervisor_bind` when set (the officer's tablet): lane state,
   alarms, device health and the reason codes of recent referrals, no personal data.
 
@@ -16,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import json
 import signal
 import time
@@ -33,6 +36,7 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from egate.edge.display.languages import DEFAULT_LANGUAGE, load_catalogues
+from egate.edge.display.mirror_relay import MirrorRelay, mirror_stream
 from egate.edge.display.model import FeedMessage, HeartbeatMessage, LaneMessage, LaneView, SupervisorView
 from egate.edge.display.screens import ScreenView, disconnected_view, screen_view
 from egate.edge.settings.display import DisplayConfig
@@ -143,7 +147,7 @@ async def read_feed(state: FeedState, stop: asyncio.Event) -> None:
         except OSError:
             if state.connected or state.view is None:
                 state.on_lost("feed socket not reachable")
-            with contextlib.suppress(TimeoutError):
+            with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(stop.wait(), RECONNECT_S)
             continue
         why = "closed by the daemon"
@@ -151,7 +155,7 @@ async def read_feed(state: FeedState, stop: asyncio.Event) -> None:
             while not stop.is_set():
                 try:
                     line = await asyncio.wait_for(reader.readline(), stale)
-                except TimeoutError:
+                except asyncio.TimeoutError:
                     why = f"no heartbeat for {stale:g} s"
                     break
                 if not line:
@@ -182,14 +186,22 @@ async def _stream(state: FeedState, request: Request, supervisor: bool) -> Async
         while True:
             try:
                 event, data = await asyncio.wait_for(queue.get(), state.cfg.heartbeat_s)
-            except TimeoutError:
+            except asyncio.TimeoutError:
                 event, data = "hb", json.dumps({"at": time.time(), "connected": state.connected})
             if event == "close":
                 return
             yield _sse(event, data)
 
 
-def kiosk_app(state: FeedState) -> Starlette:
+def _loopback(host: str | None) -> bool:
+    try:
+        return host is not None and ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def kiosk_app(state: FeedState, mirror: MirrorRelay | None = None) -> Starlette:
+    """The kiosk page; `mirror` adds the live camera stream (never on the supervisor app)."""
     cfg = state.cfg
     catalogues = load_catalogues(cfg.languages)
     page_config = {
@@ -203,6 +215,7 @@ def kiosk_app(state: FeedState) -> Starlette:
         "heartbeat_s": cfg.heartbeat_s,
         "stale_after_s": cfg.stale_after_s,
         "proceed_direction": cfg.proceed_direction,
+        "mirror": mirror is not None,
     }
 
     async def index(_request: Request) -> Response:
@@ -217,17 +230,29 @@ def kiosk_app(state: FeedState) -> Starlette:
         )
 
     async def health(_request: Request) -> Response:
-        return JSONResponse({"connected": state.connected, "screen": state.screen().screen}, headers=_HEADERS)
+        body: dict[str, Any] = {"connected": state.connected, "screen": state.screen().screen}
+        if mirror is not None:
+            body["mirror"] = {"watchers": mirror.watchers, "frames_in": mirror.frames_in}
+        return JSONResponse(body, headers=_HEADERS)
 
-    return Starlette(
-        routes=[
-            Route("/", index),
-            Route("/config.json", config),
-            Route("/events", events),
-            Route("/healthz", health),
-            Mount("/static", StaticFiles(directory=STATIC_DIR), name="static"),
-        ]
-    )
+    routes = [
+        Route("/", index),
+        Route("/config.json", config),
+        Route("/events", events),
+        Route("/healthz", health),
+        Mount("/static", StaticFiles(directory=STATIC_DIR), name="static"),
+    ]
+    if mirror is not None:
+        relay = mirror
+
+        async def mirror_events(request: Request) -> Response:
+            # The kiosk is bound to loopback already; a request relayed from elsewhere is still refused.
+            if not _loopback(request.client.host if request.client else None):
+                return Response("the camera picture is served to this machine only", status_code=403)
+            return StreamingResponse(mirror_stream(relay), media_type="text/event-stream", headers=_HEADERS)
+
+        routes.insert(3, Route("/mirror/events", mirror_events))
+    return Starlette(routes=routes)
 
 
 def supervisor_app(state: FeedState) -> Starlette:
@@ -263,10 +288,11 @@ async def serve(cfg: DisplayConfig, *, port: int | None = None) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    mirror = MirrorRelay(cfg.mirror_socket()) if cfg.mirror.enabled else None
     servers = [
         _Server(
             uvicorn.Config(
-                kiosk_app(state),
+                kiosk_app(state, mirror),
                 host=cfg.host,
                 port=cfg.port if port is None else port,
                 log_level="warning",
@@ -300,6 +326,13 @@ async def serve(cfg: DisplayConfig, *, port: int | None = None) -> None:
         if task.done() and task.exception() is not None:
             stop.set()
             raise RuntimeError(f"display server did not start: {task.exception()}")
+    if mirror is not None:
+        kiosk_hosts = [sock.getsockname()[0] for server in servers[0].servers for sock in server.sockets]
+        if not all(_loopback(h) for h in kiosk_hosts):
+            stop.set()
+            for s in servers:
+                s.should_exit = True
+            raise RuntimeError(f"the kiosk page is bound to {kiosk_hosts}, not loopback: the mirror stays off")
     for s in servers:
         for server in s.servers:
             for sock in server.sockets:

@@ -95,7 +95,9 @@ class Lane:
             on_ops_change=self._on_ops_change,
             worker_stuck=self.camera_part.worker_stuck,
         )
-        self.display = DisplayPublisher(settings, session=self.session, sinks=self.sinks)
+        self.display = DisplayPublisher(
+            settings, session=self.session, sinks=self.sinks, last_frame=self.camera_part.last_frame
+        )
         self.reader_part = ReaderPart(
             settings, session=self.session, board=self.board, post=self.post, on_document=self.display.on_document
         )
@@ -118,7 +120,7 @@ class Lane:
             health_payload=self.health_payload,
         )
         self.control = LaneControl(self)
-        self.display_feed = self.display.feed(lambda: supervisor_view(self))
+        self.display_parts = self.display.components(lambda: supervisor_view(self))
 
     def components(self) -> list[Component]:
         return [
@@ -133,7 +135,7 @@ class Lane:
             self.reader_part,
             self.camera_part,
             self.control,
-            *([self.display_feed] if self.display_feed is not None else []),
+            *self.display_parts,
             self.monitor,
         ]
 

@@ -8,7 +8,7 @@ from egate.drivers.camera import Camera, CameraState
 from egate.edge.lane.engine_part import EnginePart
 from egate.edge.lane.health_board import HealthBoard
 from egate.edge.lane.part import Part
-from egate.edge.lane.vision import FaceWorker
+from egate.edge.lane.vision import FaceWorker, LastFrame
 from egate.edge.service.daemon import Health, StartError
 from egate.edge.service.secrets import CredentialError, read_credential
 from egate.edge.session.events import Event
@@ -35,6 +35,9 @@ class CameraPart(Part):
     @property
     def worker(self) -> FaceWorker | None:
         return self._worker
+
+    def last_frame(self) -> LastFrame | None:
+        return self._worker.last_frame() if self._worker is not None else None
 
     def worker_stuck(self) -> bool:
         return self._worker is not None and self._worker.stuck()

@@ -13,8 +13,14 @@ from dataclasses import dataclass, field
 import numpy as np
 from numpy.typing import NDArray
 
+from egate.edge.session.machine import MAX_FACE_WIDTH_RATIO
 from egate.engines.pipeline import FaceObservation
 from egate.engines.quality import FaceQuality, QualityThresholds
+
+# Added to the engine's codes for a face wider than MAX_FACE_WIDTH_RATIO of the frame: the traveller leans
+# into the camera (close-range distortion, the face about to leave the frame). Such a frame is not matched;
+# the screen asks them to step back.
+FACE_TOO_CLOSE = "face_too_close"
 
 
 @dataclass(frozen=True)
@@ -68,27 +74,32 @@ def lane_faces(
     A face narrower than `bystander_ratio` x the largest face is someone further back in the queue,
     not a second person at the gate, and is left out (0 counts every face).
     """
-    faces = [
-        LaneFace(
-            quality=quality_score(o.quality, thresholds),
-            descriptor=np.asarray(o.descriptor, dtype=np.float32),
-            quality_issues=tuple(thresholds.acceptable(o.quality)),
-            quality_detail=o.quality.as_dict(),
-            width_px=float(o.box_xyxy[2] - o.box_xyxy[0]),
-            placement=None
-            if not frame_width
-            else (
-                round((o.box_xyxy[0] + o.box_xyxy[2]) / 2 / frame_width, 4),
-                round((o.box_xyxy[2] - o.box_xyxy[0]) / frame_width, 4),
-            ),
-        )
-        for o in observations
-    ]
+    faces = [_lane_face(o, thresholds, frame_width) for o in observations]
     if not faces:
         return []
     faces.sort(key=lambda f: f.width_px, reverse=True)
     widest = faces[0].width_px
     return [f for f in faces if f.width_px >= bystander_ratio * widest]
+
+
+def _lane_face(o: FaceObservation, thresholds: QualityThresholds, frame_width: int | None) -> LaneFace:
+    issues = list(thresholds.acceptable(o.quality))
+    placement = None
+    if frame_width:
+        placement = (
+            round((o.box_xyxy[0] + o.box_xyxy[2]) / 2 / frame_width, 4),
+            round((o.box_xyxy[2] - o.box_xyxy[0]) / frame_width, 4),
+        )
+        if placement[1] > MAX_FACE_WIDTH_RATIO:
+            issues.append(FACE_TOO_CLOSE)
+    return LaneFace(
+        quality=quality_score(o.quality, thresholds),
+        descriptor=np.asarray(o.descriptor, dtype=np.float32),
+        quality_issues=tuple(issues),
+        quality_detail=o.quality.as_dict(),
+        width_px=float(o.box_xyxy[2] - o.box_xyxy[0]),
+        placement=placement,
+    )
 
 
 def frame_timings(observations: Sequence[FaceObservation]) -> dict[str, float]:

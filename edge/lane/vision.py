@@ -38,6 +38,7 @@ class LastFrame:
     image: np.ndarray
     observations: list[FaceObservation]
     at: float
+    captured: float = 0.0  # the camera's timestamp of the frame (monotonic), before inference
 
 
 class FaceWorker:
@@ -141,7 +142,7 @@ class FaceWorker:
             timings["frame"] = round(elapsed_ms, 3)
             for stage, ms in timings.items():
                 self._stage_ms.setdefault(stage, deque(maxlen=256)).append(ms)
-            self._last = LastFrame(frame.image, observations, time.monotonic())
+            self._last = LastFrame(frame.image, observations, time.monotonic(), frame.timestamp)
             faces = lane_faces(
                 observations,
                 self._thresholds,

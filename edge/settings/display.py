@@ -6,7 +6,7 @@ import ipaddress
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 
 def _is_loopback(host: str) -> bool:
@@ -16,6 +16,38 @@ def _is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
+
+
+def _is_loopback_address(host: str) -> bool:
+    """A literal loopback IP: a name (even `localhost`) resolves through /etc/hosts or DNS, which may change."""
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+class MirrorConfig(BaseModel):
+    """`[display.mirror]`: the live camera picture on the kiosk page, with a face guide. Off by default.
+
+    The daemon (the camera's only owner) hands downscaled JPEG frames of what the face engine just saw to
+    the display process over a UNIX socket, only while a page shows a positioning screen; the display
+    relays them to the kiosk page on loopback. The frames are kept in memory only: never written to disk
+    or to a log, never served on the supervisor page.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool = Field(
+        False, description="Show the live camera picture with a face guide while positioning (with display.enabled)."
+    )
+    socket: Path | None = Field(
+        None,
+        description="UNIX socket the daemon writes the frames to (mode as the feed socket); none: "
+        "display-mirror.sock beside display.feed_socket.",
+    )
+    fps: float = Field(8.0, ge=1.0, le=15.0, description="Most frames per second sent to the screen.")
+    width: int = Field(480, ge=160, le=960, description="Width of the frames sent, in pixels (downscaled).")
+    jpeg_quality: int = Field(70, ge=30, le=90, description="JPEG quality of the frames sent.")
 
 
 class DisplayConfig(BaseModel):
@@ -75,6 +107,9 @@ class DisplayConfig(BaseModel):
         description="host:port of the read-only supervisor page for the officer's tablet (lane network); "
         "none keeps it off.",
     )
+    mirror: MirrorConfig = Field(
+        default_factory=MirrorConfig, description="The live camera picture with a face guide (off by default)."
+    )
 
     @field_validator("host")
     @classmethod
@@ -105,6 +140,22 @@ class DisplayConfig(BaseModel):
         if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
             raise ValueError(f"display.supervisor_bind must be host:port, e.g. 10.0.0.5:8766, not {value!r}")
         return value
+
+    @model_validator(mode="after")
+    def _mirror_stays_on_loopback(self) -> DisplayConfig:
+        if not self.mirror.enabled:
+            return self
+        if not _is_loopback_address(self.host):
+            raise ValueError(
+                f"display.mirror.enabled needs display.host to be a literal loopback address (127.0.0.1 or ::1), "
+                f"not {self.host!r}: the camera picture must never leave this machine"
+            )
+        if self.mirror_socket() == self.feed_socket:
+            raise ValueError("display.mirror.socket must differ from display.feed_socket")
+        return self
+
+    def mirror_socket(self) -> Path:
+        return self.mirror.socket or self.feed_socket.with_name("display-mirror.sock")
 
     def supervisor_address(self) -> tuple[str, int] | None:
         if not self.supervisor_bind:

@@ -160,6 +160,9 @@ def demo_command(
     screenshots: Path | None = typer.Option(
         None, "--screenshots", help="Save the traveller's screen of each decision here (headless Chromium)."
     ),
+    mirror: bool = typer.Option(
+        False, "--mirror", help="Show the live camera mirror with a face guide on the traveller's screen."
+    ),
 ) -> None:
     """Run the demo lane: real daemon, simulated turnstile, local broker, lane camera from the demo clips.
 
@@ -199,7 +202,14 @@ def demo_command(
     previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
     for sig in previous:
         signal.signal(sig, on_signal)
-    rig = LaneRig(folder / "lane", plan=None, loop=not once, display=True, daemon_dies_with_rig=True)
+    rig = LaneRig(
+        folder / "lane",
+        plan=None,
+        loop=not once,
+        display=True,
+        daemon_dies_with_rig=True,
+        config={"display": {"mirror": {"enabled": True}}} if mirror else None,
+    )
     shots: Any = None
     records: list[dict[str, Any]] = []
     rows: list[dict[str, Any]] = []

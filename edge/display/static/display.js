@@ -13,10 +13,13 @@ const ICONS = {
 const TONES = { proceed: "proceed", see_officer: "officer", alarm: "stop", emergency: "emergency",
   out_of_service: "offline", closed: "offline" };
 const WELCOME = new Set(["welcome_exit", "welcome_entry", "welcome_boarding"]);
+// Screens that show the camera mirror (when the display has one): while the traveller is being placed.
+const MIRROR_SCREENS = new Set(["look_at_camera", "come_closer", "step_back", "move_left", "move_right",
+  "look_straight"]);
 
 // Measurements for `egate bench display` and the tests (never sent anywhere).
 const probe = (window.__egate = { loadId: String(Math.random()).slice(2), renders: [], screen: null,
-  lang: null, offline: true, messages: 0 });
+  lang: null, offline: true, messages: 0, mirrorFrames: 0, mirrorShown: false, mirrorShows: [] });
 
 let cfg = null;
 let current = { screen: "out_of_service", seq: -1, at: 0, mode: "exit", language: null, connected: false };
@@ -28,6 +31,8 @@ let cycleIndex = 0;
 let cycleAt = 0;
 let drawn = "";
 let audio = null;
+let mirror = null; // EventSource of camera frames while a positioning screen shows
+let mirrorAt = 0; // capture time (ms) of the frame being decoded
 const pinned = new URLSearchParams(location.search).get("lang");
 
 function now() { return performance.now(); }
@@ -68,6 +73,7 @@ function draw(fromLane) {
     }
     drawn = key;
   }
+  updateMirror(screen, cat);
   shownLang = lang;
   probe.screen = screen;
   probe.lang = lang;
@@ -81,6 +87,48 @@ function draw(fromLane) {
       if (probe.renders.length > 2000) probe.renders.splice(0, 1000);
     });
   }
+}
+
+// The camera picture streams only while a positioning screen shows: leaving it closes the stream (the
+// display then stops reading the daemon's frames). The picture appears with its first frame.
+function updateMirror(screen, cat) {
+  const figure = document.getElementById("mirror");
+  const img = document.getElementById("mirror-img");
+  if (cfg.mirror && !offline && MIRROR_SCREENS.has(screen)) {
+    img.alt = cat.strings["ui.mirror"];
+    if (mirror) return;
+    mirror = new EventSource("/mirror/events");
+    mirror.addEventListener("frame", (event) => {
+      const frame = JSON.parse(event.data);
+      mirrorAt = frame.at * 1000;
+      img.src = "data:image/jpeg;base64," + frame.jpeg;
+      probe.mirrorFrames += 1;
+      if (figure.hidden) {
+        figure.hidden = false;
+        document.body.dataset.mirror = "on";
+        probe.mirrorShown = true;
+      }
+    });
+    return;
+  }
+  if (mirror) {
+    mirror.close();
+    mirror = null;
+  }
+  img.removeAttribute("src");
+  figure.hidden = true;
+  document.body.dataset.mirror = "off";
+  probe.mirrorShown = false;
+}
+
+// Each picture's age on screen (capture -> painted), for `egate bench display` (never sent anywhere).
+function stampMirror() {
+  const at = mirrorAt;
+  if (!at) return;
+  requestAnimationFrame(() => {
+    probe.mirrorShows.push({ at, shown: performance.timeOrigin + performance.now() });
+    if (probe.mirrorShows.length > 2000) probe.mirrorShows.splice(0, 1000);
+  });
 }
 
 function playTone(screen) {
@@ -187,6 +235,7 @@ async function start() {
   document.body.dataset.direction = cfg.proceed_direction;
   cycleIndex = Math.max(0, cfg.languages.indexOf(cfg.default_language));
   buildLanguageButtons();
+  document.getElementById("mirror-img").addEventListener("load", stampMirror);
   draw(false);
   connect();
   setInterval(watchdog, 200);
