@@ -26,12 +26,12 @@ from typing import Any
 import pytest
 
 from egate.tools.display.browser import browser_available, open_browser, probe, screenshot, wait_screen
-from egate.tools.rig.lane import EGATE, REPO, LaneRig, empty_frame, to_toml
+from egate.tools.rig.lane import EGATE, LaneRig, empty_frame, to_toml
 from tests.positioning_scenes import EXPECTED_SCREEN, PLACEMENTS, scene_frame, write_still_scene
 from tests.test_display_page import AXE, CATALOGUES, ICONS, LANGS, _axe, _dom
 from tests.test_lane_rig import pytestmark as rig_marks
 
-ARTIFACTS = REPO / ".cache" / "test-artifacts" / "display-camera"
+ARTIFACTS = Path(__file__).resolve().parents[1] / ".cache" / "test-artifacts" / "display-camera"
 MIRROR_WIDTH = 480
 JPEG_SOI = b"\xff\xd8\xff"
 JPEG_BASE64 = b"/9j/"  # base64 of a JPEG's first bytes
@@ -248,7 +248,7 @@ def test_a_display_without_the_mirror_shows_none(rig: LaneRig, browser: Any, tmp
         [*EGATE, "display", "serve", "--config", str(config), "--port", "0"],
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
-        cwd=REPO,
+        cwd=tmp_path,
     )
     browser.switch_to.new_window("tab")
     try:
