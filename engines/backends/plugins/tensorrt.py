@@ -23,21 +23,17 @@ import ctypes
 import functools
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import numpy as np
 import structlog
 
 from egate.engines.atomic_file import sha256_file
-from egate.engines.backends.base import (
-    Backend,
-    BackendUnavailable,
-    DeviceError,
-    Session,
-    is_device_error,
-    register_backend,
-)
+from pydantic import BaseModel, ConfigDict, Field
+
+from egate.engines.backends.base import Backend, BackendUnavailable, DeviceError, Session, is_device_error
 from egate.engines.backends.onnx_io import graph_io
+from egate.engines.backends.registry import BackendPlugin
 from egate.engines.backends.tensorrt_cache import EngineCache, EngineCacheError, EngineKey, Precision
 
 if TYPE_CHECKING:
@@ -46,6 +42,21 @@ if TYPE_CHECKING:
 log = structlog.get_logger(__name__)
 
 PrecisionChoice = Literal["auto", "fp16", "fp32"]
+
+
+class TensorRTSettings(BaseModel):
+    """TensorRT engines, built on the device by `egate models build --tensorrt` into the model cache."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    precision: Annotated[
+        PrecisionChoice,
+        Field(
+            description="Engine precision, built by the boot oneshot and loaded by the daemon; "
+            "auto = fp16 where the GPU reports fast fp16."
+        ),
+    ] = "auto"
+
 _WORKSPACE_BYTES = 256 << 20  # enough for a 150x150 ResNet and BlazeFace; Jetson memory is shared
 # Version of the build recipe below (flags, workspace, profile handling). Part of the engine cache key:
 # bump it whenever `build_serialized_engine` would build a different engine from the same inputs.
@@ -335,13 +346,11 @@ class TensorRTSession(Session):
             self._cuda_context.detach()
 
 
-@register_backend
 class TensorRTBackend(Backend):
     """Loads cached engines; builds them only when `allow_build` (the `models build --tensorrt` path)."""
 
     name = "tensorrt"
     is_device = True
-    options: ClassVar[frozenset[str]] = frozenset({"cache_dir", "precision", "allow_build", "device_id"})
 
     def __init__(
         self,
@@ -355,6 +364,12 @@ class TensorRTBackend(Backend):
         self.precision = precision
         self.allow_build = allow_build
         self.device_id = device_id
+
+    @classmethod
+    def configured(cls, settings: BaseModel | None, model_dir: Path | None) -> TensorRTBackend:
+        own = settings if isinstance(settings, TensorRTSettings) else TensorRTSettings()
+        # The engines live where `egate models build --tensorrt` puts them: beside the models.
+        return cls(cache_dir=model_dir / "tensorrt" if model_dir is not None else None, precision=own.precision)
 
     @classmethod
     def unavailable_reason(cls) -> str | None:
@@ -424,3 +439,11 @@ class TensorRTBackend(Backend):
             raise BackendUnavailable(
                 f"TensorRT/CUDA failed loading {onnx_path.name}: {type(exc).__name__}: {exc}"
             ) from exc
+
+
+BACKEND = BackendPlugin(
+    TensorRTBackend,
+    "GPU: NVIDIA TensorRT 10 engines built on the device (Jetson); a model it cannot run moves to the CPU",
+    settings=TensorRTSettings,
+    moved_settings={"tensorrt_precision": "precision"},
+)
