@@ -89,9 +89,7 @@ class EngineSettings(BaseModel):
 
     def backend_settings(self) -> dict[str, BaseModel]:
         """Every backend's `[engine.<name>]` settings by backend name (backends without settings have none)."""
-        return {
-            name: getattr(self, name) for name, plugin in backend_plugins().items() if plugin.settings is not None
-        }
+        return {name: getattr(self, name) for name, plugin in backend_plugins().items() if plugin.settings is not None}
 
     def settings_of(self, model: type[SettingsModel]) -> SettingsModel:
         """The settings table whose model is `model` (e.g. `TensorRTSettings`), typed as such."""

@@ -26,16 +26,16 @@ import pytest
 import structlog
 from typer.testing import CliRunner
 
-from egate.engines.backends.plugins import tensorrt as trt_backend
 from egate.engines.backends.base import BackendUnavailable, FallbackSession, Session
-from egate.engines.backends.registry import create_backend, load_session
 from egate.engines.backends.jetson_devices import (
     JETSON_DEVICE_NODES,
     missing_from_unit,
     opened_device_nodes,
     unit_device_allow,
 )
+from egate.engines.backends.plugins import tensorrt as trt_backend
 from egate.engines.backends.plugins.tensorrt import TensorRTBackend
+from egate.engines.backends.registry import create_backend, load_session
 from egate.engines.config import EngineConfig
 from egate.engines.detector import Detection
 from egate.engines.models import load_manifest

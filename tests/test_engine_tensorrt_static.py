@@ -28,8 +28,8 @@ from onnx import helper
 
 from egate.engines.atomic_file import atomic_output, atomic_write_bytes
 from egate.engines.backends.base import BackendUnavailable
-from egate.engines.backends.registry import create_backend, load_session
 from egate.engines.backends.plugins.tensorrt import TensorRTBackend, static_input_shapes
+from egate.engines.backends.registry import create_backend, load_session
 from egate.engines.backends.tensorrt_cache import EngineCache, EngineCacheError, EngineKey
 from egate.engines.models import Role, load_manifest
 from tests.engine_fixtures import model_dir  # noqa: F401 - pytest fixture

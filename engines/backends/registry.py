@@ -85,9 +85,7 @@ def backend_class(name: str) -> type[Backend]:
     return backends[name]
 
 
-def _configured(
-    cls: type[Backend], settings: Mapping[str, BaseModel] | None, model_dir: Path | None
-) -> Backend:
+def _configured(cls: type[Backend], settings: Mapping[str, BaseModel] | None, model_dir: Path | None) -> Backend:
     plugin = backend_plugins()[cls.name]
     own = (settings or {}).get(cls.name)
     if own is None and plugin.settings is not None:

@@ -4,7 +4,8 @@ Importing this module never fails: `tensorrt` and `pycuda` are imported inside t
 need them, and `TensorRTBackend.unavailable_reason()` says which part is missing so the configured
 fallback backend runs instead.
 
-Engines are built from the same ONNX files as the CPU backends by `egate models build --tensorrt`
+Its settings are the `[engine.tensorrt]` table (`TensorRTSettings`). Engines are built from the same
+ONNX files as the CPU backends by `egate models build --tensorrt`, at that table's precision
 (never in the hot path: building takes minutes on a Jetson) and cached under a key of ONNX sha256,
 TensorRT version, CUDA runtime version, GPU name and compute capability, precision, input shapes and
 the build recipe's version (`egate.engines.backends.tensorrt_cache`). `load()` only deserializes a cached engine; a missing engine is
@@ -27,10 +28,9 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import numpy as np
 import structlog
-
-from egate.engines.atomic_file import sha256_file
 from pydantic import BaseModel, ConfigDict, Field
 
+from egate.engines.atomic_file import sha256_file
 from egate.engines.backends.base import Backend, BackendUnavailable, DeviceError, Session, is_device_error
 from egate.engines.backends.onnx_io import graph_io
 from egate.engines.backends.registry import BackendPlugin
@@ -56,6 +56,7 @@ class TensorRTSettings(BaseModel):
             "auto = fp16 where the GPU reports fast fp16."
         ),
     ] = "auto"
+
 
 _WORKSPACE_BYTES = 256 << 20  # enough for a 150x150 ResNet and BlazeFace; Jetson memory is shared
 # Version of the build recipe below (flags, workspace, profile handling). Part of the engine cache key:
