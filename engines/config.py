@@ -60,8 +60,10 @@ class EngineSettings(BaseModel):
             for old, new in plugin.moved_settings.items():
                 if old not in data:
                     continue
-                table = data.get(name)
-                table = dict(table) if isinstance(table, dict) else {}
+                table = data.get(name, {})
+                if not isinstance(table, dict):
+                    continue  # not a table: validation says so at `[engine.<name>]`
+                table = dict(table)
                 if new in table:
                     raise ValueError(
                         f"engine.{old} is the old name of engine.{name}.{new} and both are set: remove engine.{old}"
