@@ -590,12 +590,12 @@ def build_tensorrt_engines(
     the models that built on the GPU and the rest on the CPU. Raises only when TensorRT cannot run here.
     """
     from egate.engines.backends.base import BackendUnavailable, is_device_error
-    from egate.engines.backends.tensorrt import TensorRTBackend
+    from egate.engines.backends.plugins.tensorrt import TensorRTBackend
 
     reason = TensorRTBackend.unavailable_reason()
     if reason is not None:
         raise BackendUnavailable(f"cannot build TensorRT engines here: {reason}")
-    # Same cache dir and precision as the daemon's TensorRTBackend (engine.tensorrt_precision).
+    # Same cache dir and precision as the daemon's TensorRTBackend (engine.tensorrt.precision).
     backend = TensorRTBackend(cache_dir=model_dir / "tensorrt", precision=precision, allow_build=True)
     results: list[EngineBuildResult] = []
     for f in manifest.files.values():

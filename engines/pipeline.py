@@ -17,7 +17,8 @@ import numpy as np
 import structlog
 
 from egate.engines.alignment import face_chip
-from egate.engines.backends.base import Session, backend_class, create_backend, load_session
+from egate.engines.backends.base import Session
+from egate.engines.backends.registry import backend_class, create_backend, load_session
 from egate.engines.config import EngineConfig
 from egate.engines.detector import BlazeFaceDetector, Detection, Variant
 from egate.engines.embedder import Embedder
@@ -127,18 +128,18 @@ class FaceEngine:
             )
         variant: Variant = detector_variant or config.detector_variant
         role: Role = "detector_full" if variant == "full" else "detector_short"
-        backend = create_backend(
-            config.backend,
-            config.fallback_backend,
-            cache_dir=model_dir / "tensorrt",  # where `egate models build --tensorrt` puts engines
-            precision=config.tensorrt_precision,
-        )
+        settings = config.backend_settings()
+        backend = create_backend(config.backend, config.fallback_backend, settings=settings, model_dir=model_dir)
         # Set when the configured backend cannot run here at all (create_backend chose the fallback).
         unavailable = None if backend.name == config.backend else backend_class(config.backend).unavailable_reason()
         sessions: list[Session] = []
         try:
             det_session = load_session(
-                backend, manifest.path(model_dir, role), threads=config.threads, fallback=config.fallback_backend
+                backend,
+                manifest.path(model_dir, role),
+                threads=config.threads,
+                fallback=config.fallback_backend,
+                settings=settings,
             )
             sessions.append(det_session)
             emb_session = load_session(
@@ -146,6 +147,7 @@ class FaceEngine:
                 manifest.path(model_dir, "embedder"),
                 threads=config.threads,
                 fallback=config.fallback_backend,
+                settings=settings,
             )
             sessions.append(emb_session)
             engine = cls(

@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 
 from egate.engines.alignment import face_chip, face_chip_details, pyramid_down_rgb
-from egate.engines.backends.base import Session, create_backend
+from egate.engines.backends.base import Session
+from egate.engines.backends.registry import create_backend
 from egate.engines.embedder import Embedder
 from egate.engines.landmarks import BoxMapping, LandmarkPredictor, fit_box_mapping, map_detector_box
 from egate.engines.models import load_manifest

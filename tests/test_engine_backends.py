@@ -8,7 +8,7 @@ import cv2
 import numpy as np
 import pytest
 
-from egate.engines.backends.base import create_backend, describe_backends, registered_backends
+from egate.engines.backends.registry import create_backend, describe_backends, registered_backends
 from egate.engines.models import Role, load_manifest
 from tests.engine_fixtures import model_dir  # noqa: F401 - pytest fixture
 from tests.shared_data import shared_data

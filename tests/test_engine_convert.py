@@ -10,7 +10,7 @@ import numpy as np
 import onnx
 import pytest
 
-from egate.engines.backends.base import create_backend
+from egate.engines.backends.registry import create_backend
 from egate.engines.dlib_resnet import (
     INPUT_NAME,
     OUTPUT_NAME,

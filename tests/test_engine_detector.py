@@ -10,7 +10,7 @@ import dlib
 import numpy as np
 import pytest
 
-from egate.engines.backends.base import create_backend
+from egate.engines.backends.registry import create_backend
 from egate.engines.detector import BlazeFaceDetector, Variant, ssd_anchors, weighted_nms
 from egate.engines.models import Role, load_manifest
 from tests.engine_fixtures import model_dir  # noqa: F401 - pytest fixture

@@ -26,15 +26,16 @@ import pytest
 import structlog
 from typer.testing import CliRunner
 
-from egate.engines.backends import tensorrt as trt_backend
-from egate.engines.backends.base import BackendUnavailable, FallbackSession, Session, create_backend, load_session
+from egate.engines.backends.base import BackendUnavailable, FallbackSession, Session
 from egate.engines.backends.jetson_devices import (
     JETSON_DEVICE_NODES,
     missing_from_unit,
     opened_device_nodes,
     unit_device_allow,
 )
-from egate.engines.backends.tensorrt import TensorRTBackend
+from egate.engines.backends.plugins import tensorrt as trt_backend
+from egate.engines.backends.plugins.tensorrt import TensorRTBackend
+from egate.engines.backends.registry import create_backend, load_session
 from egate.engines.config import EngineConfig
 from egate.engines.detector import Detection
 from egate.engines.models import load_manifest
@@ -314,7 +315,7 @@ def _config(tmp_path: Path, precision: str) -> Path:
     cfg = tmp_path / "egate.toml"
     cfg.write_text(
         'schema_version = 1\n[gate]\nsite_id = "s1"\ngate_id = "g1"\n'
-        f'[engine]\nbackend = "tensorrt"\ntensorrt_precision = "{precision}"\n'
+        f'[engine]\nbackend = "tensorrt"\n[engine.tensorrt]\nprecision = "{precision}"\n'
     )
     return cfg
 

@@ -27,8 +27,9 @@ import structlog
 from onnx import helper
 
 from egate.engines.atomic_file import atomic_output, atomic_write_bytes
-from egate.engines.backends.base import BackendUnavailable, create_backend, load_session
-from egate.engines.backends.tensorrt import TensorRTBackend, static_input_shapes
+from egate.engines.backends.base import BackendUnavailable
+from egate.engines.backends.plugins.tensorrt import TensorRTBackend, static_input_shapes
+from egate.engines.backends.registry import create_backend, load_session
 from egate.engines.backends.tensorrt_cache import EngineCache, EngineCacheError, EngineKey
 from egate.engines.models import Role, load_manifest
 from tests.engine_fixtures import model_dir  # noqa: F401 - pytest fixture
@@ -206,7 +207,7 @@ def test_tensorrt_backend_type_checks_against_tensorrt10_stubs(tmp_path: Path) -
     # Canary: prove the stubs are really in effect (an unknown TensorRT attribute must be an error).
     canary = tmp_path / "canary.py"
     canary.write_text("import tensorrt as trt\ntrt.Builder(trt.Logger()).no_such_method()\n")
-    result = _mypy(tmp_path, stubs, str(canary), "engines/backends/tensorrt.py")
+    result = _mypy(tmp_path, stubs, str(canary), "engines/backends/plugins/tensorrt.py")
     lines = [ln for ln in result.stdout.splitlines() if ": error:" in ln]
     assert any("canary.py" in ln and "no_such_method" in ln for ln in lines), result.stdout
     ours = [ln for ln in lines if "canary.py" not in ln]

@@ -11,7 +11,7 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from egate.engines.backends.tensorrt import TensorRTBackend
+from egate.engines.backends.plugins.tensorrt import TensorRTBackend
 from egate.engines.models import load_manifest
 from egate.tools.bench import engine as bench_engine
 from egate.tools.diag import engines as diag_engines

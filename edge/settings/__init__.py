@@ -40,7 +40,7 @@ from egate.edge.settings.lane import LaneConfig, Mode
 from egate.edge.settings.limits import LimitError, check_limits
 from egate.edge.settings.link import LinkConfig, OutboxConfig
 from egate.edge.settings.locate import key_lines, line_of
-from egate.engines.config import EngineConfig
+from egate.engines.config import EngineConfig, moved_engine_settings
 
 if TYPE_CHECKING:
     TurnstileSection = GateDriverConfig  # what every driver's config has in common
@@ -238,7 +238,8 @@ def load_settings_text(
                     err_loc = (*err_loc, "type")
                 if err["type"] == "value_error":
                     err_loc = _named_key(str(err["msg"]), err_loc)
-                found = [(err_loc, _explain(err))]
+                err_loc, moved = _as_written(err_loc, data)
+                found = [(err_loc, _explain(err) + moved)]
             for loc, message in found:
                 key = ".".join(str(part) for part in loc) or "<root>"
                 env_name = next((name for path, name in env_paths.items() if loc[: len(path)] == path), None)
@@ -279,6 +280,18 @@ def _without_driver_tag(loc: tuple[Any, ...]) -> tuple[Any, ...]:
     if len(loc) >= 2 and loc[0] == "turnstile" and loc[1] in gate_drivers():
         return (loc[0], *loc[2:])
     return loc
+
+
+def _as_written(loc: tuple[Any, ...], data: Mapping[str, Any]) -> tuple[tuple[Any, ...], str]:
+    """A setting that moved into its backend's table is reported under the old key the config still uses
+    (its line, its environment variable), with the new name to write instead."""
+    if len(loc) < 3 or loc[0] != "engine":
+        return loc, ""
+    old = moved_engine_settings().get((str(loc[1]), str(loc[2])))
+    engine = data.get("engine")
+    if old is None or not isinstance(engine, Mapping) or old not in engine:
+        return loc, ""
+    return ("engine", old, *loc[3:]), f" (engine.{old} is now written as [engine.{loc[1]}] {loc[2]})"
 
 
 def _explain(err: Any) -> str:

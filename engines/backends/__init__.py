@@ -1,1 +1,1 @@
-"""Inference backends: one interface, a registry, chosen by `engine.backend` in config."""
+"""Inference backends: one interface (`base`), plug-ins (`plugins/`) found by `registry`, chosen by `engine.backend`."""

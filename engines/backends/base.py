@@ -1,21 +1,21 @@
 """The interface every inference backend implements (CPU: opencv, onnxruntime; device: tensorrt).
 
-A backend turns one ONNX file into a `Session` that maps named float32 inputs to outputs.
-Backends register themselves by name; `engine.backend` in config picks one, and a backend
+A backend turns one ONNX file into a `Session` that maps named float32 inputs to outputs. The
+backends themselves are plug-ins (`egate.engines.backends.plugins`, found by `registry`); a backend
 that cannot run here (no CUDA, no TensorRT) says why through `unavailable_reason()` so the
-configured fallback can run instead (`create_backend`).
+configured fallback can run instead (`registry.create_backend`).
 """
 
 from __future__ import annotations
 
-import importlib
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import numpy as np
 import structlog
+from pydantic import BaseModel
 
 log = structlog.get_logger(__name__)
 
@@ -69,7 +69,7 @@ class Session(ABC):
 
 
 class Backend(ABC):
-    """A factory of sessions. Subclasses set `name` and register with `register_backend`."""
+    """A factory of sessions. Subclasses set `name`; their module exposes them as a `BackendPlugin`."""
 
     name: ClassVar[str]
     # A GPU backend whose sessions may fail at run time and then hand over to the CPU fallback.
@@ -80,107 +80,16 @@ class Backend(ABC):
         """None when usable here; otherwise a one-line reason naming the missing part."""
         return None
 
+    @classmethod
+    def configured(cls, settings: BaseModel | None, model_dir: Path | None) -> Backend:
+        """This backend as the gate's config asks: its `[engine.<name>]` settings (None for a backend
+        without any) and the model cache its models come from (None: beside each ONNX file)."""
+        del settings, model_dir  # a backend without settings has nothing to take from them
+        return cls()
+
     @abstractmethod
     def load(self, onnx_path: Path, *, threads: int = 1) -> Session:
         """Load `onnx_path` (the same ONNX file on every backend)."""
-
-
-_REGISTRY: dict[str, type[Backend]] = {}
-
-# Built-in backends are imported on first use, not at package import: importing the registry must
-# not pull OpenCV, onnxruntime or TensorRT into a process that only validates config.
-_BUILTIN_MODULES: dict[str, str] = {
-    "opencv": "egate.engines.backends.opencv",
-    "onnxruntime": "egate.engines.backends.onnxruntime",
-    "tensorrt": "egate.engines.backends.tensorrt",
-}
-
-
-def register_backend(cls: type[Backend]) -> type[Backend]:
-    """Class decorator: make a backend selectable by its `name`."""
-    _REGISTRY[cls.name] = cls
-    return cls
-
-
-def _import_builtins() -> None:
-    for module in _BUILTIN_MODULES.values():
-        importlib.import_module(module)
-
-
-def registered_backends() -> dict[str, type[Backend]]:
-    _import_builtins()
-    return dict(_REGISTRY)
-
-
-def backend_class(name: str) -> type[Backend]:
-    """The registered class called `name`; a KeyError-free error that lists the valid names."""
-    backends = registered_backends()
-    if name not in backends:
-        raise ValueError(f"engine.backend={name!r} is not a known backend; use one of {sorted(backends)}")
-    return backends[name]
-
-
-def create_backend(name: str, fallback: str | None = None, **options: Any) -> Backend:
-    """Instantiate backend `name`, or `fallback` when `name` cannot run here (the reason is logged).
-
-    `options` go to the chosen backend's constructor when it accepts them (the TensorRT backend takes
-    `cache_dir` and `precision`; the CPU backends take none, so they are dropped for them).
-    """
-    cls = backend_class(name)
-    reason = cls.unavailable_reason()
-    if reason is not None:
-        if fallback is None or fallback == name:
-            raise BackendUnavailable(
-                f"engine.backend={name!r} cannot run here: {reason}; "
-                "set engine.fallback_backend to a CPU backend (onnxruntime or opencv)"
-            )
-        fb_cls = backend_class(fallback)
-        fb_reason = fb_cls.unavailable_reason()
-        if fb_reason is not None:
-            raise BackendUnavailable(
-                f"engine.backend={name!r} cannot run here ({reason}) and "
-                f"engine.fallback_backend={fallback!r} cannot either ({fb_reason})"
-            )
-        log.warning("engine_backend_fallback", backend=name, fallback=fallback, reason=reason)
-        cls = fb_cls
-    return _instantiate(cls, options)
-
-
-def _instantiate(cls: type[Backend], options: dict[str, Any]) -> Backend:
-    accepted: frozenset[str] = getattr(cls, "options", frozenset())
-    kwargs = {k: v for k, v in options.items() if k in accepted}
-    return cls(**kwargs)
-
-
-def load_session(backend: Backend, onnx_path: Path, *, threads: int = 1, fallback: str | None = None) -> Session:
-    """`backend.load(onnx_path)`, or the `fallback` backend's session when that load is refused.
-
-    A backend can be available in principle and still refuse one model (TensorRT without a built
-    engine for it, a CUDA error while deserializing); the gate then runs on the CPU instead of staying
-    out of service. A device session is wrapped so that a GPU error while running also moves that
-    model to the CPU for good (`FallbackSession`).
-    """
-    can_fall_back = fallback is not None and fallback != backend.name
-    try:
-        session = backend.load(onnx_path, threads=threads)
-    except Exception as exc:
-        if not can_fall_back or not is_device_error(exc):
-            raise
-        assert fallback is not None  # narrowed by can_fall_back
-        reason = f"{backend.name} could not load {onnx_path.name}: {exc}"
-        log.warning(
-            "engine_backend_fallback", backend=backend.name, fallback=fallback, model=onnx_path.name, reason=str(exc)
-        )
-        cpu = create_backend(fallback).load(onnx_path, threads=threads)
-        cpu.backend_name = fallback
-        cpu.fallback_reason = reason
-        return cpu
-    session.backend_name = backend.name
-    if not can_fall_back or not getattr(backend, "is_device", False):
-        return session
-    assert fallback is not None
-    cpu_name = fallback
-    return FallbackSession(session, cpu_name, lambda: create_backend(cpu_name).load(onnx_path, threads=threads))
 
 
 class FallbackSession(Session):
@@ -231,12 +140,3 @@ class FallbackSession(Session):
             if session is not None:
                 session.close()
         self._device = self._cpu = None
-
-
-def describe_backends() -> list[dict[str, Any]]:
-    """Every registered backend with `available` and the `reason` when it is not (for diag tools)."""
-    rows: list[dict[str, Any]] = []
-    for name, cls in sorted(registered_backends().items()):
-        reason = cls.unavailable_reason()
-        rows.append({"name": name, "available": reason is None, "reason": reason})
-    return rows

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import onnx
+if TYPE_CHECKING:
+    import onnx
 
 
 @dataclass(frozen=True)
@@ -21,6 +23,8 @@ def _shape(value: onnx.ValueInfoProto) -> tuple[int | str, ...]:
 
 def graph_io(onnx_path: Path) -> tuple[list[TensorInfo], list[TensorInfo]]:
     """(inputs, outputs) of the graph; initializers listed as inputs (old exporters) are left out."""
+    import onnx  # here, not at the top: config validation imports the backends, never their models
+
     model = onnx.load(str(onnx_path), load_external_data=False)
     initializers = {init.name for init in model.graph.initializer}
     inputs = [TensorInfo(v.name, _shape(v)) for v in model.graph.input if v.name not in initializers]

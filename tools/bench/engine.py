@@ -59,7 +59,7 @@ def bench(
     import cv2
     import onnxruntime
 
-    from egate.engines.backends.base import registered_backends
+    from egate.engines.backends.registry import registered_backends
     from egate.engines.config import EngineConfig
     from egate.engines.pipeline import FaceEngine
 

@@ -60,7 +60,7 @@ __all__ = ["FP32_MIN_COSINE", "backend_report", "device_check", "parity_report",
 
 
 def backend_report(model_dir: Path) -> dict[str, Any]:
-    from egate.engines.backends.base import describe_backends
+    from egate.engines.backends.registry import describe_backends
     from egate.engines.models import ModelCacheError, load_manifest
 
     report: dict[str, Any] = {"backends": describe_backends(), "model_dir": str(model_dir)}
@@ -137,7 +137,7 @@ def parity_report(
     import cv2
 
     from egate.engines.alignment import face_chip
-    from egate.engines.backends.base import create_backend
+    from egate.engines.backends.registry import create_backend
     from egate.engines.config import EngineConfig
     from egate.engines.detector import BlazeFaceDetector, Variant
     from egate.engines.models import Role, load_manifest
@@ -190,7 +190,7 @@ def _gate_dict(gate: Any) -> dict[str, Any]:
 
 def versions() -> dict[str, Any]:
     """Python, TensorRT, pycuda, CUDA runtime and driver versions, GPU name and compute capability."""
-    from egate.engines.backends.tensorrt import cuda_runtime_version
+    from egate.engines.backends.plugins.tensorrt import cuda_runtime_version
 
     out: dict[str, Any] = {"python": platform.python_version(), "machine": platform.machine()}
     for dist in ("tensorrt", "pycuda", "onnxruntime"):
@@ -266,7 +266,7 @@ def device_check(
     model_dir: Path, precision: str, frames: list[Any], *, unit: Path | None = None
 ) -> tuple[dict[str, Any], list[str]]:
     """The whole first-run check; returns the report and the list of failures (each with its fix)."""
-    from egate.engines.backends.tensorrt import TensorRTBackend, platform_info
+    from egate.engines.backends.plugins.tensorrt import TensorRTBackend, platform_info
     from egate.engines.models import build_tensorrt_engines, load_manifest
 
     report: dict[str, Any] = {"versions": versions()}
@@ -306,7 +306,7 @@ def device_check(
         report["parity"] = parity_report(model_dir, frames, device, resolved)
         failures += [
             f"{name} differs from onnxruntime: {gate['detail']} (limit {gate['limit']}). fix: build with "
-            "engine.tensorrt_precision = fp32, or keep engine.backend = onnxruntime"
+            "engine.tensorrt.precision = fp32, or keep engine.backend = onnxruntime"
             for name, gate in report["parity"]["gates"].items()
             if not gate["ok"]
         ]
@@ -331,7 +331,7 @@ def register(app: typer.Typer) -> None:
             "--config",
             "-c",
             help="TOML config file (default $EGATE_CONFIG or /etc/egate/egate.toml, like `egate run`); its "
-            "engine.backend is checked and its engine.tensorrt_precision built.",
+            "engine.backend is checked and its engine.tensorrt.precision built.",
         ),
         images: Path | None = typer.Option(
             None, "--images", help="Folder of face photos for the check (default: the demo clips egate ships)."

@@ -24,7 +24,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from egate.engines.backends.base import create_backend
+from egate.engines.backends.registry import create_backend
 from egate.engines.detector import BlazeFaceDetector, Variant, _iou, weighted_nms
 from egate.engines.models import ARTIFACTS, Role, _WheelStore, default_model_dir, load_manifest
 from egate.tools.paths import shared_data_dir

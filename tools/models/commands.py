@@ -41,11 +41,12 @@ def _summary(manifest: Any, model_dir: Path) -> dict[str, Any]:
 
 
 def configured_precision(config: Path) -> str:
-    """engine.tensorrt_precision of the gate's config (the precision the daemon will look for)."""
+    """engine.tensorrt.precision of the gate's config (the precision the daemon will look for)."""
     from egate.edge.settings import ConfigError, load_settings
+    from egate.engines.backends.plugins.tensorrt import TensorRTSettings
 
     try:
-        return load_settings(config).engine.tensorrt_precision
+        return load_settings(config).engine.settings_of(TensorRTSettings).precision
     except ConfigError as exc:
         typer.echo(f"error: invalid config {config}:\n{exc}\nfix: egate config check {config}", err=True)
         raise typer.Exit(2) from None
@@ -76,7 +77,7 @@ def register(app: typer.Typer) -> None:
         precision: str | None = typer.Option(
             None,
             "--precision",
-            help="TensorRT precision: auto (fp16 where fast), fp16 or fp32; default: engine.tensorrt_precision "
+            help="TensorRT precision: auto (fp16 where fast), fp16 or fp32; default: engine.tensorrt.precision "
             "of --config, else auto.",
         ),
         config: Path = typer.Option(
@@ -84,7 +85,7 @@ def register(app: typer.Typer) -> None:
             "--config",
             "-c",
             help="The gate's config (default $EGATE_CONFIG or /etc/egate/egate.toml, like `egate run`): its "
-            "engine.tensorrt_precision is built when the file exists.",
+            "engine.tensorrt.precision is built when the file exists.",
         ),
         if_gpu: bool = typer.Option(
             False, "--if-gpu", help="With --tensorrt: when TensorRT cannot run here, say why and exit 0."
@@ -100,7 +101,7 @@ def register(app: typer.Typer) -> None:
         are still built (exit 1 when any failed).
         """
         from egate.engines.backends.base import BackendUnavailable
-        from egate.engines.backends.tensorrt import TensorRTBackend
+        from egate.engines.backends.plugins.tensorrt import TensorRTBackend
         from egate.engines.models import ModelCacheError, build_models, build_tensorrt_engines, default_model_dir
 
         quiet_logs()

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import onnxruntime as ort
 
-from egate.engines.backends.base import Backend, Session, register_backend
+from egate.engines.backends.base import Backend, Session
+from egate.engines.backends.registry import BackendPlugin
+
+if TYPE_CHECKING:
+    import onnxruntime as ort
 
 
 def session_options(threads: int) -> ort.SessionOptions:
@@ -17,6 +21,8 @@ def session_options(threads: int) -> ort.SessionOptions:
     steals the core from the camera thread and the other model (measured: see STACK.md), so spinning
     is turned off for both the intra-op and inter-op pools.
     """
+    import onnxruntime as ort
+
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = threads
     opts.inter_op_num_threads = 1
@@ -30,6 +36,8 @@ def session_options(threads: int) -> ort.SessionOptions:
 
 class OnnxRuntimeSession(Session):
     def __init__(self, onnx_path: Path, threads: int) -> None:
+        import onnxruntime as ort
+
         self._session = ort.InferenceSession(
             str(onnx_path), sess_options=session_options(threads), providers=["CPUExecutionProvider"]
         )
@@ -41,9 +49,11 @@ class OnnxRuntimeSession(Session):
         return [np.asarray(o) for o in self._session.run(self.output_names, feed)]
 
 
-@register_backend
 class OnnxRuntimeBackend(Backend):
     name = "onnxruntime"
 
     def load(self, onnx_path: Path, *, threads: int = 1) -> Session:
         return OnnxRuntimeSession(onnx_path, threads)
+
+
+BACKEND = BackendPlugin(OnnxRuntimeBackend, "CPU: onnxruntime's CPU execution provider, worker threads never spin")

@@ -7,8 +7,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from egate.engines.backends.base import Backend, Session, register_backend
+from egate.engines.backends.base import Backend, Session
 from egate.engines.backends.onnx_io import graph_io
+from egate.engines.backends.registry import BackendPlugin
 
 
 class OpenCVSession(Session):
@@ -34,9 +35,11 @@ class OpenCVSession(Session):
         return [np.asarray(o) for o in outs]
 
 
-@register_backend
 class OpenCVBackend(Backend):
     name = "opencv"
 
     def load(self, onnx_path: Path, *, threads: int = 1) -> Session:
         return OpenCVSession(onnx_path, threads)
+
+
+BACKEND = BackendPlugin(OpenCVBackend, "CPU: OpenCV's DNN module, no runtime beyond opencv-python-headless")

@@ -4,7 +4,8 @@ Importing this module never fails: `tensorrt` and `pycuda` are imported inside t
 need them, and `TensorRTBackend.unavailable_reason()` says which part is missing so the configured
 fallback backend runs instead.
 
-Engines are built from the same ONNX files as the CPU backends by `egate models build --tensorrt`
+Its settings are the `[engine.tensorrt]` table (`TensorRTSettings`). Engines are built from the same
+ONNX files as the CPU backends by `egate models build --tensorrt`, at that table's precision
 (never in the hot path: building takes minutes on a Jetson) and cached under a key of ONNX sha256,
 TensorRT version, CUDA runtime version, GPU name and compute capability, precision, input shapes and
 the build recipe's version (`egate.engines.backends.tensorrt_cache`). `load()` only deserializes a cached engine; a missing engine is
@@ -23,21 +24,16 @@ import ctypes
 import functools
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import numpy as np
 import structlog
+from pydantic import BaseModel, ConfigDict, Field
 
 from egate.engines.atomic_file import sha256_file
-from egate.engines.backends.base import (
-    Backend,
-    BackendUnavailable,
-    DeviceError,
-    Session,
-    is_device_error,
-    register_backend,
-)
+from egate.engines.backends.base import Backend, BackendUnavailable, DeviceError, Session, is_device_error
 from egate.engines.backends.onnx_io import graph_io
+from egate.engines.backends.registry import BackendPlugin
 from egate.engines.backends.tensorrt_cache import EngineCache, EngineCacheError, EngineKey, Precision
 
 if TYPE_CHECKING:
@@ -46,6 +42,22 @@ if TYPE_CHECKING:
 log = structlog.get_logger(__name__)
 
 PrecisionChoice = Literal["auto", "fp16", "fp32"]
+
+
+class TensorRTSettings(BaseModel):
+    """TensorRT engines, built on the device by `egate models build --tensorrt` into the model cache."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    precision: Annotated[
+        PrecisionChoice,
+        Field(
+            description="Engine precision, built by the boot oneshot and loaded by the daemon; "
+            "auto = fp16 where the GPU reports fast fp16."
+        ),
+    ] = "auto"
+
+
 _WORKSPACE_BYTES = 256 << 20  # enough for a 150x150 ResNet and BlazeFace; Jetson memory is shared
 # Version of the build recipe below (flags, workspace, profile handling). Part of the engine cache key:
 # bump it whenever `build_serialized_engine` would build a different engine from the same inputs.
@@ -335,13 +347,11 @@ class TensorRTSession(Session):
             self._cuda_context.detach()
 
 
-@register_backend
 class TensorRTBackend(Backend):
     """Loads cached engines; builds them only when `allow_build` (the `models build --tensorrt` path)."""
 
     name = "tensorrt"
     is_device = True
-    options: ClassVar[frozenset[str]] = frozenset({"cache_dir", "precision", "allow_build", "device_id"})
 
     def __init__(
         self,
@@ -355,6 +365,12 @@ class TensorRTBackend(Backend):
         self.precision = precision
         self.allow_build = allow_build
         self.device_id = device_id
+
+    @classmethod
+    def configured(cls, settings: BaseModel | None, model_dir: Path | None) -> TensorRTBackend:
+        own = settings if isinstance(settings, TensorRTSettings) else TensorRTSettings()
+        # The engines live where `egate models build --tensorrt` puts them: beside the models.
+        return cls(cache_dir=model_dir / "tensorrt" if model_dir is not None else None, precision=own.precision)
 
     @classmethod
     def unavailable_reason(cls) -> str | None:
@@ -424,3 +440,11 @@ class TensorRTBackend(Backend):
             raise BackendUnavailable(
                 f"TensorRT/CUDA failed loading {onnx_path.name}: {type(exc).__name__}: {exc}"
             ) from exc
+
+
+BACKEND = BackendPlugin(
+    TensorRTBackend,
+    "GPU: NVIDIA TensorRT 10 engines built on the device (Jetson); a model it cannot run moves to the CPU",
+    settings=TensorRTSettings,
+    moved_settings={"tensorrt_precision": "precision"},
+)
