@@ -21,7 +21,6 @@ import time
 from collections import deque
 from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
-from typing import Any
 
 import structlog
 
@@ -46,6 +45,7 @@ from egate.edge.lane.adapters import (
 )
 from egate.edge.lane.ops import OpsHandler, read_flights
 from egate.edge.lane.page import PageReader
+from egate.edge.lane.replies import DeviceSummary
 from egate.edge.lane.status import config_fingerprint, software_version
 from egate.edge.lane.vision import FaceWorker
 from egate.edge.service.daemon import Component, Health, StartError
@@ -719,7 +719,7 @@ class Lane:
 
     # ---- what ops and technicians see (edge/lane/status.py) ----------------------------------------------
 
-    def device_summary(self) -> dict[str, dict[str, Any]]:
+    def device_summary(self) -> dict[str, DeviceSummary]:
         return lane_status.device_summary(self)
 
     def status_payload(self) -> StatusPayload:
