@@ -556,7 +556,7 @@ def _status_view(status: dict[str, Any], outcomes: list[dict[str, Any]]) -> Rend
             human_value("ended_at", o.get("ended_at"))[11:19],
             str(o.get("txn_id", ""))[-8:],
             str(o.get("mode", "")),
-            Text(str(o.get("decision", "")), style="green" if o.get("decision") == "ACCEPT" else "yellow"),
+            Text(str(o.get("decision", "")), style="green" if str(o.get("decision")).upper() == "ACCEPT" else "yellow"),
             ",".join(str(r) for r in o.get("reasons", [])),
             f"{best['score']:.3f}/{best['threshold']:.3f}" if best else "-",
             f"{o['quality']:.2f}" if isinstance(o.get("quality"), int | float) else "-",
