@@ -29,6 +29,7 @@ from egate.edge.lane.replies import (
     LinkErrorView,
     MaintenanceReply,
     MqttStatusReply,
+    NoGallery,
     OutboxView,
     OutcomesReply,
     ReaderLastReply,
@@ -142,7 +143,7 @@ class LaneControl:
                 gallery=versions.gallery_version,
             ),
             gallery=(
-                GallerySummary(version=None)
+                NoGallery()
                 if g is None
                 else GallerySummary(
                     version=g.version, subjects=g.subject_count, templates=g.template_count, expires_at=g.expires_at

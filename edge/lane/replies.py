@@ -78,14 +78,22 @@ class StatusVersions(BaseModel):
 
 
 class GallerySummary(BaseModel):
-    """The gallery loaded in the daemon (it holds the key); all fields null when none is loaded."""
+    """The gallery loaded in the daemon (it holds the key)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    version: int | None
-    subjects: int | None = None
-    templates: int | None = None
-    expires_at: datetime | None = None
+    version: int
+    subjects: int = Field(ge=0)
+    templates: int = Field(ge=0)
+    expires_at: datetime
+
+
+class NoGallery(BaseModel):
+    """No gallery loaded (none pushed yet, or the last one expired and was purged)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    version: None = None
 
 
 class StatusReply(LaneStatus):
@@ -95,7 +103,7 @@ class StatusReply(LaneStatus):
     guidance: Guidance | None = Field(description="What the traveller is told now; null before the first session.")
     devices: dict[str, DeviceSummary] = Field(description="Device name -> health.")
     versions: StatusVersions
-    gallery: GallerySummary
+    gallery: GallerySummary | NoGallery
 
 
 class OutcomesReply(_Reply):
