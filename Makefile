@@ -1,5 +1,5 @@
 # The two commands a newcomer needs: `make run` and `make test`. Both set up what is missing first.
-.PHONY: setup run test lint format config-doc clean
+.PHONY: setup run test lint format config-doc schemas clean
 
 setup:
 	@scripts/setup.sh
@@ -23,6 +23,9 @@ format: setup
 
 config-doc: setup
 	.venv/bin/python -m egate.tools.config.doc > config/default.toml
+
+schemas: setup
+	.venv/bin/python -m egate.tools.config.schemas docs/schemas
 
 clean:
 	rm -rf .venv .cache .pytest_cache .mypy_cache .ruff_cache

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from pydantic import BaseModel
 
 from egate.edge.lane.control import GateTimeoutArgs, MaintenanceArgs, NoArgs, OutcomesArgs, strict_args
 from egate.edge.service.control_socket import ControlClient, ControlRefused, ControlServer
@@ -22,9 +23,13 @@ from egate.edge.service.control_socket import ControlClient, ControlRefused, Con
 ROOT = Path(__file__).resolve().parents[1]
 
 
+class Echo(BaseModel):
+    args: dict[str, Any]
+
+
 @pytest.fixture
 def server(tmp_path: Path) -> Iterator[ControlServer]:
-    with ControlServer(tmp_path / "c.sock", None, {"echo": lambda args: {"args": args}}) as srv:
+    with ControlServer(tmp_path / "c.sock", None, {"echo": lambda args: Echo(args=args)}) as srv:
         yield srv
 
 
@@ -62,7 +67,7 @@ def test_hostile_request_gets_an_error_reply_and_the_server_keeps_serving(
 
 
 def test_trickling_bytes_cannot_extend_the_deadline(tmp_path: Path) -> None:
-    server = ControlServer(tmp_path / "t.sock", None, {"echo": lambda args: {"args": args}}, request_deadline_s=0.5)
+    server = ControlServer(tmp_path / "t.sock", None, {"echo": lambda args: Echo(args=args)}, request_deadline_s=0.5)
     server.start()
     sent = 0
     closed = False

@@ -15,9 +15,28 @@ from typing import Any
 import cv2
 import numpy as np
 import pytest
+from pydantic import BaseModel
 
-from egate.edge.lane.snapshot import make_snapshot
-from egate.edge.service.control_socket import ControlRefused, ControlServer
+from egate.drivers.turnstile.base import GateStatus
+from egate.edge.lane.replies import (
+    DeviceSummary,
+    GallerySummary,
+    GateCycleReply,
+    GateLockReply,
+    GateOpenReply,
+    GateStatusReply,
+    MaintenanceReply,
+    MqttStatusReply,
+    OutcomesReply,
+    StatusReply,
+    StatusVersions,
+)
+from egate.edge.lane.snapshot import Snapshot, make_snapshot
+from egate.edge.service.control_socket import ControlRefused, ControlServer, DeviceCheck, SelftestDeviceResult
+from egate.edge.session.policy import Reason, Verdict
+from egate.edge.session.records import ComparisonRecord, DocumentSummary, OutcomeRecord, VersionInfo
+from egate.edge.session.states import LaneState
+from egate.edge.settings.lane import Mode
 from egate.engines.config import EngineConfig
 from egate.tools.diag.selftest_checks import read_frames
 from tests.broker import Mosquitto
@@ -28,79 +47,110 @@ MAINT_HINT = "enter maintenance mode: egate diag maintenance on / signed ops com
 
 
 class StandInLane:
-    """Handlers with the contract of docs/control-api.md, state kept in memory."""
+    """Handlers with the contract of docs/control-api.md (the reply models), state kept in memory."""
 
-    def __init__(self, snapshot: dict[str, Any] | None = None) -> None:
+    def __init__(self, snapshot: Snapshot | None = None) -> None:
         self.maintenance = False
         self.gate_calls: list[tuple[str, dict[str, Any]]] = []
         self.snapshot = snapshot
         self.gallery_expires = dt.datetime.now(dt.timezone.utc) + dt.timedelta(hours=5)
 
-    def status(self, _args: dict[str, Any]) -> dict[str, Any]:
-        return {
-            "gate_id": "gate-01",
-            "state": "OUT_OF_SERVICE" if self.maintenance else "IDLE",
-            "mode": "exit",
-            "txn_id": None,
-            "in_service": not self.maintenance,
-            "out_of_service_reasons": ["maintenance"] if self.maintenance else [],
-            "alarm": None,
-            "maintenance": self.maintenance,
-            "devices": {"camera": {"ok": True, "detail": "12.5 fps"}, "gate": {"ok": True, "detail": "secure"}},
-            "versions": {"software": "0.1.0", "model": "dlib-resnet-v1.x", "gallery": "7"},
-            "gallery": {"version": 7, "subjects": 3, "templates": 3, "expires_at": self.gallery_expires.isoformat()},
-        }
+    def status(self, _args: dict[str, Any]) -> StatusReply:
+        return StatusReply(
+            gate_id="gate-01",
+            state=LaneState.OUT_OF_SERVICE if self.maintenance else LaneState.IDLE,
+            mode=Mode.EXIT,
+            txn_id=None,
+            in_service=not self.maintenance,
+            out_of_service_reasons=["maintenance"] if self.maintenance else [],
+            alarm=None,
+            maintenance=self.maintenance,
+            maintenance_owners=["technician"] if self.maintenance else [],
+            guidance=None,
+            devices={
+                "camera": DeviceSummary(ok=True, detail="12.5 fps"),
+                "gate": DeviceSummary(ok=True, detail="secure"),
+            },
+            versions=StatusVersions(software="0.1.0", model="dlib-resnet-v1.x", config="abc", gallery="7"),
+            gallery=GallerySummary(version=7, subjects=3, templates=3, expires_at=self.gallery_expires),
+        )
 
-    def outcomes(self, args: dict[str, Any]) -> dict[str, Any]:
-        record = {
-            "schema_version": 1,
-            "txn_id": "0193aaaa-bbbb-7ccc-8ddd-eeeeffff0001",
-            "gate_id": "gate-01",
-            "mode": "exit",
-            "ended_at": "2026-11-28T05:00:01+00:00",
-            "decision": "ACCEPT",
-            "reasons": ["MATCH"],
-            "subject_id": "s0-000001",
-            "comparisons": [
-                {"kind": "1:N", "subject_id": "s0-000001", "score": 0.41, "threshold": 0.6, "passed": True}
+    def outcomes(self, args: dict[str, Any]) -> OutcomesReply:
+        ended = dt.datetime(2026, 11, 28, 5, 0, 1, tzinfo=dt.timezone.utc)
+        record = OutcomeRecord(
+            txn_id="0193aaaa-bbbb-7ccc-8ddd-eeeeffff0001",
+            gate_id="gate-01",
+            mode=Mode.EXIT,
+            started_at=ended - dt.timedelta(seconds=2),
+            ended_at=ended,
+            decision=Verdict.ACCEPT,
+            reasons=[Reason.MATCH],
+            subject_id="s0-000001",
+            comparisons=[
+                ComparisonRecord(
+                    kind="1:N",
+                    subject_id="s0-000001",
+                    score=0.41,
+                    threshold=0.6,
+                    higher_is_better=False,
+                    passed=True,
+                )
             ],
-            "quality": 0.83,
-            "document": {"number_masked": "L8***9", "issuing_state": "UTO"},
-            "timings_ms": {"total": 212.0},
-        }
-        return {"outcomes": [record][: int(args.get("n", 10))]}
+            quality=0.83,
+            document=DocumentSummary(number_masked="L8***9", issuing_state="UTO", expiry=None, checks_ok=True),
+            versions=VersionInfo(software="0.1.0"),
+            timings_ms={"total": 212.0},
+        )
+        return OutcomesReply(outcomes=[record][: int(args.get("n", 10))])
 
-    def set_maintenance(self, args: dict[str, Any]) -> dict[str, Any]:
+    def set_maintenance(self, args: dict[str, Any]) -> MaintenanceReply:
         self.maintenance = bool(args["on"])
-        return {"maintenance": self.maintenance, "state": self.status({})["state"]}
+        st = self.status({})
+        return MaintenanceReply(maintenance=self.maintenance, owners=st.maintenance_owners, state=st.state.name)
 
     def gate(self, action: str) -> Any:
-        def handler(args: dict[str, Any]) -> dict[str, Any]:
+        def handler(args: dict[str, Any]) -> BaseModel:
             if action != "status" and not self.maintenance:
                 raise ControlRefused(f"gate.{action} refused: the lane is not in maintenance mode", MAINT_HINT)
             self.gate_calls.append((action, args))
-            return {"ok": True, "link_state": "up", "gate_state": "locked"}
+            status = GateStatus(
+                driver="osdp",
+                endpoint="/dev/ttyUSB0 address 0",
+                link_state="up",
+                link_changed_at=0.0,
+                link_security="secure_channel",
+                gate_state="locked",
+                emergency=False,
+            )
+            if action == "status":
+                return GateStatusReply(status)
+            if action == "lock":
+                return GateLockReply(ok=True, status=status)
+            if action == "open":
+                return GateOpenReply(ok=True, decision_id="diag-1", status=status)
+            return GateCycleReply(
+                ok=True, decision_id="diag-1", opened=True, passage="passage_completed", locked=True, status=status
+            )
 
         return handler
 
-    def snapshot_handler(self, _args: dict[str, Any]) -> dict[str, Any]:
+    def snapshot_handler(self, _args: dict[str, Any]) -> Snapshot:
         if self.snapshot is None:
             raise ControlRefused("camera is not streaming", "check the camera: egate diag selftest")
         return self.snapshot
 
-    def device_checks(self, _args: dict[str, Any]) -> dict[str, Any]:
-        return {
-            "v": 1,
-            "checks": [
-                {"name": "camera", "verdict": "PASS", "detail": "12.5 fps", "hint": ""},
-                {
-                    "name": "turnstile",
-                    "verdict": "FAIL",
-                    "detail": "secure channel refused",
-                    "hint": "install the right SCBK",
-                },
-            ],
-        }
+    def device_checks(self, _args: dict[str, Any]) -> SelftestDeviceResult:
+        return SelftestDeviceResult(
+            checks=[
+                DeviceCheck(name="camera", verdict="PASS", detail="12.5 fps", hint=""),
+                DeviceCheck(
+                    name="turnstile", verdict="FAIL", detail="secure channel refused", hint="install the right SCBK"
+                ),
+            ]
+        )
+
+    def mqtt_status(self, _args: dict[str, Any]) -> MqttStatusReply:
+        return MqttStatusReply(enabled=True, connected=True, protocol="5", outbox_depth=0, last_error=None, outbox=None)
 
     def handlers(self) -> dict[str, Any]:
         return {
@@ -112,7 +162,7 @@ class StandInLane:
             "gate.lock": self.gate("lock"),
             "gate.cycle": self.gate("cycle"),
             "camera.snapshot": self.snapshot_handler,
-            "mqtt.status": lambda a: {"connected": True, "protocol": "5", "outbox_depth": 0, "last_error": None},
+            "mqtt.status": self.mqtt_status,
             "selftest.device": self.device_checks,
         }
 
@@ -137,7 +187,7 @@ def write_config(tmp_path: Path, *, model_dir: Path | None = None, extra: str = 
 @pytest.fixture
 def lane_daemon(tmp_path: Path) -> Iterator[tuple[StandInLane, Path]]:
     frame = read_frames(DEMO_GIF, 1)[0]
-    lane = StandInLane(snapshot=make_snapshot(frame, [], camera_stats={"fps": 12.5, "state": "streaming"}).model_dump())
+    lane = StandInLane(snapshot=make_snapshot(frame, [], camera_stats={"fps": 12.5, "state": "streaming"}))
     config = write_config(tmp_path)
     with ControlServer(tmp_path / "c.sock", None, lane.handlers()):
         yield lane, config
@@ -152,7 +202,12 @@ def test_gate_open_refused_outside_maintenance_then_allowed(lane_daemon: tuple[S
     assert code == 1 and "egate diag maintenance on" in out
     assert lane.gate_calls == []
     code, _, data = run_diag("maintenance", "on", "--config", str(config), "--json")
-    assert code == 0 and data["result"] == {"maintenance": True, "state": "OUT_OF_SERVICE"}
+    assert code == 0 and data["result"] == {
+        "v": 1,
+        "maintenance": True,
+        "owners": ["technician"],
+        "state": "OUT_OF_SERVICE",
+    }
     code, _, data = run_diag("gate", "open", "--passage-time", "3", "--config", str(config), "--json")
     assert code == 0 and data["source"] == "daemon" and data["result"]["ok"] is True
     assert lane.gate_calls == [("open", {"timeout_s": 3.0})]
@@ -163,13 +218,13 @@ def test_gate_open_refused_outside_maintenance_then_allowed(lane_daemon: tuple[S
 def test_status_shows_state_and_outcomes_without_personal_data(lane_daemon: tuple[StandInLane, Path]) -> None:
     _, config = lane_daemon
     code, _, data = run_diag("status", "--config", str(config), "--json")
-    assert code == 0 and data["status"]["state"] == "IDLE"
+    assert code == 0 and data["status"]["state"] == "idle"
     outcome = data["outcomes"][0]
-    assert outcome["decision"] == "ACCEPT" and outcome["comparisons"][0]["score"] == 0.41
+    assert outcome["decision"] == "accept" and outcome["comparisons"][0]["score"] == 0.41
     assert "subject_id" not in outcome and "document" not in outcome
     assert "subject_id" not in outcome["comparisons"][0]
     code, out, _ = run_diag("status", "--config", str(config))
-    assert code == 0 and "IDLE" in out and "ACCEPT" in out and "0.410/0.600" in out
+    assert code == 0 and "idle" in out and "accept" in out and "0.410/0.600" in out
     assert "s0-000001" not in out and "L8***9" not in out
     assert "\x1b[" not in out  # no colour codes when not on a terminal
 
@@ -178,7 +233,7 @@ def test_status_watch_emits_one_json_line_per_refresh(lane_daemon: tuple[StandIn
     _, config = lane_daemon
     code, out, _ = run_diag("status", "--watch", "--count", "3", "--interval", "0.2", "--config", str(config), "--json")
     lines = [line for line in out.splitlines() if line.strip()]
-    assert code == 0 and len(lines) == 3 and all('"state": "IDLE"' in line for line in lines)
+    assert code == 0 and len(lines) == 3 and all('"state": "idle"' in line for line in lines)
 
 
 def test_camera_snapshot_through_daemon_writes_a_jpeg(lane_daemon: tuple[StandInLane, Path], tmp_path: Path) -> None:

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from pydantic import BaseModel
 
 from egate.edge.service.control_socket import (
     MAX_REQUEST_BYTES,
@@ -40,7 +41,20 @@ def _raw(path: Path, payload: bytes) -> dict[str, Any]:
             return json.loads(f.readline())
 
 
-def _gate_open(_args: dict[str, Any]) -> dict[str, Any]:
+class Echo(BaseModel):
+    args: dict[str, Any]
+
+
+class Done(BaseModel):
+    by: str
+
+
+class When(BaseModel):
+    path: Path
+    n: int
+
+
+def _gate_open(_args: dict[str, Any]) -> Echo:
     raise ControlRefused(
         "gate.open refused: the lane is in service, not in maintenance mode",
         "enter maintenance mode: egate diag maintenance on / signed ops command set_mode maintenance",
@@ -50,11 +64,11 @@ def _gate_open(_args: dict[str, Any]) -> dict[str, Any]:
 @pytest.fixture
 def server(tmp_path: Path):
     handlers: dict[str, Any] = {
-        "echo": lambda args: {"args": args},
+        "echo": lambda args: Echo(args=args),
         "gate.open": _gate_open,
         "boom": lambda args: 1 / 0,
-        "not_a_dict": lambda args: ["x"],
-        "when": lambda args: {"path": Path("/x"), "n": args.get("n", 0)},
+        "not_a_model": lambda args: {"x": 1},
+        "when": lambda args: When(path=Path("/x"), n=args.get("n", 0)),
     }
     with ControlServer(_sock_path(tmp_path), None, handlers) as srv:
         yield srv
@@ -63,7 +77,7 @@ def server(tmp_path: Path):
 def test_call_returns_result_and_args_round_trip(server: ControlServer) -> None:
     client = ControlClient(server.socket_path)
     assert client.call("echo", a=1, b=[1, "x"], on=True) == {"args": {"a": 1, "b": [1, "x"], "on": True}}
-    assert client.call("when", n=3) == {"path": "/x", "n": 3}  # results made JSON-able (Path -> str)
+    assert client.call("when", n=3) == {"path": "/x", "n": 3}  # replies dumped as JSON (Path -> str)
 
 
 def test_ping_lists_commands(server: ControlServer) -> None:
@@ -93,8 +107,8 @@ def test_handler_crash_is_an_error_with_log_hint_and_server_survives(server: Con
         client.call("boom")
     assert "ZeroDivisionError" in info.value.error
     assert "egate diag logs" in info.value.hint
-    with pytest.raises(ControlError, match="not a dict"):
-        client.call("not_a_dict")
+    with pytest.raises(ControlError, match="not a reply model"):
+        client.call("not_a_model")  # a bare dict is no contract: the handler is wrong, the server says so
     assert client.call("echo") == {"args": {}}
     assert server.health().ok
 
@@ -132,21 +146,21 @@ def test_slow_handler_does_not_block_other_clients(tmp_path: Path) -> None:
     release = threading.Event()
     entered = threading.Event()
 
-    def slow(_args: dict[str, Any]) -> dict[str, Any]:
+    def slow(_args: dict[str, Any]) -> Done:
         entered.set()
         release.wait(10)
-        return {"slow": True}
+        return Done(by="slow")
 
-    with ControlServer(_sock_path(tmp_path), None, {"slow": slow, "fast": lambda a: {"fast": True}}) as srv:
+    with ControlServer(_sock_path(tmp_path), None, {"slow": slow, "fast": lambda a: Done(by="fast")}) as srv:
         client = ControlClient(srv.socket_path)
         results: list[dict[str, Any]] = []
         t = threading.Thread(target=lambda: results.append(client.call("slow")))
         t.start()
         assert entered.wait(5)
-        assert client.call("fast") == {"fast": True}
+        assert client.call("fast") == {"by": "fast"}
         release.set()
         t.join(5)
-        assert results == [{"slow": True}]
+        assert results == [{"by": "slow"}]
 
 
 def test_daemon_not_running_when_no_socket(tmp_path: Path) -> None:
@@ -162,8 +176,8 @@ def test_stale_socket_is_not_running_and_is_replaced_at_start(tmp_path: Path) ->
     stale.close()  # the file stays; nobody listens: what a killed daemon leaves behind
     with pytest.raises(DaemonNotRunning, match="stale"):
         ControlClient(path).call("status")
-    with ControlServer(path, None, {"echo": lambda a: {"ok": 1}}) as srv:
-        assert ControlClient(srv.socket_path).call("echo") == {"ok": 1}
+    with ControlServer(path, None, {"echo": lambda a: Echo(args={"ok": 1})}) as srv:
+        assert ControlClient(srv.socket_path).call("echo") == {"args": {"ok": 1}}
 
 
 def test_second_server_on_live_socket_refuses_to_start(server: ControlServer) -> None:
@@ -253,7 +267,7 @@ def test_group_restricts_access_to_members(request: pytest.FixtureRequest) -> No
     os.chmod(folder, 0o755)
     request.addfinalizer(lambda: shutil.rmtree(folder, ignore_errors=True))
     nobody, nogroup, dialout = 65534, 65534, 20
-    with ControlServer(folder / "c.sock", "dialout", {"echo": lambda a: {"args": a}}) as srv:
+    with ControlServer(folder / "c.sock", "dialout", {"echo": lambda a: Echo(args=a)}) as srv:
         st = os.stat(srv.socket_path)
         assert stat.S_IMODE(st.st_mode) == 0o660 and st.st_gid == dialout
         denied = _call_as(nobody, [nogroup], srv.socket_path)

@@ -119,7 +119,12 @@ def test_gate_commands_need_maintenance_and_then_cycle_the_real_gate(healthy: Ga
     assert "egate diag maintenance on" in data["hint"]
 
     code, data, _ = diag(healthy, "maintenance", "on", "--json")
-    assert code == 0 and data["result"] == {"maintenance": True, "owners": ["technician"], "state": "OUT_OF_SERVICE"}
+    assert code == 0 and data["result"] == {
+        "v": 1,
+        "maintenance": True,
+        "owners": ["technician"],
+        "state": "OUT_OF_SERVICE",
+    }
     try:
         code, data, out = diag(healthy, "gate", "cycle", "--json")
         assert code == 0, out

@@ -73,6 +73,11 @@ class DocumentReader:
         """The serial reader's port is open (False when none is configured)."""
         return self._serial is not None and self._serial.connected.is_set()
 
+    @property
+    def serial_error(self) -> str | None:
+        """Why the serial reader's port is not open (its last open or read failure); None while open or unset."""
+        return self._serial.port_error if self._serial is not None else None
+
     def wait_serial_connected(self, timeout: float) -> bool:
         return self._serial is not None and self._serial.connected.wait(timeout)
 

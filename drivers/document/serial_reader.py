@@ -68,6 +68,8 @@ class SerialDocumentReader:
         self._mrz_since = 0.0
         self._discarding = False
         self.connected = threading.Event()
+        # Why the port is not open now (the last open or read failure); None while it is open.
+        self.port_error: str | None = None
 
     # --- lifetime ------------------------------------------------------------------------------------
 
@@ -117,9 +119,11 @@ class SerialDocumentReader:
         try:
             self._port = serial.serial_for_url(self.url, baudrate=self._baudrate, timeout=self._poll_s)
         except Exception as exc:
+            self.port_error = f"open failed: {exc}"
             self._error(f"cannot open serial reader {self.url!r}: {exc}; check the cable and [reader] serial_url")
             return False
         log.info("reader_opened", url=self.url)
+        self.port_error = None
         self.connected.set()
         return True
 
@@ -134,6 +138,7 @@ class SerialDocumentReader:
                 chunk = self._port.read(min(max(1, waiting), _MAX_READ))
             except Exception as exc:
                 self._close_port()
+                self.port_error = f"read failed: {exc}"
                 self._error(f"serial reader {self.url!r} failed: {exc}; reopening in {self._reconnect_s:.0f} s")
                 self._stop.wait(self._reconnect_s)
                 continue

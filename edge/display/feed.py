@@ -313,10 +313,7 @@ def _line(message: LaneMessage | HeartbeatMessage) -> bytes:
 def supervisor_view(lane: RunningLane) -> SupervisorView:
     """The officer's view: states, devices and recent referral reasons; nothing personal."""
     st = lane.status()
-    devices = {
-        name: DeviceView(ok=bool(d.get("ok")), detail=str(d.get("detail", ""))[:300])
-        for name, d in lane.device_summary().items()
-    }
+    devices = {name: DeviceView(ok=d.ok, detail=d.detail[:300]) for name, d in lane.device_summary().items()}
     records = list(lane.recent_outcomes)
     referrals = [
         ReferralView(at=r.ended_at.isoformat(), mode=r.mode.value, reasons=[x.value for x in r.reasons])

@@ -34,7 +34,6 @@ import threading
 import time
 from collections.abc import Mapping, Sequence
 from datetime import datetime
-from typing import Any
 
 from egate.drivers.camera import Camera
 from egate.drivers.document.models import ReaderResult
@@ -54,6 +53,7 @@ from egate.edge.lane.link_part import LinkPart
 from egate.edge.lane.monitor import Monitor, StatusRefresh
 from egate.edge.lane.outbox_part import OutboxPart
 from egate.edge.lane.reader_part import ReaderPart
+from egate.edge.lane.replies import DeviceSummary
 from egate.edge.lane.session_part import SessionPart
 from egate.edge.lane.sinks import LaneSinks
 from egate.edge.lane.vision import FaceWorker
@@ -218,7 +218,7 @@ class Lane:
     def drop_gate_waiter(self, decision_id: str) -> None:
         self.gate_part.drop_waiter(decision_id)
 
-    def device_summary(self) -> dict[str, dict[str, Any]]:
+    def device_summary(self) -> dict[str, DeviceSummary]:
         return lane_status.device_summary(self)
 
     def status_payload(self) -> StatusPayload:

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from collections.abc import Callable
+from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import uuid6
@@ -16,11 +18,31 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from egate.drivers.document.redact import public_view
 from egate.edge.lane.device_checks import camera_check, device_result, mqtt_check, reader_check, turnstile_check
-from egate.edge.lane.snapshot import make_snapshot
-from egate.edge.service.control_socket import ControlRefused, ControlServer, DeviceCheck
+from egate.edge.lane.replies import (
+    AlarmClearReply,
+    EnginesStatusReply,
+    GallerySummary,
+    GateCycleReply,
+    GateLockReply,
+    GateOpenReply,
+    GateStatusReply,
+    LinkErrorView,
+    MaintenanceReply,
+    MqttStatusReply,
+    NoGallery,
+    OutboxView,
+    OutcomesReply,
+    ReaderLastReply,
+    StatusReply,
+    StatusVersions,
+)
+from egate.edge.lane.snapshot import Snapshot, make_snapshot
+from egate.edge.service.control_socket import ControlRefused, ControlServer, DeviceCheck, SelftestDeviceResult
 from egate.edge.service.daemon import Health
 from egate.edge.session.events import ClearAlarm, Maintenance
+from egate.edge.session.records import LaneStatus
 from egate.edge.session.states import LaneState
+from egate.edge.uplink.messages import LatencyPercentiles
 
 if TYPE_CHECKING:
     from egate.edge.lane.view import RunningLane
@@ -107,50 +129,47 @@ class LaneControl:
 
     # ---- lane ------------------------------------------------------------------------------------
 
-    def status(self, _args: dict[str, Any]) -> dict[str, Any]:
+    def status(self, _args: dict[str, Any]) -> StatusReply:
         lane = self.lane
         st = lane.status()
         g = lane.gallery.current if lane.gallery is not None else None
         versions = lane.status_payload()
-        return {
-            **st.model_dump(mode="json"),
-            "guidance": lane.guidance.value if lane.guidance else None,
-            "devices": lane.device_summary(),
-            "versions": {
-                "software": versions.software_version,
-                "model": lane.engine.model_id if lane.engine else None,
-                "config": versions.config_version,
-                "gallery": versions.gallery_version,
-            },
-            "gallery": (
-                {"version": None}
-                if g is None
-                else {
-                    "version": g.version,
-                    "subjects": g.subject_count,
-                    "templates": g.template_count,
-                    "expires_at": g.expires_at.isoformat(),
-                }
+        return StatusReply(
+            **st.model_dump(),
+            guidance=lane.guidance,
+            devices=lane.device_summary(),
+            versions=StatusVersions(
+                software=versions.software_version,
+                model=lane.engine.model_id if lane.engine else None,
+                config=versions.config_version,
+                gallery=versions.gallery_version,
             ),
-        }
+            gallery=(
+                NoGallery()
+                if g is None
+                else GallerySummary(
+                    version=g.version, subjects=g.subject_count, templates=g.template_count, expires_at=g.expires_at
+                )
+            ),
+        )
 
-    def outcomes(self, args: dict[str, Any]) -> dict[str, Any]:
+    def outcomes(self, args: dict[str, Any]) -> OutcomesReply:
         n = strict_args(OutcomesArgs, args, "outcomes").n
-        return {"outcomes": [r.model_dump(mode="json") for r in list(self.lane.recent_outcomes)[:n]]}
+        return OutcomesReply(outcomes=list(self.lane.recent_outcomes)[:n])
 
-    def maintenance(self, args: dict[str, Any]) -> dict[str, Any]:
+    def maintenance(self, args: dict[str, Any]) -> MaintenanceReply:
         on = strict_args(MaintenanceArgs, args, "maintenance").on
         self.lane.post(Maintenance(on, reason="technician (egate diag)", owner="technician"))
         st = self._wait_status(lambda s: ("technician" in s.maintenance_owners) == on)
         # `off` ends the technician's maintenance only: an ops closure (set_mode closed) stays.
-        return {"maintenance": st.maintenance, "owners": st.maintenance_owners, "state": st.state.value.upper()}
+        return MaintenanceReply(maintenance=st.maintenance, owners=st.maintenance_owners, state=st.state.value.upper())
 
-    def clear_alarm(self, _args: dict[str, Any]) -> dict[str, Any]:
+    def clear_alarm(self, _args: dict[str, Any]) -> AlarmClearReply:
         self.lane.post(ClearAlarm())
         st = self._wait_status(lambda s: s.state is not LaneState.ALARM)
-        return {"state": st.state.value.upper(), "alarm": st.alarm}
+        return AlarmClearReply(state=st.state.value.upper(), alarm=st.alarm)
 
-    def _wait_status(self, done: Any, timeout: float = 3.0) -> Any:
+    def _wait_status(self, done: Callable[[LaneStatus], bool], timeout: float = 3.0) -> LaneStatus:
         """The lane's status once `done(status)` holds (the loop handles events on its own thread)."""
         loop = self.lane.loop
         deadline = time.monotonic() + timeout
@@ -172,21 +191,21 @@ class LaneControl:
                 raise ControlRefused(f"gate.{action} refused: the lane is not in maintenance mode", MAINTENANCE_HINT)
         return gate
 
-    def gate_status(self, _args: dict[str, Any]) -> dict[str, Any]:
-        return self._gate("status").status().model_dump(mode="json")
+    def gate_status(self, _args: dict[str, Any]) -> GateStatusReply:
+        return GateStatusReply(self._gate("status").status())
 
-    def gate_open(self, args: dict[str, Any]) -> dict[str, Any]:
+    def gate_open(self, args: dict[str, Any]) -> GateOpenReply:
         timeout = strict_args(GateTimeoutArgs, args, "gate.open").timeout_s
         gate = self._gate("open")
         decision_id = f"diag-{uuid6.uuid7()}"
         ok = gate.open_for_passage(decision_id, timeout)
-        return {"ok": ok, "decision_id": decision_id, "status": gate.status().model_dump(mode="json")}
+        return GateOpenReply(ok=ok, decision_id=decision_id, status=gate.status())
 
-    def gate_lock(self, _args: dict[str, Any]) -> dict[str, Any]:
+    def gate_lock(self, _args: dict[str, Any]) -> GateLockReply:
         gate = self._gate("lock")
-        return {"ok": gate.lock(), "status": gate.status().model_dump(mode="json")}
+        return GateLockReply(ok=gate.lock(), status=gate.status())
 
-    def gate_cycle(self, args: dict[str, Any]) -> dict[str, Any]:
+    def gate_cycle(self, args: dict[str, Any]) -> GateCycleReply:
         timeout = strict_args(GateTimeoutArgs, args, "gate.cycle").timeout_s
         gate = self._gate("cycle")
         decision_id = f"diag-{uuid6.uuid7()}"
@@ -199,18 +218,18 @@ class LaneControl:
             locked = gate.lock()
         finally:
             self.lane.drop_gate_waiter(decision_id)
-        return {
-            "ok": opened and passage == "passage_completed" and locked,
-            "decision_id": decision_id,
-            "opened": opened,
-            "passage": passage,
-            "locked": locked,
-            "status": gate.status().model_dump(mode="json"),
-        }
+        return GateCycleReply(
+            ok=opened and passage == "passage_completed" and locked,
+            decision_id=decision_id,
+            opened=opened,
+            passage=passage,
+            locked=locked,
+            status=gate.status(),
+        )
 
     # ---- devices --------------------------------------------------------------------------------
 
-    def snapshot(self, _args: dict[str, Any]) -> dict[str, Any]:
+    def snapshot(self, _args: dict[str, Any]) -> Snapshot:
         lane = self.lane
         last = lane.worker.last_frame() if lane.worker is not None else None
         if last is None or lane.camera is None:
@@ -221,56 +240,58 @@ class LaneControl:
             last.observations,
             camera_stats=lane.camera.stats().model_dump(),
             problems=[thresholds.acceptable(o.quality) for o in last.observations],
-        ).model_dump()
+        )
 
-    def reader_last(self, _args: dict[str, Any]) -> dict[str, Any]:
+    def reader_last(self, _args: dict[str, Any]) -> ReaderLastReply:
         lane = self.lane
         connected = lane.reader.serial_connected if lane.reader is not None else False
         if lane.reader_last is None:
-            return {"result": None, "at": None, "connected": connected}
+            return ReaderLastReply(result=None, at=None, connected=connected)
         result, at = lane.reader_last
         data = public_view(result)  # the allowlisted view: no name, birth date, raw text or repair values
-        return {"result": data, "at": at.isoformat(), "connected": connected}
+        return ReaderLastReply(result=data, at=at, connected=connected)
 
-    def mqtt_status(self, _args: dict[str, Any]) -> dict[str, Any]:
+    def mqtt_status(self, _args: dict[str, Any]) -> MqttStatusReply:
         lane = self.lane
-        out: dict[str, Any] = {"connected": False, "enabled": lane.settings.link.enabled, "last_error": None}
+        fields: dict[str, Any] = {}
+        last_error = None
         if lane.link is not None:
-            out.update(dataclasses.asdict(lane.link.stats()))
+            fields = dataclasses.asdict(lane.link.stats())
             err = lane.link.last_error
-            out["last_error"] = (
-                None if err is None else {"category": err.category, "message": err.message, "at": str(err.at)}
-            )
+            if err is not None:
+                last_error = LinkErrorView(
+                    category=err.category, message=err.message, at=datetime.fromtimestamp(err.at, timezone.utc)
+                )
+        outbox = None
         if lane.outbox is not None:
             st = lane.outbox.stats()
-            out["outbox"] = {
-                "depth": st.depth,
-                "bytes": st.bytes,
-                "oldest_age_s": st.oldest_age_s,
-                "fill_ratio": st.fill_ratio,
-            }
-            out["outbox_depth"] = st.depth
-        return out
+            outbox = OutboxView(depth=st.depth, bytes=st.bytes, oldest_age_s=st.oldest_age_s, fill_ratio=st.fill_ratio)
+            fields["outbox_depth"] = st.depth
+        fields.setdefault("connected", False)
+        return MqttStatusReply(enabled=lane.settings.link.enabled, last_error=last_error, outbox=outbox, **fields)
 
-    def engines_status(self, _args: dict[str, Any]) -> dict[str, Any]:
+    def engines_status(self, _args: dict[str, Any]) -> EnginesStatusReply:
         lane = self.lane
         worker = lane.worker
         backend = lane.engine.backend_status() if lane.engine else {}
-        return {
-            "backend": lane.settings.engine.backend,
-            "running_backend": backend.get("running"),
-            "fallback_reason": backend.get("fallback_reason"),
-            "model_id": lane.engine.model_id if lane.engine else None,
-            "threshold": lane.engine.threshold if lane.engine else None,
-            "worker_alive": bool(worker and worker.alive),
-            "last_inference_ms": worker.last_inference_ms if worker else None,
-            "fps": worker.fps() if worker else 0.0,
-            "stages": worker.stage_percentiles() if worker else {},
-            "restarts": 0,
-            "errors": worker.errors if worker else 0,
-        }
+        return EnginesStatusReply(
+            backend=lane.settings.engine.backend,
+            running_backend=backend.get("running"),
+            fallback_reason=backend.get("fallback_reason"),
+            model_id=lane.engine.model_id if lane.engine else None,
+            threshold=lane.engine.threshold if lane.engine else None,
+            worker_alive=bool(worker and worker.alive),
+            last_inference_ms=worker.last_inference_ms if worker else None,
+            fps=worker.fps() if worker else 0.0,
+            stages={
+                stage: LatencyPercentiles(**values)
+                for stage, values in (worker.stage_percentiles() if worker else {}).items()
+            },
+            errors=worker.errors if worker else 0,
+            last_error=worker.last_error if worker else None,
+        )
 
-    def selftest_device(self, _args: dict[str, Any]) -> dict[str, Any]:
+    def selftest_device(self, _args: dict[str, Any]) -> SelftestDeviceResult:
         lane = self.lane
         cfg = lane.settings
         last = lane.worker.last_frame() if lane.worker is not None else None
@@ -302,7 +323,7 @@ class LaneControl:
             reader_check(
                 cfg.reader.serial_url,
                 connected=lane.reader.serial_connected if lane.reader else False,
-                last_error=None,
+                last_error=lane.reader.serial_error if lane.reader else None,
             ),
             turnstile_check(lane.gate.status() if lane.gate else None),
             mqtt_check(

@@ -186,6 +186,6 @@ def mqtt_check(
     )
 
 
-def device_result(*checks: DeviceCheck) -> dict[str, Any]:
-    """The `selftest.device` handler's return value."""
-    return SelftestDeviceResult(checks=list(checks)).model_dump()
+def device_result(*checks: DeviceCheck) -> SelftestDeviceResult:
+    """The `selftest.device` handler's reply."""
+    return SelftestDeviceResult(checks=list(checks))

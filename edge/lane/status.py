@@ -10,8 +10,9 @@ import time
 from importlib.metadata import PackageNotFoundError
 from importlib.metadata import version as package_version
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+from egate.edge.lane.replies import DeviceSummary
 from egate.edge.session.records import LaneEvent, LaneStatus
 from egate.edge.uplink.messages import DeviceHealth as DeviceHealthMsg
 from egate.edge.uplink.messages import EventPayload, HealthPayload, LatencyPercentiles, StatusPayload
@@ -19,6 +20,7 @@ from egate.edge.uplink.messages import EventPayload, HealthPayload, LatencyPerce
 if TYPE_CHECKING:
     from egate.edge.lane.view import RunningLane
     from egate.edge.settings import Settings
+    from egate.edge.uplink.link import LinkError
 
 
 def software_version() -> str:
@@ -33,40 +35,50 @@ def config_fingerprint(settings: Settings) -> str:
     return hashlib.sha256(settings.model_dump_json().encode()).hexdigest()[:12]
 
 
-def device_summary(lane: RunningLane) -> dict[str, dict[str, Any]]:
+def device_summary(lane: RunningLane) -> dict[str, DeviceSummary]:
     """Each device's ok flag and a one-line detail (control `status`, retained MQTT status)."""
-    out = {name: {"ok": ok, "detail": why or "ok"} for name, (ok, why) in lane.device_health.items()}
+    out = {name: DeviceSummary(ok=ok, detail=why or "ok") for name, (ok, why) in lane.device_health.items()}
     if lane.camera is not None:
         st = lane.camera.stats()
-        out.setdefault("camera", {"ok": st.state == "streaming", "detail": st.state})
-        out["camera"]["detail"] = f"{st.state}, {st.fps} fps" if st.state == "streaming" else out["camera"]["detail"]
+        camera = out.get("camera") or DeviceSummary(ok=st.state == "streaming", detail=st.state)
+        if st.state == "streaming":
+            camera = camera.model_copy(update={"detail": f"{st.state}, {st.fps} fps"})
+        out["camera"] = camera
     if lane.gate is not None:
         # Live, not the last poll: status must never show the lane out for a gate fault while the
         # gate row still says ok.
         link = lane.gate.link_state
         auth_failed = lane.gate.status().link_auth_failed
-        out["gate"] = {
-            "ok": link == "up" and not auth_failed,
-            "detail": "the controller refuses our key" if auth_failed else f"turnstile link {link}",
-        }
+        out["gate"] = DeviceSummary(
+            ok=link == "up" and not auth_failed,
+            detail="the controller refuses our key" if auth_failed else f"turnstile link {link}",
+        )
     if lane.worker is not None:
         detail = f"{lane.worker.fps()} fps processed, last {lane.worker.last_inference_ms} ms"
         backend = lane.engine.backend_status() if lane.engine is not None else None
         if backend is not None and backend["fallback_reason"]:
             # Still in service (the CPU serves), but a technician must see that the GPU is not used.
             detail += f"; running on CPU ({backend['running']}): {backend['fallback_reason']}"
-        out["engine"] = {"ok": lane.worker.alive and not lane.worker.stuck(), "detail": detail}
+        out["engine"] = DeviceSummary(ok=lane.worker.alive and not lane.worker.stuck(), detail=detail)
     if lane.link is not None:
-        err = lane.link.last_error
-        out["mqtt"] = {"ok": lane.link.connected, "detail": "connected" if lane.link.connected else str(err)}
+        out["mqtt"] = _link_summary(lane.link.connected, lane.link.last_error)
     return out
+
+
+def _link_summary(connected: bool, err: LinkError | None) -> DeviceSummary:
+    """The link's row: its error's category as the code and its message as the detail (never a repr)."""
+    if connected:
+        return DeviceSummary(ok=True, detail="connected")
+    if err is None:
+        return DeviceSummary(ok=False, detail="connecting to the broker (no attempt has failed yet)")
+    return DeviceSummary(ok=False, detail=err.message, code=err.category)
 
 
 def status_payload(lane: RunningLane) -> StatusPayload:
     st = lane.status()
     g = lane.gallery.current if lane.gallery is not None else None
     devices = {
-        name: DeviceHealthMsg(state="ok" if d["ok"] else "fault", detail=str(d["detail"])[:500])
+        name: DeviceHealthMsg(state="ok" if d.ok else "fault", detail=d.detail[:500], code=d.code)
         for name, d in device_summary(lane).items()
     }
     return StatusPayload(

@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from egate.drivers.document.reader import DocumentReader
     from egate.drivers.turnstile.base import GateController, GateEvent
     from egate.edge.gallery.store import GalleryStore
+    from egate.edge.lane.replies import DeviceSummary
     from egate.edge.lane.vision import FaceWorker
     from egate.edge.session.events import Event
     from egate.edge.session.loop import LaneLoop
@@ -82,7 +83,7 @@ class RunningLane(Protocol):
 
     def status(self) -> LaneStatus: ...
 
-    def device_summary(self) -> dict[str, dict[str, object]]: ...
+    def device_summary(self) -> dict[str, DeviceSummary]: ...
 
     def status_payload(self) -> StatusPayload: ...
 

@@ -61,7 +61,9 @@ _CMD_PATTERN = r"^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)*$"
 # Built-in command answered by the server itself: lets a client learn the daemon's commands.
 PING = "ping"
 
-Handler = Callable[[dict[str, Any]], dict[str, Any]]
+# A handler takes the request's arguments and returns its reply model (edge/lane/replies.py); the
+# server puts `model_dump(mode="json")` of it on the wire as the response's `result`.
+Handler = Callable[[dict[str, Any]], BaseModel]
 
 
 # ------------------------------------------------------------------------------------------ wire models
@@ -100,6 +102,17 @@ class ControlFailure(BaseModel):
 
 ControlResponse = Annotated[ControlOk | ControlFailure, Field(discriminator="ok")]
 _RESPONSE = TypeAdapter(ControlResponse)
+
+
+class PingReply(BaseModel):
+    """Result of `ping`, answered by the server itself: the protocol and every command it serves."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    v: Literal[1] = PROTOCOL_VERSION
+    pong: Literal[True] = True
+    protocol: Literal[1] = PROTOCOL_VERSION
+    commands: list[str] = Field(description="Every command name this daemon answers, ping included.")
 
 
 class DeviceCheck(BaseModel):
@@ -466,7 +479,7 @@ class ControlServer:
             )
         self._served += 1
         if request.cmd == PING:
-            return ControlOk(result={"pong": True, "protocol": PROTOCOL_VERSION, "commands": self.commands})
+            return ControlOk(result=PingReply(commands=self.commands).model_dump(mode="json"))
         handler = self._handlers.get(request.cmd)
         if handler is None:
             self._failures += 1
@@ -475,10 +488,12 @@ class ControlServer:
                 hint=f"this daemon knows: {', '.join(self.commands)}; update egate diag to the daemon's version",
             )
         try:
-            result = handler(dict(request.args))
-            if not isinstance(result, Mapping):
-                raise TypeError(f"handler returned {type(result).__name__}, not a dict")
-            jsonable = to_jsonable_python(dict(result))
+            reply = handler(dict(request.args))
+            if not isinstance(reply, BaseModel):
+                raise TypeError(f"handler returned {type(reply).__name__}, not a reply model")
+            result = reply.model_dump(mode="json")
+            if not isinstance(result, dict):
+                raise TypeError(f"handler's {type(reply).__name__} is not a JSON object")
         except ControlRefused as refused:
             self._failures += 1
             log.info("control_refused", cmd=request.cmd, error=refused.error)
@@ -491,7 +506,7 @@ class ControlServer:
                 hint="see the daemon log: egate diag logs --since 10m",
             )
         log.debug("control_served", cmd=request.cmd)
-        return ControlOk(result=jsonable)
+        return ControlOk(result=result)
 
 
 def _nesting(line: bytes) -> int:

@@ -5,14 +5,16 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 from numpy.typing import NDArray
 
-from egate.edge.session.ports import FaceLike
 from egate.edge.session.states import GateEventKind
 from egate.edge.settings.lane import Mode
+
+if TYPE_CHECKING:  # ports names these events in its Protocols: a runtime import would be a cycle
+    from egate.edge.session.ports import FaceLike
 
 
 @dataclass(frozen=True)

@@ -48,6 +48,12 @@ class _Message(BaseModel):
 class DeviceHealth(_Message):
     state: Literal["ok", "degraded", "fault", "unknown"] = Field("unknown", description="Device state.")
     detail: str = Field("", max_length=500, description="Why, for a technician (no personal data).")
+    code: str | None = Field(
+        None,
+        max_length=64,
+        description="Stable reason code where the device has one (the link's error category: unreachable, "
+        "bad_credentials, not_authorised, tls_failure, refused, protocol, lost, ...); null otherwise.",
+    )
 
 
 class StatusPayload(_Message):

@@ -29,6 +29,7 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+from pydantic import BaseModel
 
 MRZ_TD3 = ["P<UTOERIKSSON<<ANNA<MARIA<<<<<<<<<<<<<<<<<<<", "L898902C36UTO7408122F1204159ZE184226B<<<<<10"]
 BCBP = "M1DESMARAIS/LUC       EABC123 YULFRAAC 0834 326J001A0025 100"
@@ -47,6 +48,14 @@ class FuzzEnv:
     reader: Any
     signed_gallery: bytes
     signed_command: bytes
+
+
+class _EchoReply(BaseModel):
+    args: dict[str, Any]
+
+
+class _OnReply(BaseModel):
+    on: bool
 
 
 @contextmanager
@@ -103,8 +112,8 @@ def fuzz_env() -> Iterator[FuzzEnv]:
             root / "c.sock",
             None,
             {
-                "echo": lambda args: {"args": args},
-                "maintenance": lambda a: {"on": strict_args(MaintenanceArgs, a, "m").on},
+                "echo": lambda args: _EchoReply(args=args),
+                "maintenance": lambda a: _OnReply(on=strict_args(MaintenanceArgs, a, "m").on),
             },
         )
         reader = SerialDocumentReader("loop://", lambda result: None, today=lambda: date(2026, 12, 1))

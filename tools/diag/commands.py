@@ -30,6 +30,7 @@ from egate.tools.cli import DEFAULT_CONFIG
 if TYPE_CHECKING:
     from rich.console import Console, RenderableType
 
+    from egate.edge.lane.replies import GateCycleReply, GateLockReply, GateOpenReply, GateStatusReply
     from egate.edge.service.control_socket import ControlClient
     from egate.edge.settings import Settings
     from egate.tools.diag.selftest_checks import CheckResult
@@ -195,6 +196,11 @@ def flat_rows(data: dict[str, Any], prefix: str = "") -> list[tuple[str, str]]:
     return rows
 
 
+def _for_people(reply: dict[str, Any]) -> dict[str, Any]:
+    """A reply for a table: without its version field (the JSON output keeps it)."""
+    return {k: v for k, v in reply.items() if k != "v"}
+
+
 def kv_table(title: str, data: dict[str, Any]) -> RenderableType:
     from rich.table import Table
 
@@ -293,7 +299,10 @@ def camera(
         settings = load(config)
         client = daemon_or_none(settings)
         if client is not None:
-            result = client.call("camera.snapshot")
+            from egate.edge.lane.replies import parse_reply
+            from egate.edge.lane.snapshot import Snapshot
+
+            result = parse_reply(Snapshot, client.call("camera.snapshot")).model_dump(mode="json")
         else:
             from egate.tools.diag.local import local_snapshot
 
@@ -362,56 +371,63 @@ def gate(
         settings = load(config)
         # A cycle waits for the passage (up to twice the passage time) before it answers.
         client = daemon_or_none(settings, timeout_s=15.0 + 2 * timeout_s)
+        from egate.edge.lane.replies import REPLY_MODELS, GateStatusReply, parse_reply
+
+        reply: GateStatusReply | GateOpenReply | GateLockReply | GateCycleReply
         if client is not None:
             args: dict[str, Any] = {} if action in (GateAction.status, GateAction.lock) else {"timeout_s": timeout_s}
-            result = client.call(f"gate.{action.value}", **args)
+            cmd = f"gate.{action.value}"
+            reply = parse_reply(REPLY_MODELS[cmd], client.call(cmd, **args))  # type: ignore[assignment]
             source = "daemon"
         else:
             from egate.tools.diag.local import LocalGate
 
             with LocalGate(settings) as local_gate:
                 if action is GateAction.status:
-                    result = local_gate.status()
+                    reply = local_gate.status()
                 elif action is GateAction.open:
-                    result = local_gate.open(timeout_s)
+                    reply = local_gate.open(timeout_s)
                 elif action is GateAction.lock:
-                    result = local_gate.lock()
+                    reply = local_gate.lock()
                 else:
-                    result = local_gate.cycle(timeout_s)
+                    reply = local_gate.cycle(timeout_s)
             source = "local"
-        if action is not GateAction.status and result.get("ok") is False:
-            raise gate_refusal(action.value, result)
+        if not isinstance(reply, GateStatusReply) and reply.ok is False:
+            raise gate_refusal(action.value, reply)
+        result = reply.model_dump(mode="json")
     if as_json:
         emit_json({"ok": True, "source": source, "result": result})
     else:
-        console().print(kv_table(f"gate {action.value} ({source})", result))
+        console().print(kv_table(f"gate {action.value} ({source})", _for_people(result)))
 
 
-def gate_refusal(action: str, result: dict[str, Any]) -> DiagFailure:
+def gate_refusal(action: str, reply: GateOpenReply | GateLockReply | GateCycleReply) -> DiagFailure:
     """Why the controller did not do `action`, read from the gate's state after the attempt."""
-    status = result.get("status") or {}
-    state = str(status.get("gate_state", ""))
-    if action == "cycle" and result.get("opened") and result.get("passage") not in (None, "passage_completed"):
+    from egate.edge.lane.replies import GateCycleReply
+
+    status = reply.status
+    state = status.gate_state
+    if isinstance(reply, GateCycleReply) and reply.opened and reply.passage != "passage_completed":
         return DiagFailure(
-            f"gate cycle: opened, but the passage ended as {result.get('passage')}"
-            + ("" if result.get("locked") else ", and the lock was not acknowledged"),
+            f"gate cycle: opened, but the passage ended as {reply.passage}"
+            + ("" if reply.locked else ", and the lock was not acknowledged"),
             "walk through within the passage time (--passage-time) or check the passage sensors: "
             "egate diag gate status shows the inputs",
         )
     if state in ("released", "passing"):
         return DiagFailure(
             f"gate {action} refused: an earlier passage is still pending (decision "
-            f"{status.get('pending_decision') or '?'}, gate {state})",
+            f"{status.pending_decision or '?'}, gate {state})",
             "wait for that passage to end (its passage time) or end it now: egate diag gate lock",
         )
-    if state in ("emergency", "emergency_release") or status.get("emergency"):
+    if state in ("emergency", "emergency_release") or status.emergency:
         return DiagFailure(
             f"gate {action} refused: the emergency input is active (all leaves released)",
             "clear the emergency input at the gate controller",
         )
-    if status.get("link_state") not in (None, "up") or state == "safe":
+    if status.link_state != "up" or state == "safe":
         return DiagFailure(
-            f"gate {action} failed: the controller link is {status.get('link_state', 'down')}",
+            f"gate {action} failed: the controller link is {status.link_state}",
             "check the link: egate diag selftest (turnstile row)",
         )
     return DiagFailure(
@@ -444,11 +460,14 @@ def maintenance(
                 "gate commands work directly while it is stopped (egate diag gate status); start it with "
                 "systemctl start egate",
             )
-        result = client.call("maintenance", on=state is OnOff.on)
+        from egate.edge.lane.replies import MaintenanceReply, parse_reply
+
+        reply = parse_reply(MaintenanceReply, client.call("maintenance", on=state is OnOff.on))
+        result = reply.model_dump(mode="json")
     if as_json:
         emit_json({"ok": True, "result": result})
     else:
-        console().print(kv_table(f"maintenance {state.value}", result))
+        console().print(kv_table(f"maintenance {state.value}", _for_people(result)))
 
 
 # ------------------------------------------------------------------------------------------ mqtt
@@ -466,7 +485,11 @@ def mqtt(
     with reported(as_json):
         settings = load(config)
         client = daemon_or_none(settings)
-        daemon_view = client.call("mqtt.status") if client is not None else None
+        daemon_view = None
+        if client is not None:
+            from egate.edge.lane.replies import MqttStatusReply, parse_reply
+
+            daemon_view = parse_reply(MqttStatusReply, client.call("mqtt.status")).model_dump(mode="json")
         probe = checks.check_mqtt(settings.link, link_credentials(settings), client_id=diag_client_id(settings))
         outbox = checks.check_outbox(outbox_path(settings), settings.outbox)
     ok = probe.verdict != "FAIL"
@@ -475,7 +498,7 @@ def mqtt(
     else:
         out = console()
         if daemon_view is not None:
-            out.print(kv_table("link as the daemon sees it", daemon_view))
+            out.print(kv_table("link as the daemon sees it", _for_people(daemon_view)))
         else:
             out.print("daemon not running: testing the broker directly")
         out.print(checks_table([probe, outbox], "daemon" if client is not None else "local"))
@@ -533,7 +556,7 @@ def _status_view(status: dict[str, Any], outcomes: list[dict[str, Any]]) -> Rend
             human_value("ended_at", o.get("ended_at"))[11:19],
             str(o.get("txn_id", ""))[-8:],
             str(o.get("mode", "")),
-            Text(str(o.get("decision", "")), style="green" if o.get("decision") == "ACCEPT" else "yellow"),
+            Text(str(o.get("decision", "")), style="green" if str(o.get("decision")).upper() == "ACCEPT" else "yellow"),
             ",".join(str(r) for r in o.get("reasons", [])),
             f"{best['score']:.3f}/{best['threshold']:.3f}" if best else "-",
             f"{o['quality']:.2f}" if isinstance(o.get("quality"), int | float) else "-",
@@ -572,8 +595,10 @@ def status(
     quiet_logs()
 
     def fetch(client: ControlClient) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-        state = client.call("status")
-        outcomes = client.call("outcomes", n=last).get("outcomes", [])
+        from egate.edge.lane.replies import OutcomesReply, StatusReply, parse_reply
+
+        state = parse_reply(StatusReply, client.call("status")).model_dump(mode="json")
+        outcomes = parse_reply(OutcomesReply, client.call("outcomes", n=last)).model_dump(mode="json")["outcomes"]
         return state, [strip_personal(o) for o in outcomes]
 
     with reported(as_json):

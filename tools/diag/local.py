@@ -1,7 +1,8 @@
 """Device access for `egate diag` when the daemon is not running: the tool opens the devices itself.
 
 With the daemon running these are never used (one owner per device, docs/architecture.md): the same
-answers come from its control API. The result shapes match the control handlers' (docs/control-api.md).
+answers come from its control API. The gate's answers are the control API's reply models
+(egate.edge.lane.replies), so the tool renders both the same way.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 from egate.edge.service.control_socket import ControlRefused
 
 if TYPE_CHECKING:
+    from egate.edge.lane.replies import GateCycleReply, GateLockReply, GateOpenReply, GateStatusReply
     from egate.edge.settings import Settings
 
 
@@ -98,23 +100,31 @@ class LocalGate:
     def __exit__(self, *exc: object) -> None:
         self.controller.close()
 
-    def status(self) -> dict[str, Any]:
-        return self.controller.status().model_dump(mode="json")
+    def status(self) -> GateStatusReply:
+        from egate.edge.lane.replies import GateStatusReply
 
-    def open(self, timeout_s: float) -> dict[str, Any]:
+        return GateStatusReply(self.controller.status())
+
+    def open(self, timeout_s: float) -> GateOpenReply:
+        from egate.edge.lane.replies import GateOpenReply
+
         decision_id = f"diag-{uuid.uuid4().hex[:12]}"
         ok = self.controller.open_for_passage(decision_id, timeout_s)
-        return {"ok": ok, "decision_id": decision_id, "status": self.status()}
+        return GateOpenReply(ok=ok, decision_id=decision_id, status=self.controller.status())
 
-    def lock(self) -> dict[str, Any]:
-        return {"ok": self.controller.lock(), "status": self.status()}
+    def lock(self) -> GateLockReply:
+        from egate.edge.lane.replies import GateLockReply
 
-    def cycle(self, timeout_s: float) -> dict[str, Any]:
+        return GateLockReply(ok=self.controller.lock(), status=self.controller.status())
+
+    def cycle(self, timeout_s: float) -> GateCycleReply:
         """Open for one passage, wait for the gate to report the passage (or its timeout), then lock."""
+        from egate.edge.lane.replies import GateCycleReply
+
         opened = self.open(timeout_s)
-        decision_id = opened["decision_id"]
+        decision_id = opened.decision_id
         outcome = None
-        if opened["ok"]:
+        if opened.ok:
             deadline = time.monotonic() + timeout_s * 2 + 2.0
             with self._changed:
                 while outcome is None and time.monotonic() < deadline:
@@ -130,11 +140,11 @@ class LocalGate:
                     if outcome is None:
                         self._changed.wait(max(0.01, min(0.2, deadline - time.monotonic())))
         locked = self.controller.lock()
-        return {
-            "ok": bool(opened["ok"] and locked),
-            "decision_id": decision_id,
-            "opened": opened["ok"],
-            "passage": outcome or "no_report",
-            "locked": locked,
-            "status": self.status(),
-        }
+        return GateCycleReply(
+            ok=bool(opened.ok and locked),
+            decision_id=decision_id,
+            opened=opened.ok,
+            passage=outcome or "no_report",
+            locked=locked,
+            status=self.controller.status(),
+        )

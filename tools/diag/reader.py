@@ -148,7 +148,9 @@ def _daemon_last_read(config: Path, as_json: bool) -> None:
                 ),
                 as_json,
             )
-        last = client.call("reader.last")
+        from egate.edge.lane.replies import ReaderLastReply, parse_reply
+
+        last = parse_reply(ReaderLastReply, client.call("reader.last")).model_dump(mode="json")
     if as_json:
         emit_json({"ok": True, "source": "daemon", **last})
         raise typer.Exit(0)

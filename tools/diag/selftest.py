@@ -188,16 +188,15 @@ def devices_from_status(status: dict[str, Any]) -> list[CheckResult]:
 
 def daemon_device_checks(client: Any, status: dict[str, Any] | None = None) -> list[CheckResult]:
     """`selftest.device` of the running daemon (it owns the devices)."""
+    from egate.edge.lane.replies import parse_reply
     from egate.edge.service.control_socket import ControlError, SelftestDeviceResult
 
     try:
-        result = SelftestDeviceResult.model_validate(client.call("selftest.device"))
+        result = parse_reply(SelftestDeviceResult, client.call("selftest.device"))
     except ControlError as exc:
         if exc.error.startswith("unknown command") and status is not None:
             return devices_from_status(status)
         return [CheckResult("devices", "FAIL", f"daemon device checks failed: {exc.error}", exc.hint)]
-    except ValueError as exc:
-        return [CheckResult("devices", "FAIL", f"daemon answered selftest.device wrongly: {exc}", "update egate")]
     return [CheckResult(c.name, c.verdict, c.detail, c.hint) for c in result.checks]
 
 
@@ -268,7 +267,9 @@ def run_selftest(
         client = ControlClient(settings.control.socket_path) if use_daemon else None
         if client is not None:
             try:
-                status = client.call("status")
+                from egate.edge.lane.replies import StatusReply, parse_reply
+
+                status = parse_reply(StatusReply, client.call("status")).model_dump(mode="json")
                 mode = "daemon"
             except ControlPermissionDenied as exc:
                 results.append(CheckResult("control", "FAIL", exc.error, exc.hint))
