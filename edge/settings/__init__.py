@@ -25,6 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from egate.drivers.camera import CameraConfig
 from egate.drivers.document.config import ReaderConfig
 from egate.drivers.turnstile.config import TurnstileConfig
+from egate.edge.ids import ID_PATTERN, ID_WORDS
 from egate.edge.settings.core import (
     ControlConfig,
     GateConfig,
@@ -255,7 +256,7 @@ def _named_key(message: str, loc: tuple[Any, ...]) -> tuple[Any, ...]:
 
 # Plain words for the patterns the settings use (a raw regex helps nobody at a gate).
 _PATTERN_WORDS = {
-    r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$": "1-64 letters, digits, '-' or '_', starting with a letter or digit",
+    ID_PATTERN: ID_WORDS,
     r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$": "a file name: 1-128 letters, digits, '.', '-' or '_' (no folders)",
     r"^[A-Za-z0-9_-]+(/[A-Za-z0-9_-]+)*$": "words of letters, digits, '-' or '_' joined by '/' (no leading or "
     "trailing '/')",
