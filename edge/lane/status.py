@@ -13,8 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from egate.edge.session.records import LaneEvent, LaneStatus
-from egate.edge.uplink.messages import DeviceHealth as DeviceHealthMsg
-from egate.edge.uplink.messages import EventPayload, HealthPayload, LatencyPercentiles, StatusPayload
+from egate.edge.uplink.messages import DeviceState, EventPayload, HealthPayload, LatencyPercentiles, StatusPayload
 
 if TYPE_CHECKING:
     from egate.edge.lane.assembly import Lane
@@ -66,7 +65,7 @@ def status_payload(lane: Lane) -> StatusPayload:
     st = lane.controller.status() if lane.controller is not None else None
     g = lane.gallery.current if lane.gallery is not None else None
     devices = {
-        name: DeviceHealthMsg(state="ok" if d["ok"] else "fault", detail=str(d["detail"])[:500])
+        name: DeviceState(state="ok" if d["ok"] else "fault", detail=str(d["detail"])[:500])
         for name, d in device_summary(lane).items()
     }
     return StatusPayload(

@@ -42,7 +42,9 @@ class _Message(BaseModel):
 # ---------------------------------------------------------------- status (retained)
 
 
-class DeviceHealth(_Message):
+class DeviceState(_Message):
+    """One device as the health sample reports it (the session's `DeviceHealth` event is the lane-internal fact)."""
+
     state: Literal["ok", "degraded", "fault", "unknown"] = Field("unknown", description="Device state.")
     detail: str = Field("", max_length=500, description="Why, for a technician (no personal data).")
 
@@ -60,7 +62,7 @@ class StatusPayload(_Message):
     config_version: str | None = Field(None, max_length=128, description="Hash or version of the active config.")
     gallery_version: str | None = Field(None, max_length=128, description="Version of the active gallery bundle.")
     model_versions: dict[str, str] = Field(default_factory=dict, description="Model name -> version or hash.")
-    devices: dict[str, DeviceHealth] = Field(default_factory=dict, description="camera, reader, turnstile, ...")
+    devices: dict[str, DeviceState] = Field(default_factory=dict, description="camera, reader, turnstile, ...")
     lane: str | None = Field(None, max_length=64, description="Lane tag the gate matches gallery subjects for.")
     flights: list[str] = Field(
         default_factory=list, max_length=64, description="Flights eligible at the lane now; empty = any flight."
