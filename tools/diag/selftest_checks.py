@@ -24,18 +24,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from egate.edge.lane.device_checks import (
-    BRIGHT_MEAN,
-    CAMERA_MIN_FPS,
-    DARK_MEAN,
-    HINT_CAMERA_BRIGHT,
-    HINT_CAMERA_DARK,
-    HINT_CAMERA_FPS,
     HINT_MQTT_PLAIN,
     HINT_READER_PORT,
     HINT_TURNSTILE_INSTALL,
     HINT_TURNSTILE_PORT,
     HINT_TURNSTILE_SILENT,
     MQTT_HINTS,
+    camera_problem,
     hint_turnstile_key,
 )
 from egate.tools.paths import DEMO_MEDIA
@@ -49,7 +44,7 @@ if TYPE_CHECKING:
     from egate.engines.config import EngineConfig
     from egate.engines.pipeline import FaceEngine
 
-Verdict = Literal["PASS", "WARN", "FAIL"]
+CheckVerdict = Literal["PASS", "WARN", "FAIL"]
 
 # Budgets. The engine's golden frame takes ~25 ms here (BlazeFace short + dlib ResNet on one CPU core,
 # shared/STACK.md); 10x that still serves the lane, beyond it the device is throttled or misconfigured.
@@ -72,7 +67,7 @@ GOLDEN_MEDIA = DEMO_MEDIA
 @dataclass(frozen=True)
 class CheckResult:
     name: str
-    verdict: Verdict
+    verdict: CheckVerdict
     detail: str
     hint: str = ""
 
@@ -318,25 +313,12 @@ def check_camera(
     detail = f"{where}: {width}x{height}, {fps:.1f} fps measured, mean level {mean:.0f}/255"
     if faces_seen is not None:
         detail += f", face in {faces_seen} of {len(frames[:: max(1, len(frames) // 8)])} sampled frames"
-    wanted = config.fps if config.fps > 0 else CAMERA_MIN_FPS
     if stats.state == "ended" and len(frames) < 3:
         return CheckResult("camera", "WARN", f"{detail}; the source ended", "set camera.loop = true for a recording")
-    if fps < min(wanted * 0.8, CAMERA_MIN_FPS) or fps < CAMERA_MIN_FPS * 0.5:
-        return CheckResult(
-            "camera",
-            "WARN",
-            f"{detail}; expected about {wanted:.0f} fps",
-            HINT_CAMERA_FPS,
-        )
-    if mean < DARK_MEAN:
-        return CheckResult("camera", "WARN", f"{detail}; image too dark", HINT_CAMERA_DARK)
-    if mean > BRIGHT_MEAN:
-        return CheckResult(
-            "camera",
-            "WARN",
-            f"{detail}; image overexposed",
-            HINT_CAMERA_BRIGHT,
-        )
+    problem = camera_problem(fps, config.fps, mean)
+    if problem is not None:
+        what, hint = problem
+        return CheckResult("camera", "WARN", f"{detail}; {what}", hint)
     if faces_seen == 0:
         return CheckResult(
             "camera",
