@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from egate.edge.lane.assembly import Lane as DaemonLane
+from egate.edge.lane.assembly import Lane
 from egate.edge.session.events import DeviceHealth, FaceObserved, GateEventIn, SetFlights, Tick
 from egate.edge.session.machine import SessionController
 from egate.edge.session.policy import Reason, Verdict
@@ -23,12 +23,12 @@ from egate.edge.settings import Settings
 from egate.edge.settings.lane import LaneConfig
 from egate.edge.settings.link import OutboxConfig
 from egate.edge.uplink.outbox import OutboxFull
-from tests.lane_fixtures import FakeClock, Lane, People, RecordingSinks, Step, VectorMatcher, healthy, make_lane
+from tests.lane_fixtures import FakeClock, People, RecordingSinks, SessionBench, Step, VectorMatcher, healthy, make_lane
 
 S = LaneState
 
 
-def frames(lane: Lane, name: str, n: int = 3) -> list[Step]:
+def frames(lane: SessionBench, name: str, n: int = 3) -> list[Step]:
     out: list[Step] = []
     for _ in range(n):
         face = lane.people.face(name)
@@ -54,7 +54,7 @@ class WitnessGate:
         return True
 
 
-def witnessed_lane(config: LaneConfig | None = None) -> tuple[Lane, WitnessGate]:
+def witnessed_lane(config: LaneConfig | None = None) -> tuple[SessionBench, WitnessGate]:
     lane = make_lane(config)
     gate = WitnessGate(lane.sinks.records)
     lane.controller._gate = gate  # the controller's Gate seam: same object the daemon's driver fills
@@ -134,7 +134,7 @@ def test_an_outbox_fault_report_takes_the_lane_out_even_when_not_listed_as_requi
 # ---- scoped matching -------------------------------------------------------------------------------
 
 
-def tagged_lane(config: LaneConfig | None = None) -> Lane:
+def tagged_lane(config: LaneConfig | None = None) -> SessionBench:
     lane = make_lane(config or LaneConfig(gate_id="gate-01", boarding_flights=["LH123"]))
     lane.matcher.tags = {"alice": ({"LH123"}, set()), "bob": ({"LH999"}, set()), "carol": (set(), {"lane-9"})}
     return lane
@@ -197,9 +197,9 @@ def settings_for(tmp_path: Path, **outbox: object) -> Settings:
     )
 
 
-def wired_lane(tmp_path: Path, **outbox: object) -> tuple[DaemonLane, SessionController, WitnessGate, People]:
+def wired_lane(tmp_path: Path, **outbox: object) -> tuple[Lane, SessionController, WitnessGate, People]:
     """The daemon's Lane as sink (outbox append, health report) around a real SQLite outbox."""
-    daemon = DaemonLane(settings_for(tmp_path, **outbox))
+    daemon = Lane(settings_for(tmp_path, **outbox))
     daemon._start_outbox()
     people = People()
     committed: list[OutcomeRecord] = []
@@ -259,7 +259,7 @@ def test_real_outbox_at_its_limit_refuses_the_accept_and_the_gate_stays_shut(tmp
 
 
 def test_real_outbox_reports_a_disk_floor_and_a_failed_commit(tmp_path: Path) -> None:
-    daemon = DaemonLane(settings_for(tmp_path))
+    daemon = Lane(settings_for(tmp_path))
     daemon._start_outbox()
     box = daemon.outbox
     assert box is not None
@@ -308,7 +308,7 @@ def test_gallery_on_disk_is_checked_at_start_like_a_push(
         expires_at=now - timedelta(minutes=1) if case == "expired" else now + timedelta(hours=2),
     )
     write_encrypted(tmp_path / "state" / "gallery" / "gallery.egal", raw, GALLERY_KEY)
-    lane = DaemonLane(settings)
+    lane = Lane(settings)
     lane._start_gallery()
     lane._finish_gallery(MODEL_ID, 0.6)  # what the engine reports once loaded
     try:
