@@ -1,7 +1,7 @@
 """Shared helpers for the lane tests: a settable clock and simple recording objects that implement the
 session's Protocols. The matcher computes real Euclidean distances over 128-D unit descriptors, like the
-dlib model's, so scores are not scripted; the real gallery, engine and turnstile meet in the lead's
-end-to-end lane test."""
+dlib model's, so scores are not scripted; the real gallery, engine and turnstile meet in the lane rig's
+end-to-end tests (tests/test_lane_rig.py)."""
 
 from __future__ import annotations
 

@@ -76,7 +76,7 @@ class _Stderr:
 def quiet_logs() -> None:
     """Library logs (camera, outbox, turnstile opened locally) go to stderr at warning level, so stdout
     carries only the command's table or JSON. The previous logging setup is restored when the command
-    ends (the commands also run inside other programs: tests, the lead's end-to-end runner)."""
+    ends (the commands also run inside other programs: tests, end-to-end runners)."""
     import logging
 
     import click

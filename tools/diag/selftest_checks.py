@@ -46,8 +46,9 @@ if TYPE_CHECKING:
 
 CheckVerdict = Literal["PASS", "WARN", "FAIL"]
 
-# Budgets. The engine's golden frame takes ~25 ms here (BlazeFace short + dlib ResNet on one CPU core,
-# shared/STACK.md); 10x that still serves the lane, beyond it the device is throttled or misconfigured.
+# Budgets. The engine's golden frame takes ~25 ms on one x86 CPU core (BlazeFace short range 2-4 ms +
+# dlib ResNet in onnxruntime 15-21 ms; `egate bench engine` measures it); 10x that still serves the
+# lane, beyond it the device is throttled or misconfigured.
 ENGINE_BUDGET_MS = 250.0
 CAMERA_SAMPLE_S = 2.0
 CERT_WARN_DAYS = 30

@@ -3,7 +3,7 @@
 Optional TLS and passwords, restartable on the same port (outage tests). tests/broker.py re-exports it
 for the test suite; see there for usage.
 
-Facts this relies on (shared/STACK.md): mosquitto 2.0 accepts connections ~20 ms after start;
+Facts this relies on (mosquitto 2.0 as Debian 12 ships it): it accepts connections ~20 ms after start;
 started as root it drops to the `mosquitto` user unless the config says `user root`.
 """
 
