@@ -741,12 +741,7 @@ class LaneRig:
                 self.daemon_stop_s = None
                 proc.kill()
                 proc.wait()
-        self.daemon_exit_code = proc.returncode
-        self.daemon = None
-        for fh in (self._log_fh, self._err_fh):
-            if fh is not None:
-                fh.close()
-        self._log_fh = self._err_fh = None
+        self._daemon_gone(proc)
         return self.daemon_exit_code
 
     def start_display(self, timeout: float = 30.0) -> str:
@@ -804,6 +799,15 @@ class LaneRig:
             proc.stdout.close()
         self.display_proc = None
 
+    def _daemon_gone(self, proc: subprocess.Popen[bytes]) -> None:
+        """The daemon process has exited: keep its exit code, close its log files."""
+        self.daemon_exit_code = proc.returncode
+        self.daemon = None
+        for fh in (self._log_fh, self._err_fh):
+            if fh is not None:
+                fh.close()
+        self._log_fh = self._err_fh = None
+
     def kill_daemon(self) -> None:
         """SIGKILL, as a watchdog or a power cut would: no clean stop, nothing flushed beyond what was
         committed. `start_daemon()` brings it back on the same state."""
@@ -812,12 +816,7 @@ class LaneRig:
             return
         proc.kill()
         proc.wait()
-        self.daemon_exit_code = proc.returncode
-        self.daemon = None
-        for fh in (self._log_fh, self._err_fh):
-            if fh is not None:
-                fh.close()
-        self._log_fh = self._err_fh = None
+        self._daemon_gone(proc)
 
     def start_daemon(self, *, wait_in_service: bool = True) -> None:
         """Start the daemon again (after `kill_daemon` / `stop_daemon`) on the same state and devices."""

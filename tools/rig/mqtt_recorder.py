@@ -104,7 +104,7 @@ class MqttRecorder:
             found.setdefault(env["id"], env["seq"])
         return found
 
-    def wait_for(self, predicate: Callable[[], T], timeout: float, what: str) -> T:
+    def wait_for(self, predicate: Callable[[], T | None], timeout: float, what: str) -> T:
         """The first true value of `predicate`, checked on every message; TimeoutError after `timeout`."""
         deadline = time.monotonic() + timeout
         with self._cond:
