@@ -13,6 +13,7 @@ import queue
 import sys
 import time
 import uuid
+from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -149,11 +150,11 @@ def watch_command(
     link = _BrokerWatch(client, f"{conn.host}:{conn.port}")
     try:
         if as_json:
-            _watch_json(inbox, count, deadline, link)
+            _watch_stream(inbox, count, deadline, link, _json_line)
         elif sys.stdout.isatty():
             _watch_table(inbox, count, deadline, site, link)
         else:
-            _watch_lines(inbox, count, deadline, link)
+            _watch_stream(inbox, count, deadline, link, _plain_line)
     except KeyboardInterrupt:
         pass
     finally:
@@ -208,37 +209,38 @@ def _next(inbox: queue.SimpleQueue[Any], deadline: float | None, link: _BrokerWa
             continue
 
 
-def _watch_json(inbox: queue.SimpleQueue[Any], count: int, deadline: float | None, link: _BrokerWatch) -> None:
+def _json_line(item: tuple[str, str, str, bool, Any]) -> str:
+    site, gate, rest, retain, value = item
+    if rest == "broker":
+        return json.dumps({"broker": value})
+    return json.dumps({"site": site, "gate": gate, "topic": rest, "retain": retain, "payload": value})
+
+
+def _plain_line(item: tuple[str, str, str, bool, Any]) -> str:
+    _site, gate, rest, _retain, value = item
+    if rest == "broker":
+        return str(value["message"])
+    return f"{datetime.now():%H:%M:%S} {gate} {rest}: {_short(rest, value)}"
+
+
+def _watch_stream(
+    inbox: queue.SimpleQueue[Any],
+    count: int,
+    deadline: float | None,
+    link: _BrokerWatch,
+    line: Callable[[tuple[str, str, str, bool, Any]], str],
+) -> None:
+    """Piped output: one line per message, flushed (a `| tee` or `| grep` sees it at once). A broker
+    connection change is a line too, but does not count towards `count`."""
     seen = 0
     while count == 0 or seen < count:
         item = _next(inbox, deadline, link)
         if item is None:
             return
-        site, gate, rest, retain, value = item
-        if rest == "broker":
-            sys.stdout.write(json.dumps({"broker": value}) + "\n")
-            sys.stdout.flush()
-            continue
-        line = {"site": site, "gate": gate, "topic": rest, "retain": retain, "payload": value}
-        sys.stdout.write(json.dumps(line) + "\n")
+        sys.stdout.write(line(item) + "\n")
         sys.stdout.flush()
-        seen += 1
-
-
-def _watch_lines(inbox: queue.SimpleQueue[Any], count: int, deadline: float | None, link: _BrokerWatch) -> None:
-    """Piped output: one plain line per message, flushed (a `| tee` or `| grep` sees it at once)."""
-    seen = 0
-    while count == 0 or seen < count:
-        item = _next(inbox, deadline, link)
-        if item is None:
-            return
-        _site, gate, rest, _retain, value = item
-        if rest == "broker":
-            sys.stdout.write(f"{value['message']}\n")
-        else:
-            sys.stdout.write(f"{datetime.now():%H:%M:%S} {gate} {rest}: {_short(rest, value)}\n")
+        if item[2] != "broker":
             seen += 1
-        sys.stdout.flush()
 
 
 def _watch_table(
