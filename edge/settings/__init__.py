@@ -23,6 +23,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from egate.drivers.camera import CameraConfig
+from egate.drivers.credentials import CREDENTIAL_NAME_PATTERN, CREDENTIAL_NAME_WORDS
 from egate.drivers.document.config import ReaderConfig
 from egate.drivers.turnstile.config import TurnstileConfig
 from egate.edge.ids import ID_PATTERN, ID_WORDS
@@ -257,7 +258,7 @@ def _named_key(message: str, loc: tuple[Any, ...]) -> tuple[Any, ...]:
 # Plain words for the patterns the settings use (a raw regex helps nobody at a gate).
 _PATTERN_WORDS = {
     ID_PATTERN: ID_WORDS,
-    r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$": "a file name: 1-128 letters, digits, '.', '-' or '_' (no folders)",
+    CREDENTIAL_NAME_PATTERN: CREDENTIAL_NAME_WORDS,
     r"^[A-Za-z0-9_-]+(/[A-Za-z0-9_-]+)*$": "words of letters, digits, '-' or '_' joined by '/' (no leading or "
     "trailing '/')",
     r"^[A-Za-z0-9_-]{0,32}$": "at most 32 letters, digits, '-' or '_'",
