@@ -1,4 +1,4 @@
-"""Installs the card's top-level folders under one namespace: edge/ -> egate.edge, drivers/ ->
+"""Installs the project's top-level folders under one namespace: edge/ -> egate.edge, drivers/ ->
 egate.drivers, engines/ -> egate.engines, tools/ -> egate.tools, config/ -> egate.config (data only).
 
 Nothing generic lands at the top of site-packages (a package called `tools` would collide). The package

@@ -25,6 +25,8 @@ from numpy.typing import NDArray
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from typing_extensions import Self
 
+from egate.drivers.credentials import CREDENTIAL_NAME_PATTERN
+
 log = structlog.get_logger(__name__)
 
 SourceKind = Literal["v4l2", "gstreamer", "rtsp", "file", "folder"]
@@ -52,7 +54,7 @@ class CameraConfig(BaseModel):
     )
     credential: str | None = Field(
         None,
-        pattern=r"^[A-Za-z0-9._-]+$",
+        pattern=CREDENTIAL_NAME_PATTERN,
         description="rtsp only: name of a systemd credential holding 'user:password' for the URL.",
     )
     pacing: Literal["realtime", "fast", "lockstep"] = Field(

@@ -1,7 +1,7 @@
 """Shared helpers for the lane tests: a settable clock and simple recording objects that implement the
 session's Protocols. The matcher computes real Euclidean distances over 128-D unit descriptors, like the
-dlib model's, so scores are not scripted; the real gallery, engine and turnstile meet in the lead's
-end-to-end lane test."""
+dlib model's, so scores are not scripted; the real gallery, engine and turnstile meet in the lane rig's
+end-to-end tests (tests/test_lane_rig.py)."""
 
 from __future__ import annotations
 
@@ -190,7 +190,10 @@ class RecordingSinks:
 
 
 @dataclass
-class Lane:
+class SessionBench:
+    """One session controller wired to recording fakes and a fake clock (the daemon's assembled lane is
+    `egate.edge.lane.assembly.Lane`)."""
+
     controller: SessionController
     gate: RecordingGate
     sinks: RecordingSinks
@@ -215,7 +218,7 @@ def healthy(*devices: str) -> list[DeviceHealth]:
     return [DeviceHealth(d, True) for d in (devices or ("camera", "engine", "gate", "document_reader"))]
 
 
-def make_lane(config: LaneConfig | None = None, *, enrolled: Sequence[str] = ("alice", "bob", "carol")) -> Lane:
+def make_lane(config: LaneConfig | None = None, *, enrolled: Sequence[str] = ("alice", "bob", "carol")) -> SessionBench:
     people = People()
     matcher = VectorMatcher({name: people.photo(name) for name in enrolled})
     lookup = DictLookup(
@@ -228,7 +231,7 @@ def make_lane(config: LaneConfig | None = None, *, enrolled: Sequence[str] = ("a
     controller = SessionController(
         config or LaneConfig(), gate=gate, matcher=matcher, lookup=lookup, sinks=sinks, clock=clock
     )
-    return Lane(controller, gate, sinks, matcher, lookup, clock, people)
+    return SessionBench(controller, gate, sinks, matcher, lookup, clock, people)
 
 
 FUTURE = date(2031, 1, 1)

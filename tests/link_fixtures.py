@@ -15,14 +15,11 @@ from __future__ import annotations
 
 import datetime as dt
 import ipaddress
-import json
-import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import paho.mqtt.client as mqtt
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -33,7 +30,8 @@ from egate.edge.settings.link import LinkConfig, OutboxConfig
 from egate.edge.uplink.link import LinkCredentials, MqttLink
 from egate.edge.uplink.messages import StatusPayload
 from egate.edge.uplink.outbox import Outbox
-from egate.tools.ops.client import OpsClient, OpsTls
+from egate.tools.ops.client import OpsTls
+from egate.tools.rig.mqtt_recorder import MqttRecorder
 from tests.broker import BrokerTls, Mosquitto
 
 SITE = "site-a"
@@ -165,18 +163,8 @@ def tls_broker(tmp_path: Path, pki: Pki) -> Iterator[Mosquitto]:
 # ---------------------------------------------------------------- ops-side recorder
 
 
-@dataclass
-class Received:
-    topic: str
-    payload: bytes
-    retain: bool
-
-    def json(self) -> Any:
-        return json.loads(self.payload)
-
-
-class Recorder:
-    """Subscribes (as ops would) and records every message; `wait(pred)` polls a condition with a deadline."""
+class Recorder(MqttRecorder):
+    """Subscribes (as ops would) to `topic_filter` on `broker` and records every message."""
 
     def __init__(
         self,
@@ -189,52 +177,23 @@ class Recorder:
         persistent_id: str | None = None,
     ) -> None:
         """`persistent_id`: a broker-side session that survives broker and recorder restarts (nothing missed)."""
-        self.messages: list[Received] = []
-        self._cond = threading.Condition()
-        self.client = OpsClient(
+        super().__init__(
             broker.host,
             broker.port,
+            topic_filter,
             tls=tls,
             username=username,
             password=password,
             client_id=persistent_id,
             session_expiry_s=3600 if persistent_id else 0,
-            reconnect_min_s=0.05,
-            reconnect_max_s=0.5,
         )
-        self.client.connect()
-        self.client.subscribe(topic_filter, self._record)
-
-    def _record(self, message: mqtt.MQTTMessage) -> None:
-        with self._cond:
-            self.messages.append(Received(message.topic, bytes(message.payload), bool(message.retain)))
-            self._cond.notify_all()
-
-    def on(self, suffix: str) -> list[Received]:
-        with self._cond:
-            return [m for m in self.messages if m.topic.endswith("/" + suffix)]
-
-    def distinct(self, suffix: str) -> dict[str, int]:
-        """Envelope id -> seq of the outbox messages on `suffix`, first occurrence order kept."""
-        found: dict[str, int] = {}
-        for m in self.on(suffix):
-            env = m.json()
-            found.setdefault(env["id"], env["seq"])
-        return found
+        self.start()
 
     def wait(self, predicate: Callable[[Recorder], bool], timeout: float, what: str) -> None:
-        with self._cond:
-            if not self._cond.wait_for(lambda: predicate(self), timeout):
-                raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-
-    def close(self) -> None:
-        self.client.close()
-
-    def __enter__(self) -> Recorder:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+        try:
+            self.wait_for(lambda: predicate(self), timeout, what)
+        except TimeoutError as err:
+            raise AssertionError(str(err)) from None
 
 
 def latest_status(

@@ -1,6 +1,6 @@
 """The one way tests reach third-party data in ../shared/data.
 
-The data is never copied into the project (see ../shared/data/SOURCES.md for origin and licence).
+The data is never copied into the project (the data folder's own SOURCES.md gives origin and licence).
 When the folder is absent, the test that needs it is skipped with a message saying where it looks.
 `../shared/holdout` is reserved for acceptance checks and is deliberately not reachable from here.
 """

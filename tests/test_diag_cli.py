@@ -1,7 +1,7 @@
 """`egate diag` commands through a real control socket (a stand-in lane's handlers) and without a daemon.
 
-The end-to-end run of every command against the real demo daemon is the lead's test (it needs
-edge/lane/assembly.py); here the handlers follow docs/control-api.md so the tools' side is covered.
+The commands against the real daemon are tests/test_diag_daemon.py; here a stand-in lane's handlers
+follow docs/control-api.md, so the tools' side is covered without the daemon.
 """
 
 from __future__ import annotations

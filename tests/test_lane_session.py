@@ -27,7 +27,7 @@ from egate.edge.session.policy import Reason, Verdict
 from egate.edge.session.records import OutcomeRecord
 from egate.edge.session.states import Guidance, LaneState
 from egate.edge.settings.lane import LaneConfig, Mode
-from tests.lane_fixtures import FUTURE, PAST, Lane, Step, healthy, make_lane
+from tests.lane_fixtures import FUTURE, PAST, SessionBench, Step, healthy, make_lane
 
 S = LaneState
 
@@ -35,13 +35,15 @@ S = LaneState
 ENGINE_S = 0.05  # a frame's observation arrives this long after the frame was captured
 
 
-def faces(lane: Lane, *names: str, quality: float = 0.9, t: float = 0.1, issues: tuple[str, ...] = ()) -> list[Step]:
+def faces(
+    lane: SessionBench, *names: str, quality: float = 0.9, t: float = 0.1, issues: tuple[str, ...] = ()
+) -> list[Step]:
     """One camera frame with these people in it, after `t` seconds."""
     observed = [lane.people.face(n, quality, issues=issues) for n in names]
     return [t, lambda: FaceObserved(observed, frame_time=lane.clock.mono - ENGINE_S, timings_ms={"detect": 4.0})]
 
 
-def frames(lane: Lane, name: str, n: int, quality: float = 0.9, issues: tuple[str, ...] = ()) -> list[Step]:
+def frames(lane: SessionBench, name: str, n: int, quality: float = 0.9, issues: tuple[str, ...] = ()) -> list[Step]:
     out: list[Step] = []
     for _ in range(n):
         out += faces(lane, name, quality=quality, issues=issues)
@@ -58,12 +60,12 @@ def bcbp(
     return BoardingPassRead(name, pnr, "AC", flight, 326, "001A", "0025", valid)
 
 
-def gallery_down(lane: Lane) -> float:
+def gallery_down(lane: SessionBench) -> float:
     lane.matcher.available = False
     return 0.0
 
 
-def gallery_broken(lane: Lane) -> float:
+def gallery_broken(lane: SessionBench) -> float:
     lane.matcher.fail_with = RuntimeError("index corrupt")
     return 0.0
 
@@ -71,7 +73,7 @@ def gallery_broken(lane: Lane) -> float:
 @dataclass
 class Case:
     name: str
-    steps: Callable[[Lane], list[Step]]
+    steps: Callable[[SessionBench], list[Step]]
     final: LaneState
     decision: Verdict | None = None  # of the (single) outcome record; None: no record expected
     reasons: tuple[Reason, ...] = ()

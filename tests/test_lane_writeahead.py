@@ -1,7 +1,7 @@
 """Write-ahead decisions, the outbox as a required device, and scoped matching, at the session level.
 
 The session controller is the real one; the record store is either a recording sink that can refuse
-(like a full outbox) or the real SQLite `Outbox` behind the real `Lane` sink. The gate records the
+(like a full outbox) or the real SQLite `Outbox` behind the lane's own sinks. The gate records the
 records committed at the instant it is told to open, so "committed before the open command" is
 observed, not assumed.
 """
@@ -28,12 +28,12 @@ from egate.edge.settings import Settings
 from egate.edge.settings.lane import LaneConfig
 from egate.edge.settings.link import OutboxConfig
 from egate.edge.uplink.outbox import OutboxFull
-from tests.lane_fixtures import FakeClock, Lane, People, RecordingSinks, Step, VectorMatcher, healthy, make_lane
+from tests.lane_fixtures import FakeClock, People, RecordingSinks, SessionBench, Step, VectorMatcher, healthy, make_lane
 
 S = LaneState
 
 
-def frames(lane: Lane, name: str, n: int = 3) -> list[Step]:
+def frames(lane: SessionBench, name: str, n: int = 3) -> list[Step]:
     out: list[Step] = []
     for _ in range(n):
         face = lane.people.face(name)
@@ -59,7 +59,7 @@ class WitnessGate:
         return True
 
 
-def witnessed_lane(config: LaneConfig | None = None) -> tuple[Lane, WitnessGate]:
+def witnessed_lane(config: LaneConfig | None = None) -> tuple[SessionBench, WitnessGate]:
     lane = make_lane(config)
     gate = WitnessGate(lane.sinks.records)
     lane.controller._gate = gate  # the controller's Gate seam: same object the daemon's driver fills
@@ -139,7 +139,7 @@ def test_an_outbox_fault_report_takes_the_lane_out_even_when_not_listed_as_requi
 # ---- scoped matching -------------------------------------------------------------------------------
 
 
-def tagged_lane(config: LaneConfig | None = None) -> Lane:
+def tagged_lane(config: LaneConfig | None = None) -> SessionBench:
     lane = make_lane(config or LaneConfig(gate_id="gate-01", boarding_flights=["LH123"]))
     lane.matcher.tags = {"alice": ({"LH123"}, set()), "bob": ({"LH999"}, set()), "carol": (set(), {"lane-9"})}
     return lane
@@ -190,7 +190,7 @@ def test_untagged_gallery_matches_everyone_whatever_the_flights() -> None:
     assert lane.controller.state is S.ACCEPT
 
 
-# ---- the real outbox behind the real Lane sink ------------------------------------------------------
+# ---- the real outbox behind the lane's own sinks ---------------------------------------------------
 
 
 def settings_for(tmp_path: Path, **outbox: object) -> Settings:

@@ -196,7 +196,7 @@ def test_broker_restart_subscriptions_status_and_will(tmp_path: Path, broker: Mo
             ack_count = len(rec.on("cmd/ack"))
             rec.client.publish(f"{ROOT}/cmd", json.dumps({"id": cmd_id}).encode())
             rec.wait(lambda r, n=ack_count: len(r.on("cmd/ack")) > n, 20, "command ack")  # type: ignore[misc]
-            ack = CmdAck.model_validate_json(rec.on("cmd/ack")[-1].payload)
+            ack = CmdAck.model_validate_json(rec.on("cmd/ack")[-1].raw)
             assert (ack.cmd_id, ack.status, ack.gate) == (cmd_id, "done", GATE)
         assert len(commands) == 2
         assert link.publish_health(HealthPayload(gate=GATE, fps=14.5, outbox_depth=outbox.depth()))

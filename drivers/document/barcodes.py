@@ -4,7 +4,7 @@ Res. 792 allows PDF417, Aztec, QR and DataMatrix. zbar (pyzbar) reads QR but nei
 DataMatrix; zxing-cpp reads all four. We ask zbar for QR first (fast, robust on phone screens) and
 zxing-cpp for the rest, and fall back to zxing-cpp for QR when zbar finds nothing. Text is taken from
 the raw bytes (zxing-cpp's default text mode shows control characters as `<GS>`, which would corrupt a
-BCBP's group separators; STACK.md).
+BCBP's group separators).
 """
 
 from __future__ import annotations

@@ -7,6 +7,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from egate.drivers.camera import CameraConfig
+from egate.drivers.credentials import CREDENTIAL_NAME_PATTERN
 
 
 class ReaderConfig(BaseModel):
@@ -58,7 +59,7 @@ class ReaderConfig(BaseModel):
     )
     bcbp_key_credential: str = Field(
         "bcbp_issuer_key.pem",
-        pattern=r"^[A-Za-z0-9_.-]+$",
+        pattern=CREDENTIAL_NAME_PATTERN,
         description="Credential file (in $CREDENTIALS_DIRECTORY) with the issuer's public key (PEM).",
     )
     bcbp_signature_encoding: Literal["base64", "hex"] = Field(

@@ -13,12 +13,14 @@ Implementations are plug-ins in `egate.drivers.turnstile.gates` (OSDP, Modbus dr
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import datetime, timezone
+from datetime import datetime
 from types import TracebackType
 from typing import Literal, Protocol, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict, Field
 from typing_extensions import Self
+
+from egate.drivers.clock import utc_now
 
 GateEventKind = Literal[
     "passage_completed",
@@ -38,10 +40,6 @@ LinkState = Literal["stopped", "connecting", "up", "down", "closed"]
 
 # Traveller guidance lamps/buzzer: off, green "proceed", red "stop", red + buzzer "alarm".
 GuidanceKind = Literal["off", "proceed", "stop", "alarm"]
-
-
-def utc_now() -> datetime:
-    return datetime.now(timezone.utc)
 
 
 class GateEvent(BaseModel):

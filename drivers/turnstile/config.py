@@ -10,6 +10,8 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from egate.drivers.credentials import CREDENTIAL_NAME_PATTERN
+
 # OSDP osdp_OUT timers are 16-bit in IEC 60839-11-5, but libosdp 3.2.9's Python binding cuts
 # `timer_count` to 8 bits (25.5 s). The driver asks the controller to relock by itself after
 # 2 x timeout + 1 s (a backstop should the daemon hang), so the timeout must stay below 12 s.
@@ -141,7 +143,7 @@ class OsdpGateConfig(GateDriverConfig):
     )
     scbk_credential: str = Field(
         "turnstile.scbk",
-        pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$",
+        pattern=CREDENTIAL_NAME_PATTERN,
         description="Name of the credential (file in $CREDENTIALS_DIRECTORY) holding the secure channel base "
         "key: 16 raw bytes or 32 hex digits.",
     )

@@ -37,7 +37,7 @@ OUT_PERMANENT_OFF = 1  # permanent off, abort any timed operation
 OUT_PERMANENT_ON = 2  # permanent on, abort any timed operation
 OUT_TEMPORARY_ON = 5  # temporary on for timer_count x 100 ms, then back to the permanent state
 
-# libosdp 3.2.9's binding keeps only 8 bits of timer_count (STACK.md): 255 x 100 ms at most.
+# libosdp 3.2.9's binding keeps only 8 bits of timer_count (docs/turnstile.md): 255 x 100 ms at most.
 MAX_TIMER_COUNT = 255
 
 # How many decision ids are remembered to refuse a second opening. At one passage every few

@@ -1,7 +1,7 @@
 """A libosdp `Channel` over a pyserial port opened from a URL, that never raises.
 
 libosdp calls `read`/`write`/`flush` from inside its refresh; an exception there kills the refresh
-thread without a word (STACK.md), so every error is caught here: the port is closed and reopened
+thread without a word (docs/turnstile.md), so every error is caught here: the port is closed and reopened
 later (an unplugged USB adapter comes back at the same path), and `write` returns 0 so libosdp
 takes the peripheral offline at once instead of waiting ~8 s for replies that cannot come.
 """
@@ -51,7 +51,7 @@ class SerialChannel(Channel):
             return None
         self._next_open_at = now + self._reopen_interval_s
         try:
-            # timeout=0: libosdp polls; a blocking read would hang every libosdp call (STACK.md).
+            # timeout=0: libosdp polls; a blocking read would hang every libosdp call.
             # exclusive: a second opener (a diag tool while the daemon runs) gets a clear error.
             port = cast(
                 "serial.Serial",

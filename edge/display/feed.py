@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import contextlib
 import grp
-import os
 import selectors
 import socket
 import threading
@@ -35,6 +34,7 @@ from egate.edge.display.model import (
     SupervisorView,
 )
 from egate.edge.service.daemon import Health, StartError
+from egate.edge.service.unix_socket import is_live, listen_unix
 
 if TYPE_CHECKING:
     from egate.edge.lane.view import RunningLane
@@ -130,22 +130,7 @@ class DisplayFeed:
             self.socket_path.parent.mkdir(parents=True, exist_ok=True, mode=0o750)
             if self.socket_path.is_socket() or self.socket_path.exists():
                 self._replace_stale()
-            temp = self.socket_path.with_name(f".{self.socket_path.name}.{os.getpid()}.tmp")
-            with contextlib.suppress(FileNotFoundError):
-                temp.unlink()
-            listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            try:
-                listener.bind(os.fsencode(temp))
-                os.chmod(temp, 0o660 if gid is not None else 0o600)
-                if gid is not None:
-                    os.chown(temp, -1, gid)
-                listener.listen(MAX_CLIENTS)
-                os.rename(temp, self.socket_path)
-            except BaseException:
-                listener.close()
-                with contextlib.suppress(OSError):
-                    temp.unlink()
-                raise
+            listener = listen_unix(self.socket_path, gid, MAX_CLIENTS)
         except PermissionError as exc:
             raise StartError(
                 f"display: cannot create the feed socket {self.socket_path} ({exc.strerror}); the daemon's user must "
@@ -201,18 +186,11 @@ class DisplayFeed:
             ) from None
 
     def _replace_stale(self) -> None:
-        probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        try:
-            probe.settimeout(1.0)
-            probe.connect(os.fsencode(self.socket_path))
-        except OSError:
-            self.socket_path.unlink()  # left by a killed daemon
-            return
-        finally:
-            probe.close()
-        raise StartError(
-            f"display: another egate daemon already serves {self.socket_path}: stop it or set display.feed_socket"
-        )
+        if is_live(self.socket_path):
+            raise StartError(
+                f"display: another egate daemon already serves {self.socket_path}: stop it or set display.feed_socket"
+            )
+        self.socket_path.unlink()  # left by a killed daemon
 
     def _wake(self) -> None:
         if self._wake_w is not None:

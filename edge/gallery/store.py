@@ -27,6 +27,7 @@ import structlog
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from egate.drivers.clock import utc_now
 from egate.edge.gallery.matching import (
     Candidate,
     MatchPolicy,
@@ -509,7 +510,7 @@ class GalleryExpiryWatcher:
         self,
         store: GalleryStore,
         interval_s: float,
-        clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc),
+        clock: Callable[[], datetime] = utc_now,
     ) -> None:
         self._store = store
         self._interval = interval_s

@@ -56,6 +56,19 @@ MQTT_HINTS = {
 }
 
 
+def camera_problem(fps: float, expected_fps: float, mean_level: float | None) -> tuple[str, str] | None:
+    """The camera's warning rule, for the daemon's live check and `egate diag selftest` alike: what is
+    wrong (to append to the detail) and its fix, or None when frame rate and exposure are fine."""
+    wanted = expected_fps if expected_fps > 0 else CAMERA_MIN_FPS
+    if fps < min(wanted * 0.8, CAMERA_MIN_FPS) or fps < CAMERA_MIN_FPS * 0.5:
+        return f"expected about {wanted:.0f} fps", HINT_CAMERA_FPS
+    if mean_level is not None and mean_level < DARK_MEAN:
+        return "image too dark", HINT_CAMERA_DARK
+    if mean_level is not None and mean_level > BRIGHT_MEAN:
+        return "image overexposed", HINT_CAMERA_BRIGHT
+    return None
+
+
 def camera_check(
     stats: Mapping[str, Any], *, expected_fps: float = 0.0, mean_level: float | None = None
 ) -> DeviceCheck:
@@ -74,17 +87,10 @@ def camera_check(
             detail=f"{detail} ({why})",
             hint="check the camera's cable/network and camera.location; the daemon reopens it by itself",
         )
-    wanted = expected_fps if expected_fps > 0 else CAMERA_MIN_FPS
-    if fps < min(wanted * 0.8, CAMERA_MIN_FPS) or fps < CAMERA_MIN_FPS * 0.5:
-        return DeviceCheck(
-            name="camera", verdict="WARN", detail=f"{detail}; expected about {wanted:.0f} fps", hint=HINT_CAMERA_FPS
-        )
-    if mean_level is not None and mean_level < DARK_MEAN:
-        return DeviceCheck(name="camera", verdict="WARN", detail=f"{detail}; image too dark", hint=HINT_CAMERA_DARK)
-    if mean_level is not None and mean_level > BRIGHT_MEAN:
-        return DeviceCheck(
-            name="camera", verdict="WARN", detail=f"{detail}; image overexposed", hint=HINT_CAMERA_BRIGHT
-        )
+    problem = camera_problem(fps, expected_fps, mean_level)
+    if problem is not None:
+        what, hint = problem
+        return DeviceCheck(name="camera", verdict="WARN", detail=f"{detail}; {what}", hint=hint)
     return DeviceCheck(name="camera", verdict="PASS", detail=detail)
 
 

@@ -10,12 +10,13 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Callable
-from datetime import datetime, timezone
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import structlog
 
+from egate.drivers.clock import utc_now
 from egate.edge.gallery.store import GalleryStore
 from egate.edge.session.events import Event, Maintenance, SetFlights, SetMode
 from egate.edge.settings.lane import Mode
@@ -90,7 +91,7 @@ class OpsHandler:
         *,
         config_dir: Path,
         on_change: Callable[[], None] = lambda: None,
-        clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc),
+        clock: Callable[[], datetime] = utc_now,
         csca: CscaStore | None = None,
         state_dir: Path | None = None,
         maintenance_owners: Callable[[], list[str]] = list,

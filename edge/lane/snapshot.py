@@ -9,30 +9,16 @@ from __future__ import annotations
 
 import base64
 from collections.abc import Mapping, Sequence
-from typing import Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal
 
 import cv2
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
+if TYPE_CHECKING:
+    from egate.engines.pipeline import FaceObservation
+
 JPEG_QUALITY = 85
-
-
-class _Quality(Protocol):
-    def as_dict(self) -> dict[str, float]: ...
-
-
-class FaceLike(Protocol):
-    """What `egate.engines.pipeline.FaceObservation` provides (box, detector score, quality)."""
-
-    @property
-    def box_xyxy(self) -> tuple[float, float, float, float]: ...
-
-    @property
-    def det_score(self) -> float: ...
-
-    @property
-    def quality(self) -> _Quality: ...
 
 
 class SnapshotFace(BaseModel):
@@ -60,7 +46,9 @@ class Snapshot(BaseModel):
     )
 
 
-def annotate(image_bgr: np.ndarray, faces: Sequence[FaceLike], problems: Sequence[Sequence[str]] = ()) -> np.ndarray:
+def annotate(
+    image_bgr: np.ndarray, faces: Sequence[FaceObservation], problems: Sequence[Sequence[str]] = ()
+) -> np.ndarray:
     """A copy of the frame with each face's box (green: passes the quality gate, red: not) and figures."""
     out = image_bgr.copy() if image_bgr.ndim == 3 else cv2.cvtColor(image_bgr, cv2.COLOR_GRAY2BGR)
     scale = max(0.4, min(out.shape[:2]) / 800)
@@ -92,7 +80,7 @@ def encode_jpeg(image_bgr: np.ndarray) -> bytes:
 
 def make_snapshot(
     image_bgr: np.ndarray,
-    faces: Sequence[FaceLike],
+    faces: Sequence[FaceObservation],
     *,
     camera_stats: Mapping[str, Any] | None = None,
     problems: Sequence[Sequence[str]] = (),

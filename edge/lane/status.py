@@ -14,8 +14,7 @@ from typing import TYPE_CHECKING
 
 from egate.edge.lane.replies import DeviceSummary
 from egate.edge.session.records import LaneEvent, LaneStatus
-from egate.edge.uplink.messages import DeviceHealth as DeviceHealthMsg
-from egate.edge.uplink.messages import EventPayload, HealthPayload, LatencyPercentiles, StatusPayload
+from egate.edge.uplink.messages import DeviceState, EventPayload, HealthPayload, LatencyPercentiles, StatusPayload
 
 if TYPE_CHECKING:
     from egate.edge.lane.view import RunningLane
@@ -78,7 +77,7 @@ def status_payload(lane: RunningLane) -> StatusPayload:
     st = lane.status()
     g = lane.gallery.current if lane.gallery is not None else None
     devices = {
-        name: DeviceHealthMsg(state="ok" if d.ok else "fault", detail=d.detail[:500], code=d.code)
+        name: DeviceState(state="ok" if d.ok else "fault", detail=d.detail[:500], code=d.code)
         for name, d in device_summary(lane).items()
     }
     return StatusPayload(

@@ -35,6 +35,7 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 from pydantic_core import to_jsonable_python
 
 from egate.edge.service.daemon import Health, StartError
+from egate.edge.service.unix_socket import SocketGroupDenied, is_live, listen_unix
 
 log = structlog.get_logger(__name__)
 
@@ -229,33 +230,15 @@ class ControlServer:
             raise StartError(f"control: {problem}")
         gid = self._resolve_group()
         self._claim_path()
-        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        temp = self.socket_path.with_name(f".{self.socket_path.name}.{os.getpid()}.tmp")
-        with contextlib.suppress(FileNotFoundError):
-            temp.unlink()
         try:
-            listener.bind(os.fsencode(temp))
-            os.chmod(temp, 0o660 if gid is not None else 0o600)
-            if gid is not None:
-                try:
-                    os.chown(temp, -1, gid)
-                except PermissionError:
-                    raise StartError(
-                        f"control: cannot give {self.socket_path} to group {self.group!r}: the daemon's user "
-                        f"(uid {os.getuid()}) is not a member; add SupplementaryGroups={self.group} to "
-                        "egate.service or set control.socket_group to one of its groups"
-                    ) from None
-            listener.listen(16)
-            os.rename(temp, self.socket_path)
-        except StartError:
-            listener.close()
-            with contextlib.suppress(OSError):
-                temp.unlink()
-            raise
+            listener = listen_unix(self.socket_path, gid, 16)
+        except SocketGroupDenied:
+            raise StartError(
+                f"control: cannot give {self.socket_path} to group {self.group!r}: the daemon's user "
+                f"(uid {os.getuid()}) is not a member; add SupplementaryGroups={self.group} to "
+                "egate.service or set control.socket_group to one of its groups"
+            ) from None
         except OSError as exc:
-            listener.close()
-            with contextlib.suppress(OSError):
-                temp.unlink()
             raise StartError(
                 f"control: cannot create socket {self.socket_path} ({exc.strerror}): make its folder writable "
                 "(systemd RuntimeDirectory=egate) or set control.socket_path"
@@ -349,17 +332,11 @@ class ControlServer:
             raise StartError(
                 f"control: {self.socket_path} exists and is not a socket: remove it or set control.socket_path"
             )
-        probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        try:
-            probe.settimeout(1.0)
-            probe.connect(os.fsencode(self.socket_path))
-        except OSError:
+        if not is_live(self.socket_path):
             # Nobody listens: left behind by a daemon that was killed. Safe to replace.
             self.socket_path.unlink()
             log.info("control_stale_socket_removed", socket=str(self.socket_path))
             return
-        finally:
-            probe.close()
         raise StartError(
             f"control: another egate daemon already listens on {self.socket_path}: stop it first "
             "(systemctl stop egate) or give this one another control.socket_path"

@@ -674,7 +674,8 @@ class SessionController:
         self._enter(LaneState.ACCEPT)
         now = self._clock.monotonic()
         if s.completing_frame_time is not None:
-            # Issue 8's lane latency: the frame that completed capture -> the turnstile's open command.
+            # The lane latency (docs/lane.md, `frame_to_open`): the frame that completed capture -> the
+            # turnstile's open command, the commit included.
             s.timings_ms["frame_to_open"] = _ms(now - s.completing_frame_time)
         try:
             opened = self._gate.open_for_passage(s.txn_id, self._cfg.passage_timeout_s)

@@ -18,7 +18,8 @@ from egate.edge.session.policy import (
 from egate.edge.session.records import LaneEvent, OutcomeRecord
 from egate.edge.session.states import Guidance
 
-if TYPE_CHECKING:  # events carry faces (FaceLike, below): a runtime import would be circular
+if TYPE_CHECKING:
+    # Only named in a signature: events.py itself imports FaceLike from here.
     from egate.edge.session.events import BoardingPassRead
 
 

@@ -23,9 +23,11 @@ from typing import TYPE_CHECKING, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from egate.drivers.camera import CameraConfig
+from egate.drivers.credentials import CREDENTIAL_NAME_PATTERN, CREDENTIAL_NAME_WORDS
 from egate.drivers.document.config import ReaderConfig
 from egate.drivers.turnstile.config import GateDriverConfig
 from egate.drivers.turnstile.registry import default_gate_config, gate_config_annotation, gate_drivers
+from egate.edge.ids import ID_PATTERN, ID_WORDS
 from egate.edge.settings.core import (
     ControlConfig,
     GateConfig,
@@ -267,8 +269,8 @@ def _named_key(message: str, loc: tuple[Any, ...]) -> tuple[Any, ...]:
 
 # Plain words for the patterns the settings use (a raw regex helps nobody at a gate).
 _PATTERN_WORDS = {
-    r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$": "1-64 letters, digits, '-' or '_', starting with a letter or digit",
-    r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$": "a file name: 1-128 letters, digits, '.', '-' or '_' (no folders)",
+    ID_PATTERN: ID_WORDS,
+    CREDENTIAL_NAME_PATTERN: CREDENTIAL_NAME_WORDS,
     r"^[A-Za-z0-9_-]+(/[A-Za-z0-9_-]+)*$": "words of letters, digits, '-' or '_' joined by '/' (no leading or "
     "trailing '/')",
     r"^[A-Za-z0-9_-]{0,32}$": "at most 32 letters, digits, '-' or '_'",

@@ -7,16 +7,14 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$"
+from egate.edge.ids import ID_PATTERN
 
 
 class GateConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    site_id: str = Field(
-        "demo-site", pattern=_ID_PATTERN, description="Site (airport/terminal) id used in MQTT topics."
-    )
-    gate_id: str = Field("gate-01", pattern=_ID_PATTERN, description="This gate's id, unique within the site.")
+    site_id: str = Field("demo-site", pattern=ID_PATTERN, description="Site (airport/terminal) id used in MQTT topics.")
+    gate_id: str = Field("gate-01", pattern=ID_PATTERN, description="This gate's id, unique within the site.")
     mode: Literal["exit", "entry", "boarding"] = Field(
         "exit",
         description="Lane mode at start: exit (1:N flight gallery), entry (1:1 document holder), "

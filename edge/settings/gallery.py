@@ -12,6 +12,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from egate.drivers.credentials import CREDENTIAL_NAME_PATTERN
+
 
 class GalleryConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -28,13 +30,13 @@ class GalleryConfig(BaseModel):
     )
     key_credential: str = Field(
         "gallery.key",
-        pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$",
+        pattern=CREDENTIAL_NAME_PATTERN,
         description="Name of the credential (file in $CREDENTIALS_DIRECTORY) holding the 32-byte "
         "AES-256 key that encrypts the gallery at rest.",
     )
     subject_key_credential: str = Field(
         "subject-id.key",
-        pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$",
+        pattern=CREDENTIAL_NAME_PATTERN,
         description="Name of the credential holding the key (>= 16 bytes, shared with ops) from which entry and "
         "boarding modes derive a traveller's opaque gallery subject id; not needed in exit mode.",
     )

@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from typing_extensions import Self
 
 from egate.drivers.compat import StrEnum
+from egate.edge.ids import ID_PATTERN
 
 
 class Mode(StrEnum):
@@ -70,7 +71,7 @@ class LaneConfig(BaseModel):
         "gate-01",
         min_length=1,
         max_length=64,
-        pattern=r"^[A-Za-z0-9._-]+$",
+        pattern=ID_PATTERN,
         exclude=True,
         description="This lane's id, written into every outcome record (the daemon sets it from gate.gate_id).",
     )

@@ -10,7 +10,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-_CRED_NAME = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
+from egate.drivers.credentials import CREDENTIAL_NAME_PATTERN
+
 _TOPIC_PREFIX = r"^[A-Za-z0-9_-]+(/[A-Za-z0-9_-]+)*$"
 
 
@@ -27,23 +28,27 @@ class LinkConfig(BaseModel):
     )
     tls: bool = Field(True, description="Use TLS (server verified against ca_credential). Off only on a lab broker.")
     ca_credential: str = Field(
-        "mqtt-ca.pem", pattern=_CRED_NAME, description="Credential file name of the CA that signed the broker."
+        "mqtt-ca.pem",
+        pattern=CREDENTIAL_NAME_PATTERN,
+        description="Credential file name of the CA that signed the broker.",
     )
     cert_credential: str | None = Field(
         "mqtt-client.pem",
-        pattern=_CRED_NAME,
+        pattern=CREDENTIAL_NAME_PATTERN,
         description="Credential file name of this gate's client certificate (PEM); none for no client cert.",
     )
     key_credential: str | None = Field(
         "mqtt-client.key",
-        pattern=_CRED_NAME,
+        pattern=CREDENTIAL_NAME_PATTERN,
         description="Credential file name of this gate's client private key (PEM); none for no client cert.",
     )
     username: str | None = Field(
         None, max_length=256, description="MQTT user name (not secret); none when the broker uses certificates."
     )
     password_credential: str | None = Field(
-        None, pattern=_CRED_NAME, description="Credential file name holding the MQTT password, when username is set."
+        None,
+        pattern=CREDENTIAL_NAME_PATTERN,
+        description="Credential file name holding the MQTT password, when username is set.",
     )
     client_id_prefix: str = Field(
         "egate-",

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
 import struct
 import threading
 from collections.abc import Callable
@@ -31,6 +30,7 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationErro
 
 from egate.drivers.compat import StrEnum
 from egate.edge.gallery.payload import GalleryPayloadError, decode_gallery_payload
+from egate.edge.ids import ID_OR_ANY_PATTERN, ID_PATTERN, is_id
 from egate.edge.trust.csca_payload import CscaPayloadError, decode_csca_payload
 from egate.edge.trust.keys import KEY_ID_PATTERN, KeysPayload, TrustStore
 from egate.engines.atomic_file import atomic_write_bytes
@@ -42,7 +42,6 @@ SIGNATURE_CONTEXT = b"egate-bundle-v1\x00"
 SIGNATURE_BYTES = 64
 MAX_HEADER_BYTES = 64 * 1024
 PAYLOAD_ALIGN = 64
-ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$"
 
 BundleKind = Literal["gallery", "config", "keys", "command", "csca"]
 BUNDLE_KINDS: tuple[BundleKind, ...] = ("gallery", "config", "keys", "command", "csca")
@@ -88,7 +87,7 @@ class BundleScope(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    site: str = Field(..., pattern=r"^(\*|[A-Za-z0-9][A-Za-z0-9_-]{0,63})$", description="Site id or '*'.")
+    site: str = Field(..., pattern=ID_OR_ANY_PATTERN, description="Site id or '*'.")
     gates: tuple[str, ...] = Field((), max_length=4096, description="Gate ids; empty means every gate of the site.")
 
     @model_validator(mode="after")
@@ -96,7 +95,7 @@ class BundleScope(BaseModel):
         if self.site == "*" and self.gates:
             raise ValueError("a bundle for every site ('*') cannot name gates: gate ids are per site")
         for gate in self.gates:
-            if not re.fullmatch(ID_PATTERN, gate):
+            if not is_id(gate):
                 raise ValueError(f"gate id {gate!r} must match {ID_PATTERN}")
         return self
 

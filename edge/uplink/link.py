@@ -43,9 +43,10 @@ from paho.mqtt.reasoncodes import ReasonCode
 from paho.mqtt.subscribeoptions import SubscribeOptions
 from pydantic import BaseModel, ValidationError
 
+from egate.drivers.clock import utc_now
 from egate.edge.settings.link import LinkConfig
 from egate.edge.uplink.chunks import ChunkAssembler, ChunkResult, TransferAuthenticator
-from egate.edge.uplink.messages import BundleAck, BundleChunk, CmdAck, HealthPayload, StatusPayload, utc_now
+from egate.edge.uplink.messages import BundleAck, BundleChunk, CmdAck, HealthPayload, StatusPayload
 from egate.edge.uplink.outbox import Outbox, OutboxError
 from egate.edge.uplink.publish_refusals import RefusalTracker
 from egate.edge.uplink.topics import GateTopics

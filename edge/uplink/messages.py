@@ -7,19 +7,16 @@ new optional fields may be added within a version, anything else bumps `v`.
 from __future__ import annotations
 
 import base64
-from datetime import datetime, timezone
+from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from pydantic import Base64Bytes, BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
-ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$"
-TRANSFER_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$"
+from egate.drivers.clock import utc_now
+from egate.edge.ids import ID_PATTERN
+
 BUNDLE_KIND_PATTERN = r"^[a-z][a-z0-9_-]{0,31}$"
 SHA256_PATTERN = r"^[0-9a-f]{64}$"
-
-
-def utc_now() -> datetime:
-    return datetime.now(timezone.utc)
 
 
 def _cut_to(limit: int) -> BeforeValidator:
@@ -45,7 +42,9 @@ class _Message(BaseModel):
 # ---------------------------------------------------------------- status (retained)
 
 
-class DeviceHealth(_Message):
+class DeviceState(_Message):
+    """One device as the health sample reports it (the session's `DeviceHealth` event is the lane-internal fact)."""
+
     state: Literal["ok", "degraded", "fault", "unknown"] = Field("unknown", description="Device state.")
     detail: str = Field("", max_length=500, description="Why, for a technician (no personal data).")
     code: str | None = Field(
@@ -69,7 +68,7 @@ class StatusPayload(_Message):
     config_version: str | None = Field(None, max_length=128, description="Hash or version of the active config.")
     gallery_version: str | None = Field(None, max_length=128, description="Version of the active gallery bundle.")
     model_versions: dict[str, str] = Field(default_factory=dict, description="Model name -> version or hash.")
-    devices: dict[str, DeviceHealth] = Field(default_factory=dict, description="camera, reader, turnstile, ...")
+    devices: dict[str, DeviceState] = Field(default_factory=dict, description="camera, reader, turnstile, ...")
     lane: str | None = Field(None, max_length=64, description="Lane tag the gate matches gallery subjects for.")
     flights: list[str] = Field(
         default_factory=list, max_length=64, description="Flights eligible at the lane now; empty = any flight."
@@ -148,7 +147,7 @@ class BundleChunk(_Message):
     """`.../bundle/<kind>`: one chunk of a bundle; every chunk repeats the header so any one can start it."""
 
     v: Literal[1] = 1
-    transfer_id: str = Field(..., pattern=TRANSFER_ID_PATTERN, description="Chosen by the sender, unique.")
+    transfer_id: str = Field(..., pattern=ID_PATTERN, description="Chosen by the sender, unique.")
     kind: str = Field(..., pattern=BUNDLE_KIND_PATTERN, description="gallery, config, model, ... (not 'ack').")
     index: int = Field(..., ge=0)
     count: int = Field(..., ge=1, le=1_000_000)

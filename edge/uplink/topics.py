@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 
-_SEGMENT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
+from egate.edge.ids import is_id
 
 
 def _check_segment(what: str, value: str) -> str:
     # '+', '#' and '/' inside a site or gate id would silently widen subscriptions (MQTT 5.0 section 4.7).
-    if not _SEGMENT.match(value):
+    if not is_id(value):
         raise ValueError(f"{what} {value!r} cannot be used in an MQTT topic: use letters, digits, '-' or '_'")
     return value
 

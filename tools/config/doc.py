@@ -6,16 +6,12 @@ a test checks the committed file equals this output (`make config-doc` regenerat
 
 from __future__ import annotations
 
-import enum
-import json
-from pathlib import Path
-from typing import Any
-
 from annotated_types import Ge, Gt, Le, Lt
 from pydantic import BaseModel
 from pydantic.fields import FieldInfo
 
 from egate.edge.settings import Settings
+from egate.tools.config.toml_writer import toml_value
 
 HEADER = """\
 # egate configuration: every setting with its default and what it does.
@@ -26,24 +22,6 @@ HEADER = """\
 # Required in every gate's file: [gate] site_id and gate_id (the values below are examples).
 # "none" switches an optional setting off (e.g. buzzer_output = "none" for a gate without a buzzer).
 """
-
-
-def toml_value(value: Any) -> str:
-    if isinstance(value, enum.Enum):
-        value = value.value
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int | float):
-        return repr(value)
-    if isinstance(value, str | Path):
-        return json.dumps(str(value))
-    if isinstance(value, list | tuple):
-        return "[" + ", ".join(toml_value(v) for v in value) + "]"
-    if isinstance(value, BaseModel):
-        value = value.model_dump(mode="json")
-    if isinstance(value, dict):
-        return "{ " + ", ".join(f"{k} = {toml_value(v)}" for k, v in value.items()) + " }"
-    raise TypeError(f"cannot write {value!r} as TOML")
 
 
 def _bounds(info: FieldInfo) -> str:

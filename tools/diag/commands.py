@@ -37,6 +37,8 @@ if TYPE_CHECKING:
 
 _CONFIG_HELP = "TOML config file (default $EGATE_CONFIG or /etc/egate/egate.toml, like `egate run`)."
 _JSON_HELP = "Print the result as JSON."
+_CONFIG = typer.Option(DEFAULT_CONFIG, "--config", "-c", help=_CONFIG_HELP)
+_JSON = typer.Option(False, "--json", help=_JSON_HELP)
 _VERDICT_STYLE = {"PASS": "green", "WARN": "yellow", "FAIL": "bold red"}
 _SINCE = re.compile(r"^(\d+)\s*(s|m|h|d)$")
 
@@ -77,7 +79,7 @@ class _Stderr:
 def quiet_logs() -> None:
     """Library logs (camera, outbox, turnstile opened locally) go to stderr at warning level, so stdout
     carries only the command's table or JSON. The previous logging setup is restored when the command
-    ends (the commands also run inside other programs: tests, the lead's end-to-end runner)."""
+    ends (the commands also run inside other programs: tests, end-to-end runners)."""
     import logging
 
     import click
@@ -231,8 +233,8 @@ def checks_table(results: list[CheckResult], mode: str) -> RenderableType:
 
 
 def selftest(
-    config: Path = typer.Option(DEFAULT_CONFIG, "--config", "-c", help=_CONFIG_HELP),
-    as_json: bool = typer.Option(False, "--json", help=_JSON_HELP),
+    config: Path = _CONFIG,
+    as_json: bool = _JSON,
     golden: Path | None = typer.Option(None, "--golden", help="Image/GIF with one face for the engine check."),
     local: bool = typer.Option(
         False, "--local", help="Open the devices here instead of asking the daemon (refused while it runs)."
@@ -290,8 +292,8 @@ def selftest(
 
 def camera(
     snapshot: Path = typer.Option(..., "--snapshot", help="Write the annotated frame (JPEG) here."),
-    config: Path = typer.Option(DEFAULT_CONFIG, "--config", "-c", help=_CONFIG_HELP),
-    as_json: bool = typer.Option(False, "--json", help=_JSON_HELP),
+    config: Path = _CONFIG,
+    as_json: bool = _JSON,
 ) -> None:
     """Save a camera frame with face boxes and quality drawn; print fps and exposure."""
     quiet_logs()
@@ -355,8 +357,8 @@ class GateAction(StrEnum):
 
 def gate(
     action: GateAction = typer.Argument(..., help="status, open (one passage), lock, or cycle (open, pass, lock)."),
-    config: Path = typer.Option(DEFAULT_CONFIG, "--config", "-c", help=_CONFIG_HELP),
-    as_json: bool = typer.Option(False, "--json", help=_JSON_HELP),
+    config: Path = _CONFIG,
+    as_json: bool = _JSON,
     timeout_s: float = typer.Option(
         8.0,
         "--passage-time",
@@ -446,8 +448,8 @@ class OnOff(StrEnum):
 
 def maintenance(
     state: OnOff = typer.Argument(..., help="on: lane out of service, gate commands allowed; off: back in service."),
-    config: Path = typer.Option(DEFAULT_CONFIG, "--config", "-c", help=_CONFIG_HELP),
-    as_json: bool = typer.Option(False, "--json", help=_JSON_HELP),
+    config: Path = _CONFIG,
+    as_json: bool = _JSON,
 ) -> None:
     """Put the running lane in (or out of) maintenance mode."""
     quiet_logs()
@@ -474,8 +476,8 @@ def maintenance(
 
 
 def mqtt(
-    config: Path = typer.Option(DEFAULT_CONFIG, "--config", "-c", help=_CONFIG_HELP),
-    as_json: bool = typer.Option(False, "--json", help=_JSON_HELP),
+    config: Path = _CONFIG,
+    as_json: bool = _JSON,
 ) -> None:
     """The daemon's link state (when running) and a fresh test connection with the link's TLS settings."""
     quiet_logs()
@@ -584,8 +586,8 @@ def strip_personal(outcome: dict[str, Any]) -> dict[str, Any]:
 
 
 def status(
-    config: Path = typer.Option(DEFAULT_CONFIG, "--config", "-c", help=_CONFIG_HELP),
-    as_json: bool = typer.Option(False, "--json", help=_JSON_HELP),
+    config: Path = _CONFIG,
+    as_json: bool = _JSON,
     watch: bool = typer.Option(False, "--watch", "-w", help="Live view until Ctrl-C (JSON: one line per refresh)."),
     interval_s: float = typer.Option(1.0, "--interval", min=0.2, max=60.0, help="Refresh period for --watch (s)."),
     last: int = typer.Option(10, "--last", min=1, max=100, help="How many recent outcomes to show."),
@@ -686,8 +688,8 @@ def journald_has_unit(unit: str = "egate") -> bool:
 
 def logs(
     since: str = typer.Option("10m", "--since", help="How far back: 30s, 10m, 2h, 1d, or a journalctl time."),
-    config: Path = typer.Option(DEFAULT_CONFIG, "--config", "-c", help=_CONFIG_HELP),
-    as_json: bool = typer.Option(False, "--json", help=_JSON_HELP),
+    config: Path = _CONFIG,
+    as_json: bool = _JSON,
 ) -> None:
     """The daemon's log lines since a time (journald), or where to find them."""
     quiet_logs()

@@ -22,7 +22,6 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from pathlib import Path
 from typing import Any
 
 import paho.mqtt.client as mqtt
@@ -30,8 +29,9 @@ import structlog
 import typer
 
 from egate.edge.uplink.topics import split_topic
+from egate.tools.ops.broker_options import BrokerConn, broker_options
 from egate.tools.ops.client import OpsClient, OpsError
-from egate.tools.ops.link import _CA, _CERT, _HOST, _JSON, _KEY, _PORT, _PREFIX, _PWFILE, _USER, _Conn, _fail
+from egate.tools.ops.link import _JSON, _fail
 from egate.tools.ops.store import Gap, Store, StoreError
 
 log = structlog.get_logger(__name__)
@@ -261,13 +261,14 @@ def parse_nodes(nodes: list[str] | None) -> list[tuple[str, int]]:
     return out
 
 
-def ops_client(conn: _Conn, protocol: str, nodes: list[str] | None, **extra: Any) -> OpsClient:
+def ops_client(conn: BrokerConn, protocol: str, nodes: list[str] | None, **extra: Any) -> OpsClient:
     return conn.client(protocol=protocol, fallback_hosts=parse_nodes(nodes), **extra)
 
 
 # ---------------------------------------------------------------- commands
 
 
+@broker_options
 def collect_command(
     db: str = _DB,
     site: str = typer.Option("+", "--site", help="Site to collect (default: every site)."),
@@ -281,17 +282,10 @@ def collect_command(
     as_json: bool = _JSON,
     protocol: str = _PROTOCOL,
     nodes: list[str] | None = _NODES,
-    host: str = _HOST,
-    port: int = _PORT,
-    ca: Path | None = _CA,
-    cert: Path | None = _CERT,
-    key: Path | None = _KEY,
-    user: str | None = _USER,
-    password_file: Path | None = _PWFILE,
-    prefix: str = _PREFIX,
+    *,
+    conn: BrokerConn,
 ) -> None:
     """Store every outcome, event, status and ack into the ops database (SQLite or PostgreSQL)."""
-    conn = _Conn(host, port, ca, cert, key, user, password_file, prefix)
     try:
         store = Store.open(db)
     except (StoreError, OSError) as exc:
@@ -317,7 +311,7 @@ def collect_command(
     collector = Collector(
         client,
         store,
-        prefix=prefix,
+        prefix=conn.prefix,
         site=site,
         on_gap=lambda g: emit(
             {"event": "seq_gap", "site": g.site, "gate": g.gate, "first_seq": g.first_seq, "last_seq": g.last_seq}

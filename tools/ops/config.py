@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import json
-from datetime import datetime, timezone
 from pathlib import Path
 
 import typer
 
-from egate.edge.trust.bundles import BundleScope, sign_bundle
-from egate.tools.ops.keys import load_signing_key, parse_expiry
+from egate.tools.ops.keys import BundleSigner
 
 
 def register(app: typer.Typer) -> None:
@@ -35,18 +33,8 @@ def register(app: typer.Typer) -> None:
         except ConfigError as exc:
             typer.echo(f"config {file} is invalid, no bundle written:\n{exc}", err=True)
             raise typer.Exit(2) from None
-        private, key_id = load_signing_key(key)
-        now = datetime.now(timezone.utc)
-        raw = sign_bundle(
-            kind="config",
-            version=version or int(now.timestamp()),
-            payload=text.encode("utf-8"),
-            private_key=private,
-            key_id=key_id,
-            scope=BundleScope.parse(scope),
-            issued_at=now,
-            expires_at=parse_expiry(expires, now),
-        )
+        signer = BundleSigner.from_options(key, scope, expires)
+        raw = signer.sign("config", text.encode("utf-8"), version=version)
         out.write_bytes(raw)
-        result = {"out": str(out), "bytes": len(raw), "key_id": key_id}
-        typer.echo(json.dumps(result) if json_out else f"wrote {out} ({len(raw)} bytes), signed by {key_id}")
+        result = {"out": str(out), "bytes": len(raw), "key_id": signer.key_id}
+        typer.echo(json.dumps(result) if json_out else f"wrote {out} ({len(raw)} bytes), signed by {signer.key_id}")

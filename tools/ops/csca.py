@@ -4,7 +4,6 @@ CRLs and/or an ICAO CSCA master list (ICAO Doc 9303 part 12 §9)."""
 from __future__ import annotations
 
 import json
-from datetime import datetime, timezone
 from pathlib import Path
 
 import typer
@@ -13,9 +12,8 @@ from asn1crypto import x509 as ax509
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from egate.edge.trust.bundles import BundleScope, sign_bundle
 from egate.edge.trust.csca_payload import encode_csca_payload
-from egate.tools.ops.keys import load_signing_key, parse_expiry
+from egate.tools.ops.keys import BundleSigner
 
 CERT_SUFFIXES = {".pem", ".crt", ".cer", ".der"}
 CRL_SUFFIXES = {".crl", ".pem", ".der"}
@@ -101,19 +99,8 @@ def register(app: typer.Typer) -> None:
         if not unique:
             raise typer.BadParameter("no CSCA certificate given: use --cert and/or --master-list")
         crls = list(dict.fromkeys(load_crl(p) for p in _files(crl, CRL_SUFFIXES)))
-        private, key_id = load_signing_key(key)
-        now = datetime.now(timezone.utc)
-        expires_at = parse_expiry(expires, now)
-        raw = sign_bundle(
-            kind="csca",
-            version=version or int(now.timestamp()),
-            payload=encode_csca_payload(unique, crls),
-            private_key=private,
-            key_id=key_id,
-            scope=BundleScope.parse(scope),
-            issued_at=now,
-            expires_at=expires_at,
-        )
+        signer = BundleSigner.from_options(key, scope, expires)
+        raw = signer.sign("csca", encode_csca_payload(unique, crls), version=version)
         out.write_bytes(raw)
         subjects = [x509.load_der_x509_certificate(c).subject.rfc4514_string() for c in unique]
         result = {
@@ -121,11 +108,11 @@ def register(app: typer.Typer) -> None:
             "cscas": len(unique),
             "crls": len(crls),
             "subjects": subjects,
-            "expires_at": expires_at.isoformat(),
+            "expires_at": signer.expires_at.isoformat(),
         }
         if json_out:
             typer.echo(json.dumps(result))
         else:
             typer.echo(
-                f"wrote {out}: {len(unique)} CSCA certificates, {len(crls)} CRLs, expires {expires_at.isoformat()}"
+                f"wrote {out}: {len(unique)} CSCA certificates, {len(crls)} CRLs, expires {signer.expires_at.isoformat()}"
             )

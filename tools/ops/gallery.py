@@ -13,8 +13,8 @@ import numpy as np
 import typer
 
 from egate.edge.gallery.payload import SubjectEntry, encode_gallery_payload
-from egate.edge.trust.bundles import BundleScope, GalleryLayout, sign_bundle
-from egate.tools.ops.keys import load_signing_key, parse_expiry
+from egate.edge.trust.bundles import GalleryLayout
+from egate.tools.ops.keys import BundleSigner
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".pgm", ".ppm", ".tif", ".tiff", ".webp"}
 
@@ -170,10 +170,7 @@ def register(app: typer.Typer) -> None:
             if not sep or not subject.strip() or not one.strip():
                 raise typer.BadParameter(f"--subject-flight {item!r}: use SUBJECT=FLIGHT, e.g. s-0001=LH123")
             own_flights.setdefault(subject.strip(), []).append(one.strip().upper())
-        private, key_id = load_signing_key(key)
-        now = datetime.now(timezone.utc)
-        expires_at = parse_expiry(expires, now)
-        bundle_scope = BundleScope.parse(scope)
+        signer = BundleSigner.from_options(key, scope, expires)
         subjects: list[SubjectEntry] = []
         no_face: list[str] = []
         problems: list[dict[str, str]] = []  # every photo not enrolled, with why
@@ -231,17 +228,7 @@ def register(app: typer.Typer) -> None:
             subject_count=len(subjects),
             template_count=sum(len(s.templates) for s in subjects),
         )
-        raw = sign_bundle(
-            kind="gallery",
-            version=version or int(now.timestamp()),
-            payload=payload,
-            private_key=private,
-            key_id=key_id,
-            scope=bundle_scope,
-            issued_at=now,
-            expires_at=expires_at,
-            gallery=layout,
-        )
+        raw = signer.sign("gallery", payload, version=version, gallery=layout)
         out.write_bytes(raw)
         result = {
             "ok": not problems,
@@ -254,14 +241,14 @@ def register(app: typer.Typer) -> None:
             "subject_ids": "as_given" if ids_as_given else "derived",
             "problems": problems,
             "dropped": dropped,
-            "expires_at": expires_at.isoformat(),
+            "expires_at": signer.expires_at.isoformat(),
         }
         if json_out:
             typer.echo(json.dumps(result))
         else:
             typer.echo(
                 f"wrote {out}: {layout.subject_count} of {len(wanted)} subjects, {layout.template_count} templates, "
-                f"model {model_id}, expires {expires_at.astimezone():%Y-%m-%d %H:%M %Z}"
+                f"model {model_id}, expires {signer.expires_at.astimezone():%Y-%m-%d %H:%M %Z}"
             )
             if problems:
                 typer.echo(f"{len(problems)} photo(s) not enrolled: see the errors above", err=True)

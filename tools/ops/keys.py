@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -18,7 +19,7 @@ from cryptography.hazmat.primitives.serialization import (
     load_pem_private_key,
 )
 
-from egate.edge.trust.bundles import BundleScope, sign_bundle
+from egate.edge.trust.bundles import BundleKind, BundleScope, GalleryLayout, sign_bundle
 from egate.edge.trust.keys import KeysPayload, PublicKeyEntry, TrustStore, key_id_for
 from egate.tools.cli import DEFAULT_CONFIG
 
@@ -77,6 +78,40 @@ def parse_expiry(text: str, now: datetime) -> datetime:
     if when.tzinfo is None:
         raise typer.BadParameter("--expires needs a time zone (e.g. ...Z or +01:00)")
     return when
+
+
+@dataclass(frozen=True)
+class BundleSigner:
+    """The ops key, scope and expiry a bundle command was given, read once: signs bundles issued now."""
+
+    private_key: Ed25519PrivateKey
+    key_id: str
+    scope: BundleScope
+    issued_at: datetime
+    expires_at: datetime
+
+    @classmethod
+    def from_options(cls, key: Path, scope: str, expires: str) -> BundleSigner:
+        """From `--signing-key`, `--scope` and `--expires`; a bad option fails here, before any work."""
+        private_key, key_id = load_signing_key(key)
+        now = datetime.now(timezone.utc)
+        return cls(private_key, key_id, BundleScope.parse(scope), now, parse_expiry(expires, now))
+
+    def sign(
+        self, kind: BundleKind, payload: bytes, *, version: int | None = None, gallery: GalleryLayout | None = None
+    ) -> bytes:
+        """`version` defaults to the issue time in Unix seconds (a gate takes only newer versions of a kind)."""
+        return sign_bundle(
+            kind=kind,
+            version=version or int(self.issued_at.timestamp()),
+            payload=payload,
+            private_key=self.private_key,
+            key_id=self.key_id,
+            scope=self.scope,
+            issued_at=self.issued_at,
+            expires_at=self.expires_at,
+            gallery=gallery,
+        )
 
 
 def register(app: typer.Typer) -> None:
@@ -158,26 +193,16 @@ def register(app: typer.Typer) -> None:
         json_out: bool = typer.Option(False, "--json", help="Print the result as JSON."),
     ) -> None:
         """Sign a key rotation: the complete trusted set plus revocations."""
-        private, key_id = load_signing_key(key)
+        signer = BundleSigner.from_options(key, scope, expires)
         payload = KeysPayload(
             trusted=[PublicKeyEntry.model_validate_json(p.read_text()) for p in trusted], revoked=list(revoke)
         )
-        now = datetime.now(timezone.utc)
-        raw = sign_bundle(
-            kind="keys",
-            version=version,
-            payload=payload.model_dump_json().encode(),
-            private_key=private,
-            key_id=key_id,
-            scope=BundleScope.parse(scope),
-            issued_at=now,
-            expires_at=parse_expiry(expires, now),
-        )
+        raw = signer.sign("keys", payload.model_dump_json().encode(), version=version)
         out.write_bytes(raw)
         result = {
             "out": str(out),
-            "signed_by": key_id,
+            "signed_by": signer.key_id,
             "trusted": [k.key_id for k in payload.trusted],
             "revoked": revoke,
         }
-        typer.echo(json.dumps(result) if json_out else f"wrote {out} ({len(raw)} bytes), signed by {key_id}")
+        typer.echo(json.dumps(result) if json_out else f"wrote {out} ({len(raw)} bytes), signed by {signer.key_id}")

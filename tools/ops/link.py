@@ -13,7 +13,7 @@ import queue
 import sys
 import time
 import uuid
-from dataclasses import dataclass
+from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -21,51 +21,11 @@ from typing import Any
 import typer
 
 from egate.edge.uplink.topics import site_wildcard, split_topic
-from egate.tools.ops.client import OpsClient, OpsError, OpsTls, PushProgress, read_bundle_file
+from egate.tools.ops.broker_options import BrokerConn, broker_options
+from egate.tools.ops.client import OpsClient, OpsError, PushProgress, read_bundle_file
 from egate.tools.ops.precheck import PrecheckError, require_online
 
-_HOST = typer.Option("localhost", "--host", envvar="EGATE_OPS_HOST", help="Broker host.")
-_PORT = typer.Option(
-    8883, "--port", envvar="EGATE_OPS_PORT", help="Broker port: 8883 is MQTT over TLS (give --ca), 1883 plain."
-)
-_CA = typer.Option(None, "--ca", envvar="EGATE_OPS_CA", help="CA of the broker (PEM); enables TLS (port 8883).")
-_CERT = typer.Option(None, "--cert", envvar="EGATE_OPS_CERT", help="TLS client certificate (PEM).")
-_KEY = typer.Option(None, "--tls-key", envvar="EGATE_OPS_KEY", help="TLS client private key (PEM).")
-_USER = typer.Option(None, "--user", envvar="EGATE_OPS_USER", help="MQTT user name.")
-_PWFILE = typer.Option(None, "--password-file", envvar="EGATE_OPS_PASSWORD_FILE", help="File holding the password.")
-_PREFIX = typer.Option("egate/v1", "--prefix", help="Topic prefix (link.topic_prefix of the gates).")
 _JSON = typer.Option(False, "--json", help="Machine-readable JSON output.")
-
-
-@dataclass(frozen=True)
-class _Conn:
-    host: str
-    port: int
-    ca: Path | None
-    cert: Path | None
-    key: Path | None
-    user: str | None
-    password_file: Path | None
-    prefix: str
-
-    def client(self, **extra: Any) -> OpsClient:
-        if self.port == 8883 and self.ca is None:
-            raise OpsError(
-                "port 8883 is MQTT over TLS but no --ca was given (the connection would wait in vain)",
-                "give the broker's CA with --ca (or EGATE_OPS_CA), or --port 1883 for a plain lab broker",
-            )
-        tls = OpsTls(self.ca, self.cert, self.key) if self.ca is not None else None
-        password = self.password_file.read_text().strip() if self.password_file is not None else None
-        return OpsClient(
-            self.host,
-            self.port,
-            prefix=self.prefix,
-            tls=tls,
-            username=self.user,
-            password=password,
-            check_reach=True,
-            **extra,
-        )
 
 
 def _fail(message: str, as_json: bool, code: int = 2, hint: str = "") -> None:
@@ -160,47 +120,41 @@ def _local_time(ts: Any) -> str:
         return "?"
 
 
+@broker_options
 def watch_command(
     site: str = typer.Option(..., "--site", help="Site id whose gates to watch."),
     as_json: bool = _JSON,
     health: bool = typer.Option(False, "--health", help="Also show the gates' periodic health samples."),
     count: int = typer.Option(0, "--count", help="Stop after this many messages (0: run until Ctrl-C)."),
     timeout: float = typer.Option(0.0, "--timeout", help="Stop after this many seconds (0: no limit)."),
-    host: str = _HOST,
-    port: int = _PORT,
-    ca: Path | None = _CA,
-    cert: Path | None = _CERT,
-    key: Path | None = _KEY,
-    user: str | None = _USER,
-    password_file: Path | None = _PWFILE,
-    prefix: str = _PREFIX,
+    *,
+    conn: BrokerConn,
 ) -> None:
     """Print outcomes (decision, reasons, score), events and status of every gate of a site, live.
 
     On a terminal a live table; piped, one line per message, flushed at once. Says when the broker
     connection is lost and when it is back.
     """
-    conn = _Conn(host, port, ca, cert, key, user, password_file, prefix)
     inbox: queue.SimpleQueue[tuple[str, str, str, bool, Any]] = queue.SimpleQueue()
 
     def on_message(m: Any) -> None:
-        _enqueue(inbox, prefix, m.topic, bytes(m.payload), bool(m.retain), health)
+        _enqueue(inbox, conn.prefix, m.topic, bytes(m.payload), bool(m.retain), health)
 
     try:
         client = conn.client()
         client.connect()
-        client.subscribe(site_wildcard(prefix, site), on_message)
+        client.subscribe(site_wildcard(conn.prefix, site), on_message)
     except OpsError as exc:
         _fail_ops(exc, as_json)
     deadline = time.monotonic() + timeout if timeout > 0 else None
-    link = _BrokerWatch(client, f"{host}:{port}")
+    link = _BrokerWatch(client, f"{conn.host}:{conn.port}")
     try:
         if as_json:
-            _watch_json(inbox, count, deadline, link)
+            _watch_stream(inbox, count, deadline, link, _json_line)
         elif sys.stdout.isatty():
             _watch_table(inbox, count, deadline, site, link)
         else:
-            _watch_lines(inbox, count, deadline, link)
+            _watch_stream(inbox, count, deadline, link, _plain_line)
     except KeyboardInterrupt:
         pass
     finally:
@@ -255,37 +209,38 @@ def _next(inbox: queue.SimpleQueue[Any], deadline: float | None, link: _BrokerWa
             continue
 
 
-def _watch_json(inbox: queue.SimpleQueue[Any], count: int, deadline: float | None, link: _BrokerWatch) -> None:
+def _json_line(item: tuple[str, str, str, bool, Any]) -> str:
+    site, gate, rest, retain, value = item
+    if rest == "broker":
+        return json.dumps({"broker": value})
+    return json.dumps({"site": site, "gate": gate, "topic": rest, "retain": retain, "payload": value})
+
+
+def _plain_line(item: tuple[str, str, str, bool, Any]) -> str:
+    _site, gate, rest, _retain, value = item
+    if rest == "broker":
+        return str(value["message"])
+    return f"{datetime.now():%H:%M:%S} {gate} {rest}: {_short(rest, value)}"
+
+
+def _watch_stream(
+    inbox: queue.SimpleQueue[Any],
+    count: int,
+    deadline: float | None,
+    link: _BrokerWatch,
+    line: Callable[[tuple[str, str, str, bool, Any]], str],
+) -> None:
+    """Piped output: one line per message, flushed (a `| tee` or `| grep` sees it at once). A broker
+    connection change is a line too, but does not count towards `count`."""
     seen = 0
     while count == 0 or seen < count:
         item = _next(inbox, deadline, link)
         if item is None:
             return
-        site, gate, rest, retain, value = item
-        if rest == "broker":
-            sys.stdout.write(json.dumps({"broker": value}) + "\n")
-            sys.stdout.flush()
-            continue
-        line = {"site": site, "gate": gate, "topic": rest, "retain": retain, "payload": value}
-        sys.stdout.write(json.dumps(line) + "\n")
+        sys.stdout.write(line(item) + "\n")
         sys.stdout.flush()
-        seen += 1
-
-
-def _watch_lines(inbox: queue.SimpleQueue[Any], count: int, deadline: float | None, link: _BrokerWatch) -> None:
-    """Piped output: one plain line per message, flushed (a `| tee` or `| grep` sees it at once)."""
-    seen = 0
-    while count == 0 or seen < count:
-        item = _next(inbox, deadline, link)
-        if item is None:
-            return
-        _site, gate, rest, _retain, value = item
-        if rest == "broker":
-            sys.stdout.write(f"{value['message']}\n")
-        else:
-            sys.stdout.write(f"{datetime.now():%H:%M:%S} {gate} {rest}: {_short(rest, value)}\n")
+        if item[2] != "broker":
             seen += 1
-        sys.stdout.flush()
 
 
 def _watch_table(
@@ -373,6 +328,7 @@ class _Progress:
             sys.stderr.flush()
 
 
+@broker_options
 def push_command(
     file: Path = typer.Argument(..., help="Signed bundle file (gallery, config or keys bundle)."),
     gate: str = typer.Option(..., "--gate", help="Target gate id."),
@@ -385,21 +341,14 @@ def push_command(
     ),
     timeout: float = typer.Option(600.0, "--timeout", help="Seconds to wait for the gate's final ack."),
     as_json: bool = _JSON,
-    host: str = _HOST,
-    port: int = _PORT,
-    ca: Path | None = _CA,
-    cert: Path | None = _CERT,
-    key: Path | None = _KEY,
-    user: str | None = _USER,
-    password_file: Path | None = _PWFILE,
-    prefix: str = _PREFIX,
+    *,
+    conn: BrokerConn,
 ) -> None:
     """Send a bundle to a gate in chunks (resuming over reconnects) and wait for its ack.
 
     Checks first that the file is a signed bundle and that the gate is online (its retained status):
     an unknown, offline or stopped gate fails at once with the reason. Exit 0 applied, 1 rejected.
     """
-    conn = _Conn(host, port, ca, cert, key, user, password_file, prefix)
     shown = _Progress(not as_json)
     try:
         data, header = bundle_header_of(file)
@@ -493,6 +442,7 @@ def build_signed_command(
 SET_MODES = ("exit", "entry", "boarding", "maintenance", "closed", "open")
 
 
+@broker_options
 def cmd_command(
     action: str = typer.Argument(..., help="set-mode, set-flights, purge-gallery or request-status."),
     gate: str = typer.Option(..., "--gate", help="Target gate id."),
@@ -508,14 +458,8 @@ def cmd_command(
     valid_for: float = typer.Option(300.0, "--valid-for", help="Seconds until the command expires."),
     timeout: float = typer.Option(30.0, "--timeout", help="Seconds to wait for the gate's ack."),
     as_json: bool = _JSON,
-    host: str = _HOST,
-    port: int = _PORT,
-    ca: Path | None = _CA,
-    cert: Path | None = _CERT,
-    key: Path | None = _KEY,
-    user: str | None = _USER,
-    password_file: Path | None = _PWFILE,
-    prefix: str = _PREFIX,
+    *,
+    conn: BrokerConn,
 ) -> None:
     """Send a signed command to a gate and wait for its ack (exit 0 done, 1 refused by the gate).
 
@@ -562,7 +506,6 @@ def cmd_command(
             as_json,
             hint="drop --key-id: it is read from the key",
         )
-    conn = _Conn(host, port, ca, cert, key, user, password_file, prefix)
     try:
         cmd_id, raw = build_signed_command(
             site=site,

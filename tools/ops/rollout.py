@@ -31,9 +31,9 @@ import structlog
 import typer
 
 from egate.edge.uplink.topics import split_topic
+from egate.tools.ops.broker_options import BrokerConn, broker_options
 from egate.tools.ops.client import GateOffline, OpsClient, OpsError, PushProgress, read_bundle_file
 from egate.tools.ops.collect import _NODES, _PROTOCOL
-from egate.tools.ops.link import _CA, _CERT, _HOST, _KEY, _PORT, _PREFIX, _PWFILE, _USER
 from egate.tools.ops.store import Store, StoreError
 
 log = structlog.get_logger(__name__)
@@ -531,6 +531,7 @@ class _Display:
 # ---------------------------------------------------------------- command
 
 
+@broker_options
 def rollout_command(
     bundle: Path = typer.Argument(..., help="Bundle file (signed envelope)."),
     site: str = typer.Option(..., "--site", help="Target site id."),
@@ -549,20 +550,13 @@ def rollout_command(
     as_json: bool = typer.Option(False, "--json", help="JSON lines: one per gate change, then the report."),
     protocol: str = _PROTOCOL,
     nodes: list[str] | None = _NODES,
-    host: str = _HOST,
-    port: int = _PORT,
-    ca: Path | None = _CA,
-    cert: Path | None = _CERT,
-    key: Path | None = _KEY,
-    user: str | None = _USER,
-    password_file: Path | None = _PWFILE,
-    prefix: str = _PREFIX,
+    *,
+    conn: BrokerConn,
 ) -> None:
     """Push a bundle to many gates in parallel; resumable (run it again); ends with a report."""
     from egate.tools.ops.collect import ops_client
-    from egate.tools.ops.link import _Conn, _fail
+    from egate.tools.ops.link import _fail
 
-    conn = _Conn(host, port, ca, cert, key, user, password_file, prefix)
     if (gates is None) == (gates_file is None):
         _fail("give --gates or --gates-file (one of them)", as_json)
     try:

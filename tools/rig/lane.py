@@ -55,7 +55,9 @@ from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
+from egate.tools.config.toml_writer import to_toml
 from egate.tools.paths import DEMO_CONFIG, DEMO_MEDIA, checkout_root
+from egate.tools.rig.mqtt_recorder import MqttRecorder, Received
 
 if TYPE_CHECKING:  # numpy and OpenCV load inside the functions: `egate --help` stays fast
     import numpy as np
@@ -372,66 +374,42 @@ def prepare_ops(
 # ------------------------------------------------------------------------------------------------
 
 
-@dataclass
-class Received:
-    topic: str  # the part after <prefix>/<site>/<gate>/
-    payload: Any
-    at: float  # monotonic arrival
-    retain: bool = False
-
-
-class MqttCollector:
+class MqttCollector(MqttRecorder):
     """Subscribes to everything one gate publishes, with a persistent session (fixed client id,
-    session expiry) so messages published while the collector is away are queued by the broker."""
+    session expiry) so messages published while the collector is away are queued by the broker.
+    Delivery is at least once: outcomes and events are kept once per envelope id."""
 
     def __init__(self, host: str, port: int, site: str, gate: str, *, prefix: str = "egate/v1") -> None:
-        from egate.tools.ops.client import OpsClient
-
         self.site, self.gate, self.prefix = site, gate, prefix
-        self._cond = threading.Condition()
-        self.messages: list[Received] = []
+        self._root = f"{prefix}/{site}/{gate}/"
         self._seen_ids: set[str] = set()
         self.duplicates = 0
-        self.client = OpsClient(
+        super().__init__(
             host,
             port,
-            prefix=prefix,
+            self._root + "#",
             client_id=f"lane-rig-{uuid.uuid4().hex[:10]}",
             session_expiry_s=3600,
             reconnect_min_s=0.1,
             reconnect_max_s=0.5,
         )
 
-    def start(self, timeout: float = 10.0) -> None:
-        self.client.connect(timeout)
-        self.client.subscribe(f"{self.prefix}/{self.site}/{self.gate}/#", self._on_message)
-
-    def close(self) -> None:
-        self.client.close()
-
-    def _on_message(self, message: Any) -> None:
-        rest = message.topic[len(f"{self.prefix}/{self.site}/{self.gate}/") :]
-        raw = bytes(message.payload)
-        try:
-            payload: Any = json.loads(raw) if raw else None
-        except ValueError:
-            payload = {"bytes": len(raw)}
-        if rest in ("outcome", "event") and isinstance(payload, dict):
+    def keep(self, message: Received) -> bool:
+        payload = message.payload
+        if message.topic[len(self._root) :] in ("outcome", "event") and isinstance(payload, dict):
             envelope_id = str(payload.get("id"))
-            with self._cond:
-                if envelope_id in self._seen_ids:  # at least once: dedupe on the envelope id
-                    self.duplicates += 1
-                    return
-                self._seen_ids.add(envelope_id)
-        with self._cond:
-            self.messages.append(Received(rest, payload, time.monotonic(), bool(message.retain)))
-            self._cond.notify_all()
+            if envelope_id in self._seen_ids:
+                self.duplicates += 1
+                return False
+            self._seen_ids.add(envelope_id)
+        return True
 
     # ---- views ----------------------------------------------------------------------------------
 
     def of(self, topic: str) -> list[Received]:
+        """Messages on `<prefix>/<site>/<gate>/<topic>`."""
         with self._cond:
-            return [m for m in self.messages if m.topic == topic]
+            return [m for m in self.messages if m.topic == self._root + topic]
 
     @property
     def envelopes(self) -> list[dict[str, Any]]:
@@ -453,18 +431,6 @@ class MqttCollector:
         """EventPayloads, in arrival order."""
         return [m.payload["payload"] for m in self.of("event")]
 
-    def wait_for(self, predicate: Callable[[], Any], timeout: float, what: str) -> Any:
-        deadline = time.monotonic() + timeout
-        with self._cond:
-            while True:
-                result = predicate()
-                if result:
-                    return result
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    raise TimeoutError(f"timed out after {timeout:.1f} s waiting for {what}")
-                self._cond.wait(min(left, 0.25))
-
     def wait_outcomes(self, n: int, timeout: float) -> list[dict[str, Any]]:
         return self.wait_for(
             lambda: self.outcomes if len(self.outcomes) >= n else None, timeout, f"{n} outcome(s) over MQTT"
@@ -483,34 +449,6 @@ class MqttCollector:
 # ------------------------------------------------------------------------------------------------
 # Config
 # ------------------------------------------------------------------------------------------------
-
-
-def _toml_value(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int | float):
-        return repr(value)
-    if isinstance(value, str | Path):
-        return json.dumps(str(value))
-    if isinstance(value, list | tuple):
-        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
-    raise TypeError(f"cannot write {type(value).__name__} to TOML")
-
-
-def to_toml(data: Mapping[str, Any], prefix: str = "") -> str:
-    """A small TOML writer for the config (tables of scalars and lists)."""
-    lines = []
-    tables = []
-    for key, value in data.items():
-        if isinstance(value, Mapping):
-            tables.append((key, value))
-        else:
-            lines.append(f"{key} = {_toml_value(value)}")
-    out = "\n".join(lines) + ("\n" if lines else "")
-    for key, value in tables:
-        name = f"{prefix}{key}"
-        out += f"\n[{name}]\n" + to_toml(value, name + ".")
-    return out
 
 
 def deep_merge(base: dict[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
@@ -803,12 +741,7 @@ class LaneRig:
                 self.daemon_stop_s = None
                 proc.kill()
                 proc.wait()
-        self.daemon_exit_code = proc.returncode
-        self.daemon = None
-        for fh in (self._log_fh, self._err_fh):
-            if fh is not None:
-                fh.close()
-        self._log_fh = self._err_fh = None
+        self._daemon_gone(proc)
         return self.daemon_exit_code
 
     def start_display(self, timeout: float = 30.0) -> str:
@@ -866,6 +799,15 @@ class LaneRig:
             proc.stdout.close()
         self.display_proc = None
 
+    def _daemon_gone(self, proc: subprocess.Popen[bytes]) -> None:
+        """The daemon process has exited: keep its exit code, close its log files."""
+        self.daemon_exit_code = proc.returncode
+        self.daemon = None
+        for fh in (self._log_fh, self._err_fh):
+            if fh is not None:
+                fh.close()
+        self._log_fh = self._err_fh = None
+
     def kill_daemon(self) -> None:
         """SIGKILL, as a watchdog or a power cut would: no clean stop, nothing flushed beyond what was
         committed. `start_daemon()` brings it back on the same state."""
@@ -874,12 +816,7 @@ class LaneRig:
             return
         proc.kill()
         proc.wait()
-        self.daemon_exit_code = proc.returncode
-        self.daemon = None
-        for fh in (self._log_fh, self._err_fh):
-            if fh is not None:
-                fh.close()
-        self._log_fh = self._err_fh = None
+        self._daemon_gone(proc)
 
     def start_daemon(self, *, wait_in_service: bool = True) -> None:
         """Start the daemon again (after `kill_daemon` / `stop_daemon`) on the same state and devices."""

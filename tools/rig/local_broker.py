@@ -3,7 +3,7 @@
 Optional TLS and passwords, restartable on the same port (outage tests). tests/broker.py re-exports it
 for the test suite; see there for usage.
 
-Facts this relies on (shared/STACK.md): mosquitto 2.0 accepts connections ~20 ms after start;
+Facts this relies on (mosquitto 2.0 as Debian 12 ships it): it accepts connections ~20 ms after start;
 started as root it drops to the `mosquitto` user unless the config says `user root`.
 """
 
@@ -17,7 +17,8 @@ import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from types import TracebackType
+
+from egate.tools.rig.local_service import LocalService
 
 MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
 MOSQUITTO_PASSWD = shutil.which("mosquitto_passwd") or "/usr/bin/mosquitto_passwd"
@@ -37,7 +38,7 @@ class BrokerTls:
     require_client_cert: bool = True
 
 
-class Mosquitto:
+class Mosquitto(LocalService):
     """One mosquitto process bound to 127.0.0.1:<port>; the port stays the same across restarts."""
 
     def __init__(
@@ -177,12 +178,3 @@ class Mosquitto:
 
     def log_text(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
-
-    def __enter__(self) -> Mosquitto:
-        self.start()
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.stop()

@@ -16,9 +16,9 @@ import subprocess
 import tempfile
 import time
 from pathlib import Path
-from types import TracebackType
 
 from egate.tools.rig.local_broker import free_port
+from egate.tools.rig.local_service import LocalService
 
 
 def _bindir() -> Path | None:
@@ -30,7 +30,7 @@ def postgres_available() -> bool:
     return _bindir() is not None
 
 
-class Postgres:
+class Postgres(LocalService):
     """`with Postgres() as pg: pg.dsn` -- a superuser `egate` with password auth on 127.0.0.1:<port>."""
 
     def __init__(self, workdir: Path | None = None, *, user: str = "egate", password: str | None = None) -> None:
@@ -139,16 +139,3 @@ class Postgres:
             self._started = False
         if self._own_dir:
             shutil.rmtree(self.workdir, ignore_errors=True)
-
-    def __enter__(self) -> Postgres:
-        try:
-            self.start()
-        except BaseException:
-            self.stop()
-            raise
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.stop()

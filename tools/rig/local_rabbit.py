@@ -27,9 +27,9 @@ import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from types import TracebackType
 
 from egate.tools.rig.local_broker import free_port
+from egate.tools.rig.local_service import LocalService
 
 _LOW_PORTS = (20000, 32000)
 
@@ -79,7 +79,7 @@ class RabbitNode:
         return self.proc is not None and self.proc.poll() is None
 
 
-class RabbitCluster:
+class RabbitCluster(LocalService):
     """`with RabbitCluster(dir) as c:` starts epmd and three nodes joined into one cluster.
 
     `c.nodes[i].mqtt_port` are the MQTT listeners; `c.kill(i)` / `c.start_node(i)` take one node down
@@ -261,19 +261,6 @@ class RabbitCluster:
                 self._epmd.kill()
                 self._epmd.wait()
             self._epmd = None
-
-    def __enter__(self) -> RabbitCluster:
-        try:
-            self.start()
-        except BaseException:
-            self.stop()
-            raise
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.stop()
 
     # ------------------------------------------------------------------ administration
 

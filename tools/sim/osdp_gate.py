@@ -424,7 +424,8 @@ class SimulatedController:
     # libosdp callback: refresh thread, library lock held. A pd.* call here deadlocks for good, so
     # the command is applied to the simulated relays under `_cond` only (no code path holds `_cond`
     # while taking `_osdp_lock`): like a real controller, the relay has moved before the ACK leaves.
-    # Always return a (0, None) tuple: non-zero NAKs, and a bare 0 kills the thread (STACK.md).
+    # Always return a (0, None) tuple: non-zero NAKs (and a NAK takes the PD offline for 300 s in
+    # libosdp 3.2.9), and a bare 0 silently kills the library's thread.
     def _on_command(self, command: dict[str, Any]) -> tuple[int, None]:
         command = dict(command)
         command["_at"] = time.monotonic()

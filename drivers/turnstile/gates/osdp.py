@@ -3,7 +3,7 @@ controller is a peripheral device (PD) on a serial line.
 
 Threads (none of them ever waits on inference):
 - `osdp-refresh`: calls libosdp's refresh every `refresh_interval_ms` (2 ms: ~5 ms command latency,
-  STACK.md) under `_osdp_lock`. libosdp calls our channel and callbacks from here, with that lock
+  docs/turnstile.md) under `_osdp_lock`. libosdp calls our channel and callbacks from here, with that lock
   held: the callbacks only queue things (a `cp.*` call from inside one deadlocks for good).
 - `gate-worker`: the single place that reads input reports and notifications, runs the door cycle,
   fires passage deadlines, supervises the link (silence, secure channel, the refresh thread) and
@@ -160,7 +160,7 @@ class OsdpGateController(GateController):
         flags = [LibFlag.EnableNotification]
         if cfg.secure_channel and not cfg.install_mode:
             # Without EnforceSecure a wrong key silently falls back to plaintext and the PD obeys
-            # plaintext osdp_OUT commands (STACK.md). Install mode must allow SCBK-D, so it cannot.
+            # plaintext osdp_OUT commands (docs/turnstile.md). Install mode must allow SCBK-D, so it cannot.
             flags.append(LibFlag.EnforceSecure)
         self._channel = SerialChannel(cfg.url, cfg.baud, reopen_interval_s=min(0.5, cfg.reconnect_initial_s))
         info = PDInfo(cfg.address, self._channel, scbk=self._scbk, name=f"gate-{cfg.address}", flags=flags)
@@ -597,7 +597,7 @@ class OsdpGateController(GateController):
         self._attempt_sc_seen = False
 
     def _reconnect_step(self, now: float, enabled: bool) -> None:
-        """libosdp takes a PD offline for 300 s after any failure (STACK.md). Recovery that works:
+        """libosdp takes a PD offline for 300 s after any failure (docs/turnstile.md). Recovery that works:
         disable_pd, wait until it reads disabled, enable_pd; retried with exponential backoff."""
         if self._disabling:
             if not enabled and self._call_osdp(lambda: self._ctx.enable_pd(PD_INDEX)) is not None:
@@ -621,7 +621,7 @@ class OsdpGateController(GateController):
 
     def _check_capabilities(self) -> None:
         """Warn when the I/O map names outputs/inputs the controller does not have: a command to a
-        missing output is NAKed, and any NAK takes the PD offline (STACK.md)."""
+        missing output is NAKed, and any NAK takes the PD offline (docs/turnstile.md)."""
         io = self._config.io
         caps = self._call_osdp(
             lambda: (

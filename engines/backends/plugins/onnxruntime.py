@@ -18,8 +18,8 @@ def session_options(threads: int) -> ort.SessionOptions:
     """Options for a small shared CPU: fixed thread count and no busy-waiting worker threads.
 
     onnxruntime's pool threads spin after each run waiting for more work; on a 2-core box that spin
-    steals the core from the camera thread and the other model (measured: see STACK.md), so spinning
-    is turned off for both the intra-op and inter-op pools.
+    steals the core from the camera thread and the other model (measured on 2 cores: the other model's
+    runs slow down while the pool spins), so spinning is turned off for both the intra-op and inter-op pools.
     """
     import onnxruntime as ort
 
