@@ -44,6 +44,7 @@ from egate.edge.lane.adapters import (
     gate_event_in,
     gate_guidance,
 )
+from egate.edge.lane.chip import LaneChipStep
 from egate.edge.lane.ops import OpsHandler, read_flights
 from egate.edge.lane.page import PageReader
 from egate.edge.lane.status import config_fingerprint, software_version
@@ -133,6 +134,7 @@ class Lane:
         self.worker: FaceWorker | None = None
         self.controller: SessionController | None = None
         self.loop: LaneLoop | None = None
+        self.chip_step: LaneChipStep | None = None  # entry mode's ePassport chip reads (edge/lane/chip.py)
         self._expiry: GalleryExpiryWatcher | None = None
         self.recent_outcomes: deque[OutcomeRecord] = deque(maxlen=RECENT_OUTCOMES)
         self.reader_last: tuple[ReaderResult, datetime] | None = None
@@ -386,6 +388,15 @@ class Lane:
         )
         self.loop = LaneLoop(self.controller, on_handled=self._publish_display)
         self.loop.start()
+        loop, csca = self.loop, self.csca
+        self.chip_step = LaneChipStep(
+            cfg,
+            self.model_dir,
+            mode=lambda: self.status().mode,
+            trust=lambda: csca.trust() if csca else None,
+            post=loop.post,
+        )
+        self.chip_step.start()
         self.post(DeviceHealth("engine", True, "loaded"))
         self._poll_outbox()
         if self._gallery_refused is not None:
@@ -421,6 +432,8 @@ class Lane:
         return HashedSubjectLookup(key, lambda: store.current if store is not None else None)
 
     def _close_lane(self) -> None:
+        if self.chip_step is not None:
+            self.chip_step.close()
         if self.loop is not None:
             self.loop.close()
 
@@ -433,7 +446,7 @@ class Lane:
 
     def post(self, event: Event) -> None:
         if self.loop is not None:
-            self.loop.post(event)
+            self.loop.post(self.chip_step.route(event) if self.chip_step is not None else event)
 
     def status(self) -> LaneStatus:
         assert self.controller is not None

@@ -23,6 +23,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from egate.drivers.camera import CameraConfig
+from egate.drivers.chip.config import ChipReaderConfig
 from egate.drivers.document.config import ReaderConfig
 from egate.drivers.turnstile.config import TurnstileConfig
 from egate.edge.settings.core import (
@@ -61,6 +62,7 @@ class Settings(BaseModel):
     health: HealthConfig = Field(default_factory=HealthConfig, description="Health checks and stop budget.")
     engine: EngineConfig = Field(default_factory=EngineConfig, description="Face engine backend and quality.")
     reader: ReaderConfig = Field(default_factory=ReaderConfig, description="Document and boarding-pass reader.")
+    chip: ChipReaderConfig = Field(default_factory=ChipReaderConfig, description="ePassport chip reader (PC/SC).")
     turnstile: TurnstileConfig = Field(default_factory=TurnstileConfig, description="Gate controller link.")
     gallery: GalleryConfig = Field(default_factory=GalleryConfig, description="Gallery, bundles and matching.")
     link: LinkConfig = Field(default_factory=LinkConfig, description="MQTT link to central ops.")
