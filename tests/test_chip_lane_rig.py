@@ -26,11 +26,9 @@ from egate.tools.sim.reader import ReaderSimulator
 from tests.chip_fixtures import NOW, PORTS, READER, pcscd, pki
 from tests.shared_data import shared_data
 from tests.test_lane_modes import td3
-from tests.test_lane_rig import GAP, LEAD_IN, pytestmark
+from tests.test_lane_rig import GAP, LEAD_IN, pytestmark  # noqa: F401 - same skips
 
 __all__ = ["pcscd", "pki"]  # fixtures, imported for pytest
-
-pytestmark = [*pytestmark, pytest.mark.timeout(300)]  # one rig runs every case in turn
 
 ENROLMENT_GIF = "video/intel_sample_videos/preview/head-pose-face-detection-female-and-male.gif"
 OTHER_PERSON = "faces/lfw_krasserm/Colin_Powell/Colin_Powell_0001.jpg"
@@ -111,6 +109,7 @@ def kinds(record: dict[str, Any]) -> dict[str, bool]:
     return {c["kind"]: c["passed"] for c in record["comparisons"]}
 
 
+@pytest.mark.timeout(300)  # one rig runs every case in turn
 @pytest.mark.usefixtures("pcscd")
 def test_entry_with_the_chip_through_the_daemon(tmp_path: Path, ops: OpsMaterial, pki: ChipPki) -> None:
     woman, other = traveller_photo(), other_photo()
