@@ -17,10 +17,19 @@ from typing import Any
 import cv2
 import numpy as np
 import pytest
+from cryptography.hazmat.primitives.asymmetric import ec
 
 from egate.tools.rig.lane import GATE, SITE, LaneRig, OpsMaterial, prepare_ops, run_egate
 from egate.tools.sim.chip.card import PassportCard
-from egate.tools.sim.chip.passport import ChipPki, VirtualPassport, build_passport, encode_face, make_pki
+from egate.tools.sim.chip.passport import (
+    ID_CA_ECDH_AES_128,
+    ChipPki,
+    VirtualPassport,
+    build_passport,
+    dg14,
+    encode_face,
+    make_pki,
+)
 from egate.tools.sim.chip.vpcd import FallSilent, VpcdCard
 from egate.tools.sim.reader import ReaderSimulator
 from tests.chip_fixtures import NOW, PORTS, READER, pcscd, pki
@@ -55,8 +64,10 @@ def other_photo() -> np.ndarray:
     return image
 
 
-def chip(pki: ChipPki, photo: np.ndarray, mrz: list[str]) -> VirtualPassport:
-    return build_passport(pki, encode_face(photo), (photo.shape[1], photo.shape[0]), mrz=tuple(mrz))
+def chip(pki: ChipPki, photo: np.ndarray, mrz: list[str], groups: dict[int, bytes] | None = None) -> VirtualPassport:
+    return build_passport(
+        pki, encode_face(photo), (photo.shape[1], photo.shape[0]), mrz=tuple(mrz), extra_groups=groups
+    )
 
 
 def page_image(lines: list[str], photo: np.ndarray) -> np.ndarray:
@@ -131,8 +142,9 @@ def test_entry_with_the_chip_through_the_daemon(tmp_path: Path, ops: OpsMaterial
                 },
                 "chip": {"reader": READER, "card_wait_s": 3.0, "apdu_timeout_s": 2.0},
                 "lane": {
-                    "capture_timeout_s": 4.0,
-                    "chip_timeout_s": 12.0,
+                    # Deadlines with room for a busy CPU: the test checks decisions, not speed.
+                    "capture_timeout_s": 8.0,
+                    "chip_timeout_s": 20.0,
                     "refer_hold_s": 1.0,
                     "policy": {"chip": "when_present"},
                 },
@@ -152,15 +164,23 @@ def test_entry_with_the_chip_through_the_daemon(tmp_path: Path, ops: OpsMaterial
                 rig.wait_state("idle", 30)
                 return record
 
-            # (a) Her genuine chip: PACE, DG1 = page, PA passes, the live face matches DG2 -> ACCEPT.
+            # (a) Her genuine chip: PACE, DG1 = page, PA passes, Chip Authentication with its DG14 key, the
+            # live face matches DG2 -> ACCEPT.
             mrz_a = td3("C1000001", "DOE", "JANE")
-            with on_reader(chip(pki, woman, mrz_a)):
+            ca_key = ec.generate_private_key(ec.BrainpoolP256R1())
+            genuine = chip(pki, woman, mrz_a, {14: dg14(ca_key.public_key())})
+            ca_card = PassportCard(
+                dict(genuine.files), genuine.key.mrz_information(), ca_private_key=ca_key, ca_oid=ID_CA_ECDH_AES_128
+            )
+            with on_reader(genuine, ca_card):
                 a = outcome(mrz_a)
             assert a["decision"] == "accept", a
             assert kinds(a) == {"1:1_chip": True} and a["passage"] == "completed"
             assert a["chip"]["result"] == "authentic" and a["chip"]["dg1_matches_page"] is True
             assert a["chip"]["access_protocol"].startswith("PACE-ECDH-GM") and a["chip"]["dg2_face"] is True
-            assert {"access", "dg1", "dg2", "sod", "pa"} <= set(a["chip"]["timings_ms"])
+            assert a["chip"]["clone_detection"] == "chip_authentication"
+            assert {"access", "dg1", "dg2", "sod", "pa", "ca"} <= set(a["chip"]["timings_ms"])
+            print("chip step (a):", json.dumps({"chip": a["chip"]["timings_ms"], "lane": a["timings_ms"]}))
 
             # (b) A genuine chip whose DG2 is someone else -> REFER, the chip comparison failed.
             mrz_b = td3("C2000002", "ROE", "RICHARD")

@@ -175,6 +175,14 @@ def test_config_refuses_a_chip_policy_without_a_chip_reader(tmp_path: Path) -> N
         [sys.executable, "-m", "egate.tools.cli", "config", "check", str(path)],
         capture_output=True,
         text=True,
-        timeout=60,
+        timeout=300,  # a deadline for a loaded machine, not a speed check
     )
     assert proc.returncode != 0 and "lane.policy.chip" in proc.stdout + proc.stderr
+
+
+def test_no_usable_face_with_an_authentic_chip_is_low_quality_not_a_gallery_miss() -> None:
+    lane = chip_lane()
+    lane.run(passport(lane), chip_of(lane, "dave"), *frames(lane, "dave", 3, quality=0.3), 5.0, Tick())
+    [record] = lane.sinks.records
+    assert record.decision is Verdict.REFER and Reason.LOW_QUALITY in record.reasons
+    assert Reason.NOT_IN_GALLERY not in record.reasons

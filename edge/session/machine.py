@@ -693,8 +693,13 @@ class SessionController:
         if not gallery.available:
             return gallery, s.mode is not Mode.ENTRY
         subject = self._subject_id(s)
-        if s.mode is Mode.ENTRY and subject is None and s.document and s.document.portrait_descriptor is not None:
-            return gallery, False
+        if (
+            s.mode is Mode.ENTRY
+            and subject is None
+            and s.document
+            and (s.document.portrait_descriptor is not None or s.chip_descriptor is not None)
+        ):
+            return gallery, False  # the page or chip portrait was the reference, not the gallery
         return GalleryFacts(gallery.available, gallery.expired, subject_found=subject is not None), True
 
     def _compare(self, s: _Session, gallery: GalleryFacts) -> tuple[GalleryFacts, bool]:
