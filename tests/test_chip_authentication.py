@@ -5,17 +5,21 @@ reader with its own curve code, so the two are not one mirror."""
 
 from __future__ import annotations
 
+import contextlib
 from datetime import datetime, timezone
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from egate.drivers.chip import pa
-from egate.drivers.chip.ca import ID_CA_ECDH, parse_dg14
+from egate.drivers.chip.ca import ID_CA_ECDH, ChipAuthenticationError, parse_dg14
 from egate.drivers.chip.ec import BRAINPOOL_P256R1, NIST_P256
 from egate.drivers.chip.models import ChipFailure
 from egate.drivers.chip.reader import read_document
+from egate.drivers.chip.tlv import TlvError
 from egate.tools.sim.chip.card import DirectTransport, PassportCard
 from egate.tools.sim.chip.passport import ID_CA_ECDH_AES_128, build_passport, dg14, dg15, make_pki, synthetic_face
 from egate.tools.sim.chip.vpcd import VpcdCard
@@ -127,3 +131,17 @@ def test_chip_authentication_through_pcscd() -> None:
             transport.close()
     assert wait_for_card(READER, present=False, timeout_s=10.0)
     assert result.authentic and result.chip_authentication == "done", result.detail
+
+
+_VALID_DG14 = dg14(ec.generate_private_key(ec.BrainpoolP256R1()).public_key())
+
+
+@settings(max_examples=150, deadline=None)
+@given(data=st.one_of(st.binary(max_size=300), st.tuples(st.integers(0, 120), st.binary(min_size=1, max_size=16))))
+def test_dg14_parser_raises_only_its_own_errors(data: bytes | tuple[int, bytes]) -> None:
+    """Random bytes and a valid DG14 with bytes overwritten: a parse, a TlvError or a CA error, nothing else."""
+    if isinstance(data, tuple):
+        at, noise = data
+        data = _VALID_DG14[:at] + noise + _VALID_DG14[at + len(noise) :]
+    with contextlib.suppress(TlvError, ChipAuthenticationError):
+        parse_dg14(data)

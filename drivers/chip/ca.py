@@ -126,9 +126,10 @@ def parse_dg14(data: bytes) -> Dg14:
     outer, _end = parse_one(data)
     if outer.tag != 0x6E:
         raise TlvError("DG14 does not start with tag 6E")
-    (security_infos,) = outer.children()
-    if security_infos.tag != 0x31:
+    children = outer.children()
+    if len(children) != 1 or children[0].tag != 0x31:
         raise TlvError("DG14 is not a SET OF SecurityInfo")
+    security_infos = children[0]
     infos: list[CaInfo] = []
     keys: list[CaPublicKey] = []
     for item in security_infos.children():
