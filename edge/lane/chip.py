@@ -11,6 +11,7 @@ only) and a summary without personal data (protocol, reason code, timings) for t
 
 from __future__ import annotations
 
+import contextlib
 import queue
 import threading
 import uuid
@@ -195,6 +196,7 @@ class ChipStep:
         self._options = ChipReadOptions(extended_length=config.extended_length)
         self._jobs: queue.Queue[_Job | None] = queue.Queue(maxsize=self.MAX_WAITING)
         self._thread: threading.Thread | None = None
+        self._stopping = threading.Event()
         self.reads = 0
 
     @property
@@ -206,17 +208,21 @@ class ChipStep:
             self._thread = threading.Thread(target=self._run, name="lane-chip", daemon=True)
             self._thread.start()
 
-    def close(self, timeout: float = 3.0) -> None:
+    def close(self, timeout: float = 1.0) -> bool:
+        """Stop the chip thread; False when a read was still running at the deadline (the thread is a
+        daemon and ends with the read: the daemon's stop budget never waits for a silent chip)."""
         thread = self._thread
         if thread is None:
-            return
+            return True
         self._thread = None
-        try:
-            self._jobs.put(None, timeout=timeout)
-        except queue.Full:
-            log.warning("chip_step_close_queue_full")
-        # A read in progress ends within its APDU deadline; the thread is a daemon, so a stop never waits longer.
+        self._stopping.set()
+        with contextlib.suppress(queue.Full):  # full: the thread sees _stopping after its current job
+            self._jobs.put_nowait(None)
         thread.join(timeout)
+        if thread.is_alive():
+            log.warning("chip_step_still_reading_at_stop", timeout_s=timeout)
+            return False
+        return True
 
     def route(self, event: Event) -> Event:
         """Called for every event the lane posts (any thread): a document read in entry mode starts a chip
@@ -259,7 +265,7 @@ class ChipStep:
     def _run(self) -> None:
         while True:
             job = self._jobs.get()
-            if job is None:
+            if job is None or self._stopping.is_set():
                 return
             try:
                 self._read(job)
@@ -306,8 +312,9 @@ class LaneChipStep(ChipStep):
 
         super().__init__(settings.chip, policy_on=policy_on, mode=mode, trust=trust, enroll=enroll, post=post)
 
-    def close(self, timeout: float = 3.0) -> None:
-        super().close(timeout)
-        if self._engine is not None:
+    def close(self, timeout: float = 1.0) -> bool:
+        stopped = super().close(timeout)
+        if stopped and self._engine is not None:  # never free the engine under a running enrolment
             self._engine.close()
             self._engine = None
+        return stopped
