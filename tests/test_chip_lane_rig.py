@@ -146,7 +146,8 @@ def test_entry_with_the_chip_through_the_daemon(tmp_path: Path, ops: OpsMaterial
                     "capture_timeout_s": 8.0,
                     "chip_timeout_s": 20.0,
                     "refer_hold_s": 1.0,
-                    "policy": {"chip": "when_present"},
+                    # Utopia's passports all carry a chip: one without a chip is referred.
+                    "policy": {"chip": "when_present", "chip_expected_issuers": ["UTO"]},
                 },
             },
         )
@@ -218,6 +219,11 @@ def test_entry_with_the_chip_through_the_daemon(tmp_path: Path, ops: OpsMaterial
                 rig.wait_state("idle", 30)
             assert c["decision"] == "refer" and c["reasons"] == ["NO_MATCH"], c
             assert kinds(c) == {"1:1_document": True, "1:1_chip": False}, c
+
+            # No card on the reader, from an issuer whose passports all carry a chip -> CHIP_MISSING.
+            g = outcome(td3("C7000007", "DOE", "JANE"))
+            assert g["decision"] == "refer" and "CHIP_MISSING" in g["reasons"], g
+            assert g["chip"]["result"] == "absent"
 
             # (d) A chip that stops answering in the middle of DG1 -> unreadable. Last: the daemon's
             # abandoned PC/SC command may keep that reader busy for the rest of its life.
