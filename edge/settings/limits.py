@@ -86,7 +86,7 @@ def check_limits(s: Settings) -> list[LimitIssue]:
             LimitIssue(
                 ("lane", "policy", "chip"),
                 f"{lane.policy.chip!r} needs a chip reader, but chip.reader is not set: set chip.reader to the PC/SC "
-                "reader's name (egate diag chip lists them) or keep lane.policy.chip = \"off\"",
+                'reader\'s name (egate diag chip lists them) or keep lane.policy.chip = "off"',
             )
         )
     return issues
