@@ -246,17 +246,23 @@ class ChipStep:
             )
         )
 
-    def _open_pcsc(self) -> tuple[Transport, bytes]:
-        from egate.drivers.chip.pcsc import PcscTransport, list_readers
+    def check_reader(self) -> None:
+        """ReaderMissing when pcscd or the configured reader is not there."""
+        from egate.drivers.chip.pcsc import list_readers
 
         assert self._cfg.reader is not None
-        wanted = self._cfg.reader.lower()
         try:
             names = list_readers()
         except ChipIOError as exc:
             raise ReaderMissing(str(exc)) from None
-        if not any(wanted in name.lower() for name in names):
+        if not any(self._cfg.reader.lower() in name.lower() for name in names):
             raise ReaderMissing(f"no PC/SC reader matching {self._cfg.reader!r} (readers: {names})")
+
+    def _open_pcsc(self) -> tuple[Transport, bytes]:
+        from egate.drivers.chip.pcsc import PcscTransport
+
+        assert self._cfg.reader is not None
+        self.check_reader()
         transport = PcscTransport.open(
             self._cfg.reader, timeout_s=self._cfg.card_wait_s, apdu_timeout_s=self._cfg.apdu_timeout_s
         )
@@ -311,6 +317,18 @@ class LaneChipStep(ChipStep):
                 return None if observation is None else observation.descriptor
 
         super().__init__(settings.chip, policy_on=policy_on, mode=mode, trust=trust, enroll=enroll, post=post)
+
+    def start(self) -> None:
+        super().start()
+        if self.enabled:
+            # Not a start error: the reader may come up after the daemon; until then every chip read
+            # answers chip_no_reader and the traveller is referred.
+            try:
+                self.check_reader()
+            except ReaderMissing as exc:
+                log.error(
+                    "chip_reader_missing_at_start", error=str(exc), fix="check the reader and pcscd: egate diag chip"
+                )
 
     def close(self, timeout: float = 1.0) -> bool:
         stopped = super().close(timeout)
