@@ -159,10 +159,15 @@ def test_entry_with_the_chip_through_the_daemon(tmp_path: Path, ops: OpsMaterial
 
             def outcome(lines: list[str]) -> dict[str, Any]:
                 nonlocal n
-                n += 1
-                reader.send_mrz(lines)
-                record = rig.wait_outcomes(n, timeout=60)[n - 1]
-                rig.wait_state("idle", 30)
+                for _attempt in range(2):
+                    n += 1
+                    reader.send_mrz(lines)
+                    record = rig.wait_outcomes(n, timeout=60)[n - 1]
+                    rig.wait_state("idle", 30)
+                    # On a loaded machine the simulated turnstile's OSDP link can drop and abort the session
+                    # (the lane goes out of service): that says nothing about the chip, so read it once more.
+                    if record["reasons"] != ["ABORTED_OUT_OF_SERVICE"]:
+                        break
                 return record
 
             # (a) Her genuine chip: PACE, DG1 = page, PA passes, Chip Authentication with its DG14 key, the
