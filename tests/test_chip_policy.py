@@ -74,6 +74,18 @@ CASES = [
         Verdict.REFER,
         (Reason.CHIP_CLONE_SUSPECTED,),
     ),
+    (
+        "chip authentication failed",
+        entry(chip=ChipFacts(True, "chip_ca_failed", True)),
+        Verdict.REFER,
+        (Reason.CHIP_CLONE_SUSPECTED,),
+    ),
+    (
+        "chip step timed out, page portrait matches",
+        entry(chip=ChipFacts(True, "chip_timeout"), comparisons=(PAGE_OK,)),
+        Verdict.REFER,
+        (Reason.CHIP_UNREADABLE,),
+    ),
     ("DG1 differs from the page", entry(chip=ChipFacts(True, None, False)), Verdict.REFER, (Reason.CHIP_DG1_DIFFERS,)),
     (
         "authentic chip whose face was not compared",

@@ -133,3 +133,4 @@ def test_bench_chip_prints_steps_bytes_and_the_424k_share() -> None:
         assert variant["transfer_s_at_424k"] == pytest.approx(variant["bytes"] * 8 / 424_000, abs=1e-3)
         assert set(variant["steps"]) >= {"access", "dg1", "dg2", "sod", "pa"}
     assert result["variants"]["bac-short"]["apdus"] > result["variants"]["bac-extended"]["apdus"]
+    assert "ca" in result["variants"]["pace-brainpoolP256r1-extended-ca"]["steps"]

@@ -21,6 +21,7 @@ class ChipFailure(StrEnum):
     MALFORMED = "chip_malformed"  # a file or answer that does not parse
     PA_FAILED = "chip_pa_failed"  # Passive Authentication failed; `pa_failure` says why
     AA_FAILED = "chip_aa_failed"  # Active Authentication did not verify: possibly a cloned chip
+    CA_FAILED = "chip_ca_failed"  # Chip Authentication did not complete: possibly a cloned chip
 
 
 @dataclass(frozen=True)
@@ -47,8 +48,8 @@ class ChipResult:
     data_groups: tuple[int, ...] = ()
     mrz: str | None = field(default=None, repr=False)
     face: FaceImage | None = field(default=None, repr=False)
-    chip_authentication: str = "not_offered"  # "not_offered" | "not_done" | "done"
-    active_authentication: str = "not_offered"  # "not_offered" | "done" | "failed"
+    chip_authentication: str = "not_offered"  # "not_offered" | "not_done" | "done" | "failed"
+    active_authentication: str = "not_offered"  # "not_offered" | "not_done" (CA done instead) | "done" | "failed"
     extended_length: bool = False
     timings: tuple[StepTiming, ...] = ()
 

@@ -17,6 +17,7 @@ import structlog
 from egate.drivers.chip.aa import ActiveAuthenticationFailed, parse_dg15, perform_aa
 from egate.drivers.chip.access import AccessDenied, AccessKey, RandomSource, perform_bac
 from egate.drivers.chip.apdu import CardStatusError, Channel, ChipIOError, Transport
+from egate.drivers.chip.ca import CaInfo, CaPublicKey, ChipAuthenticationError, parse_dg14, perform_ca
 from egate.drivers.chip.lds import (
     DATA_GROUPS,
     EF_CARD_ACCESS,
@@ -116,6 +117,17 @@ def read_file(channel: Channel, fid: int, chunk: int) -> bytes:
     return bytes(data)
 
 
+def _chip_authentication(
+    channel: Channel, chosen: tuple[CaInfo, CaPublicKey], key_source: KeySource, chunk: int
+) -> None:
+    """CA, then one protected read under the new keys: only the genuine chip can answer it."""
+    try:
+        channel.sm = perform_ca(channel, chosen[0], chosen[1], key_source)
+        read_file(channel, EF_COM, chunk)
+    except (SecureMessagingError, CardStatusError, LdsError, TlvError) as exc:
+        raise ChipAuthenticationError(f"the chip did not prove its Chip Authentication key: {exc}") from None
+
+
 def _access(
     channel: Channel, key: AccessKey, options: ChipReadOptions, key_source: KeySource, random: RandomSource
 ) -> str:
@@ -162,6 +174,7 @@ def read_document(
     files: dict[int, bytes] = {}
     mrz: str | None = None
     face: FaceImage | None = None
+    ca_state = "not_offered"
     stage = "access"
 
     def result(failure: ChipFailure | None, detail: str = "", **extra: object) -> ChipResult:
@@ -205,13 +218,22 @@ def read_document(
                 files[dg] = steps.run(stage, lambda fid=fid: read_file(channel, fid, chunk))  # type: ignore[misc]
         stage = "pa"
         pa = steps.run("pa", lambda: passive_authentication(sod_file, files, trust, now))
-        if 15 in files:
+        if 14 in files:
+            # DG14 is trusted only once PA proved it (9303-11 §6.2); CA is preferred to AA when both exist.
+            stage = "ca"
+            chosen = parse_dg14(files[14]).choose()
+            if chosen is not None:
+                steps.run("ca", lambda: _chip_authentication(channel, chosen, key_source, chunk))
+                ca_state = "done"
+        if 15 in files and ca_state != "done":
             # DG15 is trusted only once PA proved it; then the chip must prove it holds the private key.
             stage = "aa"
             aa_key = parse_dg15(files[15])
             steps.run("aa", lambda: perform_aa(channel, aa_key, random))
     except ActiveAuthenticationFailed as exc:
         return result(ChipFailure.AA_FAILED, str(exc), active_authentication="failed")
+    except ChipAuthenticationError as exc:
+        return result(ChipFailure.CA_FAILED, str(exc), chip_authentication="failed")
     except AccessDenied as exc:
         return result(ChipFailure.ACCESS_DENIED, str(exc))
     except PaError as exc:
@@ -225,7 +247,7 @@ def read_document(
         log.error("chip_read_unexpected_error", stage=stage, error_type=type(exc).__name__)
         return result(ChipFailure.MALFORMED, f"{stage}: unexpected {type(exc).__name__}")
     offered = {
-        "chip_authentication": "not_done" if 14 in files else "not_offered",
-        "active_authentication": "done" if 15 in files else "not_offered",
+        "chip_authentication": ca_state if ca_state == "done" else "not_done" if 14 in files else "not_offered",
+        "active_authentication": ("not_done" if ca_state == "done" else "done") if 15 in files else "not_offered",
     }
     return result(None, "", pa=pa, **offered)

@@ -61,6 +61,7 @@ def document_read(result: MrzResult, *, portrait_descriptor: NDArray[np.float32]
         expiry=doc.expiry_date,
         checks_ok=checks_ok,
         portrait_descriptor=portrait_descriptor,
+        mrz_lines=tuple(result.lines),
     )
 
 

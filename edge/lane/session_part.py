@@ -11,6 +11,7 @@ from collections.abc import Callable
 from datetime import datetime, timezone
 
 from egate.edge.lane.adapters import GalleryMatcher, HashedSubjectLookup
+from egate.edge.lane.chip import LaneChipStep
 from egate.edge.lane.engine_part import EnginePart
 from egate.edge.lane.gallery_part import GalleryPart
 from egate.edge.lane.gate_part import GatePart
@@ -69,6 +70,7 @@ class SessionPart(Part):
         self._controller: SessionController | None = None
         self._loop: LaneLoop | None = None
         self._ops: OpsHandler | None = None
+        self._chip: LaneChipStep | None = None  # entry mode's ePassport chip reads (edge/lane/chip.py)
 
     @property
     def controller(self) -> SessionController:
@@ -87,9 +89,10 @@ class SessionPart(Part):
         return self._controller is not None
 
     def post(self, event: Event) -> None:
-        """Hand an event to the session; dropped before the loop runs (nothing listens yet)."""
+        """Hand an event to the session; dropped before the loop runs (nothing listens yet). A document read
+        in entry mode goes through the chip step first, which starts the chip read and tags the document."""
         if self._loop is not None:
-            self._loop.post(event)
+            self._loop.post(self._chip.route(event) if self._chip is not None else event)
 
     def status(self) -> LaneStatus:
         return self.controller.status()
@@ -114,6 +117,15 @@ class SessionPart(Part):
         )
         self._loop = LaneLoop(self._controller, on_handled=self._on_handled)
         self._loop.start()
+        csca = self._gallery.csca
+        self._chip = LaneChipStep(
+            s,
+            s.state.resolved_model_dir(),
+            mode=lambda: self.status().mode,
+            trust=csca.trust,
+            post=self._loop.post,
+        )
+        self._chip.start()
         self.post(DeviceHealth("engine", True, "loaded"))
         self._outbox.poll()
         if self._gallery.refused is not None:
@@ -148,6 +160,8 @@ class SessionPart(Part):
         return HashedSubjectLookup(key, lambda: store.current)
 
     def close(self) -> None:
+        if self._chip is not None:
+            self._chip.close()
         if self._loop is not None:
             self._loop.close()
 

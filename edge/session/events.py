@@ -10,6 +10,8 @@ from typing import TYPE_CHECKING, Literal
 import numpy as np
 from numpy.typing import NDArray
 
+from egate.edge.session.policy import ChipFacts
+from egate.edge.session.records import ChipSummary
 from egate.edge.session.states import GateEventKind
 from egate.edge.settings.lane import Mode
 
@@ -37,6 +39,24 @@ class DocumentRead:
     checks_ok: bool = False  # all ICAO 9303-3 §4.9 check digits valid
     # Descriptor of the face on the document page image, when the engine found one (entry mode fallback).
     portrait_descriptor: NDArray[np.float32] | None = None
+    # The MRZ as read on the page (the chip's access key and the DG1 comparison); never logged.
+    mrz_lines: tuple[str, ...] = field(default=(), repr=False)
+    # Set by the lane when it started a chip read for this document: the session waits for the
+    # `ChipRead` with the same id before it decides.
+    chip_read_id: str | None = None
+
+
+@dataclass(frozen=True)
+class ChipRead:
+    """The ePassport chip step's result for the document whose `DocumentRead.chip_read_id` is `read_id`
+    (egate.edge.lane.chip). `facts` is what the policy judges; `dg2_descriptor` the chip portrait's
+    descriptor (memory only, None when the chip failed or its face was not found); `summary` the
+    record's chip part without personal data."""
+
+    read_id: str
+    facts: ChipFacts
+    dg2_descriptor: NDArray[np.float32] | None = field(default=None, repr=False)
+    summary: ChipSummary | None = None
 
 
 @dataclass(frozen=True)
@@ -111,6 +131,7 @@ class DeviceHealth:
 Event = (
     FaceObserved
     | DocumentRead
+    | ChipRead
     | BoardingPassRead
     | GateEventIn
     | Tick

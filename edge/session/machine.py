@@ -1,6 +1,8 @@
 """The lane's traveller sessions: a single-threaded, event-driven state machine.
 
     IDLE --trigger--> CAPTURING --best of N / timeout--> MATCHING --decide--> ACCEPT --passage--> IDLE
+                        (entry with the chip: CAPTURING keeps taking frames and MATCHING waits until the
+                         chip step's ChipRead arrives or lane.chip_timeout_s passes)
                                                                        \\--> REFER --hold--> IDLE
     any --tailgate / door_forced--> ALARM --clear / hold--> IDLE
     any --emergency_on--> EMERGENCY --emergency_off--> IDLE (or OUT_OF_SERVICE)
@@ -19,7 +21,7 @@ never written to a record or a log.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
@@ -31,6 +33,7 @@ from numpy.typing import NDArray
 from egate.drivers.document.redact import mask_document_number
 from egate.edge.session.events import (
     BoardingPassRead,
+    ChipRead,
     ClearAlarm,
     DeviceHealth,
     DocumentRead,
@@ -45,6 +48,7 @@ from egate.edge.session.events import (
 from egate.edge.session.policy import (
     BoardingPassFacts,
     CaptureFacts,
+    ChipFacts,
     Comparison,
     Decision,
     DecisionInputs,
@@ -58,6 +62,7 @@ from egate.edge.session.ports import Clock, Gate, LaneSinks, Matcher, MatchScope
 from egate.edge.session.records import (
     ALWAYS_REQUIRED_WHEN_REPORTED,
     BoardingPassSummary,
+    ChipSummary,
     ComparisonRecord,
     DocumentSummary,
     LaneEvent,
@@ -137,6 +142,16 @@ class _Session:
     passage_deadline: float | None = None
     hold_until: float | None = None
     recorded: bool = False
+    # The chip step (entry mode, policy.chip on): the read the session waits for, until when, and what it gave.
+    chip_read_id: str | None = None
+    chip_deadline: float | None = None
+    chip_facts: ChipFacts | None = None
+    chip_summary: ChipSummary | None = None
+    chip_descriptor: NDArray[np.float32] | None = None
+
+    @property
+    def chip_pending(self) -> bool:
+        return self.chip_read_id is not None and self.chip_facts is None
 
 
 class SessionController:
@@ -256,6 +271,8 @@ class SessionController:
                 self._on_faces(event)
             case DocumentRead():
                 self._on_document(event)
+            case ChipRead():
+                self._on_chip(event)
             case BoardingPassRead():
                 self._on_boarding_pass(event)
 
@@ -423,8 +440,20 @@ class SessionController:
     def _on_tick(self) -> None:
         now = self._clock.monotonic()
         s = self._session
-        if self._state is LaneState.CAPTURING and s is not None and now >= s.deadline:
-            s.timed_out = True
+        if (
+            s is not None
+            and s.chip_pending
+            and s.chip_deadline is not None
+            and now >= s.chip_deadline
+            and self._state in (LaneState.CAPTURING, LaneState.MATCHING)
+        ):
+            # A chip that never answered refers (CHIP_UNREADABLE): it is never taken as "no chip".
+            self._log.warning("lane_chip_timeout", txn_id=s.txn_id, timeout_s=self._cfg.chip_timeout_s)
+            self._chip_done(
+                s, ChipFacts(present=True, failure="chip_timeout"), ChipSummary(result="timeout", reason="chip_timeout")
+            )
+        elif self._state is LaneState.CAPTURING and s is not None and now >= s.deadline:
+            s.timed_out = s.good_frames < self._cfg.capture_frames
             self._finish_capture()
         elif (
             self._state is LaneState.ACCEPT
@@ -486,7 +515,14 @@ class SessionController:
             else:
                 self._emit_guidance(positioning_guidance(cand.issues, getattr(face, "placement", None)))
         if s.good_frames >= self._cfg.capture_frames:
-            self._finish_capture()
+            if not s.chip_pending:
+                self._finish_capture()
+            else:
+                # Enough good frames, the chip is still being read: keep taking frames (a better one may
+                # come) until the chip step ends or the capture deadline passes.
+                self._emit_guidance(Guidance.PLEASE_WAIT)
+                if self._clock.monotonic() >= s.deadline:
+                    self._finish_capture()
         elif self._clock.monotonic() >= s.deadline:
             s.timed_out = True
             self._finish_capture()
@@ -499,6 +535,25 @@ class SessionController:
             self._session.document = ev
         elif self._state is LaneState.IDLE:
             self._emit_guidance(self._idle_guidance())
+
+    def _on_chip(self, ev: ChipRead) -> None:
+        s = self._session
+        if s is None or s.chip_read_id != ev.read_id or not s.chip_pending:
+            # A read for a session that already ended (timed out, aborted): its result changes nothing.
+            self._log.info("lane_chip_read_ignored", state=self._state.value)
+            return
+        s.chip_descriptor = ev.dg2_descriptor
+        self._chip_done(s, ev.facts, ev.summary)
+
+    def _chip_done(self, s: _Session, facts: ChipFacts, summary: ChipSummary | None) -> None:
+        """The chip step ended (read, failed or timed out): decide now if the capture is done too."""
+        s.chip_facts = facts
+        s.chip_summary = summary
+        s.timings_ms["chip_wait"] = _ms(self._clock.monotonic() - s.started_mono)
+        if self._state is LaneState.MATCHING:
+            self._match_and_decide()
+        elif self._state is LaneState.CAPTURING and s.good_frames >= self._cfg.capture_frames:
+            self._finish_capture()
 
     def _on_boarding_pass(self, ev: BoardingPassRead) -> None:
         self._log.info("lane_boarding_pass_read", flight=ev.flight, valid=ev.valid)
@@ -527,6 +582,9 @@ class SessionController:
             document=document,
             boarding_pass=boarding_pass,
         )
+        if s.mode is Mode.ENTRY and document is not None and document.chip_read_id and self._cfg.policy.chip != "off":
+            s.chip_read_id = document.chip_read_id
+            s.chip_deadline = now + self._cfg.chip_timeout_s
         self._session = s
         self._log.info("lane_session_started", txn_id=s.txn_id, mode=s.mode.value)
         self._event("session_started")
@@ -546,6 +604,8 @@ class SessionController:
                 s.timings_ms[f"engine_{stage}"] = float(ms)
         self._enter(LaneState.MATCHING)
         self._emit_guidance(Guidance.PLEASE_WAIT, force=True)
+        if s.chip_pending:
+            return  # the chip step's ChipRead (or its deadline, on a Tick) decides
         self._match_and_decide()
 
     # ---- matching and decision -------------------------------------------------------------------
@@ -584,8 +644,13 @@ class SessionController:
             ),
             comparisons=tuple(s.comparisons),
             gallery=gallery,
-            document=DocumentFacts(s.document.checks_ok, s.document.expiry) if s.document else None,
+            document=(
+                DocumentFacts(s.document.checks_ok, s.document.expiry, issuer=s.document.issuing_state or None)
+                if s.document
+                else None
+            ),
             boarding_pass=self._boarding_facts(s.boarding_pass),
+            chip=s.chip_facts,
             matcher_error=matcher_error,
             uses_gallery=uses_gallery,
             policy=self._cfg.policy,
@@ -593,7 +658,8 @@ class SessionController:
         decision = decide(inputs)
         s.decision = decision
         s.timings_ms["decide"] = _ms(self._clock.monotonic() - t1)
-        s.best = None  # the descriptor is no longer needed: drop it
+        s.best = None  # the descriptors are no longer needed: drop them
+        s.chip_descriptor = None
         self._log.info(
             "lane_decision",
             txn_id=s.txn_id,
@@ -627,8 +693,13 @@ class SessionController:
         if not gallery.available:
             return gallery, s.mode is not Mode.ENTRY
         subject = self._subject_id(s)
-        if s.mode is Mode.ENTRY and subject is None and s.document and s.document.portrait_descriptor is not None:
-            return gallery, False
+        if (
+            s.mode is Mode.ENTRY
+            and subject is None
+            and s.document
+            and (s.document.portrait_descriptor is not None or s.chip_descriptor is not None)
+        ):
+            return gallery, False  # the page or chip portrait was the reference, not the gallery
         return GalleryFacts(gallery.available, gallery.expired, subject_found=subject is not None), True
 
     def _compare(self, s: _Session, gallery: GalleryFacts) -> tuple[GalleryFacts, bool]:
@@ -645,6 +716,23 @@ class SessionController:
             return gallery, True
         if s.mode is Mode.ENTRY and s.document is None:
             return gallery, True  # DOCUMENT_MISSING; nothing to compare against
+        if s.mode is Mode.ENTRY and s.chip_descriptor is not None:
+            # ICAO 9303-11: the live face against the chip's DG2 portrait. It is added to whatever else is
+            # compared (gallery, page portrait) and every 1:1 comparison must pass, so a forged page
+            # portrait never outvotes the chip.
+            found, uses_gallery = self._compare_references(s, desc, gallery)
+            # Without a gallery subject or a page portrait the chip's portrait is the reference.
+            gallery, uses_gallery = (found, uses_gallery) if s.comparisons else (gallery, False)
+            chip = replace(self._matcher.compare(desc, s.chip_descriptor), kind="1:1_chip", subject_id=None)
+            s.comparisons = [*s.comparisons, chip]
+            return gallery, uses_gallery
+        return self._compare_references(s, desc, gallery)
+
+    def _compare_references(
+        self, s: _Session, desc: NDArray[np.float32], gallery: GalleryFacts
+    ) -> tuple[GalleryFacts, bool]:
+        """Entry and boarding 1:1: the gallery subject of the document / boarding pass, else (entry) the
+        document page's portrait."""
         subject = self._subject_id(s) if gallery.available else None
         if subject is not None:
             comparison = self._matcher.verify(desc, subject, self._scope)
@@ -731,6 +819,7 @@ class SessionController:
         if s.decision is None:
             s.decision = Decision(Verdict.REFER, (reason,))
             s.best = None
+            s.chip_descriptor = None
             self._log.warning("lane_session_aborted", txn_id=s.txn_id, reason=reason.value)
         self._finish_session()
 
@@ -794,6 +883,7 @@ class SessionController:
             frames_seen=s.frames_seen,
             single_face_frames=s.single_face_frames,
             multi_face_frames=s.multi_face_frames,
+            chip=s.chip_summary,
             document=(
                 DocumentSummary(
                     number_masked=mask_document_number(s.document.document_number),

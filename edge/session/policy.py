@@ -66,7 +66,7 @@ class Reason(StrEnum):
     CHIP_ACCESS_DENIED = "CHIP_ACCESS_DENIED"
     CHIP_PA_FAILED = "CHIP_PA_FAILED"
     CHIP_DG1_DIFFERS = "CHIP_DG1_DIFFERS"
-    CHIP_CLONE_SUSPECTED = "CHIP_CLONE_SUSPECTED"  # Active Authentication failed
+    CHIP_CLONE_SUSPECTED = "CHIP_CLONE_SUSPECTED"  # Active or Chip Authentication failed
     CHIP_FACE_NOT_COMPARED = "CHIP_FACE_NOT_COMPARED"
     # Exit 1:N: the face matches an enrolled traveller who is not eligible at this lane now.
     ENROLLED_OTHER_FLIGHT = "ENROLLED_OTHER_FLIGHT"
@@ -236,7 +236,7 @@ def _chip_reasons(inputs: DecisionInputs) -> list[Reason]:
         out.append(Reason.CHIP_ACCESS_DENIED)
     elif chip.failure is not None and (chip.failure.startswith("pa_") or chip.failure == "chip_pa_failed"):
         out.append(Reason.CHIP_PA_FAILED)
-    elif chip.failure == "chip_aa_failed":
+    elif chip.failure in ("chip_aa_failed", "chip_ca_failed"):
         out.append(Reason.CHIP_CLONE_SUSPECTED)
     elif chip.failure is not None:
         out.append(Reason.CHIP_UNREADABLE)

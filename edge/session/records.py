@@ -71,6 +71,36 @@ class BoardingPassSummary(BaseModel):
     valid: bool
 
 
+class ChipSummary(BaseModel):
+    """What the ePassport chip step did (ICAO 9303-11 inspection), without personal data: no MRZ, no
+    image, no document number; the driver's reason code says which check failed."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    result: Literal["authentic", "failed", "absent", "timeout", "no_key"] = Field(
+        description="authentic: access control, every file and Passive Authentication passed; failed: see "
+        "reason; absent: no card on the reader; timeout: no answer within lane.chip_timeout_s; no_key: the "
+        "page MRZ gave no access key."
+    )
+    reason: str | None = Field(
+        None,
+        description="egate.drivers.chip reason code: chip_unreadable, chip_access_denied, chip_malformed, "
+        "chip_not_emrtd, chip_aa_failed, pa_signature, pa_untrusted_csca, pa_hash_mismatch, pa_ds_expired, "
+        "pa_ds_revoked, pa_no_trust_list, pa_malformed, chip_timeout.",
+    )
+    access_protocol: str | None = Field(None, description="PACE-ECDH-GM-..., BAC, or None when access failed.")
+    dg1_matches_page: bool | None = Field(None, description="DG1's MRZ equals the page's (None: DG1 not read).")
+    dg2_face: bool = Field(False, description="A face was found in DG2 and compared (kind 1:1_chip).")
+    clone_detection: Literal["none", "active_authentication", "chip_authentication"] = Field(
+        "none", description="Which clone-detection step ran and passed (9303-11 §6, §7)."
+    )
+    active_authentication: str = Field("not_offered", description="not_offered | done | failed")
+    chip_authentication: str = Field("not_offered", description="not_offered | not_done | done")
+    timings_ms: dict[str, float] = Field(
+        default_factory=dict, description="Each read step (access, dg1, dg2, sod, com, dg14, dg15, pa, aa, ca)."
+    )
+
+
 class OutcomeRecord(BaseModel):
     """The transaction log entry (BSI TR-03121-style); never an image or a template.
 
@@ -107,13 +137,15 @@ class OutcomeRecord(BaseModel):
     multi_face_frames: int = 0
     document: DocumentSummary | None = None
     boarding_pass: BoardingPassSummary | None = None
+    chip: ChipSummary | None = Field(None, description="The ePassport chip step (entry mode, chip policy on).")
     passage: PassageResult | None = Field(
         None, description="What the turnstile reported after ACCEPT (passage records only)."
     )
     versions: VersionInfo
     timings_ms: dict[str, float] = Field(
         default_factory=dict,
-        description="capture, engine_<stage> (chosen frame), match, decide, frame_to_open, passage, total.",
+        description="capture, engine_<stage> (chosen frame), chip_wait (session start to the chip step's "
+        "end), match, decide, frame_to_open, passage, total.",
     )
 
 

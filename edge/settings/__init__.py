@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from egate.drivers.camera import CameraConfig
+from egate.drivers.chip.config import ChipReaderConfig
 from egate.drivers.credentials import CREDENTIAL_NAME_PATTERN, CREDENTIAL_NAME_WORDS
 from egate.drivers.document.config import ReaderConfig
 from egate.drivers.turnstile.config import GateDriverConfig
@@ -70,6 +71,7 @@ class Settings(BaseModel):
     health: HealthConfig = Field(default_factory=HealthConfig, description="Health checks and stop budget.")
     engine: EngineConfig = Field(default_factory=EngineConfig, description="Face engine backend and quality.")
     reader: ReaderConfig = Field(default_factory=ReaderConfig, description="Document and boarding-pass reader.")
+    chip: ChipReaderConfig = Field(default_factory=ChipReaderConfig, description="ePassport chip reader (PC/SC).")
     turnstile: TurnstileSection = Field(
         default_factory=default_gate_config, description="Gate controller: its driver (`type`) and link."
     )

@@ -94,6 +94,14 @@ class LaneConfig(BaseModel):
         description="CAPTURING ends after this long even without enough good frames; the best frame seen "
         "so far (if any) is matched and the policy decides (often LOW_QUALITY or CAPTURE_TIMEOUT).",
     )
+    chip_timeout_s: float = Field(
+        8.0,
+        gt=0.0,
+        le=60.0,
+        description="Entry mode with lane.policy.chip on: how long after the document was read the session "
+        "waits for the chip step (card, access control, DG1, DG2, EF.SOD, Passive Authentication) while it "
+        "keeps capturing faces; past it the traveller is referred (CHIP_UNREADABLE, chip reason chip_timeout).",
+    )
     trigger_min_quality: float = Field(
         0.0,
         ge=0.0,

@@ -81,4 +81,12 @@ def check_limits(s: Settings) -> list[LimitIssue]:
                 f"{lane.document_reader_device!r} never reports health: allowed 'document_reader'",
             )
         )
+    if lane.policy.chip != "off" and s.chip.reader is None:
+        issues.append(
+            LimitIssue(
+                ("lane", "policy", "chip"),
+                f"{lane.policy.chip!r} needs a chip reader, but chip.reader is not set: set chip.reader to the PC/SC "
+                'reader\'s name (egate diag chip lists them) or keep lane.policy.chip = "off"',
+            )
+        )
     return issues

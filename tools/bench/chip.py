@@ -23,22 +23,25 @@ LINK_BITS_PER_S = 424_000  # ISO/IEC 14443 high bit rate most ePassports and rea
 GOAL_S = 2.5
 
 
-def _variants() -> list[tuple[str, int | None, bool]]:
-    # (name, PACE parameter id or None for BAC, extended length)
+def _variants() -> list[tuple[str, int | None, bool, bool]]:
+    # (name, PACE parameter id or None for BAC, extended length, Chip Authentication with DG14)
     return [
-        ("pace-brainpoolP256r1-extended", 13, True),
-        ("pace-secp256r1-extended", 12, True),
-        ("bac-extended", None, True),
-        ("bac-short", None, False),
+        ("pace-brainpoolP256r1-extended", 13, True, False),
+        ("pace-brainpoolP256r1-extended-ca", 13, True, True),
+        ("pace-secp256r1-extended", 12, True, False),
+        ("bac-extended", None, True, False),
+        ("bac-short", None, False, False),
     ]
 
 
 def run_bench(runs: int, dg2_bytes: int) -> dict[str, Any]:
+    from cryptography.hazmat.primitives.asymmetric import ec
+
     from egate.drivers.chip.pa import TrustList
     from egate.drivers.chip.pcsc import PcscTransport, wait_for_card
     from egate.drivers.chip.reader import read_document
     from egate.tools.sim.chip.card import PassportCard
-    from egate.tools.sim.chip.passport import build_passport, make_pki, synthetic_face
+    from egate.tools.sim.chip.passport import ID_CA_ECDH_AES_128, build_passport, dg14, make_pki, synthetic_face
     from egate.tools.sim.chip.pcscd import Pcscd
     from egate.tools.sim.chip.vpcd import VpcdCard
 
@@ -54,13 +57,21 @@ def run_bench(runs: int, dg2_bytes: int) -> dict[str, Any]:
         "variants": {},
     }
     with Pcscd():
-        for name, param, extended in _variants():
-            chip = build_passport(pki, face, size, pace_parameter_id=param)
+        ca_key = ec.generate_private_key(ec.BrainpoolP256R1())
+        for name, param, extended, with_ca in _variants():
+            groups = {14: dg14(ca_key.public_key())} if with_ca else None
+            chip = build_passport(pki, face, size, pace_parameter_id=param, extra_groups=groups)
             totals: list[float] = []
             steps: dict[str, list[dict[str, float]]] = {}
             protocol = None
             for _ in range(runs):
-                card = PassportCard(dict(chip.files), chip.key.mrz_information(), extended_length=extended)
+                card = PassportCard(
+                    dict(chip.files),
+                    chip.key.mrz_information(),
+                    extended_length=extended,
+                    ca_private_key=ca_key if with_ca else None,
+                    ca_oid=ID_CA_ECDH_AES_128 if with_ca else None,
+                )
                 with VpcdCard(card):
                     transport = PcscTransport.open(reader, timeout_s=10.0)
                     start = time.perf_counter()
@@ -68,7 +79,7 @@ def run_bench(runs: int, dg2_bytes: int) -> dict[str, Any]:
                     totals.append(time.perf_counter() - start)
                     transport.close()
                 wait_for_card(reader, present=False, timeout_s=10.0)
-                if not result.authentic:
+                if not result.authentic or (with_ca and result.chip_authentication != "done"):
                     raise RuntimeError(f"{name}: read failed: {result.reason} {result.detail}")
                 protocol = result.access_protocol
                 for t in result.timings:

@@ -30,6 +30,8 @@ HINTS = {
     "pa_hash_mismatch": "a data group does not match its signed hash: possible tampering, refer the document",
     "pa_signature": "EF.SOD's signature does not verify: possible tampering, refer the document",
     "pa_malformed": "EF.SOD does not parse: refer the document",
+    "chip_aa_failed": "Active Authentication failed: the chip may be a copy, refer the document",
+    "chip_ca_failed": "Chip Authentication failed: the chip may be a copy, refer the document",
 }
 
 
@@ -123,6 +125,10 @@ def chip_command(
         chip = report.get("chip")
         if chip:
             typer.echo(f"access: {chip['access_protocol']}; authentic: {chip['authentic']}; reason: {chip['reason']}")
+            typer.echo(
+                f"chip authentication: {chip['chip_authentication']}; "
+                f"active authentication: {chip['active_authentication']}"
+            )
             for t in chip["timings"]:
                 typer.echo(
                     f"  {t['step']:6s} {t['apdus']:4d} APDUs {t['bytes_in'] + t['bytes_out']:6d} B {t['seconds']:.3f} s"

@@ -210,6 +210,10 @@ class PassportCard:
     before_command: Callable[[Command], None] | None = None
     # Active Authentication key (the private half of DG15's public key); None: no AA.
     aa_private_key: Any = None
+    # Chip Authentication key (`cryptography` EC private key, the private half of DG14's key) and the
+    # ChipAuthenticationInfo OID it answers to; None: no CA.
+    ca_private_key: Any = None
+    ca_oid: bytes | None = None
     # Counters visible to tests: failed authentications (a retry storm shows here).
     failed_authentications: int = 0
     _app: bool = False
@@ -217,6 +221,8 @@ class PassportCard:
     _sm: _Sm | None = None
     _challenge: bytes | None = None
     _pace: dict[str, object] = field(default_factory=dict)
+    _ca_ready: bool = False
+    _next_sm: _Sm | None = None
 
     def atr(self) -> bytes:
         """A contactless-style ATR whose historical bytes say whether extended Lc/Le work (tag 73)."""
@@ -235,6 +241,8 @@ class PassportCard:
         self._sm = None
         self._challenge = None
         self._pace = {}
+        self._ca_ready = False
+        self._next_sm = None
 
     # ---- keys -----------------------------------------------------------------------------------------
 
@@ -295,6 +303,9 @@ class PassportCard:
             body += _tlv(0x87, b"\x01" + sm.encrypt(out))
         body += _tlv(0x99, sw)
         body += _tlv(0x8E, sm.mac(body))
+        if self._next_sm is not None:
+            # Chip Authentication: its answer still goes out under the old keys, then the new ones hold.
+            self._sm, self._next_sm = self._next_sm, None
         return body + SW_OK
 
     def _dispatch(self, cmd: Command, *, secured: bool) -> tuple[bytes, bytes]:
@@ -417,6 +428,8 @@ class PassportCard:
         return fields[0][1], int.from_bytes(fields[2][1], "big")
 
     def _mse(self, cmd: Command, secured: bool) -> tuple[bytes, bytes]:
+        if cmd.p1 == 0x41 and cmd.p2 == 0xA4:
+            return self._mse_ca(cmd, secured)
         offer = self._pace_offer()
         if cmd.p1 != 0xC1 or cmd.p2 != 0xA4 or offer is None:
             return b"", SW_WRONG_P1P2
@@ -436,7 +449,39 @@ class PassportCard:
         self._sm = None
         return b"", SW_OK
 
+    # ---- Chip Authentication (9303-11 §6.2) ----------------------------------------------------------
+
+    def _mse_ca(self, cmd: Command, secured: bool) -> tuple[bytes, bytes]:
+        if not secured or self.ca_private_key is None:
+            return b"", SW_CONDITIONS
+        try:
+            dos = dict(_objects(cmd.data))
+        except ValueError:
+            return b"", SW_DATA
+        if dos.get(0x80) != self.ca_oid:
+            return b"", SW_DATA
+        self._ca_ready = True
+        return b"", SW_OK
+
+    def _chip_authenticate(self, cmd: Command) -> tuple[bytes, bytes]:
+        """Key agreement with `cryptography` (not the reader's EC code): ECDH(chip static, terminal ephemeral)."""
+        from cryptography.hazmat.primitives.asymmetric import ec
+
+        self._ca_ready = False
+        try:
+            ((tag, inner),) = _objects(cmd.data)
+            dos = dict(_objects(inner)) if tag == 0x7C else {}
+            terminal = ec.EllipticCurvePublicKey.from_encoded_point(self.ca_private_key.curve, dos[0x80])
+        except (ValueError, KeyError):
+            return b"", SW_DATA
+        shared = self.ca_private_key.exchange(ec.ECDH(), terminal)
+        bits = {2: 128, 3: 192, 4: 256}[self.ca_oid[-1]]  # type: ignore[index]
+        self._next_sm = _Sm(True, _kdf(shared, 1, bits), _kdf(shared, 2, bits), 0)
+        return _tlv(0x7C, b""), SW_OK
+
     def _general_authenticate(self, cmd: Command, secured: bool) -> tuple[bytes, bytes]:
+        if self._ca_ready and secured:
+            return self._chip_authenticate(cmd)
         st = self._pace
         if not st:
             return b"", SW_CONDITIONS

@@ -242,6 +242,19 @@ def dg15(public_key: ec.EllipticCurvePublicKey) -> bytes:
     return encode(0x6F, spki)
 
 
+ID_PK_ECDH = bytes.fromhex("04007F000702020102")
+ID_CA_ECDH_AES_128 = bytes.fromhex("04007F00070202030202")
+
+
+def dg14(public_key: ec.EllipticCurvePublicKey, ca_oid: bytes = ID_CA_ECDH_AES_128) -> bytes:
+    """DG14: ChipAuthenticationPublicKeyInfo (named-curve SubjectPublicKeyInfo) and ChipAuthenticationInfo
+    (version 1) in a SET OF SecurityInfo."""
+    spki = public_key.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    key_info = encode(0x30, encode(0x06, ID_PK_ECDH) + spki)
+    ca_info = encode(0x30, encode(0x06, ca_oid) + encode(0x02, b"\x01"))
+    return encode(0x6E, encode(0x31, key_info + ca_info))
+
+
 def build_passport(
     pki: ChipPki,
     face_jpeg: bytes,
