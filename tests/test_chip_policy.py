@@ -17,6 +17,7 @@ from egate.edge.session.policy import (
     Mode,
     PolicyConfig,
     Reason,
+    Reference,
     Verdict,
     decide,
 )
@@ -36,7 +37,7 @@ def entry(chip_policy: str = "when_present", expected: tuple[str, ...] = (), **k
         today=TODAY,
         capture=CaptureFacts(frames_seen=3, single_face_frames=3, chosen_quality=0.9),
         document=DOC,
-        uses_gallery=False,
+        reference=Reference.DOCUMENT,
         policy=PolicyConfig(chip=chip_policy, chip_expected_issuers=list(expected)),  # type: ignore[arg-type]
         comparisons=(PAGE_OK, DG2_OK),
         chip=CHIP_OK,

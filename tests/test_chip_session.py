@@ -16,14 +16,14 @@ from egate.edge.session.records import ChipSummary
 from egate.edge.session.states import Guidance, LaneState
 from egate.edge.settings import ConfigError, load_settings_text
 from egate.edge.settings.lane import LaneConfig, Mode, PolicyConfig
-from tests.lane_fixtures import FUTURE, Lane, healthy, make_lane
+from tests.lane_fixtures import FUTURE, SessionBench, healthy, make_lane
 from tests.test_lane_session import PASS, frames
 
 AUTHENTIC = ChipFacts(present=True, failure=None, dg1_matches_page=True)
 SUMMARY = ChipSummary(result="authentic", access_protocol="PACE-ECDH-GM-AES-128-brainpoolP256r1", dg1_matches_page=True)
 
 
-def chip_lane(policy: str = "when_present", expected: tuple[str, ...] = ()) -> Lane:
+def chip_lane(policy: str = "when_present", expected: tuple[str, ...] = ()) -> SessionBench:
     config = LaneConfig(
         policy=PolicyConfig(chip=policy, chip_expected_issuers=list(expected)),  # type: ignore[arg-type]
         capture_timeout_s=5.0,
@@ -34,13 +34,13 @@ def chip_lane(policy: str = "when_present", expected: tuple[str, ...] = ()) -> L
     return out
 
 
-def passport(lane: Lane, page_face: str | None = None, number: str = "X1234567") -> DocumentRead:
+def passport(lane: SessionBench, page_face: str | None = None, number: str = "X1234567") -> DocumentRead:
     """A document with no gallery subject, read with a chip read started for it (id "r1")."""
     portrait = lane.people.photo(page_face) if page_face else None
     return DocumentRead(number, "UTO", FUTURE, True, portrait, mrz_lines=("P<UTO...", "X1234567..."), chip_read_id="r1")
 
 
-def chip_of(lane: Lane, person: str | None, facts: ChipFacts = AUTHENTIC, read_id: str = "r1") -> ChipRead:
+def chip_of(lane: SessionBench, person: str | None, facts: ChipFacts = AUTHENTIC, read_id: str = "r1") -> ChipRead:
     descriptor = lane.people.photo(person) if person else None
     return ChipRead(read_id, facts, descriptor, SUMMARY if facts.failure is None else ChipSummary(result="failed"))
 

@@ -17,6 +17,7 @@ from egate.edge.session.policy import (
     Mode,
     PolicyConfig,
     Reason,
+    Reference,
     Verdict,
     decide,
 )
@@ -200,7 +201,7 @@ CASES: list[tuple[str, DecisionInputs, Verdict, tuple[Reason, ...]]] = [
         "entry document page face",
         replace(
             ENTRY,
-            uses_gallery=False,
+            reference=Reference.DOCUMENT,
             gallery=GalleryFacts(available=False),
             comparisons=(one(None, 0.8, kind="1:1_document"),),
         ),

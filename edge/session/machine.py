@@ -55,6 +55,7 @@ from egate.edge.session.policy import (
     DocumentFacts,
     GalleryFacts,
     Reason,
+    Reference,
     Verdict,
     decide,
 )
@@ -616,15 +617,16 @@ class SessionController:
         t0 = self._clock.monotonic()
         gallery = GalleryFacts(available=False)
         matcher_error = False
-        uses_gallery = s.mode is not Mode.ENTRY  # entry may use the document page instead
+        # Entry may compare with the document's own portrait instead of a gallery subject.
+        reference = Reference.GALLERY if s.mode is not Mode.ENTRY else Reference.DOCUMENT
         try:
             status = self._matcher.status()
             s.gallery_version = status.version
             gallery = GalleryFacts(available=status.available, expired=status.expired)
             if s.best is not None and s.best.good(self._cfg.policy.min_quality):
-                gallery, uses_gallery = self._compare(s, gallery)
+                gallery, reference = self._compare(s, gallery)
             elif s.mode is not Mode.EXIT:
-                gallery, uses_gallery = self._resolve_subject_only(s, gallery)
+                gallery, reference = self._resolve_subject_only(s, gallery)
         except Exception as exc:  # a failing gallery must give REFER, never a crash or an open gate
             matcher_error = True
             self._log.error("lane_matcher_failed", txn_id=s.txn_id, error=str(exc), error_type=type(exc).__name__)
@@ -652,7 +654,7 @@ class SessionController:
             boarding_pass=self._boarding_facts(s.boarding_pass),
             chip=s.chip_facts,
             matcher_error=matcher_error,
-            uses_gallery=uses_gallery,
+            reference=reference,
             policy=self._cfg.policy,
         )
         decision = decide(inputs)
@@ -688,10 +690,10 @@ class SessionController:
             return self._lookup.by_boarding_pass(s.boarding_pass)
         return None
 
-    def _resolve_subject_only(self, s: _Session, gallery: GalleryFacts) -> tuple[GalleryFacts, bool]:
+    def _resolve_subject_only(self, s: _Session, gallery: GalleryFacts) -> tuple[GalleryFacts, Reference]:
         """No usable frame: still report whether the traveller is known, for the reason codes."""
         if not gallery.available:
-            return gallery, s.mode is not Mode.ENTRY
+            return gallery, Reference.GALLERY if s.mode is not Mode.ENTRY else Reference.DOCUMENT
         subject = self._subject_id(s)
         if (
             s.mode is Mode.ENTRY
@@ -699,10 +701,10 @@ class SessionController:
             and s.document
             and (s.document.portrait_descriptor is not None or s.chip_descriptor is not None)
         ):
-            return gallery, False  # the page or chip portrait was the reference, not the gallery
-        return GalleryFacts(gallery.available, gallery.expired, subject_found=subject is not None), True
+            return gallery, Reference.DOCUMENT  # the page or chip portrait was the reference, not the gallery
+        return GalleryFacts(gallery.available, gallery.expired, subject_found=subject is not None), Reference.GALLERY
 
-    def _compare(self, s: _Session, gallery: GalleryFacts) -> tuple[GalleryFacts, bool]:
+    def _compare(self, s: _Session, gallery: GalleryFacts) -> tuple[GalleryFacts, Reference]:
         assert s.best is not None
         desc = s.best.descriptor
         if s.mode is Mode.EXIT:
@@ -713,24 +715,24 @@ class SessionController:
                     miss = self._matcher.scope_miss(desc, self._scope)
                     if miss is not None:
                         gallery = GalleryFacts(gallery.available, gallery.expired, other_scope=miss)
-            return gallery, True
+            return gallery, Reference.GALLERY
         if s.mode is Mode.ENTRY and s.document is None:
-            return gallery, True  # DOCUMENT_MISSING; nothing to compare against
+            return gallery, Reference.GALLERY  # DOCUMENT_MISSING; nothing to compare against
         if s.mode is Mode.ENTRY and s.chip_descriptor is not None:
             # ICAO 9303-11: the live face against the chip's DG2 portrait. It is added to whatever else is
             # compared (gallery, page portrait) and every 1:1 comparison must pass, so a forged page
             # portrait never outvotes the chip.
-            found, uses_gallery = self._compare_references(s, desc, gallery)
+            found, reference = self._compare_references(s, desc, gallery)
             # Without a gallery subject or a page portrait the chip's portrait is the reference.
-            gallery, uses_gallery = (found, uses_gallery) if s.comparisons else (gallery, False)
+            gallery, reference = (found, reference) if s.comparisons else (gallery, Reference.DOCUMENT)
             chip = replace(self._matcher.compare(desc, s.chip_descriptor), kind="1:1_chip", subject_id=None)
             s.comparisons = [*s.comparisons, chip]
-            return gallery, uses_gallery
+            return gallery, reference
         return self._compare_references(s, desc, gallery)
 
     def _compare_references(
         self, s: _Session, desc: NDArray[np.float32], gallery: GalleryFacts
-    ) -> tuple[GalleryFacts, bool]:
+    ) -> tuple[GalleryFacts, Reference]:
         """Entry and boarding 1:1: the gallery subject of the document / boarding pass, else (entry) the
         document page's portrait."""
         subject = self._subject_id(s) if gallery.available else None
@@ -738,14 +740,14 @@ class SessionController:
             comparison = self._matcher.verify(desc, subject, self._scope)
             if comparison is not None:
                 s.comparisons = [comparison]
-                return GalleryFacts(gallery.available, gallery.expired, subject_found=True), True
+                return GalleryFacts(gallery.available, gallery.expired, subject_found=True), Reference.GALLERY
         if s.mode is Mode.ENTRY and s.document is not None and s.document.portrait_descriptor is not None:
             # ABC entry: compare with the face printed on the document page (no gallery involved).
             s.comparisons = [self._matcher.compare(desc, s.document.portrait_descriptor)]
-            return gallery, False
+            return gallery, Reference.DOCUMENT
         if s.mode is Mode.BOARDING and (s.boarding_pass is None or not s.boarding_pass.valid):
-            return gallery, True  # the boarding-pass reason explains it
-        return GalleryFacts(gallery.available, gallery.expired, subject_found=False), True
+            return gallery, Reference.GALLERY  # the boarding-pass reason explains it
+        return GalleryFacts(gallery.available, gallery.expired, subject_found=False), Reference.GALLERY
 
     def _accept(self, s: _Session) -> None:
         # Write-ahead: the ACCEPT is on disk before the gate is told anything. No commit, no opening.

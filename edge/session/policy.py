@@ -158,6 +158,13 @@ class GalleryFacts:
     other_scope: Literal["flight", "lane"] | None = None
 
 
+class Reference(StrEnum):
+    """What the live face was compared against, so the policy knows whether the gallery's state counts."""
+
+    GALLERY = "gallery"  # a 1:N search or a gallery subject found by document / boarding pass
+    DOCUMENT = "document"  # the document's own portrait (page or chip): no gallery involved
+
+
 @dataclass(frozen=True)
 class DecisionInputs:
     mode: Mode
@@ -170,7 +177,7 @@ class DecisionInputs:
     chip: ChipFacts | None = None
     liveness: bool | None = None  # None: no presentation-attack detection here, ignored
     matcher_error: bool = False
-    uses_gallery: bool = True  # False in entry mode when the reference is the document-page face
+    reference: Reference = Reference.GALLERY
     policy: PolicyConfig = field(default_factory=PolicyConfig)
 
 
@@ -261,7 +268,7 @@ def _boarding_reasons(inputs: DecisionInputs) -> list[Reason]:
 
 
 def _gallery_reasons(inputs: DecisionInputs) -> list[Reason]:
-    if not inputs.uses_gallery:
+    if inputs.reference is Reference.DOCUMENT:
         return []
     g = inputs.gallery
     if not g.available:
