@@ -385,7 +385,7 @@ def test_local_gate_commands_against_the_simulated_controller(tmp_path: Path) ->
         env = {"CREDENTIALS_DIRECTORY": str(creds)}
         code, _, data = run_diag("gate", "status", "--config", config, "--json", env=env)
         assert code == 0 and data["source"] == "local"
-        assert data["result"]["link_state"] == "up" and data["result"]["secure_channel"] is True
+        assert data["result"]["link_state"] == "up" and data["result"]["link_security"] == "secure_channel"
         passages = sim.passages
         code, _, data = run_diag("gate", "cycle", "--passage-time", "3", "--config", config, "--json", env=env)
         assert code == 0, data

@@ -42,7 +42,7 @@ def test_open_passage_then_locked(gate_pair: GatePair) -> None:
     assert last.control_code == OUT_PERMANENT_OFF
     assert pair.events.kinds() == ["passage_completed"]
     status = pair.gate.status()
-    assert status["link_state"] == "up" and status["gate_state"] == "locked" and status["secure_channel"]
+    assert status.link_state == "up" and status.gate_state == "locked" and status.link_security == "secure_channel"
 
 
 def test_open_without_passage_times_out_and_locks(gate_factory: GateFactory) -> None:

@@ -145,7 +145,7 @@ def local_device_checks(settings: Settings, engine: Any = None) -> list[CheckRes
     else:
         credential = None
         if getattr(camera, "credential", None):
-            from egate.edge.service.secrets import CredentialError, read_credential
+            from egate.edge.service.secrets import CredentialError
 
             try:
                 credential = read_credential(camera.credential)
