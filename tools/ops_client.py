@@ -26,6 +26,8 @@ from edge.messages import BundleAck, BundleChunk, CmdAck
 from edge.topics import GateTopics
 
 MessageCallback = Callable[[mqtt.MQTTMessage], None]
+# A broker that closes TCP this often after our MQTT 5 CONNECT, without any CONNACK, speaks 3.1.1 only.
+_SILENT_CLOSES_MEAN_NO_V5 = 2
 
 
 @dataclass(frozen=True)
@@ -131,6 +133,8 @@ class OpsClient:
         self._published: set[int] = set()
         self._published_cond = threading.Condition()
         self.refused: str | None = None
+        self._ever_connected = False
+        self._silent_closes = 0  # connections closed before any CONNACK
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -151,8 +155,18 @@ class OpsClient:
         else:
             self._client.connect_async(self.host, self.port, keepalive=30, clean_start=True)
         self._client.loop_start()
-        if not self._connected.wait(timeout):
+        deadline = time.monotonic() + timeout
+        while not self._connected.wait(min(0.2, max(0.0, deadline - time.monotonic()))):
+            if time.monotonic() >= deadline or (self._v5 and self._silent_closes >= _SILENT_CLOSES_MEAN_NO_V5):
+                break
+        if not self._connected.is_set():
             self.close()
+            if self._v5 and self._silent_closes >= _SILENT_CLOSES_MEAN_NO_V5:
+                raise OpsError(
+                    f"broker {self.host}:{self.port} closed the connection without answering an MQTT 5 CONNECT: "
+                    "it speaks MQTT 3.1.1 only (RabbitMQ 3.x does this)",
+                    "add --protocol 3.1.1 (or set EGATE_OPS_PROTOCOL=3.1.1)",
+                )
             if self.refused:
                 raise OpsError(
                     f"broker {self.host}:{self.port} refused this client: {self.refused}",
@@ -188,6 +202,7 @@ class OpsClient:
             subs = list(self._subs.items())
         if subs:
             client.subscribe(subs)
+        self._ever_connected = True
         self._connected.set()
 
     def _on_disconnect(
@@ -198,6 +213,8 @@ class OpsClient:
         rc: ReasonCode,
         props: Properties | None,
     ) -> None:
+        if not self._connected.is_set() and not self._ever_connected and self.refused is None:
+            self._silent_closes += 1
         self._connected.clear()
         self._next_host(client)
 

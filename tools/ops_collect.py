@@ -31,17 +31,27 @@ import typer
 
 from edge.topics import split_topic
 from tools.ops_client import OpsClient, OpsError
-from tools.ops_link import _CA, _CERT, _HOST, _JSON, _KEY, _PORT, _PREFIX, _PWFILE, _USER, _Conn, _fail
+from tools.ops_link import (
+    _CA,
+    _CERT,
+    _HOST,
+    _JSON,
+    _KEY,
+    _NODES,
+    _PORT,
+    _PREFIX,
+    _PROTOCOL,
+    _PWFILE,
+    _USER,
+    _Conn,
+    _fail,
+)
 from tools.ops_store import Gap, Store, StoreError
 
 log = structlog.get_logger(__name__)
 
 DEFAULT_DB = "egate-ops.sqlite"
 _DB = typer.Option(DEFAULT_DB, "--db", envvar="EGATE_OPS_DB", help="SQLite file or postgresql:// URL.")
-_PROTOCOL = typer.Option("5", "--protocol", envvar="EGATE_OPS_PROTOCOL", help="MQTT version: 5 or 3.1.1.")
-_NODES = typer.Option(
-    None, "--node", envvar="EGATE_OPS_NODES", help="Further broker cluster nodes as host:port (repeatable)."
-)
 
 TOPICS = ("outcome", "event", "status", "bundle/ack", "cmd/ack")
 
@@ -250,21 +260,6 @@ def parse_since(text: str, now: float | None = None) -> float:
     return parsed.timestamp()
 
 
-def parse_nodes(nodes: list[str] | None) -> list[tuple[str, int]]:
-    out = []
-    for node in nodes or []:
-        for part in node.split(","):
-            host, _, port = part.strip().rpartition(":")
-            if not host or not port.isdigit():
-                raise typer.BadParameter(f"{part!r}: use host:port")
-            out.append((host, int(port)))
-    return out
-
-
-def ops_client(conn: _Conn, protocol: str, nodes: list[str] | None, **extra: Any) -> OpsClient:
-    return conn.client(protocol=protocol, fallback_hosts=parse_nodes(nodes), **extra)
-
-
 # ---------------------------------------------------------------- commands
 
 
@@ -291,7 +286,7 @@ def collect_command(
     prefix: str = _PREFIX,
 ) -> None:
     """Store every outcome, event, status and ack into the ops database (SQLite or PostgreSQL)."""
-    conn = _Conn(host, port, ca, cert, key, user, password_file, prefix)
+    conn = _Conn.of(host, port, ca, cert, key, user, password_file, prefix, protocol, nodes)
     try:
         store = Store.open(db)
     except (StoreError, OSError) as exc:
@@ -305,10 +300,7 @@ def collect_command(
         else:
             typer.echo(" ".join(f"{k}={v}" for k, v in line.items()))
 
-    client = ops_client(
-        conn,
-        protocol,
-        nodes,
+    client = conn.client(
         client_id=client_id,
         session_expiry_s=session_expiry,
         manual_ack=True,
@@ -327,7 +319,7 @@ def collect_command(
     if rollouts:
         from tools.ops_rollout import RolloutResumer
 
-        resumer = RolloutResumer(store, conn_factory=lambda: ops_client(conn, protocol, nodes), emit=emit)
+        resumer = RolloutResumer(store, conn_factory=conn.client, emit=emit)
         collector.add_status_listener(resumer.gate_status)
     try:
         collector.start()

@@ -1,8 +1,9 @@
 """`egate ops watch|push|cmd`: the central-ops end of the MQTT contract (docs/mqtt.md).
 
-Connection options are shared by the three commands and default from the environment
-(`EGATE_OPS_HOST`, `EGATE_OPS_PORT`, `EGATE_OPS_CA`, `EGATE_OPS_CERT`, `EGATE_OPS_KEY`, `EGATE_OPS_USER`,
-`EGATE_OPS_PASSWORD_FILE`), so an ops workstation sets them once.
+Connection options are defined here once, shared by every ops command that talks to the broker
+(watch, push, cmd, collect, rollout), and default from the environment (`EGATE_OPS_HOST`,
+`EGATE_OPS_PORT`, `EGATE_OPS_CA`, `EGATE_OPS_CERT`, `EGATE_OPS_KEY`, `EGATE_OPS_USER`,
+`EGATE_OPS_PASSWORD_FILE`, `EGATE_OPS_PROTOCOL`, `EGATE_OPS_NODES`), so an ops workstation sets them once.
 """
 
 from __future__ import annotations
@@ -34,7 +35,27 @@ _KEY = typer.Option(None, "--tls-key", envvar="EGATE_OPS_KEY", help="TLS client 
 _USER = typer.Option(None, "--user", envvar="EGATE_OPS_USER", help="MQTT user name.")
 _PWFILE = typer.Option(None, "--password-file", envvar="EGATE_OPS_PASSWORD_FILE", help="File holding the password.")
 _PREFIX = typer.Option("egate/v1", "--prefix", help="Topic prefix (link.topic_prefix of the gates).")
+_PROTOCOL = typer.Option(
+    "5", "--protocol", envvar="EGATE_OPS_PROTOCOL", help="MQTT version: 5, or 3.1.1 (RabbitMQ 3.x, older brokers)."
+)
+_NODES = typer.Option(
+    None, "--node", envvar="EGATE_OPS_NODES", help="Further broker cluster nodes as host:port (repeatable)."
+)
 _JSON = typer.Option(False, "--json", help="Machine-readable JSON output.")
+
+PROTOCOLS = ("5", "3.1.1")
+
+
+def parse_nodes(nodes: list[str] | None) -> tuple[tuple[str, int], ...]:
+    """`--node host:port` values (each may also list several, comma-separated)."""
+    out = []
+    for node in nodes or []:
+        for part in node.split(","):
+            host, _, port = part.strip().rpartition(":")
+            if not host or not port.isdigit():
+                raise typer.BadParameter(f"{part!r}: use host:port", param_hint="--node")
+            out.append((host, int(port)))
+    return tuple(out)
 
 
 @dataclass(frozen=True)
@@ -47,25 +68,61 @@ class _Conn:
     user: str | None
     password_file: Path | None
     prefix: str
+    protocol: str = "5"
+    nodes: tuple[tuple[str, int], ...] = ()  # further cluster nodes, tried in turn
+
+    @classmethod
+    def of(
+        cls,
+        host: str,
+        port: int,
+        ca: Path | None,
+        cert: Path | None,
+        key: Path | None,
+        user: str | None,
+        password_file: Path | None,
+        prefix: str,
+        protocol: str = "5",
+        nodes: list[str] | None = None,
+    ) -> _Conn:
+        """From the shared CLI options (checks --protocol and --node)."""
+        if protocol not in PROTOCOLS:
+            raise typer.BadParameter(f"{protocol!r}: use 5 or 3.1.1", param_hint="--protocol")
+        return cls(host, port, ca, cert, key, user, password_file, prefix, protocol, parse_nodes(nodes))
 
     def client(self, **extra: Any) -> OpsClient:
-        if self.port == 8883 and self.ca is None:
+        """A client of the first node (the others as fallbacks); `extra` goes to OpsClient."""
+        return self.client_at(self.host, self.port, fallback_hosts=list(self.nodes), **extra)
+
+    def client_at(self, host: str, port: int, **extra: Any) -> OpsClient:
+        if port == 8883 and self.ca is None:
             raise OpsError(
                 "port 8883 is MQTT over TLS but no --ca was given (the connection would wait in vain)",
                 "give the broker's CA with --ca (or EGATE_OPS_CA), or --port 1883 for a plain lab broker",
             )
         tls = OpsTls(self.ca, self.cert, self.key) if self.ca is not None else None
         password = self.password_file.read_text().strip() if self.password_file is not None else None
-        return OpsClient(
-            self.host,
-            self.port,
-            prefix=self.prefix,
-            tls=tls,
-            username=self.user,
-            password=password,
-            check_reach=True,
-            **extra,
-        )
+        options: dict[str, Any] = {"protocol": self.protocol, "check_reach": True, **extra}
+        return OpsClient(host, port, prefix=self.prefix, tls=tls, username=self.user, password=password, **options)
+
+    def require_online(self, client: OpsClient, site: str, gate: str) -> None:
+        """The gate's retained status must say online. On a cluster every node is asked (RabbitMQ keeps a
+        retained message on the node it was published to) and the newest status counts."""
+        others: list[OpsClient] = []
+        for host, port in [(self.host, self.port), *self.nodes]:
+            if (host, port) == (client.host, client.port):
+                continue
+            try:
+                probe = self.client_at(host, port)
+                probe.connect(timeout=10)
+            except OpsError:
+                continue  # a node that is down holds nothing we could read
+            others.append(probe)
+        try:
+            require_online(client, site, gate, also=others)
+        finally:
+            for probe in others:
+                probe.close()
 
 
 def _fail(message: str, as_json: bool, code: int = 2, hint: str = "") -> None:
@@ -174,13 +231,15 @@ def watch_command(
     user: str | None = _USER,
     password_file: Path | None = _PWFILE,
     prefix: str = _PREFIX,
+    protocol: str = _PROTOCOL,
+    nodes: list[str] | None = _NODES,
 ) -> None:
     """Print outcomes (decision, reasons, score), events and status of every gate of a site, live.
 
     On a terminal a live table; piped, one line per message, flushed at once. Says when the broker
     connection is lost and when it is back.
     """
-    conn = _Conn(host, port, ca, cert, key, user, password_file, prefix)
+    conn = _Conn.of(host, port, ca, cert, key, user, password_file, prefix, protocol, nodes)
     inbox: queue.SimpleQueue[tuple[str, str, str, bool, Any]] = queue.SimpleQueue()
 
     def on_message(m: Any) -> None:
@@ -193,7 +252,7 @@ def watch_command(
     except OpsError as exc:
         _fail_ops(exc, as_json)
     deadline = time.monotonic() + timeout if timeout > 0 else None
-    link = _BrokerWatch(client, f"{host}:{port}")
+    link = _BrokerWatch(client)
     try:
         if as_json:
             _watch_json(inbox, count, deadline, link)
@@ -210,9 +269,8 @@ def watch_command(
 class _BrokerWatch:
     """Turns the client's connection state into messages when it changes (lost / back)."""
 
-    def __init__(self, client: OpsClient, where: str) -> None:
+    def __init__(self, client: OpsClient) -> None:
         self.client = client
-        self.where = where
         self.up = True
 
     def change(self) -> tuple[str, str, str, bool, Any] | None:
@@ -220,10 +278,11 @@ class _BrokerWatch:
         if now == self.up:
             return None
         self.up = now
+        where = f"{self.client.host}:{self.client.port}"  # on a cluster: the node now in use
         text = (
-            f"broker {self.where} connection back at {datetime.now():%H:%M:%S}"
+            f"broker {where} connection back at {datetime.now():%H:%M:%S}"
             if now
-            else f"broker {self.where} connection LOST at {datetime.now():%H:%M:%S}; reconnecting"
+            else f"broker {where} connection LOST at {datetime.now():%H:%M:%S}; reconnecting"
         )
         return ("", "", "broker", False, {"connected": now, "message": text})
 
@@ -393,13 +452,15 @@ def push_command(
     user: str | None = _USER,
     password_file: Path | None = _PWFILE,
     prefix: str = _PREFIX,
+    protocol: str = _PROTOCOL,
+    nodes: list[str] | None = _NODES,
 ) -> None:
     """Send a bundle to a gate in chunks (resuming over reconnects) and wait for its ack.
 
     Checks first that the file is a signed bundle and that the gate is online (its retained status):
     an unknown, offline or stopped gate fails at once with the reason. Exit 0 applied, 1 rejected.
     """
-    conn = _Conn(host, port, ca, cert, key, user, password_file, prefix)
+    conn = _Conn.of(host, port, ca, cert, key, user, password_file, prefix, protocol, nodes)
     shown = _Progress(not as_json)
     try:
         data, header = bundle_header_of(file)
@@ -409,7 +470,7 @@ def push_command(
             )
         progress = PushProgress()
         with conn.client() as client:
-            require_online(client, site, gate)
+            conn.require_online(client, site, gate)
 
             def before_send(index: int) -> None:
                 shown.say(f"sending chunk {index + 1}/{progress.count} of {file.name} to {site}/{gate}")
@@ -514,6 +575,8 @@ def cmd_command(
     user: str | None = _USER,
     password_file: Path | None = _PWFILE,
     prefix: str = _PREFIX,
+    protocol: str = _PROTOCOL,
+    nodes: list[str] | None = _NODES,
 ) -> None:
     """Send a signed command to a gate and wait for its ack (exit 0 done, 1 refused by the gate).
 
@@ -560,7 +623,7 @@ def cmd_command(
             as_json,
             hint="drop --key-id: it is read from the key",
         )
-    conn = _Conn(host, port, ca, cert, key, user, password_file, prefix)
+    conn = _Conn.of(host, port, ca, cert, key, user, password_file, prefix, protocol, nodes)
     try:
         cmd_id, raw = build_signed_command(
             site=site,
@@ -572,7 +635,7 @@ def cmd_command(
             valid_for_s=valid_for,
         )
         with conn.client() as client:
-            require_online(client, site, gate)
+            conn.require_online(client, site, gate)
             ack = client.send_command(site, gate, raw, cmd_id=cmd_id, timeout=timeout)
     except (OpsError, PrecheckError) as exc:
         _fail_ops(exc, as_json)

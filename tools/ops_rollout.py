@@ -32,8 +32,7 @@ import typer
 
 from edge.topics import split_topic
 from tools.ops_client import GateOffline, OpsClient, OpsError, PushProgress, read_bundle_file
-from tools.ops_collect import _NODES, _PROTOCOL
-from tools.ops_link import _CA, _CERT, _HOST, _KEY, _PORT, _PREFIX, _PWFILE, _USER
+from tools.ops_link import _CA, _CERT, _HOST, _KEY, _NODES, _PORT, _PREFIX, _PROTOCOL, _PWFILE, _USER
 from tools.ops_store import Store, StoreError
 
 log = structlog.get_logger(__name__)
@@ -559,10 +558,9 @@ def rollout_command(
     prefix: str = _PREFIX,
 ) -> None:
     """Push a bundle to many gates in parallel; resumable (run it again); ends with a report."""
-    from tools.ops_collect import ops_client
     from tools.ops_link import _Conn, _fail
 
-    conn = _Conn(host, port, ca, cert, key, user, password_file, prefix)
+    conn = _Conn.of(host, port, ca, cert, key, user, password_file, prefix, protocol, nodes)
     if (gates is None) == (gates_file is None):
         _fail("give --gates or --gates-file (one of them)", as_json)
     try:
@@ -582,7 +580,7 @@ def rollout_command(
     plan, progress = state.create_or_resume(kind, bundle, data, site, targets, deadline)
     wanted = set(targets)
     progress = {g: p for g, p in progress.items() if g in wanted}
-    client = ops_client(conn, protocol, nodes)
+    client = conn.client()
     try:
         client.connect()
     except OpsError as exc:
@@ -603,7 +601,7 @@ def rollout_command(
     # Gates this run sees coming online also get earlier rollouts still pending for them (past deadline).
     resumer = RolloutResumer(
         store,
-        conn_factory=lambda: ops_client(conn, protocol, nodes),
+        conn_factory=conn.client,
         chunk_bytes=chunk_bytes,
         offline_after_s=offline_after,
         exclude={plan.id},
