@@ -77,7 +77,7 @@ def test_publish_refused_by_rabbitmq_acl_is_parked_and_the_rest_flows(rabbit: Ra
         wait_until(lambda: len(events()) >= 4, 30, "ops receives every event")
         assert events() == [1, 3, 4, 5]
         assert link.stats().parked == 1
-        assert "seq 2" in link.publish_refused.message
+        assert link.publish_refused is not None and "seq 2" in link.publish_refused.message
         # Later traffic keeps flowing: the link is not stuck behind the refused outcome.
         outbox.append("event", _event(6))
         wait_until(lambda: outbox.depth() == 1 and link.connected, 30, "a new event goes out")

@@ -26,6 +26,8 @@ from edge.messages import BundleAck, BundleChunk, CmdAck
 from edge.topics import GateTopics
 
 MessageCallback = Callable[[mqtt.MQTTMessage], None]
+# Longest wait between probes of a transfer whose gate stays silent (probes start at `probe_s`).
+_PROBE_MAX_S = 30.0
 # A broker that closes TCP this often after our MQTT 5 CONNECT, without any CONNACK, speaks 3.1.1 only.
 _SILENT_CLOSES_MEAN_NO_V5 = 2
 
@@ -379,6 +381,8 @@ class OpsClient:
 
         last_sent: dict[int, float] = {}
         pending: list[int] = []
+        # When each copy of the last chunk went out: the gate answers every one with what it still misses.
+        asked: list[float] = []
 
         def send(index: int) -> None:
             # A small window of unacknowledged chunks keeps memory flat for big bundles.
@@ -388,6 +392,8 @@ class OpsClient:
                 prog.broker_acked += 1
             pending.append(self.publish(topics.bundle(kind), chunk_bytes_of(index), qos=1).mid)
             last_sent[index] = time.monotonic()
+            if index == count - 1:
+                asked.append(last_sent[index])
 
         deadline = time.monotonic() + timeout
         try:
@@ -405,7 +411,7 @@ class OpsClient:
                         before_send(index)
                     send(index)
                     prog.sent += 1
-            return self._finish_push(acks, send, last_sent, prog, count, probe_s, deadline, tid, site, gate)
+            return self._finish_push(acks, send, last_sent, asked, prog, count, probe_s, deadline, tid, site, gate)
         finally:
             self.unsubscribe_callback(topics.bundle_ack, on_ack)
 
@@ -414,6 +420,7 @@ class OpsClient:
         acks: queue.SimpleQueue[BundleAck],
         send: Callable[[int], None],
         last_sent: dict[int, float],
+        asked: list[float],
         prog: PushProgress,
         count: int,
         probe_s: float,
@@ -422,23 +429,39 @@ class OpsClient:
         site: str,
         gate: str,
     ) -> BundleAck:
+        """Wait for the final ack; answer `receiving` acks by sending what the gate misses.
+
+        The broker delivers one publisher's messages to a subscriber in order, so when the gate answers
+        a copy of the last chunk, every chunk sent before that copy has reached it or is lost: only those
+        are sent again. Chunks sent later may still be on their way through a busy broker; re-sending
+        them would add load exactly when the broker is slow. Silence is answered with a probe (the last
+        chunk again), less often while nothing changes (a gate verifying a big bundle on a busy CPU).
+        """
         timeout = deadline - time.monotonic()
+        wait = probe_s
+        best = -1
         while time.monotonic() < deadline:
             try:
-                ack = acks.get(timeout=probe_s)
+                ack = acks.get(timeout=min(wait, max(0.0, deadline - time.monotonic())))
             except queue.Empty:
+                if time.monotonic() >= deadline:
+                    break
                 prog.history.append("probe")
                 send(count - 1)
+                wait = min(wait * 2, _PROBE_MAX_S)
                 continue
             if ack.status in ("applied", "rejected"):
                 prog.history.append(ack.status)
                 return ack
             prog.receiving_acks += 1
             prog.history.append(f"receiving {ack.received}/{ack.count}")
-            now = time.monotonic()
+            if ack.received > best:
+                best, wait = ack.received, probe_s  # progress: back to quick probes
+            # The copy of the last chunk this ack answers (acks come in order); unknown: one probe ago.
+            answered = asked.pop(0) if asked else time.monotonic() - probe_s
             for first, last in ack.missing:
                 for index in range(first, last + 1):
-                    if index not in last_sent or now - last_sent[index] > probe_s:
+                    if index not in last_sent or last_sent[index] < answered:
                         fresh = index not in last_sent
                         send(index)
                         if fresh:
