@@ -583,16 +583,17 @@ class MqttLink:
         self._connected_at = time.monotonic()
         self._last_error = None
         self._settled.clear()
+        qos = self._config.downlink_qos
         if self._protocol == MQTTProtocolVersion.MQTTv5:
             # no_local: bundle/+ also matches our own bundle/ack uplink (MQTT 5.0 section 3.8.3.1).
             _rc, sub_mid = client.subscribe(
                 [
-                    (self.topics.bundle_wildcard, SubscribeOptions(qos=1, noLocal=True)),
-                    (self.topics.cmd, SubscribeOptions(qos=1, noLocal=True)),
+                    (self.topics.bundle_wildcard, SubscribeOptions(qos=qos, noLocal=True)),
+                    (self.topics.cmd, SubscribeOptions(qos=qos, noLocal=True)),
                 ]
             )
         else:
-            _rc, sub_mid = client.subscribe([(self.topics.bundle_wildcard, 1), (self.topics.cmd, 1)])
+            _rc, sub_mid = client.subscribe([(self.topics.bundle_wildcard, qos), (self.topics.cmd, qos)])
         # `online` goes after the subscriptions: once ops sees it, commands reach the gate.
         info = client.publish(self.topics.status, self._status_bytes("online"), qos=1, retain=True)
         # Answers come on this (paho's) thread after this callback: no lock needed.

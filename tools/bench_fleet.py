@@ -169,6 +169,15 @@ class CollectorProcess:
         if first.get("event") != "collecting":
             raise RuntimeError(f"collector did not start: {first} {self.log.read_text()[-2000:]}")
 
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
     def wait(self) -> dict[str, Any]:
         assert self.proc.stdout is not None
         last: dict[str, Any] = {}
@@ -294,25 +303,32 @@ def _run(
         GateSpec(g, cluster.host, ports[i % len(ports)], gate_username("rabbitmq", SITE, g), passwords[g])
         for i, g in enumerate(names)
     ]
-    with SimGatePool(workdir, SITE, specs, processes=processes) as pool:
-        return _phases(
-            cluster,
-            pool,
-            names,
-            stores,
-            collectors,
-            ops_password,
-            outcomes=outcomes,
-            offline=offline,
-            gallery_bytes=gallery_bytes,
-            kill_node=kill_node,
-            late_s=late_s,
-            timeout_s=timeout_s,
-            workdir=workdir,
-            users_s=users_s,
-            concurrency=concurrency,
-            chunk_bytes=chunk_bytes,
-        )
+    # Downlink QoS 0 (link.downlink_qos): RabbitMQ 3.10 makes a clean session's QoS 1 subscription a durable
+    # classic queue on the gate's node; after that node was killed, dozens of gates found theirs "home node
+    # down" for good and could not subscribe again (docs/fleet.md). A QoS 0 subscription queue is transient.
+    try:
+        with SimGatePool(workdir, SITE, specs, processes=processes, downlink_qos=0) as pool:
+            return _phases(
+                cluster,
+                pool,
+                names,
+                stores,
+                collectors,
+                ops_password,
+                outcomes=outcomes,
+                offline=offline,
+                gallery_bytes=gallery_bytes,
+                kill_node=kill_node,
+                late_s=late_s,
+                timeout_s=timeout_s,
+                workdir=workdir,
+                users_s=users_s,
+                concurrency=concurrency,
+                chunk_bytes=chunk_bytes,
+            )
+    finally:
+        for collector in collectors.values():
+            collector.stop()  # after an error or Ctrl-C: not left running until their own timeout
 
 
 def _phases(
@@ -478,6 +494,7 @@ def _phases(
         "broker": "rabbitmq 3-node cluster (MQTT 3.1.1, quorum queues)",
         "gates": gates,
         "sim_processes": pool.processes,
+        "gate_downlink_qos": 0,
         "all_connected": connected == gates,
         "connected": connected,
         "connect_s": round(connect_s, 1),

@@ -47,6 +47,7 @@ class SimGatePool:
         processes: int = 4,
         protocol: str = "3.1.1",
         reconnect_max_s: float = 5.0,
+        downlink_qos: int = 1,
         seed: int = 19,
     ) -> None:
         self.workdir = Path(workdir)
@@ -56,6 +57,7 @@ class SimGatePool:
         self._owner = {s.gate: i % self.processes for i, s in enumerate(specs)}
         self._protocol = protocol
         self._reconnect_max_s = reconnect_max_s
+        self._downlink_qos = downlink_qos
         self._seed = seed
         self._procs: list[subprocess.Popen[str]] = []
         self._logs: list[IO[bytes]] = []
@@ -84,6 +86,7 @@ class SimGatePool:
                     "gates": mine,
                     "protocol": self._protocol,
                     "reconnect_max_s": self._reconnect_max_s,
+                    "downlink_qos": self._downlink_qos,
                     "seed": self._seed,
                 },
             )
@@ -168,6 +171,7 @@ class _Worker:
         self.site = str(init["site"])
         self.protocol = str(init["protocol"])
         self.reconnect_max_s = float(init["reconnect_max_s"])
+        self.downlink_qos = int(init.get("downlink_qos", 1))
         self.specs = {g["gate"]: GateSpec(**g) for g in init["gates"]}
         self.rngs = {g: random.Random(f"{init['seed']}/{g}") for g in self.specs}
         self.running: dict[str, SimGate] = {}
@@ -192,6 +196,7 @@ class _Worker:
                 password=spec.password,
                 protocol=self.protocol,
                 reconnect_max_s=self.reconnect_max_s,
+                downlink_qos=self.downlink_qos,
             )
             sim.applied = self.applied[g]  # survives a restart of the simulated gate
             sim.start()
