@@ -524,7 +524,9 @@ def fleet_command(
     workdir = Path(tempfile.mkdtemp(prefix="egate-bench-fleet-"))
     pg: Postgres | None = None
     try:
-        with RabbitCluster(workdir / "rabbit") as cluster:
+        # 1 GB per node: a rollout holds chunks for 16 gates at once in the broker; at the tests' 400 MB the
+        # node taking the ops connection kept raising its memory alarm, which blocks every publisher.
+        with RabbitCluster(workdir / "rabbit", memory_mb=1024) as cluster:
             if postgres:
                 pg = Postgres()
                 pg.start()

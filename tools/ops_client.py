@@ -274,14 +274,35 @@ class OpsClient:
     # ------------------------------------------------------------------ primitives
 
     def subscribe(
-        self, topic_filter: str, callback: MessageCallback | None, qos: int = 1, timeout: float = 10.0
+        self,
+        topic_filter: str,
+        callback: MessageCallback | None,
+        qos: int = 1,
+        timeout: float = 10.0,
+        *,
+        retained: bool = False,
     ) -> None:
         """Subscribe and wait for the SUBACK, so nothing published afterwards is missed (`callback` None:
-        one registered with `add_callback` takes the messages)."""
+        one registered with `add_callback` takes the messages). A filter an existing subscription already
+        covers (a gate's topic under a site wildcard) only adds the callback: on a RabbitMQ cluster every
+        SUBSCRIBE is a binding written cluster-wide, seconds each on a loaded machine. `retained`: always
+        SUBSCRIBE, since the broker sends retained messages only in answer to a SUBSCRIBE."""
         with self._lock:
-            self._subs[topic_filter] = qos
+            covered = not retained and any(
+                existing == topic_filter
+                or (
+                    "+" not in topic_filter
+                    and "#" not in topic_filter
+                    and mqtt.topic_matches_sub(existing, topic_filter)
+                )
+                for existing, existing_qos in self._subs.items()
+                if existing_qos >= qos
+            )
             if callback is not None:
                 self._callbacks.append((topic_filter, callback))
+            if covered:
+                return
+            self._subs[topic_filter] = qos
         done = threading.Event()
         with self._suback_lock:
             # Under the lock so the SUBACK (network thread) cannot arrive before its event is registered.
@@ -396,6 +417,11 @@ class OpsClient:
             if offline_after_s is not None:
                 send(count - 1)
                 prog.sent += 1
+                # The gate's time to answer counts from when the broker took the chunk: a busy broker
+                # (or one blocking publishers over its memory alarm) must not make a gate look offline.
+                if not self.wait_published(pending.pop(), max(0.0, deadline - time.monotonic())):
+                    raise OpsError(f"broker did not accept chunks of transfer {tid} within {timeout} s")
+                prog.broker_acked += 1
                 try:
                     first = acks.get(timeout=offline_after_s)
                 except queue.Empty:

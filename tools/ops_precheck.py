@@ -81,7 +81,7 @@ def _local(ts: datetime | None) -> str:
 def gate_presence(client: OpsClient, site: str, gate: str, wait_s: float = STATUS_WAIT_S) -> GatePresence | None:
     """The gate's retained status, or None when no gate of that id ever reported to this broker."""
     got: queue.SimpleQueue[bytes] = queue.SimpleQueue()
-    client.subscribe(client.topics(site, gate).status, lambda message: got.put(bytes(message.payload)))
+    client.subscribe(client.topics(site, gate).status, lambda message: got.put(bytes(message.payload)), retained=True)
     try:
         payload = got.get(timeout=wait_s)
     except queue.Empty:
@@ -109,7 +109,7 @@ def known_gates(client: OpsClient, site: str, wait_s: float = 1.0) -> list[str]:
         if len(parts) >= 2:
             got.put(parts[-2])
 
-    client.subscribe(topic, on_message)
+    client.subscribe(topic, on_message, retained=True)
     found: set[str] = set()
     try:
         while True:

@@ -289,6 +289,8 @@ class RolloutRunner:
         """Until every gate is applied/rejected or the deadline passes (or stop()); returns the report."""
         for topic in ("status", "health", "outcome", "event"):
             self.client.subscribe(f"{self.client.prefix}/{self.plan.site}/+/{topic}", self._on_message)
+        # One subscription for every gate's bundle acks (each push then only adds its callback).
+        self.client.subscribe(f"{self.client.prefix}/{self.plan.site}/+/bundle/ack", None)
         workers = [
             threading.Thread(target=self._work, name=f"egate-rollout-{i}", daemon=True) for i in range(self.concurrency)
         ]
