@@ -583,7 +583,7 @@ class MqttLink:
         self._connected_at = time.monotonic()
         self._last_error = None
         self._settled.clear()
-        qos = self._config.downlink_qos
+        qos: int = self._config.downlink_qos
         if self._protocol == MQTTProtocolVersion.MQTTv5:
             # no_local: bundle/+ also matches our own bundle/ack uplink (MQTT 5.0 section 3.8.3.1).
             _rc, sub_mid = client.subscribe(
