@@ -924,6 +924,9 @@ class MqttLink:
                 elif task == "fallback":
                     self._fallback_to_311()
                 elif task == "renew":
+                    if self._quick_closes:
+                        # A fresh client connects at once: keep the back-off of a broker ending sessions.
+                        self._stopping.wait(self._reconnect_delay_s())
                     self._replace_client()
             except Exception as exc:  # one bad message must not kill the downlink
                 self._log.error("link_task_failed", task=task, error=type(exc).__name__)
