@@ -3,10 +3,20 @@
 from __future__ import annotations
 
 import json
+import os
+import threading
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
+import typer
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from typer.testing import CliRunner
 
+from egate.edge.trust.bundles import BundleScope, CommandPayload, sign_bundle, split_envelope
+from egate.edge.uplink.messages import BundleAck, CmdAck
+from egate.tools.ops import link as ops_link
 from egate.tools.ops.broker_acl import rabbitmq_gate_permissions
 from tests.broker import Mosquitto, wait_until
 from tests.fleet_clients import Peer, gate_link
@@ -67,7 +77,7 @@ def test_publish_refused_by_rabbitmq_acl_is_parked_and_the_rest_flows(rabbit: Ra
         wait_until(lambda: len(events()) >= 4, 30, "ops receives every event")
         assert events() == [1, 3, 4, 5]
         assert link.stats().parked == 1
-        assert "seq 2" in link.publish_refused.message
+        assert link.publish_refused is not None and "seq 2" in link.publish_refused.message
         # Later traffic keeps flowing: the link is not stuck behind the refused outcome.
         outbox.append("event", _event(6))
         wait_until(lambda: outbox.depth() == 1 and link.connected, 30, "a new event goes out")
@@ -104,3 +114,111 @@ def test_publish_refused_by_mosquitto_v5_is_parked_and_the_rest_flows(tmp_path: 
         finally:
             link.close()
             ops.close()
+
+
+def _ops_cli() -> typer.Typer:
+    app = typer.Typer()
+    ops_link.register(app)
+
+    @app.callback()
+    def _root() -> None:
+        """ops watch|push|cmd under test."""
+
+    return app
+
+
+@pytest.mark.slow
+def test_ops_watch_push_and_cmd_work_on_the_rabbitmq_cluster_over_311(rabbit: Rabbit, tmp_path: Path) -> None:
+    # The gate is on node 0; ops connects to node 1 and names the others with --node: the gate's
+    # retained status lives only on node 0, and push/cmd must still find it online there.
+    site, gate = "site-w", "gate-01"
+    user, password = rabbit.gate_account(site, gate)
+    pwfile = tmp_path / "ops-password"
+    pwfile.write_text(rabbit.ops_password)
+    nodes = [f"{rabbit.host}:{port}" for port in (rabbit.ports[0], rabbit.ports[2])]
+    conn = ["--host", rabbit.host, "--port", str(rabbit.ports[1]), "--user", OPS_USER, "--password-file", str(pwfile)]
+    cluster = [*conn, "--protocol", "3.1.1", "--node", nodes[0], "--node", nodes[1]]
+    signing = Ed25519PrivateKey.generate()
+    key_file = tmp_path / "ops.key"
+    key_file.write_bytes(
+        signing.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+    )
+    bundles: list[bytes] = []
+
+    def on_bundle(kind: str, data: bytes) -> BundleAck:
+        bundles.append(data)
+        return BundleAck.applied()
+
+    def on_command(raw: bytes) -> CmdAck:
+        command = CommandPayload.model_validate_json(raw[split_envelope(raw).payload_offset :])
+        return CmdAck.done(command.command_id, f"{command.name} {command.args}")
+
+    outbox, link = gate_link(tmp_path, site, gate, rabbit.host, rabbit.ports[0], user, password, protocol="3.1.1")
+    link.set_bundle_handler(on_bundle)
+    link.set_command_handler(on_command)
+    link.start()
+    stop = threading.Event()
+
+    def keep_deciding() -> None:
+        # Pacing, not synchronisation: outcomes keep coming until the watcher has seen enough.
+        n = 0
+        while not stop.wait(0.2):
+            n += 1
+            outbox.append("outcome", _outcome(n))
+
+    feeder = threading.Thread(target=keep_deciding)
+    try:
+        assert link.wait_connected(30), link.last_error
+        runner = CliRunner()
+        # Without --protocol the v5 CONNECT is closed unanswered: said as such, with the fix.
+        v5 = runner.invoke(_ops_cli(), ["watch", "--site", site, "--json", "--timeout", "20", *conn])
+        assert v5.exit_code == 2 and "--protocol 3.1.1" in v5.output, v5.output
+
+        feeder.start()
+        watch = runner.invoke(
+            _ops_cli(), ["watch", "--site", site, "--json", "--count", "3", "--timeout", "60", *cluster]
+        )
+        assert watch.exit_code == 0, watch.output
+        lines = [json.loads(line) for line in watch.output.strip().splitlines()]
+        outcomes = [x for x in lines if x.get("topic") == "outcome"]
+        assert outcomes and all(x["gate"] == gate for x in outcomes)
+        stop.set()
+        feeder.join()
+
+        now = datetime.now(timezone.utc)
+        bundle = tmp_path / "keys.egb"
+        bundle.write_bytes(
+            sign_bundle(
+                kind="keys",
+                version=1,
+                payload=os.urandom(300_000),
+                private_key=signing,
+                key_id="ops-0123456789abcdef",
+                scope=BundleScope(site=site, gates=(gate,)),
+                issued_at=now,
+                expires_at=now + timedelta(hours=1),
+            )
+        )
+        push_args = ["push", str(bundle), "--site", site, "--gate", gate, "--chunk-bytes", "65536", "--json"]
+        push = runner.invoke(_ops_cli(), [*push_args, *cluster])
+        assert push.exit_code == 0, push.output
+        out = json.loads(push.output.strip().splitlines()[-1])
+        assert out["ok"] and out["ack"]["status"] == "applied" and out["chunks"] == 5
+        assert bundles == [bundle.read_bytes()]
+        # Asking node 1 alone: the gate's retained status is not there.
+        alone = runner.invoke(_ops_cli(), [*push_args, *conn, "--protocol", "3.1.1"])
+        assert alone.exit_code == 2 and f"unknown gate {site}/{gate}" in alone.output, alone.output
+
+        cmd_args = ["cmd", "set-mode", "--mode", "closed", "--site", site, "--gate", gate]
+        cmd = runner.invoke(_ops_cli(), [*cmd_args, "--signing-key", str(key_file), "--json", *cluster])
+        assert cmd.exit_code == 0, cmd.output
+        out = json.loads(cmd.output.strip().splitlines()[-1])
+        assert out["ok"] and out["ack"]["message"] == "set_mode {'mode': 'closed'}"
+    finally:
+        stop.set()
+        if feeder.is_alive():
+            feeder.join()
+        link.close()
+        outbox.close()

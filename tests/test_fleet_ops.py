@@ -343,3 +343,22 @@ def test_rollout_command_reports_and_a_later_rollout_delivers_the_earlier_one(
     finally:
         for g in [*gates, late]:
             g.close()
+
+
+def test_chunk_encoder_writes_what_the_gate_reads_as_bundle_chunks() -> None:
+    from egate.edge.uplink.messages import BundleChunk
+    from egate.tools.ops.client import chunk_encoder
+
+    data = os.urandom(1000)
+    digest = hashlib.sha256(data).hexdigest()
+    encode = chunk_encoder(
+        transfer_id="t" * 32, kind="gallery", count=4, chunk_bytes=300, total_bytes=1000, sha256=digest
+    )
+    pieces = [data[i * 300 : (i + 1) * 300] for i in range(4)]
+    chunks = [BundleChunk.model_validate_json(encode(i, piece)) for i, piece in enumerate(pieces)]
+    assert [c.data for c in chunks] == pieces and [c.index for c in chunks] == [0, 1, 2, 3]
+    assert {(c.transfer_id, c.count, c.total_bytes, c.sha256) for c in chunks} == {("t" * 32, 4, 1000, digest)}
+    with pytest.raises(ValueError):
+        encode(3, pieces[0])  # the last chunk has 100 bytes, not 300
+    with pytest.raises(ValueError):
+        chunk_encoder(transfer_id="t" * 32, kind="ack", count=4, chunk_bytes=300, total_bytes=1000, sha256=digest)

@@ -66,6 +66,12 @@ class LinkConfig(BaseModel):
     max_inflight: int = Field(
         20, ge=1, le=1000, description="Outbox messages published and not yet acknowledged (PUBACK) at once."
     )
+    downlink_qos: Literal[0, 1] = Field(
+        1,
+        description="QoS of the gate's bundle and command subscriptions. 0 on RabbitMQ 3.x clusters: there a "
+        "QoS 1 subscription is a durable classic queue, which after its node crashed can stay unusable and lock "
+        "the gate out; ops re-sends lost chunks and commands are acknowledged either way.",
+    )
     chunk_bytes: int = Field(
         256 * 1024,
         ge=1024,

@@ -4,9 +4,11 @@ Threads (all stopped by `close()` within the 5 s systemd allows):
 - paho's network thread (`loop_start`): socket I/O and callbacks only; the callbacks never touch the
   disk or call user code that may be slow, they hand work to the two threads below.
 - the forwarder: publishes outbox items in `seq` order at QoS 1 with at most `max_inflight` unacknowledged,
-  and deletes them from the outbox when their PUBACK arrives. paho keeps the unacknowledged ones in
-  memory and re-sends them (DUP) after a reconnect; new items wait until those are through, so the
-  broker sees every gate's messages in order.
+  and deletes them from the outbox when their PUBACK arrives. It publishes only on a settled session
+  (the broker answered its subscription and `online` status). When a connection drops with items
+  unacknowledged, the link starts a fresh paho client (paho would re-send them before the new session
+  settles) and publishes them again from the outbox, oldest first, so the broker sees every gate's
+  messages in order.
 - the worker: writes bundle chunks to disk, verifies, calls the daemon's bundle and command handlers
   and publishes their acks. It takes work from a bounded queue (signed commands ahead of chunks, each with
   its own bound); when the queue is full, paho's thread refuses the message with a short `busy` ack
@@ -121,6 +123,11 @@ _SHORT_SESSION_S = 2.0
 # after this long without any PUBACK while connected, start over with a fresh client.
 _PUBACK_TIMEOUT_S = 30.0
 _SHORT_SESSIONS_TO_ALARM = 3
+# A session is "settled" once the broker answered its subscription and its `online` status (or it stayed
+# up this long). Outbox messages go out only on a settled session, so a broker that closes the
+# connection over the session itself (a refused subscription, a queue that nacks the status: RabbitMQ
+# after a node crash) is never mistaken for one refusing an outbox message.
+_SETTLE_MAX_S = 5.0
 
 
 @dataclass(frozen=True)
@@ -300,7 +307,11 @@ class MqttLink:
         self._acked = 0
         self._inflight_count = 0
         self._drain_first = False
-        self._disconnects = 0  # connections lost after CONNACK (the forwarder counts strikes with it)
+        self._disconnects = 0  # connections lost after CONNACK
+        self._settled_disconnects = 0  # of those, lost after the session settled (the forwarder counts strikes)
+        self._settled = threading.Event()
+        self._setup_mids: set[int] = set()  # this session's SUBSCRIBE and status PUBLISH, until answered
+        self._quick_closes = 0  # sessions in a row that ended unsettled or within _SHORT_SESSION_S
         self._v5_silent_closes = 0
         self._connected_at = 0.0
         self._short_sessions = 0
@@ -472,7 +483,7 @@ class MqttLink:
             protocol=self._protocol,
             clean_session=None if v5 else True,
         )
-        client.reconnect_delay_set(cfg.reconnect_min_s, cfg.reconnect_max_s)  # type: ignore[arg-type]
+        client.reconnect_delay_set(self._reconnect_delay_s(), cfg.reconnect_max_s)  # type: ignore[arg-type]
         client.max_inflight_messages_set(cfg.max_inflight)
         client.max_queued_messages_set(0)
         # A connect attempt (TCP + TLS + CONNACK) must not outlast the stop budget.
@@ -494,8 +505,28 @@ class MqttLink:
         client.on_connect_fail = self._on_connect_fail
         client.on_disconnect = self._on_disconnect
         client.on_publish = self._on_publish
+        client.on_subscribe = self._on_subscribe
         client.on_message = self._on_message
         return client
+
+    def _reconnect_delay_s(self) -> float:
+        """First reconnect delay: the configured one, doubled per session in a row the broker ended at
+        once (paho starts over at the minimum after every CONNACK, so without this a broker that accepts
+        and then drops the gate would be hammered at the minimum delay)."""
+        cfg = self._config
+        return min(cfg.reconnect_max_s, cfg.reconnect_min_s * 2 ** min(self._quick_closes, 16))
+
+    def _session_settled(self) -> bool:
+        return self._settled.is_set() or (
+            self._connected.is_set() and time.monotonic() - self._connected_at >= _SETTLE_MAX_S
+        )
+
+    def _setup_answered(self, mid: int) -> None:
+        if mid in self._setup_mids:
+            self._setup_mids.discard(mid)
+            if not self._setup_mids:
+                self._settled.set()
+                self._wake.set()
 
     def _connect(self, client: _Client) -> None:
         cfg = self._config
@@ -552,18 +583,24 @@ class MqttLink:
         self._connects += 1
         self._connected_at = time.monotonic()
         self._last_error = None
+        self._settled.clear()
+        qos: int = self._config.downlink_qos
         if self._protocol == MQTTProtocolVersion.MQTTv5:
             # no_local: bundle/+ also matches our own bundle/ack uplink (MQTT 5.0 section 3.8.3.1).
-            client.subscribe(
+            _rc, sub_mid = client.subscribe(
                 [
-                    (self.topics.bundle_wildcard, SubscribeOptions(qos=1, noLocal=True)),
-                    (self.topics.cmd, SubscribeOptions(qos=1, noLocal=True)),
+                    (self.topics.bundle_wildcard, SubscribeOptions(qos=qos, noLocal=True)),
+                    (self.topics.cmd, SubscribeOptions(qos=qos, noLocal=True)),
                 ]
             )
         else:
-            client.subscribe([(self.topics.bundle_wildcard, 1), (self.topics.cmd, 1)])
+            _rc, sub_mid = client.subscribe([(self.topics.bundle_wildcard, qos), (self.topics.cmd, qos)])
         # `online` goes after the subscriptions: once ops sees it, commands reach the gate.
-        client.publish(self.topics.status, self._status_bytes("online"), qos=1, retain=True)
+        info = client.publish(self.topics.status, self._status_bytes("online"), qos=1, retain=True)
+        # Answers come on this (paho's) thread after this callback: no lock needed.
+        self._setup_mids = {mid for mid in (sub_mid, info.mid) if mid}
+        if not self._setup_mids:
+            self._settled.set()
         self._connected.set()
         self._work.put("resume", None, urgent=True, force=True)
         self._wake.set()
@@ -589,16 +626,23 @@ class MqttLink:
         if client is not self._client:
             return
         was_connected = self._connected.is_set()
+        settled = self._session_settled()
+        self._settled.clear()
         self._connected.clear()
         self._drain_first = True
         if was_connected:
             self._disconnects += 1
+            if settled:
+                self._settled_disconnects += 1
         self._wake.set()
         if self._stopping.is_set():
             return
         if not was_connected:
             self._on_closed_before_connack()
             return
+        quick = not settled or time.monotonic() - self._connected_at < _SHORT_SESSION_S
+        self._quick_closes = self._quick_closes + 1 if quick else 0
+        client.reconnect_delay_set(self._reconnect_delay_s(), self._config.reconnect_max_s)  # type: ignore[arg-type]
         self._last_error = LinkError("lost", f"connection to the broker lost ({reason_code})", time.time())
         self._log.warning("link_disconnected", reason=str(reason_code))
         if time.monotonic() - self._connected_at < _SHORT_SESSION_S and self._inflight_count == 0:
@@ -639,8 +683,21 @@ class MqttLink:
     ) -> None:
         if client is not self._client:
             return
+        self._setup_answered(mid)
         self._acks.put((mid, not reason_code.is_failure, str(reason_code)))
         self._wake.set()
+
+    def _on_subscribe(
+        self,
+        client: mqtt.Client,
+        userdata: Any,
+        mid: int,
+        reason_codes: list[ReasonCode],
+        properties: Properties | None,
+    ) -> None:
+        if client is not self._client:
+            return
+        self._setup_answered(mid)
 
     def _on_message(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
         if client is not self._client:
@@ -716,6 +773,7 @@ class MqttLink:
             strikes_to_park=_STRIKES_TO_PARK, retry_s=_PARKED_RETRY_S, retry_max_s=_PARKED_RETRY_MAX_S
         )
         disconnects = self._disconnects
+        settled_disconnects = self._settled_disconnects
         last_progress = time.monotonic()  # last PUBACK, or when the window was last empty
 
         def note_parked(before: int) -> None:
@@ -739,12 +797,18 @@ class MqttLink:
                 break
             if disconnects != self._disconnects:
                 disconnects = self._disconnects
-                if generation == self._generation:
+                # Only a connection lost after its session settled can have been closed over a message of ours.
+                blamable = settled_disconnects != self._settled_disconnects
+                settled_disconnects = self._settled_disconnects
+                if generation == self._generation and inflight:
                     before = refusals.parked_count
-                    if refusals.connection_lost(inflight.values()):
-                        # paho would re-send its whole queue (or the parked message) after every reconnect.
-                        self._work.put("renew", None, urgent=True, force=True)
+                    if blamable:
+                        refusals.connection_lost(inflight.values())
                     note_parked(before)
+                    # paho would re-send these right after the next CONNACK, before that session settles
+                    # (and a parked one forever): start over with a fresh client; they are re-published
+                    # from the outbox once the new session has settled.
+                    self._work.put("renew", None, urgent=True, force=True)
             if generation != self._generation:
                 # A new paho client lost the old one's in-memory queue: publish again from the oldest.
                 generation = self._generation
@@ -805,6 +869,8 @@ class MqttLink:
             window = refusals.window(self._config.max_inflight)
             if not self._connected.is_set() or len(inflight) >= window or rewind_to is not None:
                 continue
+            if not self._session_settled():
+                continue  # settled wakes us; the 1 s wake-up timeout covers _SETTLE_MAX_S
             if time.monotonic() < paused_until:
                 continue  # the 1 s wake-up timeout brings us back
             try:
@@ -859,6 +925,9 @@ class MqttLink:
                 elif task == "fallback":
                     self._fallback_to_311()
                 elif task == "renew":
+                    if self._quick_closes:
+                        # A fresh client connects at once: keep the back-off of a broker ending sessions.
+                        self._stopping.wait(self._reconnect_delay_s())
                     self._replace_client()
             except Exception as exc:  # one bad message must not kill the downlink
                 self._log.error("link_task_failed", task=task, error=type(exc).__name__)

@@ -2,7 +2,8 @@
 PostgreSQL, a broker node killed mid-run, then a gallery rolled out to every gate.
 
 Everything runs here on loopback: the cluster (tools/rig/local_rabbit.py), PostgreSQL (tools/rig/local_postgres.py),
-the gates (tools/sim/fleet.py: egate's own Outbox and MqttLink, many per process), two collectors
+the gates (tools/sim/fleet.py: egate's own Outbox and MqttLink; tools/sim/fleet_pool.py: ~50 per worker
+process), two collectors
 (tools/ops/collect.py, one per database, each with its own persistent session on a quorum queue) and
 the rollout (tools/ops/rollout.py). Each gate has its own account and topic permissions.
 
@@ -10,11 +11,13 @@ Phase 1: every gate sends `outcomes` outcomes; one node is SIGKILLed after a thi
 restarted. Both databases must end with every outcome exactly once (lost and duplicates: goal 0).
 Phase 2: a `gallery_mb` bundle rolled out to all gates with `offline` of them down at the start and
 started `late_s` later. Reported: time to 100 %, bytes through the broker (TCP payload bytes in and
-out of the broker's MQTT sockets during the rollout, from the kernel), collector rows/s per database.
+out of the broker's MQTT sockets during the rollout, from the kernel), collector rows/s per database,
+and the machine's load average over the run (the figures depend on what else runs beside the bench).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import random
@@ -24,8 +27,6 @@ import subprocess
 import tempfile
 import threading
 import time
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +38,7 @@ from egate.tools.ops.client import OpsClient
 from egate.tools.ops.rollout import RolloutRunner, RolloutState
 from egate.tools.ops.store import Store
 from egate.tools.rig.local_rabbit import RabbitCluster
-from egate.tools.sim.fleet import SimGate, make_sim_gate, synthetic_outcome
+from egate.tools.sim.fleet_pool import GateSpec, SimGatePool
 
 log = structlog.get_logger(__name__)
 
@@ -87,16 +88,36 @@ def _ops_client(cluster: RabbitCluster, password: str, node: int, **extra: Any) 
     )
 
 
-def _keeping_low_fds_free(build: Callable[[], list[SimGate]], reserve: int) -> list[SimGate]:
-    """paho waits on its sockets with select(), which fails for file descriptors >= 1024 (paho then
-    treats the connection as lost, forever). 200 gates in one process hold ~1,300 descriptors, most
-    of them SQLite files: hold the lowest numbers while the outboxes open, so sockets get them."""
-    placeholders = [os.open(os.devnull, os.O_RDONLY) for _ in range(min(900, reserve))]
-    try:
-        return build()
-    finally:
-        for fd in placeholders:
-            os.close(fd)
+class LoadSampler:
+    """The machine's 1-minute load average, sampled while the bench runs (min, mean, max)."""
+
+    def __init__(self, every_s: float = 5.0) -> None:
+        self._every_s = every_s
+        self._samples: list[float] = [os.getloadavg()[0]]
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="bench-load", daemon=True)
+
+    def __enter__(self) -> LoadSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=self._every_s + 1)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self._every_s):
+            self._samples.append(os.getloadavg()[0])
+
+    def summary(self) -> dict[str, Any]:
+        samples = [*self._samples, os.getloadavg()[0]]
+        return {
+            "cpus": os.cpu_count(),
+            "loadavg_1m_min": round(min(samples), 2),
+            "loadavg_1m_mean": round(sum(samples) / len(samples), 2),
+            "loadavg_1m_max": round(max(samples), 2),
+            "loadavg_at_end": [round(x, 2) for x in os.getloadavg()],
+        }
 
 
 class CollectorProcess:
@@ -148,6 +169,15 @@ class CollectorProcess:
         if first.get("event") != "collecting":
             raise RuntimeError(f"collector did not start: {first} {self.log.read_text()[-2000:]}")
 
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
     def wait(self) -> dict[str, Any]:
         assert self.proc.stdout is not None
         last: dict[str, Any] = {}
@@ -196,8 +226,49 @@ def run_fleet_bench(
     ops_password: str | None = None,
     late_s: float = 10.0,
     timeout_s: float = 600.0,
+    processes: int | None = None,
+    concurrency: int = 16,
+    chunk_bytes: int = 256 * 1024,
 ) -> dict[str, Any]:
     """Run both phases against a running cluster; returns the figures (see the module docstring)."""
+    with LoadSampler() as load:
+        result = _run(
+            cluster,
+            workdir,
+            gates=gates,
+            outcomes=outcomes,
+            offline=offline,
+            gallery_bytes=gallery_bytes,
+            kill_node=kill_node,
+            postgres_dsn=postgres_dsn,
+            ops_password=ops_password,
+            late_s=late_s,
+            timeout_s=timeout_s,
+            processes=processes if processes is not None else max(1, min(8, -(-gates // 50))),
+            concurrency=concurrency,
+            chunk_bytes=chunk_bytes,
+        )
+    result["machine"] = load.summary()
+    return result
+
+
+def _run(
+    cluster: RabbitCluster,
+    workdir: Path,
+    *,
+    gates: int,
+    outcomes: int,
+    offline: int,
+    gallery_bytes: int,
+    kill_node: int | None,
+    postgres_dsn: str | None,
+    ops_password: str | None,
+    late_s: float,
+    timeout_s: float,
+    processes: int,
+    concurrency: int,
+    chunk_bytes: int,
+) -> dict[str, Any]:
     workdir.mkdir(parents=True, exist_ok=True)
     ports = cluster.mqtt_ports
     names = [f"gate-{i:03d}" for i in range(gates)]
@@ -228,36 +299,70 @@ def run_fleet_bench(
             cluster, node, urls[db], pwfile, f"bench-collector-{db}-{os.getpid()}", total, timeout_s
         )
 
-    def make(i: int) -> SimGate:
-        g = names[i]
-        return make_sim_gate(
-            workdir / "gates" / g,
-            SITE,
-            g,
-            cluster.host,
-            ports[i % len(ports)],
-            username=gate_username("rabbitmq", SITE, g),
-            password=passwords[g],
-            protocol="3.1.1",
-        )
+    specs = [
+        GateSpec(g, cluster.host, ports[i % len(ports)], gate_username("rabbitmq", SITE, g), passwords[g])
+        for i, g in enumerate(names)
+    ]
+    # Downlink QoS 0 (link.downlink_qos): RabbitMQ 3.10 makes a clean session's QoS 1 subscription a durable
+    # classic queue on the gate's node; after that node was killed, dozens of gates found theirs "home node
+    # down" for good and could not subscribe again (docs/fleet.md). A QoS 0 subscription queue is transient.
+    try:
+        with SimGatePool(workdir, SITE, specs, processes=processes, downlink_qos=0) as pool:
+            return _phases(
+                cluster,
+                pool,
+                names,
+                stores,
+                collectors,
+                ops_password,
+                outcomes=outcomes,
+                offline=offline,
+                gallery_bytes=gallery_bytes,
+                kill_node=kill_node,
+                late_s=late_s,
+                timeout_s=timeout_s,
+                workdir=workdir,
+                users_s=users_s,
+                concurrency=concurrency,
+                chunk_bytes=chunk_bytes,
+            )
+    finally:
+        for collector in collectors.values():
+            collector.stop()  # after an error or Ctrl-C: not left running until their own timeout
 
-    sims = _keeping_low_fds_free(lambda: [make(i) for i in range(gates)], 4 * gates + 50)
+
+def _phases(
+    cluster: RabbitCluster,
+    pool: SimGatePool,
+    names: list[str],
+    stores: dict[str, Store],
+    collectors: dict[str, CollectorProcess],
+    ops_password: str,
+    *,
+    outcomes: int,
+    offline: int,
+    gallery_bytes: int,
+    kill_node: int | None,
+    late_s: float,
+    timeout_s: float,
+    workdir: Path,
+    users_s: float,
+    concurrency: int,
+    chunk_bytes: int,
+) -> dict[str, Any]:
+    ports = cluster.mqtt_ports
+    gates = len(names)
+    total = gates * outcomes
     t_start = time.monotonic()
     # Gates come up in waves, as a terminal's gates would after a power cut, not all in one instant:
     # RabbitMQ registers each MQTT client id in a cluster-wide Raft log, and a storm of CONNECTs on a
     # loaded machine left some of them without a CONNACK for minutes.
+    connected = 0
     for first in range(0, gates, 20):
-        wave = sims[first : first + 20]
-        for s in wave:
-            s.start()
-        for s in wave:
-            s.link.wait_connected(60)
-    connected = sum(1 for s in sims if s.link.connected)
+        connected += len(pool.start(names[first : first + 20], timeout_s=60))
     connect_s = time.monotonic() - t_start
 
     # ---------------------------------------------------------------- phase 1: outcomes + node kill
-    rng = random.Random(19)
-    payloads = {g: [synthetic_outcome(g, random.Random(rng.random())) for _ in range(outcomes)] for g in names}
     killed = threading.Event()
     restarted = threading.Event()
     kill_times: dict[str, float] = {}
@@ -274,15 +379,12 @@ def run_fleet_bench(
     t_phase1 = time.monotonic()
     killer: threading.Thread | None = None
 
-    with ThreadPoolExecutor(8) as pool:
-        for n in range(outcomes):
-            if kill_node is not None and killer is None and n >= outcomes // 3:
-                killer = threading.Thread(target=kill_and_restart, daemon=True)
-                killer.start()
-                killed.wait(30)
-            chunk = max(1, len(sims) // 8)
-            groups = [sims[i : i + chunk] for i in range(0, len(sims), chunk)]
-            list(pool.map(lambda grp, n=n: [s.outbox.append("outcome", payloads[s.gate][n]) for s in grp], groups))
+    for n in range(outcomes):
+        if kill_node is not None and killer is None and n >= outcomes // 3:
+            killer = threading.Thread(target=kill_and_restart, daemon=True)
+            killer.start()
+            killed.wait(30)
+        pool.append(n)
     appended_s = time.monotonic() - t_phase1
     if killer is not None:
         killer.join(timeout=timeout_s)
@@ -291,15 +393,16 @@ def run_fleet_bench(
     for db, collector in collectors.items():
         summaries[db] = collector.wait()
         done_at[db] = time.monotonic()
-    drained = all(s.outbox.depth() == 0 for s in sims)
+    sims = pool.stats()
     phase1: dict[str, Any] = {
         "outcomes_sent": total,
         "append_s": round(appended_s, 2),
         "node_killed": kill_node,
         "node_down_s": round(kill_times["restarted"] - kill_times["killed"], 1) if "restarted" in kill_times else None,
-        "outboxes_drained": drained,
+        "outboxes_drained": all(s["depth"] == 0 for s in sims.values()),
         # Not yet delivered when the collectors' wait ended: still safe in the gates' outboxes.
-        "still_in_gate_outboxes": sum(s.outbox.depth() for s in sims),
+        "still_in_gate_outboxes": sum(s["depth"] or 0 for s in sims.values()),
+        "parked_by_gates": sum(s["parked"] for s in sims.values()),
     }
     for db, store in stores.items():
         rows = store.query(
@@ -324,9 +427,8 @@ def run_fleet_bench(
         }
 
     # ---------------------------------------------------------------- phase 2: rollout
-    late = sims[:offline]
-    for s in late:
-        s.close()
+    late = names[:offline]
+    pool.close(late)
     bundle = workdir / "gallery.bundle"
     bundle.write_bytes(os.urandom(gallery_bytes))
     data = bundle.read_bytes()
@@ -348,7 +450,8 @@ def run_fleet_bench(
         plan,
         data,
         progress,
-        concurrency=32,
+        concurrency=concurrency,
+        chunk_bytes=chunk_bytes,
         offline_after_s=5.0,
         retry_min_s=5.0,
         retry_max_s=20.0,
@@ -358,16 +461,15 @@ def run_fleet_bench(
     thread = threading.Thread(target=lambda: result.update(runner.run()), daemon=True)
     thread.start()
     time.sleep(late_s)  # the offline gates stay down this long: part of the scenario, not a synchronisation
-    revived = _keeping_low_fds_free(lambda: [make(i) for i in range(offline)], 4 * offline + 50)
-    for s in revived:
-        s.start()
-    sims[:offline] = revived
+    pool.start(late, timeout_s=60)
     thread.join(timeout=timeout_s + 60)
     if not result:  # the runner is still busy past the deadline: report where it stands
         runner.stop()
         result = runner.report()
     octets = _bytes_since(octets_before, ports)
     ops.close()
+    digest = hashlib.sha256(data).hexdigest()
+    holding = sum(1 for s in pool.stats().values() if digest in s["applied"])
     phase2 = {
         "gates": gates,
         "offline_at_start": offline,
@@ -377,20 +479,22 @@ def run_fleet_bench(
         "rejected": result.get("rejected"),
         "pending": len(result.get("pending", [])),
         "time_to_100pct_s": round(max(applied_at.values()), 1) if len(applied_at) == gates else None,
-        "time_to_online_gates_s": round(
-            max((t for g, t in applied_at.items() if g not in {s.gate for s in late}), default=0.0), 1
-        ),
+        "time_to_online_gates_s": round(max((t for g, t in applied_at.items() if g not in set(late)), default=0.0), 1),
+        # Checked on the gates themselves: the bundle's SHA-256 among what each gate applied.
+        "gates_holding_bundle": holding,
+        "concurrency": concurrency,
+        "chunk_bytes": chunk_bytes,
         "bytes_through_broker": octets,
         "payload_bytes": gallery_bytes * gates,
     }
-    for s in sims:
-        s.close()
     for store in stores.values():
         store.close()
     return {
         "bench": "fleet",
         "broker": "rabbitmq 3-node cluster (MQTT 3.1.1, quorum queues)",
         "gates": gates,
+        "sim_processes": pool.processes,
+        "gate_downlink_qos": 0,
         "all_connected": connected == gates,
         "connected": connected,
         "connect_s": round(connect_s, 1),
@@ -409,6 +513,10 @@ def fleet_command(
     kill: bool = typer.Option(True, "--kill/--no-kill", help="Kill and restart a broker node mid-run."),
     as_json: bool = typer.Option(False, "--json", help="Print the figures as JSON."),
     keep: bool = typer.Option(False, "--keep", help="Keep the work folder (databases, logs)."),
+    processes: int = typer.Option(0, "--processes", min=0, help="Worker processes for the gates (0: 1 per 50)."),
+    concurrency: int = typer.Option(16, "--concurrency", min=1, help="Rollout transfers at once."),
+    chunk_kib: int = typer.Option(256, "--chunk-kib", min=16, help="Rollout chunk size (KiB)."),
+    timeout: float = typer.Option(600.0, "--timeout", help="Seconds each phase may take before it is cut off."),
 ) -> None:
     """Fleet scale test on a local three-node RabbitMQ cluster (needs rabbitmq-server and postgresql)."""
     from egate.tools.rig.local_postgres import Postgres
@@ -416,7 +524,9 @@ def fleet_command(
     workdir = Path(tempfile.mkdtemp(prefix="egate-bench-fleet-"))
     pg: Postgres | None = None
     try:
-        with RabbitCluster(workdir / "rabbit") as cluster:
+        # 1 GB per node: a rollout holds chunks for 16 gates at once in the broker; at the tests' 400 MB the
+        # node taking the ops connection kept raising its memory alarm, which blocks every publisher.
+        with RabbitCluster(workdir / "rabbit", memory_mb=1024) as cluster:
             if postgres:
                 pg = Postgres()
                 pg.start()
@@ -429,6 +539,10 @@ def fleet_command(
                 gallery_bytes=int(gallery_mb * 1024 * 1024),
                 kill_node=1 if kill else None,
                 postgres_dsn=pg.dsn if pg is not None else None,
+                processes=processes or None,
+                concurrency=concurrency,
+                chunk_bytes=chunk_kib * 1024,
+                timeout_s=timeout,
             )
     finally:
         if pg is not None:

@@ -39,7 +39,35 @@ _OPTIONS: dict[str, tuple[Any, Any]] = {
         typer.Option(None, "--password-file", envvar="EGATE_OPS_PASSWORD_FILE", help="File holding the password."),
     ),
     "prefix": (str, typer.Option("egate/v1", "--prefix", help="Topic prefix (link.topic_prefix of the gates).")),
+    "protocol": (
+        str,
+        typer.Option(
+            "5",
+            "--protocol",
+            envvar="EGATE_OPS_PROTOCOL",
+            help="MQTT version: 5, or 3.1.1 (RabbitMQ 3.x, older brokers).",
+        ),
+    ),
+    "nodes": (
+        list[str] | None,
+        typer.Option(
+            None, "--node", envvar="EGATE_OPS_NODES", help="Further broker cluster nodes as host:port (repeatable)."
+        ),
+    ),
 }
+PROTOCOLS = ("5", "3.1.1")
+
+
+def parse_nodes(nodes: list[str] | None) -> tuple[tuple[str, int], ...]:
+    """`--node host:port` values (each may also list several, comma-separated)."""
+    out = []
+    for node in nodes or []:
+        for part in node.split(","):
+            host, _, port = part.strip().rpartition(":")
+            if not host or not port.isdigit():
+                raise typer.BadParameter(f"{part!r}: use host:port", param_hint="--node")
+            out.append((host, int(port)))
+    return tuple(out)
 
 
 @dataclass(frozen=True)
@@ -54,25 +82,51 @@ class BrokerConn:
     user: str | None
     password_file: Path | None
     prefix: str
+    protocol: str = "5"
+    nodes: tuple[tuple[str, int], ...] = ()  # further cluster nodes, tried in turn
+
+    @classmethod
+    def of(cls, **options: Any) -> BrokerConn:
+        """From the shared CLI options (checks --protocol and --node)."""
+        if options["protocol"] not in PROTOCOLS:
+            raise typer.BadParameter(f"{options['protocol']!r}: use 5 or 3.1.1", param_hint="--protocol")
+        return cls(**{**options, "nodes": parse_nodes(options["nodes"])})
 
     def client(self, **extra: Any) -> OpsClient:
-        if self.port == 8883 and self.ca is None:
+        """A client of the first node (the others as fallbacks); `extra` goes to OpsClient."""
+        return self.client_at(self.host, self.port, fallback_hosts=list(self.nodes), **extra)
+
+    def client_at(self, host: str, port: int, **extra: Any) -> OpsClient:
+        if port == 8883 and self.ca is None:
             raise OpsError(
                 "port 8883 is MQTT over TLS but no --ca was given (the connection would wait in vain)",
                 "give the broker's CA with --ca (or EGATE_OPS_CA), or --port 1883 for a plain lab broker",
             )
         tls = OpsTls(self.ca, self.cert, self.key) if self.ca is not None else None
         password = self.password_file.read_text().strip() if self.password_file is not None else None
-        return OpsClient(
-            self.host,
-            self.port,
-            prefix=self.prefix,
-            tls=tls,
-            username=self.user,
-            password=password,
-            check_reach=True,
-            **extra,
-        )
+        options: dict[str, Any] = {"protocol": self.protocol, "check_reach": True, **extra}
+        return OpsClient(host, port, prefix=self.prefix, tls=tls, username=self.user, password=password, **options)
+
+    def require_online(self, client: OpsClient, site: str, gate: str) -> None:
+        """The gate's retained status must say online. On a cluster every node is asked (RabbitMQ keeps a
+        retained message on the node it was published to) and the newest status counts."""
+        from egate.tools.ops.precheck import require_online
+
+        others: list[OpsClient] = []
+        for host, port in [(self.host, self.port), *self.nodes]:
+            if (host, port) == (client.host, client.port):
+                continue
+            try:
+                probe = self.client_at(host, port)
+                probe.connect(timeout=10)
+            except OpsError:
+                continue  # a node that is down holds nothing we could read
+            others.append(probe)
+        try:
+            require_online(client, site, gate, also=others)
+        finally:
+            for probe in others:
+                probe.close()
 
 
 def broker_options(command: F) -> F:
@@ -86,7 +140,7 @@ def broker_options(command: F) -> F:
 
     @functools.wraps(command)
     def with_conn(*args: Any, **kwargs: Any) -> Any:
-        conn = BrokerConn(**{name: kwargs.pop(name) for name in _OPTIONS})
+        conn = BrokerConn.of(**{name: kwargs.pop(name) for name in _OPTIONS})
         return command(*args, conn=conn, **kwargs)
 
     with_conn.__signature__ = own.replace(parameters=params + added)  # type: ignore[attr-defined]

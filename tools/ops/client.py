@@ -5,7 +5,9 @@ Used by `egate ops ...` and by the tests as the peer of `egate.edge.uplink.link.
 
 from __future__ import annotations
 
+import base64
 import hashlib
+import json
 import queue
 import ssl
 import threading
@@ -26,6 +28,10 @@ from egate.edge.uplink.messages import BundleAck, BundleChunk, CmdAck
 from egate.edge.uplink.topics import GateTopics
 
 MessageCallback = Callable[[mqtt.MQTTMessage], None]
+# Longest wait between probes of a transfer whose gate stays silent (probes start at `probe_s`).
+_PROBE_MAX_S = 30.0
+# A broker that closes TCP this often after our MQTT 5 CONNECT, without any CONNACK, speaks 3.1.1 only.
+_SILENT_CLOSES_MEAN_NO_V5 = 2
 
 
 @dataclass(frozen=True)
@@ -131,6 +137,8 @@ class OpsClient:
         self._published: set[int] = set()
         self._published_cond = threading.Condition()
         self.refused: str | None = None
+        self._ever_connected = False
+        self._silent_closes = 0  # connections closed before any CONNACK
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -151,8 +159,18 @@ class OpsClient:
         else:
             self._client.connect_async(self.host, self.port, keepalive=30, clean_start=True)
         self._client.loop_start()
-        if not self._connected.wait(timeout):
+        deadline = time.monotonic() + timeout
+        while not self._connected.wait(min(0.2, max(0.0, deadline - time.monotonic()))):
+            if time.monotonic() >= deadline or (self._v5 and self._silent_closes >= _SILENT_CLOSES_MEAN_NO_V5):
+                break
+        if not self._connected.is_set():
             self.close()
+            if self._v5 and self._silent_closes >= _SILENT_CLOSES_MEAN_NO_V5:
+                raise OpsError(
+                    f"broker {self.host}:{self.port} closed the connection without answering an MQTT 5 CONNECT: "
+                    "it speaks MQTT 3.1.1 only (RabbitMQ 3.x does this)",
+                    "add --protocol 3.1.1 (or set EGATE_OPS_PROTOCOL=3.1.1)",
+                )
             if self.refused:
                 raise OpsError(
                     f"broker {self.host}:{self.port} refused this client: {self.refused}",
@@ -188,6 +206,7 @@ class OpsClient:
             subs = list(self._subs.items())
         if subs:
             client.subscribe(subs)
+        self._ever_connected = True
         self._connected.set()
 
     def _on_disconnect(
@@ -198,6 +217,8 @@ class OpsClient:
         rc: ReasonCode,
         props: Properties | None,
     ) -> None:
+        if not self._connected.is_set() and not self._ever_connected and self.refused is None:
+            self._silent_closes += 1
         self._connected.clear()
         self._next_host(client)
 
@@ -253,14 +274,35 @@ class OpsClient:
     # ------------------------------------------------------------------ primitives
 
     def subscribe(
-        self, topic_filter: str, callback: MessageCallback | None, qos: int = 1, timeout: float = 10.0
+        self,
+        topic_filter: str,
+        callback: MessageCallback | None,
+        qos: int = 1,
+        timeout: float = 10.0,
+        *,
+        retained: bool = False,
     ) -> None:
         """Subscribe and wait for the SUBACK, so nothing published afterwards is missed (`callback` None:
-        one registered with `add_callback` takes the messages)."""
+        one registered with `add_callback` takes the messages). A filter an existing subscription already
+        covers (a gate's topic under a site wildcard) only adds the callback: on a RabbitMQ cluster every
+        SUBSCRIBE is a binding written cluster-wide, seconds each on a loaded machine. `retained`: always
+        SUBSCRIBE, since the broker sends retained messages only in answer to a SUBSCRIBE."""
         with self._lock:
-            self._subs[topic_filter] = qos
+            covered = not retained and any(
+                existing == topic_filter
+                or (
+                    "+" not in topic_filter
+                    and "#" not in topic_filter
+                    and mqtt.topic_matches_sub(existing, topic_filter)
+                )
+                for existing, existing_qos in self._subs.items()
+                if existing_qos >= qos
+            )
             if callback is not None:
                 self._callbacks.append((topic_filter, callback))
+            if covered:
+                return
+            self._subs[topic_filter] = qos
         done = threading.Event()
         with self._suback_lock:
             # Under the lock so the SUBACK (network thread) cannot arrive before its event is registered.
@@ -347,21 +389,17 @@ class OpsClient:
 
         self.subscribe(topics.bundle_ack, on_ack)
 
+        encode = chunk_encoder(
+            transfer_id=tid, kind=kind, count=count, chunk_bytes=chunk_bytes, total_bytes=len(data), sha256=digest
+        )
+
         def chunk_bytes_of(index: int) -> bytes:
-            chunk = BundleChunk.make(
-                transfer_id=tid,
-                kind=kind,
-                index=index,
-                count=count,
-                chunk_bytes=chunk_bytes,
-                total_bytes=len(data),
-                sha256=digest,
-                data=data[index * chunk_bytes : (index + 1) * chunk_bytes],
-            )
-            return chunk.model_dump_json().encode()
+            return encode(index, data[index * chunk_bytes : (index + 1) * chunk_bytes])
 
         last_sent: dict[int, float] = {}
         pending: list[int] = []
+        # When each copy of the last chunk went out: the gate answers every one with what it still misses.
+        asked: list[float] = []
 
         def send(index: int) -> None:
             # A small window of unacknowledged chunks keeps memory flat for big bundles.
@@ -371,12 +409,19 @@ class OpsClient:
                 prog.broker_acked += 1
             pending.append(self.publish(topics.bundle(kind), chunk_bytes_of(index), qos=1).mid)
             last_sent[index] = time.monotonic()
+            if index == count - 1:
+                asked.append(last_sent[index])
 
         deadline = time.monotonic() + timeout
         try:
             if offline_after_s is not None:
                 send(count - 1)
                 prog.sent += 1
+                # The gate's time to answer counts from when the broker took the chunk: a busy broker
+                # (or one blocking publishers over its memory alarm) must not make a gate look offline.
+                if not self.wait_published(pending.pop(), max(0.0, deadline - time.monotonic())):
+                    raise OpsError(f"broker did not accept chunks of transfer {tid} within {timeout} s")
+                prog.broker_acked += 1
                 try:
                     first = acks.get(timeout=offline_after_s)
                 except queue.Empty:
@@ -388,7 +433,7 @@ class OpsClient:
                         before_send(index)
                     send(index)
                     prog.sent += 1
-            return self._finish_push(acks, send, last_sent, prog, count, probe_s, deadline, tid, site, gate)
+            return self._finish_push(acks, send, last_sent, asked, prog, count, probe_s, deadline, tid, site, gate)
         finally:
             self.unsubscribe_callback(topics.bundle_ack, on_ack)
 
@@ -397,6 +442,7 @@ class OpsClient:
         acks: queue.SimpleQueue[BundleAck],
         send: Callable[[int], None],
         last_sent: dict[int, float],
+        asked: list[float],
         prog: PushProgress,
         count: int,
         probe_s: float,
@@ -405,23 +451,39 @@ class OpsClient:
         site: str,
         gate: str,
     ) -> BundleAck:
+        """Wait for the final ack; answer `receiving` acks by sending what the gate misses.
+
+        The broker delivers one publisher's messages to a subscriber in order, so when the gate answers
+        a copy of the last chunk, every chunk sent before that copy has reached it or is lost: only those
+        are sent again. Chunks sent later may still be on their way through a busy broker; re-sending
+        them would add load exactly when the broker is slow. Silence is answered with a probe (the last
+        chunk again), less often while nothing changes (a gate verifying a big bundle on a busy CPU).
+        """
         timeout = deadline - time.monotonic()
+        wait = probe_s
+        best = -1
         while time.monotonic() < deadline:
             try:
-                ack = acks.get(timeout=probe_s)
+                ack = acks.get(timeout=min(wait, max(0.0, deadline - time.monotonic())))
             except queue.Empty:
+                if time.monotonic() >= deadline:
+                    break
                 prog.history.append("probe")
                 send(count - 1)
+                wait = min(wait * 2, _PROBE_MAX_S)
                 continue
             if ack.status in ("applied", "rejected"):
                 prog.history.append(ack.status)
                 return ack
             prog.receiving_acks += 1
             prog.history.append(f"receiving {ack.received}/{ack.count}")
-            now = time.monotonic()
+            if ack.received > best:
+                best, wait = ack.received, probe_s  # progress: back to quick probes
+            # The copy of the last chunk this ack answers (acks come in order); unknown: one probe ago.
+            answered = asked.pop(0) if asked else time.monotonic() - probe_s
             for first, last in ack.missing:
                 for index in range(first, last + 1):
-                    if index not in last_sent or now - last_sent[index] > probe_s:
+                    if index not in last_sent or last_sent[index] < answered:
                         fresh = index not in last_sent
                         send(index)
                         if fresh:
@@ -453,6 +515,45 @@ class OpsClient:
             raise OpsError(
                 f"no ack from {site}/{gate} within {timeout} s: is the gate online (egate ops watch)?"
             ) from None
+
+
+def chunk_encoder(
+    *, transfer_id: str, kind: str, count: int, chunk_bytes: int, total_bytes: int, sha256: str
+) -> Callable[[int, bytes], bytes]:
+    """`encode(index, data)` -> the JSON of that `BundleChunk` of one transfer.
+
+    The header is checked once through the BundleChunk model; each chunk's data is then base64-encoded
+    straight into the JSON. Building every chunk through the model cost a rollout's sender about half
+    of its CPU: pydantic decodes a base64 field to validate it and encodes it again to serialise.
+    """
+    last = total_bytes - chunk_bytes * (count - 1)
+    BundleChunk.make(  # raises ValidationError on a bad header or geometry
+        transfer_id=transfer_id,
+        kind=kind,
+        index=count - 1,
+        count=count,
+        chunk_bytes=chunk_bytes,
+        total_bytes=total_bytes,
+        sha256=sha256,
+        data=bytes(max(0, last)),
+    )
+    head = {
+        "v": 1,
+        "transfer_id": transfer_id,
+        "kind": kind,
+        "count": count,
+        "chunk_bytes": chunk_bytes,
+        "total_bytes": total_bytes,
+        "sha256": sha256,
+    }
+    prefix = json.dumps(head, separators=(",", ":"))[:-1].encode() + b',"index":'
+
+    def encode(index: int, data: bytes) -> bytes:
+        if not 0 <= index < count or len(data) != (last if index == count - 1 else chunk_bytes):
+            raise ValueError(f"chunk {index} of {count} with {len(data)} bytes does not fit this transfer")
+        return b"".join((prefix, str(index).encode(), b',"data":"', base64.b64encode(data), b'"}'))
+
+    return encode
 
 
 def signed_prefix_bytes(data: bytes) -> int:

@@ -38,10 +38,6 @@ log = structlog.get_logger(__name__)
 
 DEFAULT_DB = "egate-ops.sqlite"
 _DB = typer.Option(DEFAULT_DB, "--db", envvar="EGATE_OPS_DB", help="SQLite file or postgresql:// URL.")
-_PROTOCOL = typer.Option("5", "--protocol", envvar="EGATE_OPS_PROTOCOL", help="MQTT version: 5 or 3.1.1.")
-_NODES = typer.Option(
-    None, "--node", envvar="EGATE_OPS_NODES", help="Further broker cluster nodes as host:port (repeatable)."
-)
 
 TOPICS = ("outcome", "event", "status", "bundle/ack", "cmd/ack")
 
@@ -250,21 +246,6 @@ def parse_since(text: str, now: float | None = None) -> float:
     return parsed.timestamp()
 
 
-def parse_nodes(nodes: list[str] | None) -> list[tuple[str, int]]:
-    out = []
-    for node in nodes or []:
-        for part in node.split(","):
-            host, _, port = part.strip().rpartition(":")
-            if not host or not port.isdigit():
-                raise typer.BadParameter(f"{part!r}: use host:port")
-            out.append((host, int(port)))
-    return out
-
-
-def ops_client(conn: BrokerConn, protocol: str, nodes: list[str] | None, **extra: Any) -> OpsClient:
-    return conn.client(protocol=protocol, fallback_hosts=parse_nodes(nodes), **extra)
-
-
 # ---------------------------------------------------------------- commands
 
 
@@ -280,8 +261,6 @@ def collect_command(
     timeout: float = typer.Option(0.0, "--timeout", help="Stop after this many seconds (0: no limit)."),
     rollouts: bool = typer.Option(True, "--rollouts/--no-rollouts", help="Push pending rollouts to gates seen online."),
     as_json: bool = _JSON,
-    protocol: str = _PROTOCOL,
-    nodes: list[str] | None = _NODES,
     *,
     conn: BrokerConn,
 ) -> None:
@@ -299,10 +278,7 @@ def collect_command(
         else:
             typer.echo(" ".join(f"{k}={v}" for k, v in line.items()))
 
-    client = ops_client(
-        conn,
-        protocol,
-        nodes,
+    client = conn.client(
         client_id=client_id,
         session_expiry_s=session_expiry,
         manual_ack=True,
@@ -321,7 +297,7 @@ def collect_command(
     if rollouts:
         from egate.tools.ops.rollout import RolloutResumer
 
-        resumer = RolloutResumer(store, conn_factory=lambda: ops_client(conn, protocol, nodes), emit=emit)
+        resumer = RolloutResumer(store, conn_factory=conn.client, emit=emit)
         collector.add_status_listener(resumer.gate_status)
     try:
         collector.start()

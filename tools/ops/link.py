@@ -1,8 +1,9 @@
 """`egate ops watch|push|cmd`: the central-ops end of the MQTT contract (docs/mqtt.md).
 
-Connection options are shared by the three commands and default from the environment
-(`EGATE_OPS_HOST`, `EGATE_OPS_PORT`, `EGATE_OPS_CA`, `EGATE_OPS_CERT`, `EGATE_OPS_KEY`, `EGATE_OPS_USER`,
-`EGATE_OPS_PASSWORD_FILE`), so an ops workstation sets them once.
+Connection options are defined here once, shared by every ops command that talks to the broker
+(watch, push, cmd, collect, rollout), and default from the environment (`EGATE_OPS_HOST`,
+`EGATE_OPS_PORT`, `EGATE_OPS_CA`, `EGATE_OPS_CERT`, `EGATE_OPS_KEY`, `EGATE_OPS_USER`,
+`EGATE_OPS_PASSWORD_FILE`, `EGATE_OPS_PROTOCOL`, `EGATE_OPS_NODES`), so an ops workstation sets them once.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ import typer
 from egate.edge.uplink.topics import site_wildcard, split_topic
 from egate.tools.ops.broker_options import BrokerConn, broker_options
 from egate.tools.ops.client import OpsClient, OpsError, PushProgress, read_bundle_file
-from egate.tools.ops.precheck import PrecheckError, require_online
+from egate.tools.ops.precheck import PrecheckError
 
 _JSON = typer.Option(False, "--json", help="Machine-readable JSON output.")
 
@@ -147,7 +148,7 @@ def watch_command(
     except OpsError as exc:
         _fail_ops(exc, as_json)
     deadline = time.monotonic() + timeout if timeout > 0 else None
-    link = _BrokerWatch(client, f"{conn.host}:{conn.port}")
+    link = _BrokerWatch(client)
     try:
         if as_json:
             _watch_stream(inbox, count, deadline, link, _json_line)
@@ -164,9 +165,8 @@ def watch_command(
 class _BrokerWatch:
     """Turns the client's connection state into messages when it changes (lost / back)."""
 
-    def __init__(self, client: OpsClient, where: str) -> None:
+    def __init__(self, client: OpsClient) -> None:
         self.client = client
-        self.where = where
         self.up = True
 
     def change(self) -> tuple[str, str, str, bool, Any] | None:
@@ -174,10 +174,11 @@ class _BrokerWatch:
         if now == self.up:
             return None
         self.up = now
+        where = f"{self.client.host}:{self.client.port}"  # on a cluster: the node now in use
         text = (
-            f"broker {self.where} connection back at {datetime.now():%H:%M:%S}"
+            f"broker {where} connection back at {datetime.now():%H:%M:%S}"
             if now
-            else f"broker {self.where} connection LOST at {datetime.now():%H:%M:%S}; reconnecting"
+            else f"broker {where} connection LOST at {datetime.now():%H:%M:%S}; reconnecting"
         )
         return ("", "", "broker", False, {"connected": now, "message": text})
 
@@ -358,7 +359,7 @@ def push_command(
             )
         progress = PushProgress()
         with conn.client() as client:
-            require_online(client, site, gate)
+            conn.require_online(client, site, gate)
 
             def before_send(index: int) -> None:
                 shown.say(f"sending chunk {index + 1}/{progress.count} of {file.name} to {site}/{gate}")
@@ -517,7 +518,7 @@ def cmd_command(
             valid_for_s=valid_for,
         )
         with conn.client() as client:
-            require_online(client, site, gate)
+            conn.require_online(client, site, gate)
             ack = client.send_command(site, gate, raw, cmd_id=cmd_id, timeout=timeout)
     except (OpsError, PrecheckError) as exc:
         _fail_ops(exc, as_json)

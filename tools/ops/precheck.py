@@ -12,8 +12,9 @@ import errno
 import json
 import queue
 import socket
+from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -80,7 +81,7 @@ def _local(ts: datetime | None) -> str:
 def gate_presence(client: OpsClient, site: str, gate: str, wait_s: float = STATUS_WAIT_S) -> GatePresence | None:
     """The gate's retained status, or None when no gate of that id ever reported to this broker."""
     got: queue.SimpleQueue[bytes] = queue.SimpleQueue()
-    client.subscribe(client.topics(site, gate).status, lambda message: got.put(bytes(message.payload)))
+    client.subscribe(client.topics(site, gate).status, lambda message: got.put(bytes(message.payload)), retained=True)
     try:
         payload = got.get(timeout=wait_s)
     except queue.Empty:
@@ -108,7 +109,7 @@ def known_gates(client: OpsClient, site: str, wait_s: float = 1.0) -> list[str]:
         if len(parts) >= 2:
             got.put(parts[-2])
 
-    client.subscribe(topic, on_message)
+    client.subscribe(topic, on_message, retained=True)
     found: set[str] = set()
     try:
         while True:
@@ -117,18 +118,30 @@ def known_gates(client: OpsClient, site: str, wait_s: float = 1.0) -> list[str]:
         return sorted(found)
 
 
-def require_online(client: OpsClient, site: str, gate: str) -> GatePresence:
-    """The gate's presence when it is online; otherwise PrecheckError saying what is wrong."""
-    presence = gate_presence(client, site, gate)
+def _newest(presences: list[GatePresence]) -> GatePresence | None:
+    if not presences:
+        return None
+    epoch = datetime.min.replace(tzinfo=timezone.utc)
+    return max(presences, key=lambda p: p.since if p.since is not None and p.since.tzinfo else epoch)
+
+
+def require_online(client: OpsClient, site: str, gate: str, *, also: Sequence[OpsClient] = ()) -> GatePresence:
+    """The gate's presence when it is online; otherwise PrecheckError saying what is wrong.
+
+    `also`: clients connected to the other nodes of a broker cluster whose retained messages stay on the
+    node they were published to (RabbitMQ): every node is asked and the newest status counts."""
+    found = [p for p in (gate_presence(c, site, gate) for c in (client, *also)) if p is not None]
+    presence = _newest(found)
     if presence is None:
-        others = known_gates(client, site)
+        others = sorted({g for c in (client, *also) for g in known_gates(c, site)})
         listed = (
             f"gates of site {site} on this broker: {', '.join(others)}"
             if others
             else (f"no gate of site {site!r} has reported to this broker")
         )
         raise PrecheckError(
-            f"unknown gate {site}/{gate}: it has never reported to {client.host}:{client.port}",
+            f"unknown gate {site}/{gate}: it has never reported to {client.host}:{client.port}"
+            + (f" nor to the {len(also)} other cluster node(s)" if also else ""),
             f"check --gate and --site ({listed})",
         )
     if presence.state == "offline":

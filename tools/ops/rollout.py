@@ -33,7 +33,6 @@ import typer
 from egate.edge.uplink.topics import split_topic
 from egate.tools.ops.broker_options import BrokerConn, broker_options
 from egate.tools.ops.client import GateOffline, OpsClient, OpsError, PushProgress, read_bundle_file
-from egate.tools.ops.collect import _NODES, _PROTOCOL
 from egate.tools.ops.store import Store, StoreError
 
 log = structlog.get_logger(__name__)
@@ -290,6 +289,8 @@ class RolloutRunner:
         """Until every gate is applied/rejected or the deadline passes (or stop()); returns the report."""
         for topic in ("status", "health", "outcome", "event"):
             self.client.subscribe(f"{self.client.prefix}/{self.plan.site}/+/{topic}", self._on_message)
+        # One subscription for every gate's bundle acks (each push then only adds its callback).
+        self.client.subscribe(f"{self.client.prefix}/{self.plan.site}/+/bundle/ack", None)
         workers = [
             threading.Thread(target=self._work, name=f"egate-rollout-{i}", daemon=True) for i in range(self.concurrency)
         ]
@@ -548,13 +549,10 @@ def rollout_command(
     ),
     db: str = typer.Option("egate-ops.sqlite", "--db", envvar="EGATE_OPS_DB", help="Ops database (state)."),
     as_json: bool = typer.Option(False, "--json", help="JSON lines: one per gate change, then the report."),
-    protocol: str = _PROTOCOL,
-    nodes: list[str] | None = _NODES,
     *,
     conn: BrokerConn,
 ) -> None:
     """Push a bundle to many gates in parallel; resumable (run it again); ends with a report."""
-    from egate.tools.ops.collect import ops_client
     from egate.tools.ops.link import _fail
 
     if (gates is None) == (gates_file is None):
@@ -576,7 +574,7 @@ def rollout_command(
     plan, progress = state.create_or_resume(kind, bundle, data, site, targets, deadline)
     wanted = set(targets)
     progress = {g: p for g, p in progress.items() if g in wanted}
-    client = ops_client(conn, protocol, nodes)
+    client = conn.client()
     try:
         client.connect()
     except OpsError as exc:
@@ -597,7 +595,7 @@ def rollout_command(
     # Gates this run sees coming online also get earlier rollouts still pending for them (past deadline).
     resumer = RolloutResumer(
         store,
-        conn_factory=lambda: ops_client(conn, protocol, nodes),
+        conn_factory=conn.client,
         chunk_bytes=chunk_bytes,
         offline_after_s=offline_after,
         exclude={plan.id},

@@ -86,8 +86,10 @@ class RabbitCluster(LocalService):
     (SIGKILL) and bring it back; `c.add_user(...)`, `c.set_topic_permissions(...)` manage access.
     """
 
-    def __init__(self, workdir: Path, *, nodes: int = 3, prefix: str = "egt") -> None:
+    def __init__(self, workdir: Path, *, nodes: int = 3, prefix: str = "egt", memory_mb: int = 400) -> None:
+        """`memory_mb`: each node's memory high watermark (publishers are blocked above it)."""
         self.workdir = Path(workdir)
+        self.memory_mb = memory_mb
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.host = "127.0.0.1"
         self.epmd_port = low_free_port()
@@ -131,7 +133,7 @@ class RabbitCluster(LocalService):
                     "log.console = false",
                     "log.file.level = warning",
                     # Room for a few test clusters on a shared machine.
-                    "vm_memory_high_watermark.absolute = 400MB",
+                    f"vm_memory_high_watermark.absolute = {self.memory_mb}MB",
                     "disk_free_limit.absolute = 50MB",
                 ]
             )

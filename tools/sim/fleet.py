@@ -101,6 +101,7 @@ def make_sim_gate(
     password: str | None = None,
     protocol: str = "auto",
     reconnect_max_s: float = 1.0,
+    downlink_qos: int = 1,
     outbox_config: OutboxConfig | None = None,
     status: Callable[[], StatusPayload] | None = None,
 ) -> SimGate:
@@ -116,6 +117,7 @@ def make_sim_gate(
         reconnect_min_s=0.1,
         reconnect_max_s=reconnect_max_s,
         keepalive_s=30,
+        downlink_qos=downlink_qos,  # type: ignore[arg-type]
     )
     outbox = Outbox(folder / "outbox.sqlite", outbox_config or OutboxConfig(), gate)
 
