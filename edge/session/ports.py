@@ -7,17 +7,20 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Literal, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Literal, Protocol, runtime_checkable
 
 import numpy as np
 from numpy.typing import NDArray
 
-from egate.edge.session.events import BoardingPassRead
 from egate.edge.session.policy import (
     Comparison,
 )
 from egate.edge.session.records import LaneEvent, OutcomeRecord
 from egate.edge.session.states import Guidance
+
+if TYPE_CHECKING:
+    # events.py imports FaceLike from here: at run time the annotation stays a string.
+    from egate.edge.session.events import BoardingPassRead
 
 
 @runtime_checkable
