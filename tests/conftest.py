@@ -16,7 +16,7 @@ import pytest  # noqa: E402
 import structlog  # noqa: E402
 
 # Session-wide services (a RabbitMQ cluster, PostgreSQL) must be registered once, not per importing module.
-pytest_plugins = ["tests.fleet_fixtures"]
+pytest_plugins = ["tests.fleet.fleet_fixtures"]
 
 
 @pytest.fixture(autouse=True)
