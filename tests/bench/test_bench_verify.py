@@ -22,7 +22,6 @@ from egate.tools.bench.verify import (
     threshold_at_fmr,
     write_pairs,
 )
-from tests.support.engine_fixtures import model_dir  # noqa: F401 - pytest fixture
 from tests.shared_data import shared_data
 
 
@@ -93,7 +92,7 @@ def test_pairs_command_writes_the_file(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("pipeline", ["egate", "dlib"])
-def test_verify_json_on_real_faces(model_dir: Path, tmp_path: Path, pipeline: str) -> None:  # noqa: F811
+def test_verify_json_on_real_faces(model_dir: Path, tmp_path: Path, pipeline: str) -> None:
     pairs, root = _small_pairs(tmp_path)
     plot = tmp_path / "det.png"
     calibration = tmp_path / "calibration.json"

@@ -14,10 +14,7 @@ from egate.drivers.chip.pa import TrustList
 from egate.edge.lane.chip import access_key_from_mrz, inspect_chip
 from egate.tools.sim.chip.card import DirectTransport, PassportCard
 from egate.tools.sim.chip.passport import VirtualPassport, build_passport, encode_face, make_pki, td3_mrz
-from tests.support.engine_fixtures import model_dir
 from tests.shared_data import shared_data
-
-__all__ = ["model_dir"]  # fixture, imported for pytest
 
 NOW = datetime.now(timezone.utc)
 PKI = make_pki(NOW)

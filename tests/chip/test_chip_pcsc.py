@@ -22,9 +22,7 @@ from egate.tools.sim.chip.passport import (
     synthetic_face,
 )
 from egate.tools.sim.chip.vpcd import CardRemoved
-from tests.chip.chip_fixtures import NOW, SACRIFICIAL_READER, bac_passport, face, passport, pcscd, pki, read_over_pcsc
-
-__all__ = ["bac_passport", "face", "passport", "pcscd", "pki"]  # fixtures, imported for pytest
+from tests.chip.chip_fixtures import NOW, SACRIFICIAL_READER, read_over_pcsc
 
 DG1_FID = DATA_GROUPS[1][0]
 DG2_FID = DATA_GROUPS[2][0]

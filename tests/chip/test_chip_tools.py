@@ -14,9 +14,7 @@ import pytest
 from egate.tools.sim.chip.card import PassportCard
 from egate.tools.sim.chip.passport import ChipPki, VirtualPassport, td3_mrz
 from egate.tools.sim.chip.vpcd import FallSilent, VpcdCard
-from tests.chip.chip_fixtures import READER, face, passport, pcscd, pki
-
-__all__ = ["face", "passport", "pcscd", "pki"]  # fixtures, imported for pytest
+from tests.chip.chip_fixtures import READER
 
 ROOT = Path(__file__).resolve().parents[2]
 

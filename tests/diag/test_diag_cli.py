@@ -22,7 +22,6 @@ from egate.engines.config import EngineConfig
 from egate.tools.diag.selftest_checks import read_frames
 from tests.support.broker import Mosquitto
 from tests.support.diag_fixtures import DEMO_GIF, run_diag
-from tests.support.engine_fixtures import model_dir  # noqa: F401 - fixture
 
 MAINT_HINT = "enter maintenance mode: egate diag maintenance on / signed ops command set_mode maintenance"
 
@@ -117,7 +116,7 @@ class StandInLane:
         }
 
 
-def write_config(tmp_path: Path, *, model_dir: Path | None = None, extra: str = "") -> Path:  # noqa: F811
+def write_config(tmp_path: Path, *, model_dir: Path | None = None, extra: str = "") -> Path:
     state = tmp_path / "state"
     models = f'model_dir = "{model_dir}"\n' if model_dir else ""
     from egate.edge.settings import Settings
@@ -254,7 +253,7 @@ def test_mqtt_with_broker_down_exits_1(tmp_path: Path) -> None:
     assert data["checks"][0]["verdict"] == "FAIL" and data["checks"][0]["hint"].startswith("start the broker")
 
 
-def test_selftest_local_on_a_broken_setup(tmp_path: Path, model_dir: Path) -> None:  # noqa: F811
+def test_selftest_local_on_a_broken_setup(tmp_path: Path, model_dir: Path) -> None:
     """No daemon: devices opened here; wrong turnstile port and broker down FAIL, the rest reported."""
     broker = Mosquitto(tmp_path / "broker")
     broker.start()
@@ -293,7 +292,7 @@ def test_logs_without_journald_says_where_logs_are(tmp_path: Path) -> None:
         assert code == 1 and "journald" in data["error"] and "journalctl -u egate" in data["hint"]
 
 
-def test_snapshot_draws_faces_with_quality(model_dir: Path) -> None:  # noqa: F811
+def test_snapshot_draws_faces_with_quality(model_dir: Path) -> None:
     from egate.engines.pipeline import FaceEngine
 
     frames = read_frames(DEMO_GIF, 40)
@@ -346,7 +345,7 @@ def test_local_gate_commands_against_the_simulated_controller(tmp_path: Path) ->
         sim.close()
 
 
-def test_selftest_local_passes_on_healthy_real_parts(tmp_path: Path, model_dir: Path) -> None:  # noqa: F811
+def test_selftest_local_passes_on_healthy_real_parts(tmp_path: Path, model_dir: Path) -> None:
     """Daemon stopped, every part healthy: simulated gate controller with the right key, reader PTY,
     mutual-TLS broker with long-lived certificates, a current gallery, the real models."""
     import secrets
@@ -406,7 +405,7 @@ def test_selftest_local_passes_on_healthy_real_parts(tmp_path: Path, model_dir: 
     assert "not running" in by_name["daemon"]["detail"] and "systemctl start egate" in by_name["daemon"]["hint"]
 
 
-def test_local_snapshot_opens_the_camera_and_draws_faces(tmp_path: Path, model_dir: Path) -> None:  # noqa: F811
+def test_local_snapshot_opens_the_camera_and_draws_faces(tmp_path: Path, model_dir: Path) -> None:
     """Daemon stopped: the snapshot comes from the camera opened here (Settings with a [camera] section)."""
     from types import SimpleNamespace
 

@@ -24,7 +24,7 @@ from egate.edge.lane.device_checks import (
 from egate.edge.service.control_socket import SelftestDeviceResult
 from egate.edge.uplink.link import classify_connect_error
 from tests.support.diag_fixtures import DEMO_GIF
-from tests.support.turnstile_fixtures import GateFactory, gate_factory, wait_until  # noqa: F401 - fixture
+from tests.support.turnstile_fixtures import GateFactory, wait_until
 
 
 def test_camera_streaming_passes_and_lost_camera_fails(tmp_path: Path) -> None:
@@ -74,14 +74,14 @@ def test_reader_on_pty_passes_missing_port_fails(tmp_path: Path) -> None:
     assert bad.verdict == "FAIL" and bad.hint == HINT_READER_PORT and "cannot open" in bad.detail
 
 
-def test_turnstile_wrong_key_fails_with_key_hint(gate_factory: GateFactory) -> None:  # noqa: F811
+def test_turnstile_wrong_key_fails_with_key_hint(gate_factory: GateFactory) -> None:
     pair = gate_factory(sim_scbk=secrets.token_bytes(16), wait=False)
     wait_until(lambda: bool(pair.gate.status()["secure_channel_failed"]), 10.0, "secure channel failure")
     check = turnstile_check(pair.gate.status(), credential_name="turnstile.scbk")
     assert check.verdict == "FAIL" and check.hint == hint_turnstile_key("turnstile.scbk")
 
 
-def test_turnstile_up_passes(gate_factory: GateFactory) -> None:  # noqa: F811
+def test_turnstile_up_passes(gate_factory: GateFactory) -> None:
     pair = gate_factory()
     check = turnstile_check(pair.gate.status())
     assert check.verdict == "PASS" and check.detail.endswith("online, secure channel up")

@@ -22,7 +22,6 @@ from egate.tools.diag import selftest_checks as checks
 from egate.tools.sim.reader import ReaderSimulator
 from tests.support.broker import BrokerTls, Mosquitto
 from tests.support.diag_fixtures import DEMO_GIF, make_long_pki, write_gallery
-from tests.support.engine_fixtures import model_dir  # noqa: F401 - fixture
 from tests.support.gallery_fixtures import GALLERY_KEY
 from tests.support.link_fixtures import make_pki
 
@@ -30,7 +29,7 @@ NOW = dt.datetime.now(dt.timezone.utc)
 
 
 @pytest.fixture(scope="module")
-def engine(model_dir: Path):  # noqa: F811 - fixture
+def engine(model_dir: Path):
     from egate.engines.pipeline import FaceEngine
 
     with FaceEngine.from_config(EngineConfig(), model_dir) as face_engine:
@@ -62,7 +61,7 @@ def test_models_missing_fails_with_build_command(tmp_path: Path) -> None:
     assert result.hint == f"rebuild the model cache: egate models build --model-dir {tmp_path / 'models'}"
 
 
-def test_models_tampered_fails(tmp_path: Path, model_dir: Path) -> None:  # noqa: F811
+def test_models_tampered_fails(tmp_path: Path, model_dir: Path) -> None:
     import shutil
 
     copy = tmp_path / "models"
@@ -75,19 +74,19 @@ def test_models_tampered_fails(tmp_path: Path, model_dir: Path) -> None:  # noqa
     assert result.verdict == "FAIL" and "egate models build" in result.hint
 
 
-def test_models_and_engine_pass_on_real_models(model_dir: Path, engine) -> None:  # noqa: F811
+def test_models_and_engine_pass_on_real_models(model_dir: Path, engine) -> None:
     assert checks.check_models(model_dir).verdict == "PASS"
     result = checks.check_engine(EngineConfig(), model_dir, DEMO_GIF, engine=engine)
     assert result.verdict == "PASS", result
     assert result.detail.startswith("1 face(s) in ")
 
 
-def test_engine_without_golden_media_warns(model_dir: Path) -> None:  # noqa: F811
+def test_engine_without_golden_media_warns(model_dir: Path) -> None:
     result = checks.check_engine(EngineConfig(), model_dir, None)
     assert result.verdict == "WARN" and "--golden" in result.hint
 
 
-def test_engine_over_budget_warns(model_dir: Path, engine) -> None:  # noqa: F811
+def test_engine_over_budget_warns(model_dir: Path, engine) -> None:
     result = checks.check_engine(EngineConfig(), model_dir, DEMO_GIF, engine=engine, budget_ms=0.0)
     assert result.verdict == "WARN" and "throttled" in result.hint
 

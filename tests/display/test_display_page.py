@@ -34,8 +34,7 @@ from egate.tools.display.browser import browser_available, open_browser, probe, 
 from egate.tools.rig.lane import GATE, SITE, LaneRig, OpsMaterial, prepare_ops, run_egate
 from egate.tools.sim.reader import ReaderSimulator
 from tests.lane.test_lane_modes import td3
-from tests.lane.test_lane_rig import LEAD_IN
-from tests.lane.test_lane_rig import pytestmark as rig_marks
+from tests.support.rig import LEAD_IN, NEEDS_RIG
 
 REPO = Path(__file__).resolve().parents[2]
 ARTIFACTS = REPO / ".cache" / "test-artifacts" / "display"
@@ -65,7 +64,8 @@ ICONS = {
 }
 
 pytestmark = [
-    *rig_marks[1:],
+    pytest.mark.slow,
+    *NEEDS_RIG,
     pytest.mark.timeout(400),
     pytest.mark.skipif(not browser_available(), reason="chromium / chromium-driver missing: make setup installs them"),
     pytest.mark.skipif(not AXE.exists(), reason=f"axe-core missing at {AXE}: make setup installs it (npm)"),

@@ -15,7 +15,6 @@ from egate.engines.backends.base import Session, create_backend
 from egate.engines.embedder import Embedder
 from egate.engines.landmarks import BoxMapping, LandmarkPredictor, fit_box_mapping, map_detector_box
 from egate.engines.models import load_manifest
-from tests.support.engine_fixtures import model_dir  # noqa: F401 - pytest fixture
 from tests.shared_data import shared_data
 
 IMAGES = [
@@ -29,7 +28,7 @@ IMAGES = [
 
 
 @pytest.fixture(scope="module")
-def dlib_parts(model_dir: Path) -> tuple[dlib.fhog_object_detector, dlib.shape_predictor]:  # noqa: F811
+def dlib_parts(model_dir: Path) -> tuple[dlib.fhog_object_detector, dlib.shape_predictor]:
     return (
         dlib.get_frontal_face_detector(),
         dlib.shape_predictor(str(load_manifest(model_dir).path(model_dir, "landmarks5"))),
@@ -37,7 +36,7 @@ def dlib_parts(model_dir: Path) -> tuple[dlib.fhog_object_detector, dlib.shape_p
 
 
 @pytest.fixture(scope="module")
-def embed_session(model_dir: Path) -> Iterator[Session]:  # noqa: F811
+def embed_session(model_dir: Path) -> Iterator[Session]:
     with create_backend("onnxruntime").load(load_manifest(model_dir).path(model_dir, "embedder")) as s:
         yield s
 
@@ -132,7 +131,7 @@ def test_mapped_box_is_square_and_inclusive() -> None:
     assert right - left + 1 == pytest.approx(98, abs=1)  # side 0.9832 of the 100 px box
 
 
-def test_landmarks_from_a_mapped_blazeface_box_agree_with_hog(model_dir: Path, dlib_parts: tuple) -> None:  # noqa: F811
+def test_landmarks_from_a_mapped_blazeface_box_agree_with_hog(model_dir: Path, dlib_parts: tuple) -> None:
     from egate.engines.detector import BlazeFaceDetector
 
     manifest = load_manifest(model_dir)

@@ -10,7 +10,6 @@ import pytest
 
 from egate.engines.backends.base import create_backend, describe_backends, registered_backends
 from egate.engines.models import Role, load_manifest
-from tests.support.engine_fixtures import model_dir  # noqa: F401 - pytest fixture
 from tests.shared_data import shared_data
 
 
@@ -43,7 +42,7 @@ def test_unknown_backend_names_the_valid_ones() -> None:
         ("embedder", lambda: _photo(150).astype(np.float32), 1e-4),
     ],
 )
-def test_opencv_and_onnxruntime_agree(model_dir: Path, role: Role, make_input, tol: float) -> None:  # noqa: F811
+def test_opencv_and_onnxruntime_agree(model_dir: Path, role: Role, make_input, tol: float) -> None:
     path = load_manifest(model_dir).path(model_dir, role)
     x = np.ascontiguousarray(make_input().transpose(2, 0, 1)[None])
     results: dict[str, list[np.ndarray]] = {}

@@ -19,7 +19,6 @@ from egate.engines.dlib_resnet import (
     read_dlib_resnet,
 )
 from egate.engines.models import load_manifest
-from tests.support.engine_fixtures import model_dir  # noqa: F401 - pytest fixture
 from tests.shared_data import shared_data
 
 FACES = [
@@ -46,7 +45,7 @@ def _dlib_chips(paths: list[Path], predictor_path: Path) -> list[np.ndarray]:
 
 
 @pytest.mark.parametrize("backend", ["onnxruntime", "opencv"])
-def test_onnx_descriptor_equals_dlib_within_1e_5(model_dir: Path, backend: str) -> None:  # noqa: F811
+def test_onnx_descriptor_equals_dlib_within_1e_5(model_dir: Path, backend: str) -> None:
     manifest = load_manifest(model_dir)
     faces = shared_data("faces")
     chips = _dlib_chips([faces / f for f in FACES], manifest.path(model_dir, "landmarks5"))
@@ -62,14 +61,14 @@ def test_onnx_descriptor_equals_dlib_within_1e_5(model_dir: Path, backend: str) 
     assert worst < 1e-5, f"max abs difference to dlib {worst:.2e}"
 
 
-def test_conversion_is_deterministic_and_matches_the_cache(model_dir: Path, tmp_path: Path) -> None:  # noqa: F811
+def test_conversion_is_deterministic_and_matches_the_cache(model_dir: Path, tmp_path: Path) -> None:
     manifest = load_manifest(model_dir)
     out = tmp_path / "resnet.onnx"
     convert_dlib_resnet(manifest.path(model_dir, "embedder_dlib"), out)
     assert out.read_bytes() == manifest.path(model_dir, "embedder").read_bytes()
 
 
-def test_graph_is_static_and_uses_plain_operators(model_dir: Path) -> None:  # noqa: F811
+def test_graph_is_static_and_uses_plain_operators(model_dir: Path) -> None:
     model = onnx.load(str(load_manifest(model_dir).path(model_dir, "embedder")))
     (inp,) = model.graph.input
     (out,) = model.graph.output
@@ -86,14 +85,14 @@ def test_graph_is_static_and_uses_plain_operators(model_dir: Path) -> None:  # n
                         "GlobalAveragePool", "Flatten", "MatMul"}  # fmt: skip
 
 
-def test_parser_reads_the_whole_file(model_dir: Path) -> None:  # noqa: F811
+def test_parser_reads_the_whole_file(model_dir: Path) -> None:
     net = read_dlib_resnet(load_manifest(model_dir).path(model_dir, "embedder_dlib"))
     assert net.size == 150
     assert np.allclose(net.means_rgb, (122.782, 117.001, 104.298), atol=1e-3)
     assert len(net.layers) == 108  # computational layers; the 22 tag/skip layers carry no data
 
 
-def test_parser_rejects_other_and_truncated_files(model_dir: Path, tmp_path: Path) -> None:  # noqa: F811
+def test_parser_rejects_other_and_truncated_files(model_dir: Path, tmp_path: Path) -> None:
     manifest = load_manifest(model_dir)
     with pytest.raises(DlibFormatError, match="loss_metric_2"):
         read_dlib_resnet(manifest.path(model_dir, "landmarks5"))  # a shape predictor, not a net

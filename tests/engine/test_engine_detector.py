@@ -13,7 +13,6 @@ import pytest
 from egate.engines.backends.base import create_backend
 from egate.engines.detector import BlazeFaceDetector, Variant, ssd_anchors, weighted_nms
 from egate.engines.models import Role, load_manifest
-from tests.support.engine_fixtures import model_dir  # noqa: F401 - pytest fixture
 from tests.shared_data import shared_data
 
 ONE_FACE = [
@@ -28,7 +27,7 @@ ROLES: dict[Variant, Role] = {"short": "detector_short", "full": "detector_full"
 
 
 @pytest.fixture(scope="module", params=["short", "full"])
-def detector(request: pytest.FixtureRequest, model_dir: Path) -> Iterator[BlazeFaceDetector]:  # noqa: F811
+def detector(request: pytest.FixtureRequest, model_dir: Path) -> Iterator[BlazeFaceDetector]:
     variant: Variant = request.param
     path = load_manifest(model_dir).path(model_dir, ROLES[variant])
     with create_backend("onnxruntime").load(path) as session:

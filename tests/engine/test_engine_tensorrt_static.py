@@ -31,7 +31,6 @@ from egate.engines.backends.base import BackendUnavailable, create_backend, load
 from egate.engines.backends.tensorrt import TensorRTBackend, static_input_shapes
 from egate.engines.backends.tensorrt_cache import EngineCache, EngineCacheError, EngineKey
 from egate.engines.models import Role, load_manifest
-from tests.support.engine_fixtures import model_dir  # noqa: F401 - pytest fixture
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -76,13 +75,13 @@ def _attrs(node: onnx.NodeProto) -> dict[str, object]:
     return out
 
 
-def test_every_shipped_model_is_covered(model_dir: Path) -> None:  # noqa: F811
+def test_every_shipped_model_is_covered(model_dir: Path) -> None:
     onnx_files = {f.filename for f in load_manifest(model_dir).files.values() if f.filename.endswith(".onnx")}
     assert onnx_files == {p.name for _, p in _onnx_models(model_dir)}
 
 
 @pytest.mark.parametrize("role", ONNX_ROLES)
-def test_operators_and_opset_supported_by_tensorrt10(model_dir: Path, role: str) -> None:  # noqa: F811
+def test_operators_and_opset_supported_by_tensorrt10(model_dir: Path, role: str) -> None:
     path = load_manifest(model_dir).path(model_dir, role)  # type: ignore[arg-type]
     model = onnx.load(str(path))
     opsets = {o.domain or "ai.onnx": o.version for o in model.opset_import}
@@ -118,7 +117,7 @@ def test_operators_and_opset_supported_by_tensorrt10(model_dir: Path, role: str)
 
 
 @pytest.mark.parametrize("role", ONNX_ROLES)
-def test_all_shapes_static_so_no_optimisation_profile_is_needed(model_dir: Path, role: str) -> None:  # noqa: F811
+def test_all_shapes_static_so_no_optimisation_profile_is_needed(model_dir: Path, role: str) -> None:
     path = load_manifest(model_dir).path(model_dir, role)  # type: ignore[arg-type]
     inferred = onnx.shape_inference.infer_shapes(onnx.load(str(path)), strict_mode=True)
     tensors = [*inferred.graph.input, *inferred.graph.value_info, *inferred.graph.output]
@@ -333,7 +332,7 @@ def test_create_backend_falls_back_and_logs_why() -> None:
         create_backend("tensorrt", None)
 
 
-def test_load_session_falls_back_when_the_engine_cannot_load(model_dir: Path) -> None:  # noqa: F811
+def test_load_session_falls_back_when_the_engine_cannot_load(model_dir: Path) -> None:
     path = load_manifest(model_dir).path(model_dir, "detector_short")
     backend = TensorRTBackend(cache_dir=model_dir / "tensorrt")
     if _tensorrt_reason() is None:
@@ -351,7 +350,7 @@ def test_load_session_falls_back_when_the_engine_cannot_load(model_dir: Path) ->
 
 
 @pytest.mark.gpu
-def test_tensorrt_engine_matches_cpu_backend(model_dir: Path) -> None:  # noqa: F811
+def test_tensorrt_engine_matches_cpu_backend(model_dir: Path) -> None:
     reason = _tensorrt_reason()
     if reason is not None:
         pytest.skip(f"TensorRT backend unavailable: {reason}")

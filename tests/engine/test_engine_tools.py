@@ -16,7 +16,6 @@ from egate.engines.models import load_manifest
 from egate.tools.bench import engine as bench_engine
 from egate.tools.diag import engines as diag_engines
 from egate.tools.models import commands as models_cmd
-from tests.support.engine_fixtures import model_dir  # noqa: F401 - pytest fixture
 from tests.shared_data import shared_data
 
 
@@ -27,7 +26,7 @@ def _app(register) -> typer.Typer:  # type: ignore[no-untyped-def]
     return app
 
 
-def test_models_show_and_build_json(model_dir: Path) -> None:  # noqa: F811
+def test_models_show_and_build_json(model_dir: Path) -> None:
     app = _app(models_cmd.register)
     shown = CliRunner().invoke(app, ["show", "--dir", str(model_dir), "--json"])
     assert shown.exit_code == 0, shown.output
@@ -44,7 +43,7 @@ def test_models_show_on_empty_dir_fails_with_the_fix(tmp_path: Path) -> None:
     assert "no model manifest" in result.stderr and "egate models build" in result.stderr
 
 
-def test_models_build_tensorrt_fails_with_reason_without_tensorrt(model_dir: Path) -> None:  # noqa: F811
+def test_models_build_tensorrt_fails_with_reason_without_tensorrt(model_dir: Path) -> None:
     reason = TensorRTBackend.unavailable_reason()
     if reason is None:
         pytest.skip("TensorRT is available here")
@@ -52,7 +51,7 @@ def test_models_build_tensorrt_fails_with_reason_without_tensorrt(model_dir: Pat
     assert result.exit_code == 1 and reason in result.stderr
 
 
-def test_diag_engines_lists_backends_and_device_check_exits_non_zero_without_tensorrt(model_dir: Path) -> None:  # noqa: F811
+def test_diag_engines_lists_backends_and_device_check_exits_non_zero_without_tensorrt(model_dir: Path) -> None:
     app = _app(diag_engines.register)
     listed = CliRunner().invoke(app, ["engines", "--dir", str(model_dir), "--json"])
     assert listed.exit_code == 0
@@ -68,7 +67,7 @@ def test_diag_engines_lists_backends_and_device_check_exits_non_zero_without_ten
         assert reason in json.loads(check.stdout)["device_check"]["tensorrt"]["error"]
 
 
-def test_bench_engine_reports_stages_per_backend(model_dir: Path, tmp_path: Path) -> None:  # noqa: F811
+def test_bench_engine_reports_stages_per_backend(model_dir: Path, tmp_path: Path) -> None:
     photos = tmp_path / "photos"
     photos.mkdir()
     for src in sorted(shared_data("faces/lfw_krasserm").glob("*/*.jpg"))[:3]:

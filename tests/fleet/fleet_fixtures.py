@@ -1,9 +1,9 @@
 """Fixtures for the fleet tests: a three-node RabbitMQ cluster, PostgreSQL, mosquitto with per-gate ACLs.
 
 The cluster and PostgreSQL are session scoped and start only when a test asks for them (the cluster
-takes ~30 s to form); tests that need them are marked `slow`. tests/conftest.py registers this module
-as a plugin (a session fixture imported into several test modules would start once per module), so
-tests just name the fixtures `rabbit`, `postgres`, `acl_mosquitto`.
+takes ~30 s to form); tests that need them are marked `slow`. tests/fleet/conftest.py provides them
+once for the folder (a session fixture imported into several test modules would start once per module),
+so tests just name the fixtures `rabbit`, `postgres`, `acl_mosquitto`.
 """
 
 from __future__ import annotations

@@ -6,9 +6,9 @@ from __future__ import annotations
 import pytest
 
 from egate.tools.ops.broker_acl import gate_username
-from tests.support.broker import wait_until
 from tests.fleet.fleet_clients import Peer
 from tests.fleet.fleet_fixtures import OPS_USER, AclMosquitto, Rabbit
+from tests.support.broker import wait_until
 
 P = "egate/v1"
 

@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 
 from egate.tools.ops.broker_acl import rabbitmq_gate_permissions
-from tests.support.broker import Mosquitto, wait_until
 from tests.fleet.fleet_clients import Peer, gate_link
 from tests.fleet.fleet_fixtures import OPS_USER, Rabbit
+from tests.support.broker import Mosquitto, wait_until
 
 P = "egate/v1"
 

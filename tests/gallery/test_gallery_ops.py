@@ -19,8 +19,8 @@ from egate.tools.ops import bundle as ops_bundle
 from egate.tools.ops import config as ops_config
 from egate.tools.ops import gallery as ops_gallery
 from egate.tools.ops import keys as ops_keys
-from tests.support.gallery_fixtures import GALLERY_KEY
 from tests.shared_data import shared_data
+from tests.support.gallery_fixtures import GALLERY_KEY
 
 runner = CliRunner()
 

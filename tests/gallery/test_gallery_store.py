@@ -145,7 +145,14 @@ def test_sigkill_during_activation_leaves_old_or_new(tmp_path: Path) -> None:
 
     def run_child(bundle: Path, kill_after: float | None) -> tuple[bool, float | None]:
         child = subprocess.Popen(
-            [sys.executable, "-m", "tests.gallery.gallery_activate_child", str(gallery_dir), str(trust_dir), str(bundle)],
+            [
+                sys.executable,
+                "-m",
+                "tests.gallery.gallery_activate_child",
+                str(gallery_dir),
+                str(trust_dir),
+                str(bundle),
+            ],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.DEVNULL,

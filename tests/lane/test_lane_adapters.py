@@ -29,8 +29,8 @@ from egate.edge.session.policy import Reason, Verdict
 from egate.edge.session.ports import MatchScope
 from egate.edge.session.states import Guidance
 from egate.edge.settings.lane import LaneConfig, Mode
-from tests.support.gallery_fixtures import NOW, gallery_bundle, new_ops_key, random_subjects, trust_with, verifier_for
 from tests.lane.lane_fixtures import FakeClock, RecordingGate, RecordingSinks
+from tests.support.gallery_fixtures import NOW, gallery_bundle, new_ops_key, random_subjects, trust_with, verifier_for
 
 # ICAO 9303-4 Appendix specimen (Utopia): the check digits are valid, the expiry 2012-04-15 is past.
 UTOPIA = "P<UTOERIKSSON<<ANNA<MARIA<<<<<<<<<<<<<<<<<<<\nL898902C36UTO7408122F1204159ZE184226B<<<<<10"

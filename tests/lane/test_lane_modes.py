@@ -24,7 +24,9 @@ from egate.drivers.document.mrz import check_digit
 from egate.edge.lane.adapters import HashedSubjectLookup
 from egate.tools.rig.lane import GATE, SITE, LaneRig, OpsMaterial, prepare_ops
 from egate.tools.sim.reader import ReaderSimulator
-from tests.lane.test_lane_rig import GAP, LEAD_IN, pytestmark  # noqa: F401 - same skips and timeout
+from tests.support.rig import GAP, LEAD_IN, RIG
+
+pytestmark = RIG
 
 SUBJECT_KEY = secrets.token_bytes(32)
 LOOKUP = HashedSubjectLookup(SUBJECT_KEY, lambda: None)

@@ -15,6 +15,7 @@ from egate.edge.settings import load_settings_text, with_pushed_config
 from egate.edge.settings.lane import Mode
 from egate.edge.trust.bundles import CommandPayload, VersionState
 from egate.edge.uplink.chunks import TransferRefused
+from tests.lane.lane_fixtures import healthy, make_lane
 from tests.support.gallery_fixtures import (
     GALLERY_KEY,
     NOW,
@@ -26,7 +27,6 @@ from tests.support.gallery_fixtures import (
     trust_with,
     verifier_for,
 )
-from tests.lane.lane_fixtures import healthy, make_lane
 
 
 class Rig:

@@ -9,31 +9,15 @@ One ops key and gallery are built per module and shared by the rigs; each test r
 from __future__ import annotations
 
 import json
-import os
-import shutil
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from egate.tools.rig.lane import GATE, SITE, LaneRig, OpsMaterial, prepare_ops, run_egate
-from egate.tools.rig.local_broker import MOSQUITTO
+from tests.support.rig import GAP, LEAD_IN, RIG
 
-MODEL_DIR = Path(__file__).resolve().parents[2] / ".cache" / "models"
-
-pytestmark = [
-    pytest.mark.timeout(120),
-    pytest.mark.skipif(
-        not (shutil.which("mosquitto") or os.path.exists(MOSQUITTO)), reason="mosquitto is not installed"
-    ),
-    pytest.mark.skipif(
-        not (MODEL_DIR / "manifest.json").exists() and not os.environ.get("EGATE_MODEL_DIR"),
-        reason="face models not provisioned: run `egate models build` (make setup does)",
-    ),
-]
-
-LEAD_IN = 6  # empty frames before the first traveller
-GAP = 30  # empty frames after a traveller (2.4 s: the passage or the refer hold ends first)
+pytestmark = RIG
 
 
 @pytest.fixture(scope="module")

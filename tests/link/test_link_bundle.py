@@ -13,9 +13,7 @@ from egate.edge.uplink.chunks import ChunkAssembler, TransferRefused, missing_ra
 from egate.edge.uplink.messages import BundleAck, BundleChunk
 from egate.tools.ops.client import OpsClient, PushProgress
 from tests.support.broker import Mosquitto, wait_until
-from tests.support.link_fixtures import GATE, SITE, broker, fast_link_config, make_link
-
-__all__ = ["broker"]  # the fixture, imported for pytest
+from tests.support.link_fixtures import GATE, SITE, fast_link_config, make_link
 
 
 def _chunks(data: bytes, size: int, tid: str = "t1", kind: str = "gallery") -> list[BundleChunk]:

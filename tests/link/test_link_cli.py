@@ -18,9 +18,7 @@ from egate.edge.uplink.messages import BundleAck, CmdAck, message_schemas
 from egate.tools.bench import link as bench_link
 from egate.tools.ops import link as ops_link
 from tests.support.broker import Mosquitto
-from tests.support.link_fixtures import GATE, SITE, broker, fast_link_config, make_link
-
-__all__ = ["broker"]  # the fixture, imported for pytest
+from tests.support.link_fixtures import GATE, SITE, fast_link_config, make_link
 
 
 def _app(register: object) -> typer.Typer:

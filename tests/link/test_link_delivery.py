@@ -20,9 +20,7 @@ from egate.edge.settings.link import OutboxConfig
 from egate.edge.uplink.messages import CmdAck, HealthPayload
 from egate.edge.uplink.outbox import Outbox
 from tests.support.broker import Mosquitto, wait_until
-from tests.support.link_fixtures import GATE, SITE, Recorder, broker, fast_link_config, latest_status, make_link
-
-__all__ = ["broker"]  # the fixture, imported for pytest
+from tests.support.link_fixtures import GATE, SITE, Recorder, fast_link_config, latest_status, make_link
 
 ROOT = f"egate/v1/{SITE}/{GATE}"
 PROJECT = Path(__file__).resolve().parents[2]

@@ -11,9 +11,7 @@ from egate.edge.settings.link import LinkConfig
 from egate.edge.uplink.link import LinkCredentials
 from egate.tools.ops.client import OpsTls
 from tests.support.broker import Mosquitto, wait_until
-from tests.support.link_fixtures import GATE, SITE, Pki, Recorder, fast_link_config, make_link, pki, tls_broker
-
-__all__ = ["pki", "tls_broker"]  # fixtures, imported for pytest
+from tests.support.link_fixtures import GATE, SITE, Pki, Recorder, fast_link_config, make_link
 
 ROOT = f"egate/v1/{SITE}/{GATE}"
 

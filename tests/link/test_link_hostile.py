@@ -30,9 +30,7 @@ from tests.support.gallery_fixtures import (
     trust_with,
     verifier_for,
 )
-from tests.support.link_fixtures import Recorder, broker, fast_link_config
-
-__all__ = ["broker"]  # the fixture, imported for pytest
+from tests.support.link_fixtures import Recorder, fast_link_config
 
 ROOT = f"egate/v1/{GATE.site}/{GATE.gate}"
 

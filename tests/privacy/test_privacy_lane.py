@@ -25,7 +25,9 @@ from egate.edge.lane.adapters import HashedSubjectLookup
 from egate.tools.rig.lane import GATE, SITE, LaneRig, prepare_ops
 from egate.tools.sim.reader import ReaderSimulator
 from tests.support.broker import wait_until
-from tests.lane.test_lane_rig import GAP, LEAD_IN, pytestmark  # noqa: F401 - same skips and timeout
+from tests.support.rig import GAP, LEAD_IN, RIG
+
+pytestmark = RIG
 
 SUBJECT_KEY = secrets.token_bytes(32)
 NUMBER, ISSUER = "X1234567", "UTO"  # the woman of the enrolment clip is enrolled under this document

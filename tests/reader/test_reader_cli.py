@@ -12,8 +12,8 @@ from typer.testing import CliRunner
 from egate.tools.bench import mrz as bench_mrz
 from egate.tools.diag import reader as diag_reader
 from egate.tools.sim.reader import ReaderSimulator
-from tests.support.reader_fixtures import BCBP_ONE_LEG, UTOPIA_TD3, render_ocrb_page
 from tests.shared_data import shared_data
+from tests.support.reader_fixtures import BCBP_ONE_LEG, UTOPIA_TD3, render_ocrb_page
 
 
 def _app() -> typer.Typer:

@@ -11,8 +11,8 @@ import zxingcpp
 
 from egate.drivers.document import BcbpResult, MrzResult, decode_barcodes, read_image, read_mrz_image
 from egate.drivers.document.ocr import OcrTrace
-from tests.support.reader_fixtures import BCBP_ONE_LEG, UTOPIA_TD2, UTOPIA_TD3, render_ocrb_page, tony_images
 from tests.shared_data import shared_data
+from tests.support.reader_fixtures import BCBP_ONE_LEG, UTOPIA_TD2, UTOPIA_TD3, render_ocrb_page, tony_images
 
 BEFORE_UTOPIA_EXPIRY = date(2010, 1, 1)
 

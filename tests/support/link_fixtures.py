@@ -1,8 +1,8 @@
 """Fixtures for link tests (and the lane tests): real mosquitto brokers, a test PKI, an ops-side recorder.
 
-Import what you need in a test module::
+A folder's conftest.py imports the fixtures (tests/link/conftest.py); test modules import the helpers::
 
-    from tests.support.link_fixtures import broker, tls_broker, pki, Recorder, make_link  # noqa: F401
+    from tests.support.link_fixtures import Recorder, make_link
 
 - `broker`: plain mosquitto on a free loopback port (function scoped, restartable: `broker.stop()/start()`).
 - `pki`: CA, server certificate (localhost, 127.0.0.1), client certificate, and a second unrelated CA.

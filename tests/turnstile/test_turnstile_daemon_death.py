@@ -13,11 +13,10 @@ import pytest
 
 from egate.tools.rig.lane import GATE, SITE, LaneRig, OpsMaterial, prepare_ops
 from egate.tools.sim.osdp_gate import OUT_TEMPORARY_ON
-from tests.lane.test_lane_rig import GAP, LEAD_IN
-from tests.lane.test_lane_rig import pytestmark as rig_marks
+from tests.support.rig import GAP, LEAD_IN, NEEDS_RIG
 
 # The rig's skips; a longer timeout, as the module's first test also builds the ops material.
-pytestmark = [*rig_marks[1:], pytest.mark.timeout(300)]
+pytestmark = [pytest.mark.slow, *NEEDS_RIG, pytest.mark.timeout(300)]
 
 DEADLINE_S = 15.0
 

@@ -10,11 +10,7 @@ from structlog.testing import capture_logs
 from egate.drivers.turnstile.config import TurnstileConfig
 from egate.drivers.turnstile.cycle import OUT_PERMANENT_OFF, OUT_PERMANENT_ON, OUT_TEMPORARY_ON
 from egate.drivers.turnstile.osdp import OsdpGateController
-from tests.support import turnstile_fixtures
 from tests.support.turnstile_fixtures import DEADLINE_S, GateFactory, GatePair, wait_until
-
-gate_factory = turnstile_fixtures.gate_factory  # fixtures used below
-gate_pair = turnstile_fixtures.gate_pair
 
 pytestmark = pytest.mark.timeout(120)
 
