@@ -1,5 +1,5 @@
 # The two commands a newcomer needs: `make run` and `make test`. Both set up what is missing first.
-.PHONY: setup run test lint format config-doc clean
+.PHONY: setup run test test-fast lint format config-doc clean
 
 setup:
 	@scripts/setup.sh
@@ -9,6 +9,10 @@ run: setup
 
 test: setup
 	.venv/bin/python -m pytest
+
+# The tests that take seconds, not minutes (no daemon, rig, browser, cluster or soak): under a minute.
+test-fast: setup
+	.venv/bin/python -m pytest -m "not slow"
 
 lint: setup
 	.venv/bin/ruff check .

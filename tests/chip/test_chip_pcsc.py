@@ -135,7 +135,7 @@ def test_extended_length_can_be_turned_off_by_config(passport: VirtualPassport, 
 
 
 # A chip that falls silent is exercised through `egate diag chip` in a subprocess
-# (tests/test_chip_tools.py): the abandoned SCardTransmit then ends with that process.
+# (tests/chip/test_chip_tools.py): the abandoned SCardTransmit then ends with that process.
 
 
 def _remove_in_dg2(card):  # type: ignore[no-untyped-def]

@@ -27,7 +27,7 @@ PROJECT = Path(__file__).resolve().parents[2]
 
 
 class GateProcess:
-    """tests/link_gate_proc.py as a real process (the daemon's link side), killable with SIGKILL."""
+    """tests/link/link_gate_proc.py as a real process (the daemon's link side), killable with SIGKILL."""
 
     def __init__(self, state: Path, broker: Mosquitto, append: int = 0, max_inflight: int = 20) -> None:
         self.lines: list[dict[str, object]] = []

@@ -9,9 +9,9 @@ Reusable by any test (the lane tests use it too)::
         broker.stop(); broker.start()                    # outage on the same port (retained kept)
         broker.kill()                                    # SIGKILL: no persistence write
 
-TLS: `Mosquitto(dir, tls=BrokerTls(ca, cert, key, require_client_cert=True))` (see tests/link_fixtures.py
+TLS: `Mosquitto(dir, tls=BrokerTls(ca, cert, key, require_client_cert=True))` (see tests/support/link_fixtures.py
 `make_pki` for a CA, server and client certificates made with `cryptography`). Passwords:
-`Mosquitto(dir, users={"gate": "secret"})`. Pytest fixtures live in tests/link_fixtures.py.
+`Mosquitto(dir, users={"gate": "secret"})`. Pytest fixtures live in tests/support/link_fixtures.py.
 
 The implementation lives in tools/rig/local_broker.py (so `egate bench link` can start one too).
 """
