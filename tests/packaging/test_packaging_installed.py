@@ -159,7 +159,8 @@ def test_egate_and_its_shipped_files_come_from_the_venv(installed: Installed) ->
             "    'modules': sorted(m.__file__ for n, m in sys.modules.items()\n"
             "                      if n.startswith('egate.') and getattr(m, '__file__', None)),\n"
             "    'data': [str(paths.DEMO_MEDIA), str(paths.DEMO_CONFIG), str(models.CALIBRATION_PATH),\n"
-            "             str(egate.edge.display.server.STATIC_DIR), str(egate.edge.display.languages.I18N_DIR)],\n"
+            "             str(egate.edge.display.server.STATIC_DIR), str(egate.edge.display.languages.I18N_DIR),\n"
+            "             str(paths.SYSTEMD_UNITS / 'egate.service')],\n"
             "    'checkout': str(paths.checkout_root()),\n"
             "}))\n"
         )
