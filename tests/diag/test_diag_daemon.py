@@ -25,6 +25,9 @@ from tests.support.daemon_fixtures import ROOT, GateDaemon
 from tests.support.diag_fixtures import write_gallery
 from tests.support.gallery_fixtures import GALLERY_KEY
 
+# Every test here runs the real daemon.
+pytestmark = pytest.mark.slow
+
 
 def diag(daemon: GateDaemon, *args: str, config: bool = True) -> tuple[int, Any, str]:
     """Run `egate diag ...` as a technician would (a separate process); parse --json output."""

@@ -178,6 +178,7 @@ def test_face_engine_reports_running_on_cpu_with_the_reason(model_dir: Path) -> 
         }
 
 
+@pytest.mark.slow
 def test_daemon_configured_for_tensorrt_stays_in_service_on_the_cpu_and_says_why(tmp_path: Path) -> None:
     reason = TensorRTBackend.unavailable_reason()
     if reason is None:

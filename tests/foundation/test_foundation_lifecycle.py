@@ -11,6 +11,8 @@ import threading
 import time
 from pathlib import Path
 
+import pytest
+
 from egate.edge.service.daemon import Daemon, Health
 from egate.edge.service.sdnotify import Notifier
 from egate.engines.models import default_model_dir
@@ -87,6 +89,7 @@ def _start(tmp_path: Path, cfg: Path, notify: NotifySocket) -> subprocess.Popen[
     )
 
 
+@pytest.mark.slow
 def test_ready_watchdog_stopping_and_exit_within_5s(tmp_path: Path) -> None:
     notify = NotifySocket(tmp_path / "notify.sock")
     proc = _start(tmp_path, _config(tmp_path, str(tmp_path / "state")), notify)
@@ -104,6 +107,7 @@ def test_ready_watchdog_stopping_and_exit_within_5s(tmp_path: Path) -> None:
     assert '"gate_id": "gate-t1"' in out
 
 
+@pytest.mark.slow
 def test_fatal_start_error_exits_nonzero_with_the_fix(tmp_path: Path) -> None:
     blocker = tmp_path / "not-a-dir"
     blocker.write_text("x")
@@ -136,6 +140,7 @@ class _Probe:
         return self.health_value
 
 
+@pytest.mark.slow
 def test_watchdog_is_withheld_while_a_component_is_stuck(tmp_path: Path) -> None:
     notify = NotifySocket(tmp_path / "n.sock")
     first, second = _Probe("first"), _Probe("second")

@@ -124,6 +124,7 @@ def test_activation_replaces_and_wipes_previous(tmp_path: Path) -> None:
         first.search(np.ones(128, np.float32), now=NOW)
 
 
+@pytest.mark.slow
 def test_sigkill_during_activation_leaves_old_or_new(tmp_path: Path) -> None:
     """A real child process is SIGKILLed at random points of activation, many times: every
     restart finds exactly the previous or the new gallery (by payload hash), never a torn one."""

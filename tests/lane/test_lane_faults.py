@@ -31,6 +31,9 @@ from tests.support.gallery_fixtures import OpsKey, gallery_bundle, random_subjec
 KILL_PASSAGES = int(os.environ.get("EGATE_KILL_PASSAGES", "3"))
 FEMALE, MALE = "subject-0001", "subject-0002"
 
+# The tests here run the real daemon (a SIGKILL loop, full disks, restarts): minutes in all.
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture(scope="module")
 def ops_material(tmp_path_factory: pytest.TempPathFactory) -> OpsMaterial:

@@ -129,6 +129,7 @@ def test_outcomes_during_outage_arrive_in_order(tmp_path: Path, broker: Mosquitt
         rec.close()
 
 
+@pytest.mark.slow
 def test_sigkill_with_1000_queued_delivers_all_after_restart(
     tmp_path: Path, broker: Mosquitto, gate_procs: list[GateProcess]
 ) -> None:

@@ -10,6 +10,7 @@ import sys
 from enum import StrEnum, auto
 from pathlib import Path
 
+import pytest
 import tomllib
 
 from egate.drivers.compat import StrEnum310
@@ -17,6 +18,7 @@ from egate.drivers.compat import StrEnum310
 ROOT = Path(__file__).resolve().parents[2]
 
 
+@pytest.mark.slow
 def test_every_package_type_checks_as_python_310() -> None:
     result = subprocess.run(
         [sys.executable, "-m", "mypy", "--python-version", "3.10", "edge", "drivers", "engines", "tools"],
@@ -28,6 +30,7 @@ def test_every_package_type_checks_as_python_310() -> None:
     assert result.returncode == 0, result.stdout + result.stderr
 
 
+@pytest.mark.slow
 def test_a_canary_proves_the_310_check_is_live(tmp_path: Path) -> None:
     canary = tmp_path / "canary.py"
     canary.write_text("import datetime\nx = datetime.UTC\nfrom enum import StrEnum\n")

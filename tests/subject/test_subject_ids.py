@@ -11,7 +11,9 @@ from egate.edge.gallery.payload import decode_gallery_payload
 from egate.edge.lane.adapters import HashedSubjectLookup
 from egate.edge.trust.bundles import split_envelope
 from egate.tools.rig.lane import run_egate, write_enrolment_photos
-from tests.lane.test_lane_rig import pytestmark  # noqa: F401 - same skips (face models) and timeout
+from tests.support.rig import RIG
+
+pytestmark = RIG
 
 EGATE = [sys.executable, "-m", "egate.tools.cli"]
 KEY = bytes(range(32))

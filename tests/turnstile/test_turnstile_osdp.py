@@ -237,6 +237,7 @@ def test_unreachable_port_stays_connecting_and_closes(tmp_path: object) -> None:
     assert gate.link_state == "closed"
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(600)  # ~15 s on an idle machine; minutes when every core is taken
 def test_open_lock_cycles_without_missed_or_duplicated_events(gate_factory: GateFactory) -> None:
     """300 open/lock cycles; every 15th one a traveller walks through (a walk costs ~6 input

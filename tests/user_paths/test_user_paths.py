@@ -26,6 +26,7 @@ ROOT = Path(__file__).resolve().parents[2]
 MODEL_DIR = ROOT / ".cache" / "models"
 
 pytestmark = [
+    pytest.mark.slow,
     pytest.mark.timeout(300),
     pytest.mark.skipif(
         not (shutil.which("mosquitto") or os.path.exists(MOSQUITTO)), reason="mosquitto is not installed"
