@@ -91,6 +91,7 @@ def test_pairs_command_writes_the_file(tmp_path: Path) -> None:
     assert len(out.read_text().splitlines()) == 79800
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("pipeline", ["egate", "dlib"])
 def test_verify_json_on_real_faces(model_dir: Path, tmp_path: Path, pipeline: str) -> None:
     pairs, root = _small_pairs(tmp_path)

@@ -27,6 +27,9 @@ from tests.chip.chip_fixtures import NOW, SACRIFICIAL_READER, read_over_pcsc
 DG1_FID = DATA_GROUPS[1][0]
 DG2_FID = DATA_GROUPS[2][0]
 
+# Real PC/SC reads: a private pcscd with vsmartcard's virtual readers.
+pytestmark = pytest.mark.slow
+
 
 def trust_for(pki: ChipPki, crls: tuple[bytes, ...] = ()) -> TrustList:
     return TrustList.from_der([pki.csca_der()], crls)

@@ -18,6 +18,9 @@ from tests.chip.chip_fixtures import READER
 
 ROOT = Path(__file__).resolve().parents[2]
 
+# `egate chip` processes against a private pcscd and virtual cards.
+pytestmark = pytest.mark.slow
+
 
 def _egate(*args: str, timeout: float = 120) -> tuple[int, dict]:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}

@@ -345,6 +345,7 @@ def test_local_gate_commands_against_the_simulated_controller(tmp_path: Path) ->
         sim.close()
 
 
+@pytest.mark.slow
 def test_selftest_local_passes_on_healthy_real_parts(tmp_path: Path, model_dir: Path) -> None:
     """Daemon stopped, every part healthy: simulated gate controller with the right key, reader PTY,
     mutual-TLS broker with long-lived certificates, a current gallery, the real models."""

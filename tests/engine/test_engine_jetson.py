@@ -356,6 +356,7 @@ def _app(register: Any) -> Any:
 # ------------------------------------------------------------------ parity gates
 
 
+@pytest.mark.slow
 def test_parity_gates_pass_for_two_real_backends_on_shipped_frames(model_dir: Path) -> None:
     # The device check's own comparison, with OpenCV DNN standing in for the GPU backend.
     frames = diag_engines.shipped_face_frames(6)

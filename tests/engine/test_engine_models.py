@@ -68,6 +68,7 @@ def test_second_build_rewrites_nothing(model_dir: Path) -> None:
     assert (model_dir / MANIFEST_NAME).stat().st_mtime_ns == manifest_mtime
 
 
+@pytest.mark.slow
 def test_tampered_file_is_named_and_rebuild_restores_it(model_dir: Path, tmp_path: Path) -> None:
     cache = _copy_cache(model_dir, tmp_path / "models")
     target = cache / "blazeface_short_range.onnx"

@@ -199,6 +199,7 @@ def _mypy(tmp_path: Path, stubs: Path, *files: str) -> subprocess.CompletedProce
     )
 
 
+@pytest.mark.slow
 def test_tensorrt_backend_type_checks_against_tensorrt10_stubs(tmp_path: Path) -> None:
     pytest.importorskip("tensorrt_bindings", reason="tensorrt-stubs is not installed")
     stubs = _patched_stub_dir(tmp_path)

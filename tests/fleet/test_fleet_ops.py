@@ -203,6 +203,7 @@ def test_gate_spec_expansion() -> None:
     assert expand_gate_spec("gate-{08..10},gate-1*,x", known) == ["gate-08", "gate-09", "gate-10", "gate-11", "x"]
 
 
+@pytest.mark.slow
 def test_rollout_reaches_online_and_late_gates_and_reports_rejections(tmp_path: Path, broker: Mosquitto) -> None:
     bundle = tmp_path / "gallery.bundle"
     bundle.write_bytes(os.urandom(300_000))
@@ -310,6 +311,7 @@ def _rollout_cli(db: Path, broker: Mosquitto, bundle: Path, gates: str, deadline
     return proc.returncode, [json.loads(line) for line in proc.stdout.splitlines()]
 
 
+@pytest.mark.slow
 def test_rollout_command_reports_and_a_later_rollout_delivers_the_earlier_one(
     tmp_path: Path, broker: Mosquitto
 ) -> None:

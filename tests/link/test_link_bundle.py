@@ -132,6 +132,7 @@ def test_chunk_geometry_is_checked() -> None:
     assert BundleChunk.model_validate_json(wire).data == data[2000:]
 
 
+@pytest.mark.slow
 def test_20mb_bundle_with_two_cuts_is_applied_once(tmp_path: Path, broker: Mosquitto) -> None:
     data = os.urandom(20 * 1024 * 1024)
     digest = hashlib.sha256(data).hexdigest()

@@ -81,6 +81,7 @@ def _key_fields(lines: list[str]) -> tuple[object, ...]:
     return (d.number, d.birth_date, d.expiry_date, d.nationality) if d is not None else ()
 
 
+@pytest.mark.slow
 def test_stress_subset_end_to_end() -> None:
     right = 0
     misses = []
