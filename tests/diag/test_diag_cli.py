@@ -253,6 +253,7 @@ def test_mqtt_with_broker_down_exits_1(tmp_path: Path) -> None:
     assert data["checks"][0]["verdict"] == "FAIL" and data["checks"][0]["hint"].startswith("start the broker")
 
 
+@pytest.mark.slow
 def test_selftest_local_on_a_broken_setup(tmp_path: Path, model_dir: Path) -> None:
     """No daemon: devices opened here; wrong turnstile port and broker down FAIL, the rest reported."""
     broker = Mosquitto(tmp_path / "broker")

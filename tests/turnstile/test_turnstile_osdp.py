@@ -12,7 +12,9 @@ from egate.drivers.turnstile.cycle import OUT_PERMANENT_OFF, OUT_PERMANENT_ON, O
 from egate.drivers.turnstile.osdp import OsdpGateController
 from tests.support.turnstile_fixtures import DEADLINE_S, GateFactory, GatePair, wait_until
 
-pytestmark = pytest.mark.timeout(120)
+# Each test starts the OSDP simulator process on a PTY and waits on its timing (link silence, passage
+# timeouts): seconds per test. The session-free rules are in test_turnstile_cycle.py (fast).
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]
 
 CYCLES = 300
 
@@ -237,7 +239,6 @@ def test_unreachable_port_stays_connecting_and_closes(tmp_path: object) -> None:
     assert gate.link_state == "closed"
 
 
-@pytest.mark.slow
 @pytest.mark.timeout(600)  # ~15 s on an idle machine; minutes when every core is taken
 def test_open_lock_cycles_without_missed_or_duplicated_events(gate_factory: GateFactory) -> None:
     """300 open/lock cycles; every 15th one a traveller walks through (a walk costs ~6 input
