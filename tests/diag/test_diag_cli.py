@@ -312,6 +312,7 @@ def test_snapshot_draws_faces_with_quality(model_dir: Path) -> None:
     )
 
 
+@pytest.mark.slow
 def test_local_gate_commands_against_the_simulated_controller(tmp_path: Path) -> None:
     """Daemon stopped: diag drives the gate controller itself, with the SCBK from $CREDENTIALS_DIRECTORY."""
     import secrets

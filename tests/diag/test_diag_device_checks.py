@@ -74,6 +74,7 @@ def test_reader_on_pty_passes_missing_port_fails(tmp_path: Path) -> None:
     assert bad.verdict == "FAIL" and bad.hint == HINT_READER_PORT and "cannot open" in bad.detail
 
 
+@pytest.mark.slow
 def test_turnstile_wrong_key_fails_with_key_hint(gate_factory: GateFactory) -> None:
     pair = gate_factory(sim_scbk=secrets.token_bytes(16), wait=False)
     wait_until(lambda: bool(pair.gate.status()["secure_channel_failed"]), 10.0, "secure channel failure")
@@ -81,6 +82,7 @@ def test_turnstile_wrong_key_fails_with_key_hint(gate_factory: GateFactory) -> N
     assert check.verdict == "FAIL" and check.hint == hint_turnstile_key("turnstile.scbk")
 
 
+@pytest.mark.slow
 def test_turnstile_up_passes(gate_factory: GateFactory) -> None:
     pair = gate_factory()
     check = turnstile_check(pair.gate.status())

@@ -357,6 +357,7 @@ def turnstile_sim(tmp_path: Path):
         sim.close()
 
 
+@pytest.mark.slow
 def test_wrong_secure_channel_key_fails_with_key_hint(turnstile_sim) -> None:
     import secrets
 
@@ -369,6 +370,7 @@ def test_wrong_secure_channel_key_fails_with_key_hint(turnstile_sim) -> None:
     assert result.hint.startswith("the SCBK in credential 'turnstile.scbk' does not match the gate controller's")
 
 
+@pytest.mark.slow
 def test_turnstile_with_right_key_passes(turnstile_sim) -> None:
     from tests.support.turnstile_fixtures import make_config
 

@@ -81,6 +81,7 @@ def test_chip_details_match_dlib(dlib_parts: tuple) -> None:
     )
 
 
+@pytest.mark.slow
 def test_descriptors_from_our_chip_match_dlib_chip_and_beat_a_naive_warp(
     dlib_parts: tuple, embed_session: Session
 ) -> None:

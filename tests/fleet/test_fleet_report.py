@@ -11,6 +11,8 @@ import uuid
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
+import pytest
+
 from egate.tools.ops.report import ks_distance, robust_outliers
 from egate.tools.ops.store import Store
 from egate.tools.sim.fleet import synthetic_outcome
@@ -63,6 +65,7 @@ def _fill(store: Store) -> None:
     store.store_batch(batch)
 
 
+@pytest.mark.slow
 def test_report_flags_the_degrading_gate_and_writes_plots(tmp_path: Path) -> None:
     db = tmp_path / "ops.sqlite"
     with Store.open(str(db)) as store:

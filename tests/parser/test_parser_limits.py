@@ -80,6 +80,7 @@ def test_bcbp_valid_size_still_parses() -> None:
     assert parse_bcbp(BCBP).valid
 
 
+@pytest.mark.slow
 def test_one_huge_serial_read_is_framed_in_bounded_memory() -> None:
     results: list[ReaderResult] = []
     reader = SerialDocumentReader("loop://", results.append, today=lambda: date(2026, 12, 1), max_line=1024)
