@@ -31,6 +31,7 @@ def test_passporteye_utopia_specimens(name: str, truth: list[str]) -> None:
     assert (d.birth_date, d.expiry_date) == (date(1974, 8, 12), date(2012, 4, 15))
 
 
+@pytest.mark.slow
 def test_synthetic_passports_subset() -> None:
     # Four of the 25 (the whole folder is `egate bench mrz`); names fillers must stay fillers.
     pairs = tony_images(4)
@@ -57,7 +58,8 @@ def test_rendered_ocr_b_page() -> None:
     "image",
     [
         np.full((600, 800, 3), 255, np.uint8),
-        np.random.default_rng(1).integers(0, 256, (480, 640, 3), dtype=np.uint8),
+        # Noise sends OCR through every rescue attempt: seconds.
+        pytest.param(np.random.default_rng(1).integers(0, 256, (480, 640, 3), dtype=np.uint8), marks=pytest.mark.slow),
         np.zeros((5, 5, 3), np.uint8),
         np.zeros((0, 0, 3), np.uint8),
     ],
