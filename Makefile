@@ -1,5 +1,5 @@
 # The two commands a newcomer needs: `make run` and `make test`. Both set up what is missing first.
-.PHONY: setup run test lint format config-doc schemas clean
+.PHONY: setup run test test-fast lint format config-doc schemas clean
 
 setup:
 	@scripts/setup.sh
@@ -9,6 +9,11 @@ run: setup
 
 test: setup
 	.venv/bin/python -m pytest
+
+# The tests that take seconds, not minutes (no daemon, rig, browser, cluster or soak), on two workers:
+# under a minute on an idle 2-core machine.
+test-fast: setup
+	.venv/bin/python -m pytest -m "not slow" -n 2
 
 lint: setup
 	.venv/bin/ruff check .

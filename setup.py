@@ -1,5 +1,6 @@
 """Installs the project's top-level folders under one namespace: edge/ -> egate.edge, drivers/ ->
-egate.drivers, engines/ -> egate.engines, tools/ -> egate.tools, config/ -> egate.config (data only).
+egate.drivers, engines/ -> egate.engines, tools/ -> egate.tools, config/ -> egate.config and systemd/ ->
+egate.systemd (data only).
 
 Nothing generic lands at the top of site-packages (a package called `tools` would collide). The package
 list is computed from the tree, so a new feature folder is installed without editing this file.
@@ -8,7 +9,7 @@ Metadata and dependencies are in pyproject.toml.
 
 from setuptools import find_packages, setup
 
-FOLDERS = ("edge", "drivers", "engines", "tools", "config")
+FOLDERS = ("edge", "drivers", "engines", "tools", "config", "systemd")
 
 packages = []
 package_dir = {}

@@ -2,7 +2,7 @@
 
 The dlib ResNet was trained on chips cut this way, so any other warp moves descriptors: a naive
 `cv2.warpAffine` with the same similarity transform moves them by ~0.07 (euclidean), an exact port
-by < 0.01 (see tests/test_engine_alignment.py). Hand-written because dlib offers this only on
+by < 0.01 (see tests/engine/test_engine_alignment.py). Hand-written because dlib offers this only on
 dlib image types through its own Python binding, and we want the same bytes from numpy images
 without depending on the binding in the hot path. Ported from dlib 19.24/20.0:
 - image_transforms/interpolation.h: get_face_chip_details, chip_details(chip_points, img_points,

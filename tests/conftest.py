@@ -1,4 +1,10 @@
-"""Suite-wide pytest setup. Area fixtures live in tests/<area>_fixtures.py and are imported by their tests."""
+"""Suite-wide pytest setup.
+
+Layout: tests/<area>/test_<area>_*.py, one folder per area. A folder's conftest.py provides its fixtures
+(test modules import only helpers, never fixtures); helpers used by one area sit in its folder, helpers
+used by several in tests/support/, and tests/shared_data.py is the one way to the shared test data.
+Long tests carry `@pytest.mark.slow`: `make test` runs everything, `make test-fast` (`-m "not slow"`) the rest.
+"""
 
 from __future__ import annotations
 
@@ -15,8 +21,9 @@ import logging  # noqa: E402
 import pytest  # noqa: E402
 import structlog  # noqa: E402
 
-# Session-wide services (a RabbitMQ cluster, PostgreSQL) must be registered once, not per importing module.
-pytest_plugins = ["tests.fleet_fixtures"]
+# Session fixtures used by several areas are registered here, once (pytest accepts `pytest_plugins`
+# only in this top-level conftest); a folder's own fixtures come from its conftest.py.
+pytest_plugins = ["tests.support.engine_fixtures"]
 
 
 @pytest.fixture(autouse=True)

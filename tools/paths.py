@@ -1,6 +1,6 @@
 """Where egate's shipped files and a developer's data are, in an installed egate and in a checkout alike.
 
-Shipped files (the demo config, the demo clips) are package data, found through importlib.resources;
+Shipped files (the demo config, the demo clips, the systemd units) are package data, found through importlib.resources;
 nothing here assumes the code runs from a git checkout. Only developer conveniences (the shared test
 data beside a checkout) look for one, and say so.
 """
@@ -13,6 +13,7 @@ from pathlib import Path
 
 DEMO_MEDIA = Path(str(files("egate.tools.demo") / "media"))
 DEMO_CONFIG = Path(str(files("egate.config") / "demo.toml"))
+SYSTEMD_UNITS = Path(str(files("egate.systemd")))
 
 
 def checkout_root() -> Path | None:

@@ -1,6 +1,6 @@
 """Every parser and handler that takes bytes from outside the gate, as fuzz targets.
 
-Shared by the fuzz tests (tests/test_fuzz_inputs.py, a small fixed budget) and `egate bench fuzz` (a longer
+Shared by the fuzz tests (tests/fuzz/test_fuzz_inputs.py, a small fixed budget) and `egate bench fuzz` (a longer
 run, plus a size-doubling cost check). A target's `run(env, data)` calls the real code the way the daemon
 does and lets through only what that code documents as its refusal (a result with errors, a
 BundleRejected, a ValidationError of a pydantic model, an error reply); anything else is a finding.

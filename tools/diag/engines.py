@@ -33,10 +33,9 @@ import typer
 
 from egate.engines.parity import FP32_MIN_COSINE
 from egate.tools.cli import DEFAULT_CONFIG
-from egate.tools.paths import DEMO_MEDIA, checkout_root
+from egate.tools.paths import DEMO_MEDIA, SYSTEMD_UNITS
 
-_CHECKOUT = checkout_root()
-PACKAGED_UNIT = _CHECKOUT / "systemd" / "egate.service" if _CHECKOUT else None
+PACKAGED_UNIT = SYSTEMD_UNITS / "egate.service"
 INSTALLED_UNIT = Path("/etc/systemd/system/egate.service")
 _IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".pgm", ".bmp", ".gif"}
 # What `cuInit` needs, run under strace to see which device nodes the CUDA driver opens.

@@ -1,6 +1,6 @@
 """A local mosquitto on a free loopback port in a folder of its own: tests and `egate bench link` use it.
 
-Optional TLS and passwords, restartable on the same port (outage tests). tests/broker.py re-exports it
+Optional TLS and passwords, restartable on the same port (outage tests). tests/support/broker.py re-exports it
 for the test suite; see there for usage.
 
 Facts this relies on (mosquitto 2.0 as Debian 12 ships it): it accepts connections ~20 ms after start;

@@ -1,6 +1,6 @@
 """A three-node RabbitMQ cluster with the MQTT plugin on loopback, in a folder of its own.
 
-Used by the fleet tests (tests/fleet_fixtures.py) and `egate bench fleet`. Debian's `rabbitmq-server`
+Used by the fleet tests (tests/fleet/fleet_fixtures.py) and `egate bench fleet`. Debian's `rabbitmq-server`
 is enough; nothing is installed or started system-wide:
 
 - one `epmd` bound to 127.0.0.1 on a free port (ERL_EPMD_PORT), so the cluster does not meet a

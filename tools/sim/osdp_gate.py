@@ -1092,5 +1092,10 @@ def _run_cli(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     if sys.argv[1:2] == ["--serve-fd"]:
+        # Started by TurnstileSimulator: its log goes to stderr, so the stdout of the tool that started it
+        # (`egate demo --once --json`) carries only that tool's output.
+        from egate.edge.service.logs import configure_logging
+
+        configure_logging(level="info", stream=sys.stderr)
         raise SystemExit(_serve(int(sys.argv[2])))
     raise SystemExit(_run_cli())

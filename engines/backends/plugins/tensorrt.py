@@ -210,7 +210,7 @@ def build_serialized_engine(onnx_path: Path, precision: Precision, input_shapes:
             log.error("tensorrt_onnx_parse_error", model=onnx_path.name, error=err)
         raise BackendUnavailable(
             f"TensorRT could not parse {onnx_path}: {'; '.join(errors) or 'unknown error'}; "
-            "check the operator list in tests/test_engine_tensorrt_static.py"
+            "check the operator list in tests/engine/test_engine_tensorrt_static.py"
         )
     config = builder.create_builder_config()
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, _WORKSPACE_BYTES)
