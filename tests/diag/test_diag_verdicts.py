@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from egate.drivers.turnstile.base import GateStatus
+from egate.edge.lane.replies import GateCycleReply, GateOpenReply
 from egate.tools.diag.commands import gate_refusal, human_value
 from egate.tools.diag.selftest import daemon_missing_verdict, lane_verdict
 from egate.tools.diag.selftest_checks import no_gallery_verdict
@@ -69,35 +71,53 @@ def test_no_gallery_per_mode(mode: str, page: bool, verdict: str) -> None:
     assert row.verdict == verdict and "egate ops push" in row.hint
 
 
+def gate_status(**fields: object) -> GateStatus:
+    base: dict[str, object] = {
+        "driver": "osdp",
+        "endpoint": "/dev/ttyUSB0 address 0",
+        "link_changed_at": 0.0,
+        "link_security": "secure_channel",
+        "emergency": False,
+    }
+    return GateStatus.model_validate({**base, **fields})
+
+
 @pytest.mark.parametrize(
-    ("result", "error", "hint"),
+    ("status", "error", "hint"),
     [
         (
-            {"ok": False, "status": {"gate_state": "released", "pending_decision": "diag-1", "link_state": "up"}},
+            {"gate_state": "released", "pending_decision": "diag-1", "link_state": "up"},
             "an earlier passage is still pending (decision diag-1",
             "egate diag gate lock",
         ),
         (
-            {"ok": False, "status": {"gate_state": "emergency", "emergency": True, "link_state": "up"}},
+            {"gate_state": "emergency", "emergency": True, "link_state": "up"},
             "emergency input is active",
             "clear the emergency input",
         ),
-        ({"ok": False, "status": {"gate_state": "safe", "link_state": "down"}}, "link is down", "turnstile row"),
+        ({"gate_state": "safe", "link_state": "down"}, "link is down", "turnstile row"),
         (
-            {"ok": False, "status": {"gate_state": "locked", "link_state": "up"}},
+            {"gate_state": "locked", "link_state": "up"},
             "not acknowledged by the controller (link up, gate locked)",
             "output wiring",
         ),
     ],
     ids=["pending-passage", "emergency", "link-down", "no-ack"],
 )
-def test_a_refused_gate_command_names_its_cause(result: dict, error: str, hint: str) -> None:
-    failure = gate_refusal("open", result)
+def test_a_refused_gate_command_names_its_cause(status: dict, error: str, hint: str) -> None:
+    failure = gate_refusal("open", GateOpenReply(ok=False, decision_id="diag-1", status=gate_status(**status)))
     assert error in failure.error and hint in failure.hint
 
 
 def test_cycle_that_opened_but_saw_no_passage_says_so() -> None:
-    result = {"ok": False, "opened": True, "passage": "passage_timed_out", "locked": True, "status": {}}
+    result = GateCycleReply(
+        ok=False,
+        decision_id="diag-1",
+        opened=True,
+        passage="passage_timed_out",
+        locked=True,
+        status=gate_status(gate_state="locked", link_state="up"),
+    )
     failure = gate_refusal("cycle", result)
     assert "passage ended as passage_timed_out" in failure.error and "--passage-time" in failure.hint
 
