@@ -107,6 +107,7 @@ def test_no_camera_fails_with_location_hint(tmp_path: Path) -> None:
     assert result.hint == f"camera.location {str(missing)!r} must be an existing file: fix the path in the config"
 
 
+@pytest.mark.slow  # a second of subprocess start-up or network timeouts per case
 def test_missing_v4l2_device_fails_with_cable_hint() -> None:
     result = checks.check_camera(CameraConfig(kind="v4l2", location="/dev/video42"), sample_s=0.5)
     assert result.verdict == "FAIL"

@@ -135,6 +135,7 @@ def test_seq_gaps_are_reported_unless_outbox_dropped_explains_them(tmp_path: Pat
         store.close()
 
 
+@pytest.mark.slow  # a second of subprocess start-up or network timeouts per case
 def test_outcomes_command_lists_a_gates_outcomes(tmp_path: Path) -> None:
     db = tmp_path / "ops.sqlite"
     store = Store.open(str(db))

@@ -76,6 +76,7 @@ def test_old_privacy_switches_load_when_off_and_are_refused_when_on() -> None:
             load_settings_text(f"[privacy]\n{key} = true\n", environ={})
 
 
+@pytest.mark.slow  # a second of subprocess start-up or network timeouts per case
 def test_config_check_cli_exit_codes(tmp_path: Path) -> None:
     good = subprocess.run(
         [*EGATE, "config", "check", str(ROOT / "config/default.toml")], capture_output=True, text=True

@@ -7,6 +7,7 @@ import os
 import threading
 from pathlib import Path
 
+import pytest
 import structlog
 import typer
 from cryptography.hazmat.primitives import serialization
@@ -85,6 +86,7 @@ def test_push_waits_for_the_gate_ack(tmp_path: Path, broker: Mosquitto) -> None:
         outbox.close()
 
 
+@pytest.mark.slow  # a second of subprocess start-up or network timeouts per case
 def test_push_to_an_unknown_gate_fails_at_once_naming_the_known_ones(tmp_path: Path, broker: Mosquitto) -> None:
     bundle = _signed_bundle(tmp_path / "b.egb", b"x" * 100)
     outbox, link = make_link(tmp_path, fast_link_config(broker))

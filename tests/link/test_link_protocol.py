@@ -73,6 +73,7 @@ class ScriptedBroker:
             conn.close()
 
 
+@pytest.mark.slow  # a second of subprocess start-up or network timeouts per case
 @pytest.mark.parametrize(
     "refusal",
     [
