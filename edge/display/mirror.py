@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import contextlib
 import grp
-import os
 import selectors
 import socket
 import struct
@@ -34,6 +33,7 @@ import numpy as np
 import structlog
 
 from egate.edge.service.daemon import Health, StartError
+from egate.edge.service.unix_socket import is_live, listen_unix
 
 log = structlog.get_logger(__name__)
 
@@ -105,22 +105,7 @@ class MirrorFeed:
             path.parent.mkdir(parents=True, exist_ok=True, mode=0o750)
             if path.is_socket() or path.exists():
                 self._replace_stale()
-            temp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-            with contextlib.suppress(FileNotFoundError):
-                temp.unlink()
-            listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            try:
-                listener.bind(os.fsencode(temp))
-                os.chmod(temp, 0o660 if gid is not None else 0o600)
-                if gid is not None:
-                    os.chown(temp, -1, gid)
-                listener.listen(MAX_CLIENTS)
-                os.rename(temp, path)
-            except BaseException:
-                listener.close()
-                with contextlib.suppress(OSError):
-                    temp.unlink()
-                raise
+            listener = listen_unix(path, gid, MAX_CLIENTS)
         except OSError as exc:
             raise StartError(
                 f"display mirror: cannot create {path} ({exc.strerror}): set display.mirror.socket to a writable "
@@ -163,16 +148,9 @@ class MirrorFeed:
             raise StartError(f"display mirror: group {self.group!r} (display.feed_group) does not exist") from None
 
     def _replace_stale(self) -> None:
-        probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        try:
-            probe.settimeout(1.0)
-            probe.connect(os.fsencode(self.socket_path))
-        except OSError:
-            self.socket_path.unlink()  # left by a killed daemon
-            return
-        finally:
-            probe.close()
-        raise StartError(f"display mirror: another egate daemon already serves {self.socket_path}")
+        if is_live(self.socket_path):
+            raise StartError(f"display mirror: another egate daemon already serves {self.socket_path}")
+        self.socket_path.unlink()  # left by a killed daemon
 
     # ---- the mirror thread ---------------------------------------------------------------------
 
