@@ -33,7 +33,8 @@ import structlog
 from drivers.document.glyphs import normalise_glyph, refine
 from drivers.document.models import FieldError, MrzFormat, MrzResult
 from drivers.document.mrz import check_failures, detect_layout, parse_mrz, position_classes
-from drivers.document.mrz_decode import Candidates, constrain, decode
+from drivers.document.mrz_confidence import UNCERTAIN_FIELD, Confidence, assess, describe
+from drivers.document.mrz_decode import Candidates, Decoded, constrain, decode
 from drivers.document.mrz_locate import Row, binarise, find_mrz_rows, rectify_row
 from drivers.document.ocrb_match import ALPHABET, cell_images, cell_vectors, match_cells, snap_centres, text_band
 
@@ -64,6 +65,9 @@ class OcrTrace:
     boxes: list[tuple[int, int, int, int]] = field(default_factory=list)
     raw_attempts: list[list[str]] = field(default_factory=list)
     seconds: float = 0.0
+    decoded: Decoded | None = None  # the chosen texture read's per-cell candidates and check-digit choices
+    aligned: bool = True  # the chosen texture read's rows start at the same place
+    confidence: Confidence | None = None
 
 
 def find_mrz_lines(gray: np.ndarray) -> list[tuple[int, int, int, int]]:
@@ -322,6 +326,8 @@ class RowRead:
     images: list[np.ndarray]
     weakest_match: float = 0.0  # lowest OCR-B correlation of any cell's best character
     ocrb_like: bool = False  # every row looks printed in the templates' OCR-B
+    aligned: bool = True  # every row starts where the others start
+    opinions: list[list[tuple[str, str] | None]] = field(default_factory=list)  # per cell: (OCR-B, tesseract)
 
 
 def _format_of(n_rows: int, n: int, first_char: str) -> MrzFormat | None:
@@ -358,6 +364,7 @@ def read_rows(
     matches: list[np.ndarray | None] = []
     vectors: list[np.ndarray | None] = []
     centres = [snap_centres(segment_glyphs(im, char_height), first, pitch, n) for im, (first, pitch, _) in zip(images, fixed, strict=True)]  # fmt: skip
+    centres, aligned = _align_rows(order, images, centres, fixed, char_height, flip)
     for im, at, (_, pitch, _) in zip(images, centres, fixed, strict=True):
         cells = cell_images(im, at, pitch)
         matches.append(match_cells(cells) if cells is not None else None)
@@ -381,6 +388,7 @@ def read_rows(
     weakest = 1.0
     typical = [float(np.median(m.max(axis=1))) for m in matches if m is not None]
     ocrb_like = bool(typical) and len(typical) == len(matches) and min(typical) >= _OCRB_TYPICAL
+    template_opinion = list(matches)
     if any(t is not None for t in tess_cells) and not ocrb_like:
         # Not the OCR-B cut the templates come from (or a row badly cut): tesseract reads, alone.
         matches = [None] * len(matches)
@@ -392,7 +400,61 @@ def read_rows(
     fmt = _format_of(len(order), n, cands[0][0][0][0])
     if fmt is not None and all(v is not None for v in vectors):
         cands = _settle_by_own_glyphs(fmt, cands, [v for v in vectors if v is not None])
-    return RowRead(fmt, cands, raw, images, weakest, ocrb_like)
+    opinions = _agreement(fmt, template_opinion, tess_cells, n) if fmt is not None else []
+    return RowRead(fmt, cands, raw, images, weakest, ocrb_like, aligned, opinions)
+
+
+def _agreement(
+    fmt: MrzFormat, matches: list[np.ndarray | None], tess: list[list[Candidates] | None], n: int
+) -> list[list[tuple[str, str] | None]]:
+    """Per cell, the characters the two opinions (OCR-B match, tesseract) read first for its field type."""
+    classes = position_classes(fmt)
+    out: list[list[tuple[str, str] | None]] = []
+    for li, (m, t) in enumerate(zip(matches, tess, strict=True)):
+        row: list[tuple[str, str] | None] = [None] * n
+        if m is not None and t is not None:
+            for i in range(n):
+                ranked = [(ALPHABET[j], float(m[i][j])) for j in np.argsort(-m[i])[:4]]
+                row[i] = (constrain(ranked, classes[li][i])[0][0], constrain(t[i], classes[li][i])[0][0])
+        out.append(row)
+    return out
+
+
+def _align_rows(
+    rows: list[Row],
+    images: list[np.ndarray],
+    centres: list[list[float]],
+    grids: list[tuple[float, float, int]],
+    char_height: int,
+    flip: bool,
+) -> tuple[list[list[float]], bool]:
+    """Cell centres with every row starting where the others start, and whether the rows agreed.
+
+    MRZ rows are left-aligned and equally long (ICAO 9303 part 3 §4.3): a row whose first cell lies half a
+    pitch or more from the others' picked up a speck of background as a glyph, or lost its first glyph, and
+    every cell of it is one character off. With three rows the two that agree re-anchor the third; with two
+    rows nothing says which is right, and the read is marked misaligned (uncertain).
+    """
+    sign = -1.0 if flip else 1.0
+    ref = rows[0]
+    scales = [char_height / max(r.height, 1.0) for r in rows]
+    starts = [
+        (at[0] - im.shape[1] / 2) / sc + sign * ref.along_offset(r)
+        for r, im, at, sc in zip(rows, images, centres, scales, strict=True)
+    ]
+    page_pitch = float(np.median([g[1] / sc for g, sc in zip(grids, scales, strict=True)]))
+    middle = float(np.median(starts))
+    off = [k for k, s in enumerate(starts) if abs(s - middle) > 0.5 * page_pitch]
+    if not off:
+        return centres, True
+    if len(rows) < 3:
+        return centres, False
+    out = list(centres)
+    for k in off:
+        first = (middle - sign * ref.along_offset(rows[k])) * scales[k] + images[k].shape[1] / 2
+        _, pitch, n = grids[k]
+        out[k] = snap_centres(segment_glyphs(images[k], char_height), first, pitch, n)
+    return out, True
 
 
 _OWN_SAME = 0.95
@@ -615,6 +677,41 @@ def read_mrz_image(
     return result
 
 
+def _confidence_of(rr: RowRead, decoded: Decoded) -> Confidence:
+    assert rr.fmt is not None
+    agreed: set[tuple[int, int]] = set()
+    disputed: dict[tuple[int, int], str] = {}
+    for li, row in enumerate(rr.opinions):
+        for i, pair in enumerate(row):
+            if pair is None or li >= len(decoded.lines):
+                continue
+            chosen = decoded.lines[li][i]
+            if pair[0] == pair[1] == chosen:
+                agreed.add((li, i))
+            elif pair[0] != pair[1]:
+                disputed[(li, i)] = pair[1] if pair[0] == chosen else pair[0]
+    return assess(rr.fmt, decoded.cands, decoded.lines, agreed, disputed)
+
+
+def _with_confidence(result: MrzResult, trace: OcrTrace) -> MrzResult:
+    """The read, reported invalid when characters no check digit proves were not read clearly."""
+    decoded = trace.decoded
+    confidence = trace.confidence
+    if result.format is None or decoded is None or decoded.lines != result.lines or check_failures(result) > 0:
+        return result  # not a texture read, or already reported invalid
+    if confidence is None:
+        return result
+    if confidence.uncertain or not trace.aligned:
+        where = describe(result.format, [*confidence.weak_unchecked, *confidence.weak_checked])
+        message = (
+            f"MRZ characters not read clearly ({where}); present the document again"
+            if trace.aligned
+            else "MRZ rows not aligned as printed; present the document again"
+        )
+        return result.model_copy(update={"errors": [*result.errors, FieldError(field=UNCERTAIN_FIELD, message=message)]})
+    return result
+
+
 def _read(image: np.ndarray, today: date, settings: OcrSettings, trace: OcrTrace) -> MrzResult:
     if not isinstance(image, np.ndarray) or image.ndim not in (2, 3) or image.size == 0:
         return MrzResult(errors=[FieldError(field="image", message="not an image (expected a BGR array)")])
@@ -627,12 +724,12 @@ def _read(image: np.ndarray, today: date, settings: OcrSettings, trace: OcrTrace
         gray = cv2.normalize(gray, None, 0, 255, cv2.NORM_MINMAX).astype(np.uint8)  # type: ignore[call-overload]
     best, best_score = _read_by_texture(gray, today, settings, trace)
     if best is not None and best_score <= _GOOD_ENOUGH:
-        return best
+        return _with_confidence(best, trace)
     # The page-layout locator of earlier versions: a second opinion when the texture locator found nothing.
     legacy = _read_legacy(image, gray, today, settings, trace)
     if best is None or (legacy.document is not None and check_failures(legacy) < best_score):
         return legacy
-    return best
+    return _with_confidence(best, trace)
 
 
 # A read with this many failing checks is a document as printed (one wrong digit also fails the composite).
@@ -647,6 +744,7 @@ def _read_by_texture(
     groups = find_mrz_rows(gray)
     best: MrzResult | None = None
     best_score = 1 << 30
+    best_unsure = True
     for group in groups[:2]:
         trace.boxes = [_row_box(r) for r in group]
         flips = [True, False] if _flip_first(gray, group) else [False, True]
@@ -660,15 +758,25 @@ def _read_by_texture(
                         break
                     if not use_tesseract and not rr.ocrb_like:
                         continue  # another typeface: the OCR-B match alone means nothing, ask tesseract
-                    lines = decode(rr.fmt, rr.cands).lines
+                    decoded = decode(rr.fmt, rr.cands)
+                    lines = decoded.lines
                     result = parse_mrz("\n".join(lines), today=today)
                     score = check_failures(result) if result.document is not None else 1 << 20
-                    # On a tie the read that also heard tesseract wins: names carry no check digit.
-                    if score < best_score or (use_tesseract and score == best_score):
-                        best, best_score = result, score
+                    unsure = True
+                    confidence = None
+                    if score == 0:
+                        confidence = _confidence_of(rr, decoded)
+                        unsure = confidence.uncertain or not rr.aligned
+                    # On a tie the read that also heard tesseract wins: names carry no check digit. A read
+                    # whose every character is sure beats one that passes the same checks with doubts.
+                    if (score, unsure) < (best_score, best_unsure) or (
+                        use_tesseract and (score, unsure) == (best_score, best_unsure)
+                    ):
+                        best, best_score, best_unsure = result, score, unsure
+                        trace.decoded, trace.aligned, trace.confidence = decoded, rr.aligned, confidence
                     # The OCR-B match alone is trusted only when every cell is a clear OCR-B character and
                     # every check digit agrees; anything less is read again with tesseract's opinion too.
-                    if score == 0 and (use_tesseract or rr.weakest_match >= _SURE_MATCH):
+                    if score == 0 and not unsure and (use_tesseract or rr.weakest_match >= _SURE_MATCH):
                         return best, 0
                     if use_tesseract and lines == template_lines and score <= _GOOD_ENOUGH:
                         # Both opinions read the same characters and only a check digit or two fail:
