@@ -30,7 +30,7 @@ MIN_MARGIN = 0.25
 # Two independent opinions (the OCR-B match and tesseract) naming the same character make it clear even
 # when the match is weak (glare, blur), unless the cell hardly resembles any character at all.
 AGREED_MIN_SCORE = 0.3
-DISPUTED_MARGIN = 0.5
+DISPUTED_MARGIN = 0.3
 # Alternatives of a doubtful checked character that count as readings the print may also have.
 _ALT_MAX_BEHIND = 0.6
 _MAX_CHANGES = 2
