@@ -59,11 +59,11 @@ def cell_margin(cands: Candidates, chosen: str) -> tuple[float, float]:
     return score, score - other
 
 
-def is_weak(cands: Candidates, chosen: str, agreed: bool = False) -> bool:
+def is_weak(cands: Candidates, chosen: str, agreed: bool = False, min_score: float = MIN_SCORE) -> bool:
     score, lead = cell_margin(cands, chosen)
     if agreed and score >= AGREED_MIN_SCORE:
         return False
-    return score < MIN_SCORE or lead < MIN_MARGIN
+    return score < min_score or lead < MIN_MARGIN
 
 
 def checked_positions(fmt: MrzFormat) -> set[Pos]:
@@ -142,13 +142,17 @@ def assess(
     lines: list[str],
     agreed: set[Pos] | frozenset[Pos] = frozenset(),
     disputed: dict[Pos, str] | None = None,
+    matched: bool = True,
 ) -> Confidence:
     """Doubtful characters of a decoded read.
 
     `agreed`: positions both OCR opinions read as chosen; `disputed`: positions where the two opinions read
     different characters, with the one not chosen. A disputed character is doubtful, and in a checked field
-    the other opinion's character is tried against the check digits like any alternative.
+    the other opinion's character is tried against the check digits like any alternative. `matched`: the
+    scores are OCR-B match qualities; tesseract's own confidences (a print in another OCR-B cut, read by
+    tesseract alone) sit lower on their scale, and there only the lead over the alternatives counts.
     """
+    min_score = MIN_SCORE if matched else 0.0
     disputed = disputed or {}
     checked = checked_positions(fmt)
     classes = position_classes(fmt)
@@ -163,7 +167,7 @@ def assess(
                 continue
             if p in checked and classes[li][i] == "X" and _lookalikes(cands[li][i], ch):
                 lookalike.append(p)
-            weak = is_weak(cands[li][i], ch, p in agreed)
+            weak = is_weak(cands[li][i], ch, p in agreed, min_score)
             if p in disputed:
                 # Tesseract alone is often wrong on names; its dissent weighs only where the match is not clear.
                 weak = weak or cell_margin(cands[li][i], ch)[1] < DISPUTED_MARGIN

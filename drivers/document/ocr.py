@@ -327,7 +327,7 @@ class RowRead:
     weakest_match: float = 0.0  # lowest OCR-B correlation of any cell's best character
     ocrb_like: bool = False  # every row looks printed in the templates' OCR-B
     aligned: bool = True  # every row starts where the others start
-    opinions: list[list[tuple[str, str] | None]] = field(default_factory=list)  # per cell: (OCR-B, tesseract)
+    opinions: list[list[tuple[str, str, float] | None]] = field(default_factory=list)  # (OCR-B, tesseract, corr)
 
 
 def _format_of(n_rows: int, n: int, first_char: str) -> MrzFormat | None:
@@ -406,16 +406,18 @@ def read_rows(
 
 def _agreement(
     fmt: MrzFormat, matches: list[np.ndarray | None], tess: list[list[Candidates] | None], n: int
-) -> list[list[tuple[str, str] | None]]:
-    """Per cell, the characters the two opinions (OCR-B match, tesseract) read first for its field type."""
+) -> list[list[tuple[str, str, float] | None]]:
+    """Per cell, the characters the two opinions (OCR-B match, tesseract) read first for its field type, and
+    the OCR-B match's correlation with its character."""
     classes = position_classes(fmt)
-    out: list[list[tuple[str, str] | None]] = []
+    out: list[list[tuple[str, str, float] | None]] = []
     for li, (m, t) in enumerate(zip(matches, tess, strict=True)):
-        row: list[tuple[str, str] | None] = [None] * n
+        row: list[tuple[str, str, float] | None] = [None] * n
         if m is not None and t is not None:
             for i in range(n):
                 ranked = [(ALPHABET[j], float(m[i][j])) for j in np.argsort(-m[i])[:4]]
-                row[i] = (constrain(ranked, classes[li][i])[0][0], constrain(t[i], classes[li][i])[0][0])
+                a = constrain(ranked, classes[li][i])[0][0]
+                row[i] = (a, constrain(t[i], classes[li][i])[0][0], float(m[i][ALPHABET.index(a)]))
         out.append(row)
     return out
 
@@ -457,6 +459,8 @@ def _align_rows(
     return out, True
 
 
+_CLEAR_MATCH = 0.8
+_NO_MATCH = 0.7
 _OWN_SAME = 0.95
 
 
@@ -686,11 +690,15 @@ def _confidence_of(rr: RowRead, decoded: Decoded) -> Confidence:
             if pair is None or li >= len(decoded.lines):
                 continue
             chosen = decoded.lines[li][i]
-            if pair[0] == pair[1] == chosen:
+            if pair[0] == pair[1] == chosen or (pair[1] == chosen and pair[2] < _NO_MATCH):
+                # Both opinions agree, or the OCR-B match has no opinion worth the name (the cell is like
+                # none of the templates' cut: another OCR-B design) and tesseract's reading was chosen.
                 agreed.add((li, i))
-            elif pair[0] != pair[1]:
+            elif pair[0] != pair[1] and (pair[0] == chosen or pair[2] >= _CLEAR_MATCH):
+                # Tesseract dissenting from the chosen OCR-B character, or a clear OCR-B match overruled. An
+                # OCR-B match barely like its own character (another OCR-B cut) is no opinion worth a doubt.
                 disputed[(li, i)] = pair[1] if pair[0] == chosen else pair[0]
-    return assess(rr.fmt, decoded.cands, decoded.lines, agreed, disputed)
+    return assess(rr.fmt, decoded.cands, decoded.lines, agreed, disputed, matched=rr.ocrb_like)
 
 
 def _with_confidence(result: MrzResult, trace: OcrTrace) -> MrzResult:
