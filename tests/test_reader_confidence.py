@@ -84,7 +84,7 @@ def test_glare_washed_glyphs_survive_binarisation() -> None:
     row = np.full((60, 600), 220, np.uint8)
     for x in range(20, 580, 40):
         row[15:45, x : x + 8] = 60
-    yy, xx = np.mgrid[0:60, 0:600]
+    _yy, xx = np.mgrid[0:60, 0:600]
     spot = np.exp(-((xx - 450) ** 2) / (2 * 80.0**2))
     glared = np.clip(row + (255 - row) * 0.75 * spot, 0, 255).astype(np.uint8)
     ink = binarise(glared) == 0

@@ -234,7 +234,9 @@ def run_bench(root: Path, engine: str = "egate", limit: int | None = None) -> di
         "not_found": total["not_found"],
         "uncertain": total["uncertain"],
         "uncertain_images": [
-            str(p.relative_to(root)) for p, r in zip(images, rows, strict=True) if r["truth"] is not None and r["uncertain"]
+            str(p.relative_to(root))
+            for p, r in zip(images, rows, strict=True)
+            if r["truth"] is not None and r["uncertain"]
         ],
         "printed_invalid": total.get("printed_invalid", 0),
         "printed_invalid_reported_invalid": total.get("printed_invalid_reported_invalid", 0),

@@ -100,9 +100,7 @@ def _all_checks_pass(fmt: MrzFormat, lines: list[str]) -> bool:
 def _lookalikes(cands: Candidates, chosen: str) -> list[str]:
     """Candidates of a cell that are the chosen character's OCR-B look-alike, when the lead over them is modest."""
     score = next((sc for ch, sc in cands if ch == chosen), 0.0)
-    return [
-        ch for ch, sc in cands if frozenset((ch, chosen)) in _LOOKALIKES and score - sc < _LOOKALIKE_MARGIN
-    ]
+    return [ch for ch, sc in cands if frozenset((ch, chosen)) in _LOOKALIKES and score - sc < _LOOKALIKE_MARGIN]
 
 
 def _other_reading_passes(

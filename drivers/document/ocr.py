@@ -716,7 +716,9 @@ def _with_confidence(result: MrzResult, trace: OcrTrace) -> MrzResult:
             if trace.aligned
             else "MRZ rows not aligned as printed; present the document again"
         )
-        return result.model_copy(update={"errors": [*result.errors, FieldError(field=UNCERTAIN_FIELD, message=message)]})
+        return result.model_copy(
+            update={"errors": [*result.errors, FieldError(field=UNCERTAIN_FIELD, message=message)]}
+        )
     return result
 
 
