@@ -109,3 +109,24 @@ def test_a_page_with_an_erased_name_letter_is_never_a_confident_wrong_read(tmp_p
     assert not r.valid
     if r.document is not None and all(e.field == UNCERTAIN_FIELD for e in r.errors):
         assert r.errors[0].message.startswith("MRZ characters not read clearly")
+
+
+@pytestmark_font
+def test_bench_never_counts_an_uncertain_read_as_fully_right(tmp_path: Path) -> None:
+    from tools.bench_mrz import run_bench
+
+    s = generate_sample(21, 2, SynthParams())  # a clean TD3
+    trace = OcrTrace()
+    read_mrz_image(s.image, today=REFERENCE, trace=trace)
+    x, y, w, h = trace.boxes[0]
+    erased = s.image.copy()
+    cx = int(x + 5.5 * w / 44.0)
+    cv2.rectangle(erased, (int(cx - 0.4 * w / 44), y - 2), (int(cx + 0.4 * w / 44), y + h + 2), (235, 235, 235), -1)
+    for name, image in (("clean", s.image), ("erased", erased)):
+        cv2.imwrite(str(tmp_path / f"{name}.png"), image)
+        (tmp_path / f"{name}.txt").write_text("\n".join(s.truth.lines) + "\n")
+    out = run_bench(tmp_path)
+    assert out["with_truth"] == 2 and "clean.png" not in out["not_fully_right"]
+    assert set(out["uncertain_images"]) <= set(out["not_fully_right"])
+    assert out["fully_right"] == 2 - len(out["not_fully_right"]) and out["wrong_but_valid"] == 0
+    assert out["uncertain"] == len(out["uncertain_images"])
