@@ -365,6 +365,16 @@ def read_rows(
     vectors: list[np.ndarray | None] = []
     centres = [snap_centres(segment_glyphs(im, char_height), first, pitch, n) for im, (first, pitch, _) in zip(images, fixed, strict=True)]  # fmt: skip
     centres, aligned = _align_rows(order, images, centres, fixed, char_height, flip)
+    if n == 36 and any(
+        _ink_beyond(im, at, g[1], char_height) for im, at, g in zip(images, centres, fixed, strict=True)
+    ):
+        # Print continues past the 36th cell: a 44-character row whose end the grid lost (glare, blur) read as
+        # a 36-character one. MRV-B has no composite check digit to catch that; never a sure read.
+        aligned = False
+    if any(_at_frame_edge(gray, r) for r in order):
+        # A row that runs into the edge of the image may go on outside it (a 44-character visa row seen as 36):
+        # what is not in view cannot be read, however well the rest passes its checks.
+        aligned = False
     for im, at, (_, pitch, _) in zip(images, centres, fixed, strict=True):
         cells = cell_images(im, at, pitch)
         matches.append(match_cells(cells) if cells is not None else None)
@@ -420,6 +430,25 @@ def _agreement(
                 row[i] = (a, constrain(t[i], classes[li][i])[0][0], float(m[i][ALPHABET.index(a)]))
         out.append(row)
     return out
+
+
+def _at_frame_edge(gray: np.ndarray, row: Row) -> bool:
+    ux, uy = row.unit()
+    h, w = gray.shape[:2]
+    margin = 0.6 * row.height
+    for sign in (-1.0, 1.0):
+        x = row.cx + sign * ux * row.length / 2
+        y = row.cy + sign * uy * row.length / 2
+        if x < margin or y < margin or x > w - 1 - margin or y > h - 1 - margin:
+            return True
+    return False
+
+
+def _ink_beyond(image: np.ndarray, centres: list[float], pitch: float, char_height: int) -> bool:
+    """Whether glyphs stand within a few cells after the row's last cell, or run into the end of the cut-out."""
+    last = centres[-1]
+    spans = segment_glyphs(image, char_height)
+    return any(last + 0.7 * pitch < (a + b) / 2 < last + 4 * pitch or b >= image.shape[1] - 2 for a, b in spans)
 
 
 def _align_rows(
@@ -714,7 +743,7 @@ def _with_confidence(result: MrzResult, trace: OcrTrace) -> MrzResult:
         message = (
             f"MRZ characters not read clearly ({where}); present the document again"
             if trace.aligned
-            else "MRZ rows not aligned as printed; present the document again"
+            else "MRZ rows not cut as printed (start or end); present the document again"
         )
         return result.model_copy(
             update={"errors": [*result.errors, FieldError(field=UNCERTAIN_FIELD, message=message)]}
@@ -738,6 +767,12 @@ def _read(image: np.ndarray, today: date, settings: OcrSettings, trace: OcrTrace
     # The page-layout locator of earlier versions: a second opinion when the texture locator found nothing.
     legacy = _read_legacy(image, gray, today, settings, trace)
     if best is None or (legacy.document is not None and check_failures(legacy) < best_score):
+        if legacy.format in ("MRV-A", "MRV-B") and legacy.document is not None and check_failures(legacy) == 0:
+            # The page-layout path has no per-character evidence, and a visa has no composite check digit.
+            error = FieldError(
+                field=UNCERTAIN_FIELD, message="MRZ read without per-character evidence; present the document again"
+            )
+            return legacy.model_copy(update={"errors": [*legacy.errors, error]})
         return legacy
     return _with_confidence(best, trace)
 
