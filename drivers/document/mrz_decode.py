@@ -48,6 +48,7 @@ _MAX_ALT_COST = 0.6
 class Decoded:
     lines: list[str]
     swaps: list[tuple[int, int, str, str]]  # (line, index, as first read, chosen)
+    cands: list[list[Candidates]]  # every position's candidates cut to its type, best first
 
 
 def constrain(cands: Candidates, cls: str) -> Candidates:
@@ -158,7 +159,7 @@ class _Decoder:
             self.chosen[p] = ch
         swaps += self._trailing_fillers()
         lines = ["".join(self.char((li, i)) for i in range(len(line))) for li, line in enumerate(self.cands)]
-        return Decoded(lines=lines, swaps=swaps)
+        return Decoded(lines=lines, swaps=swaps, cands=self.cands)
 
     def _trailing_fillers(self) -> list[tuple[int, int, str, str]]:
         """Unchecked optional data is left-justified and padded with fillers (part 3 §4.2): after three

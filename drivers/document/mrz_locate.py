@@ -163,11 +163,42 @@ def rectify_row(gray: np.ndarray, row: Row, char_height: int, flip: bool = False
 
 
 def binarise(line: np.ndarray) -> np.ndarray:
-    """Dark glyphs -> black on white, after flattening glare and uneven light across the row."""
-    k = max(3, (line.shape[0] // 2) | 1)
-    background = cv2.morphologyEx(line, cv2.MORPH_CLOSE, cv2.getStructuringElement(cv2.MORPH_RECT, (k, k)))
-    flat = cv2.divide(line, background, scale=255)
-    return cv2.threshold(flat, 0, 255, cv2.THRESH_BINARY | cv2.THRESH_OTSU)[1]
+    """Dark glyphs -> black on white, after flattening glare and uneven light across the row.
+
+    The row is divided by its own paper level (a closing) and thresholded as a whole (Otsu). Glare adds
+    light over a few characters, though, and there the ink is washed out to a grey that one threshold for the
+    row loses. Where the local print contrast (paper against the darkest print within about a character
+    pitch) falls well below the row's usual contrast, a pixel is ink when it lies nearer the local ink than
+    the local paper; where the contrast is only a small share of the usual there is no glyph (background
+    pattern) and it stays white.
+    """
+    h = line.shape[0]
+    k = max(3, (h // 2) | 1)
+    paper = cv2.morphologyEx(line, cv2.MORPH_CLOSE, cv2.getStructuringElement(cv2.MORPH_RECT, (k, k)))
+    flat = cv2.divide(line, paper, scale=255)
+    whole = cv2.threshold(flat, 0, 255, cv2.THRESH_BINARY | cv2.THRESH_OTSU)[1]
+    paper_f = cv2.GaussianBlur(paper.astype(np.float32), (0, 0), k / 2)
+    kw = max(3, int(h * 1.2) | 1)
+    ink = cv2.erode(line, cv2.getStructuringElement(cv2.MORPH_RECT, (kw, h | 1)))
+    ink_f = cv2.GaussianBlur(ink.astype(np.float32), (0, 0), kw / 3)
+    contrast = paper_f - ink_f
+    usual = float(np.percentile(contrast, 90))
+    # Sensor noise alone gives a local max-min range of several sigma: that is no print either.
+    noise = 1.4826 * float(np.median(np.abs(line.astype(np.int16) - cv2.medianBlur(line, 5).astype(np.int16))))
+    floor = max(_MIN_CONTRAST_SHARE * usual, _NOISE_RANGE * noise)
+    washed = (contrast < _WASHED_SHARE * usual) & (contrast > floor)
+    if not washed.any():
+        return whole
+    level = (line.astype(np.float32) - ink_f) / np.maximum(contrast, 1.0)
+    # Strokes are several pixels wide at the working glyph height; speckle of background texture is not.
+    local = cv2.medianBlur(np.where(level < _INK_LEVEL, 0, 255).astype(np.uint8), 5)
+    return np.where(washed, local, whole).astype(np.uint8)
+
+
+_INK_LEVEL = 0.55  # share of the way from local ink to local paper below which a pixel is ink
+_WASHED_SHARE = 0.85  # local contrast below this share of the row's usual: read against the local levels
+_MIN_CONTRAST_SHARE = 0.25  # below this share: no print here
+_NOISE_RANGE = 8.0  # local contrast within this many noise sigmas is noise, not print
 
 
 def find_mrz_rows(gray: np.ndarray, max_groups: int = 3) -> list[list[Row]]:

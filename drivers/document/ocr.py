@@ -33,7 +33,8 @@ import structlog
 from egate.drivers.document.glyphs import normalise_glyph, refine
 from egate.drivers.document.models import FieldError, MrzFormat, MrzResult
 from egate.drivers.document.mrz import check_failures, detect_layout, parse_mrz, position_classes
-from egate.drivers.document.mrz_decode import Candidates, constrain, decode
+from egate.drivers.document.mrz_confidence import UNCERTAIN_FIELD, Confidence, assess, describe
+from egate.drivers.document.mrz_decode import Candidates, Decoded, constrain, decode
 from egate.drivers.document.mrz_locate import Row, binarise, find_mrz_rows, rectify_row
 from egate.drivers.document.ocrb_match import ALPHABET, cell_images, cell_vectors, match_cells, snap_centres, text_band
 
@@ -64,6 +65,9 @@ class OcrTrace:
     boxes: list[tuple[int, int, int, int]] = field(default_factory=list)
     raw_attempts: list[list[str]] = field(default_factory=list)
     seconds: float = 0.0
+    decoded: Decoded | None = None  # the chosen texture read's per-cell candidates and check-digit choices
+    aligned: bool = True  # the chosen texture read's rows start at the same place
+    confidence: Confidence | None = None
 
 
 def find_mrz_lines(gray: np.ndarray) -> list[tuple[int, int, int, int]]:
@@ -322,6 +326,8 @@ class RowRead:
     images: list[np.ndarray]
     weakest_match: float = 0.0  # lowest OCR-B correlation of any cell's best character
     ocrb_like: bool = False  # every row looks printed in the templates' OCR-B
+    aligned: bool = True  # every row starts where the others start
+    opinions: list[list[tuple[str, str, float] | None]] = field(default_factory=list)  # (OCR-B, tesseract, corr)
 
 
 def _format_of(n_rows: int, n: int, first_char: str) -> MrzFormat | None:
@@ -358,6 +364,17 @@ def read_rows(
     matches: list[np.ndarray | None] = []
     vectors: list[np.ndarray | None] = []
     centres = [snap_centres(segment_glyphs(im, char_height), first, pitch, n) for im, (first, pitch, _) in zip(images, fixed, strict=True)]  # fmt: skip
+    centres, aligned = _align_rows(order, images, centres, fixed, char_height, flip)
+    if n == 36 and any(
+        _ink_beyond(im, at, g[1], char_height) for im, at, g in zip(images, centres, fixed, strict=True)
+    ):
+        # Print continues past the 36th cell: a 44-character row whose end the grid lost (glare, blur) read as
+        # a 36-character one. MRV-B has no composite check digit to catch that; never a sure read.
+        aligned = False
+    if any(_at_frame_edge(gray, r) for r in order):
+        # A row that runs into the edge of the image may go on outside it (a 44-character visa row seen as 36):
+        # what is not in view cannot be read, however well the rest passes its checks.
+        aligned = False
     for im, at, (_, pitch, _) in zip(images, centres, fixed, strict=True):
         cells = cell_images(im, at, pitch)
         matches.append(match_cells(cells) if cells is not None else None)
@@ -381,6 +398,7 @@ def read_rows(
     weakest = 1.0
     typical = [float(np.median(m.max(axis=1))) for m in matches if m is not None]
     ocrb_like = bool(typical) and len(typical) == len(matches) and min(typical) >= _OCRB_TYPICAL
+    template_opinion = list(matches)
     if any(t is not None for t in tess_cells) and not ocrb_like:
         # Not the OCR-B cut the templates come from (or a row badly cut): tesseract reads, alone.
         matches = [None] * len(matches)
@@ -392,9 +410,86 @@ def read_rows(
     fmt = _format_of(len(order), n, cands[0][0][0][0])
     if fmt is not None and all(v is not None for v in vectors):
         cands = _settle_by_own_glyphs(fmt, cands, [v for v in vectors if v is not None])
-    return RowRead(fmt, cands, raw, images, weakest, ocrb_like)
+    opinions = _agreement(fmt, template_opinion, tess_cells, n) if fmt is not None else []
+    return RowRead(fmt, cands, raw, images, weakest, ocrb_like, aligned, opinions)
 
 
+def _agreement(
+    fmt: MrzFormat, matches: list[np.ndarray | None], tess: list[list[Candidates] | None], n: int
+) -> list[list[tuple[str, str, float] | None]]:
+    """Per cell, the characters the two opinions (OCR-B match, tesseract) read first for its field type, and
+    the OCR-B match's correlation with its character."""
+    classes = position_classes(fmt)
+    out: list[list[tuple[str, str, float] | None]] = []
+    for li, (m, t) in enumerate(zip(matches, tess, strict=True)):
+        row: list[tuple[str, str, float] | None] = [None] * n
+        if m is not None and t is not None:
+            for i in range(n):
+                ranked = [(ALPHABET[j], float(m[i][j])) for j in np.argsort(-m[i])[:4]]
+                a = constrain(ranked, classes[li][i])[0][0]
+                row[i] = (a, constrain(t[i], classes[li][i])[0][0], float(m[i][ALPHABET.index(a)]))
+        out.append(row)
+    return out
+
+
+def _at_frame_edge(gray: np.ndarray, row: Row) -> bool:
+    ux, uy = row.unit()
+    h, w = gray.shape[:2]
+    margin = 0.6 * row.height
+    for sign in (-1.0, 1.0):
+        x = row.cx + sign * ux * row.length / 2
+        y = row.cy + sign * uy * row.length / 2
+        if x < margin or y < margin or x > w - 1 - margin or y > h - 1 - margin:
+            return True
+    return False
+
+
+def _ink_beyond(image: np.ndarray, centres: list[float], pitch: float, char_height: int) -> bool:
+    """Whether glyphs stand within a few cells after the row's last cell, or run into the end of the cut-out."""
+    last = centres[-1]
+    spans = segment_glyphs(image, char_height)
+    return any(last + 0.7 * pitch < (a + b) / 2 < last + 4 * pitch or b >= image.shape[1] - 2 for a, b in spans)
+
+
+def _align_rows(
+    rows: list[Row],
+    images: list[np.ndarray],
+    centres: list[list[float]],
+    grids: list[tuple[float, float, int]],
+    char_height: int,
+    flip: bool,
+) -> tuple[list[list[float]], bool]:
+    """Cell centres with every row starting where the others start, and whether the rows agreed.
+
+    MRZ rows are left-aligned and equally long (ICAO 9303 part 3 §4.3): a row whose first cell lies half a
+    pitch or more from the others' picked up a speck of background as a glyph, or lost its first glyph, and
+    every cell of it is one character off. With three rows the two that agree re-anchor the third; with two
+    rows nothing says which is right, and the read is marked misaligned (uncertain).
+    """
+    sign = -1.0 if flip else 1.0
+    ref = rows[0]
+    scales = [char_height / max(r.height, 1.0) for r in rows]
+    starts = [
+        (at[0] - im.shape[1] / 2) / sc + sign * ref.along_offset(r)
+        for r, im, at, sc in zip(rows, images, centres, scales, strict=True)
+    ]
+    page_pitch = float(np.median([g[1] / sc for g, sc in zip(grids, scales, strict=True)]))
+    middle = float(np.median(starts))
+    off = [k for k, s in enumerate(starts) if abs(s - middle) > 0.5 * page_pitch]
+    if not off:
+        return centres, True
+    if len(rows) < 3:
+        return centres, False
+    out = list(centres)
+    for k in off:
+        first = (middle - sign * ref.along_offset(rows[k])) * scales[k] + images[k].shape[1] / 2
+        _, pitch, n = grids[k]
+        out[k] = snap_centres(segment_glyphs(images[k], char_height), first, pitch, n)
+    return out, True
+
+
+_CLEAR_MATCH = 0.8
+_NO_MATCH = 0.7
 _OWN_SAME = 0.95
 
 
@@ -615,6 +710,47 @@ def read_mrz_image(
     return result
 
 
+def _confidence_of(rr: RowRead, decoded: Decoded) -> Confidence:
+    assert rr.fmt is not None
+    agreed: set[tuple[int, int]] = set()
+    disputed: dict[tuple[int, int], str] = {}
+    for li, row in enumerate(rr.opinions):
+        for i, pair in enumerate(row):
+            if pair is None or li >= len(decoded.lines):
+                continue
+            chosen = decoded.lines[li][i]
+            if pair[0] == pair[1] == chosen or (pair[1] == chosen and pair[2] < _NO_MATCH):
+                # Both opinions agree, or the OCR-B match has no opinion worth the name (the cell is like
+                # none of the templates' cut: another OCR-B design) and tesseract's reading was chosen.
+                agreed.add((li, i))
+            elif pair[0] != pair[1] and (pair[0] == chosen or pair[2] >= _CLEAR_MATCH):
+                # Tesseract dissenting from the chosen OCR-B character, or a clear OCR-B match overruled. An
+                # OCR-B match barely like its own character (another OCR-B cut) is no opinion worth a doubt.
+                disputed[(li, i)] = pair[1] if pair[0] == chosen else pair[0]
+    return assess(rr.fmt, decoded.cands, decoded.lines, agreed, disputed, matched=rr.ocrb_like)
+
+
+def _with_confidence(result: MrzResult, trace: OcrTrace) -> MrzResult:
+    """The read, reported invalid when characters no check digit proves were not read clearly."""
+    decoded = trace.decoded
+    confidence = trace.confidence
+    if result.format is None or decoded is None or decoded.lines != result.lines or check_failures(result) > 0:
+        return result  # not a texture read, or already reported invalid
+    if confidence is None:
+        return result
+    if confidence.uncertain or not trace.aligned:
+        where = describe(result.format, [*confidence.weak_unchecked, *confidence.weak_checked])
+        message = (
+            f"MRZ characters not read clearly ({where}); present the document again"
+            if trace.aligned
+            else "MRZ rows not cut as printed (start or end); present the document again"
+        )
+        return result.model_copy(
+            update={"errors": [*result.errors, FieldError(field=UNCERTAIN_FIELD, message=message)]}
+        )
+    return result
+
+
 def _read(image: np.ndarray, today: date, settings: OcrSettings, trace: OcrTrace) -> MrzResult:
     if not isinstance(image, np.ndarray) or image.ndim not in (2, 3) or image.size == 0:
         return MrzResult(errors=[FieldError(field="image", message="not an image (expected a BGR array)")])
@@ -627,12 +763,18 @@ def _read(image: np.ndarray, today: date, settings: OcrSettings, trace: OcrTrace
         gray = cv2.normalize(gray, None, 0, 255, cv2.NORM_MINMAX).astype(np.uint8)  # type: ignore[call-overload]
     best, best_score = _read_by_texture(gray, today, settings, trace)
     if best is not None and best_score <= _GOOD_ENOUGH:
-        return best
+        return _with_confidence(best, trace)
     # The page-layout locator of earlier versions: a second opinion when the texture locator found nothing.
     legacy = _read_legacy(image, gray, today, settings, trace)
     if best is None or (legacy.document is not None and check_failures(legacy) < best_score):
+        if legacy.format in ("MRV-A", "MRV-B") and legacy.document is not None and check_failures(legacy) == 0:
+            # The page-layout path has no per-character evidence, and a visa has no composite check digit.
+            error = FieldError(
+                field=UNCERTAIN_FIELD, message="MRZ read without per-character evidence; present the document again"
+            )
+            return legacy.model_copy(update={"errors": [*legacy.errors, error]})
         return legacy
-    return best
+    return _with_confidence(best, trace)
 
 
 # A read with this many failing checks is a document as printed (one wrong digit also fails the composite).
@@ -647,6 +789,7 @@ def _read_by_texture(
     groups = find_mrz_rows(gray)
     best: MrzResult | None = None
     best_score = 1 << 30
+    best_unsure = True
     for group in groups[:2]:
         trace.boxes = [_row_box(r) for r in group]
         flips = [True, False] if _flip_first(gray, group) else [False, True]
@@ -660,15 +803,25 @@ def _read_by_texture(
                         break
                     if not use_tesseract and not rr.ocrb_like:
                         continue  # another typeface: the OCR-B match alone means nothing, ask tesseract
-                    lines = decode(rr.fmt, rr.cands).lines
+                    decoded = decode(rr.fmt, rr.cands)
+                    lines = decoded.lines
                     result = parse_mrz("\n".join(lines), today=today)
                     score = check_failures(result) if result.document is not None else 1 << 20
-                    # On a tie the read that also heard tesseract wins: names carry no check digit.
-                    if score < best_score or (use_tesseract and score == best_score):
-                        best, best_score = result, score
+                    unsure = True
+                    confidence = None
+                    if score == 0:
+                        confidence = _confidence_of(rr, decoded)
+                        unsure = confidence.uncertain or not rr.aligned
+                    # On a tie the read that also heard tesseract wins: names carry no check digit. A read
+                    # whose every character is sure beats one that passes the same checks with doubts.
+                    if (score, unsure) < (best_score, best_unsure) or (
+                        use_tesseract and (score, unsure) == (best_score, best_unsure)
+                    ):
+                        best, best_score, best_unsure = result, score, unsure
+                        trace.decoded, trace.aligned, trace.confidence = decoded, rr.aligned, confidence
                     # The OCR-B match alone is trusted only when every cell is a clear OCR-B character and
                     # every check digit agrees; anything less is read again with tesseract's opinion too.
-                    if score == 0 and (use_tesseract or rr.weakest_match >= _SURE_MATCH):
+                    if score == 0 and not unsure and (use_tesseract or rr.weakest_match >= _SURE_MATCH):
                         return best, 0
                     if use_tesseract and lines == template_lines and score <= _GOOD_ENOUGH:
                         # Both opinions read the same characters and only a check digit or two fail:
