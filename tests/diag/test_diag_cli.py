@@ -396,7 +396,7 @@ def test_local_gate_commands_against_the_simulated_controller(tmp_path: Path) ->
         # A wrong key in the credential: refused with the key hint, the gate untouched.
         (creds / "turnstile.scbk").write_text(secrets.token_bytes(16).hex())
         code, _, data = run_diag("gate", "open", "--config", config, "--json", env=env)
-        assert code == 1 and "wrong SCBK" in data["error"] and "SCBK credential" in data["hint"]
+        assert code == 1 and "refuses our key" in data["error"] and "turnstile.scbk" in data["hint"]
         assert not sim.entry_free
     finally:
         sim.close()
