@@ -31,6 +31,8 @@ APT_PACKAGES=(
     libpcsclite-dev
     swig
     vsmartcard-vpcd
+    # ePassport chip, independent peer: vsmartcard's virtual ePassport (vicc) for tests/chip/test_chip_vicc.py
+    python3-virtualsmartcard
     # fleet: clustered broker, ops database, socket byte counters (ss) for egate bench fleet
     rabbitmq-server
     postgresql
