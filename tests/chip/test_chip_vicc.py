@@ -34,7 +34,17 @@ def vicc(pcscd: object, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Tr
     """vicc's ePassport in the reader, in a process of its own; yields the trust list of its CSCA."""
     csca = tmp_path_factory.mktemp("vicc") / "csca.der"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "egate.tools.sim.chip.vicc_peer", "--port", str(PORTS[READER]), "--csca-out", str(csca)],
+        [
+            sys.executable,
+            "-m",
+            "egate.tools.sim.chip.vicc_peer",
+            "--port",
+            str(PORTS[READER]),
+            "--csca-out",
+            str(csca),
+            "--exit-on-stdin-eof",
+        ],
+        stdin=subprocess.PIPE,  # the peer leaves when this closes, even if pytest itself is killed
         stdout=subprocess.PIPE,
         text=True,
     )
@@ -53,6 +63,8 @@ def vicc(pcscd: object, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Tr
             proc.kill()
             proc.wait(timeout=10.0)
         stdout.close()
+        assert proc.stdin is not None
+        proc.stdin.close()
     from egate.drivers.chip.pcsc import wait_for_card
 
     assert wait_for_card(READER, present=False, timeout_s=10.0), "pcscd still sees vicc's card"
@@ -76,7 +88,9 @@ def test_bac_read_and_passive_authentication_against_vicc(vicc: TrustList) -> No
     assert r.face is not None and r.face.image_type == "jpeg"
     assert r.pa is not None and r.pa.checked_groups == (1, 2)
     assert r.authentic
-    assert [t.step for t in r.timings][:3] == ["access", "dg1", "dg2"]
+    # Every file came from vicc's card over secure messaging: EF.COM, DG1, DG2 and EF.SOD.
+    assert [t.step for t in r.timings] == ["access", "dg1", "dg2", "sod", "com", "pa"]
+    assert all(t.apdus > 0 for t in r.timings if t.step != "pa")
 
 
 def test_wrong_mrz_is_access_denied_by_vicc(vicc: TrustList) -> None:

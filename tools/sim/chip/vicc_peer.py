@@ -12,7 +12,8 @@ only the methods that mix `str` and `bytes` under Python 3 are replaced:
 - the send sequence counter, which must stay 8 bytes wide in the MAC input (not its minimal length).
 
 Run as a process: `python -m egate.tools.sim.chip.vicc_peer --port 35963 --csca-out csca.der`
-prints `ready` once the card is in the reader and serves until SIGTERM/SIGINT.
+prints `ready` once the card is in the reader and serves until SIGTERM/SIGINT (or, with
+`--exit-on-stdin-eof`, until its stdin closes).
 """
 
 from __future__ import annotations
@@ -213,6 +214,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--port", type=int, default=VPCD_PORT, help="vpcd's TCP port for the reader")
     parser.add_argument("--csca-out", type=Path, required=True, help="where to write the test CSCA (DER)")
+    parser.add_argument("--exit-on-stdin-eof", action="store_true", help="stop when stdin closes (under a test)")
     args = parser.parse_args(argv)
     if not vicc_available():
         print(f"vicc is not installed under {VICC_SITE} (python3-virtualsmartcard)", file=sys.stderr)
@@ -225,6 +227,9 @@ def main(argv: list[str] | None = None) -> int:
     done = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: done.set())
     signal.signal(signal.SIGINT, lambda *_: done.set())
+    if args.exit_on_stdin_eof:
+        # A parent that dies without stopping us closes our stdin: leave with it, never linger.
+        threading.Thread(target=lambda: (sys.stdin.read(), done.set()), daemon=True).start()
     with VpcdCard(card, port=args.port):
         print("ready", flush=True)
         done.wait()
