@@ -229,7 +229,11 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGINT, lambda *_: done.set())
     if args.exit_on_stdin_eof:
         # A parent that dies without stopping us closes our stdin: leave with it, never linger.
-        threading.Thread(target=lambda: (sys.stdin.read(), done.set()), daemon=True).start()
+        def wait_for_eof() -> None:
+            sys.stdin.read()
+            done.set()
+
+        threading.Thread(target=wait_for_eof, daemon=True).start()
     with VpcdCard(card, port=args.port):
         print("ready", flush=True)
         done.wait()
