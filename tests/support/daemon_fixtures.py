@@ -7,6 +7,7 @@ process, the broker a real mosquitto; a test leaves either out, or gives a wrong
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import signal
@@ -101,7 +102,13 @@ class GateDaemon:
             stderr=subprocess.STDOUT,
             cwd=self.workdir,
         )
-        self.wait(lambda c: c.ping().get("pong") is True, START_DEADLINE_S, "the control socket to answer")
+        try:
+            self.wait(lambda c: c.ping().get("pong") is True, START_DEADLINE_S, "the control socket to answer")
+        except BaseException:
+            # A daemon that never answered must not outlive the test that started it.
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.stop()
+            raise
         return self
 
     def stop(self, timeout: float = 10.0) -> int:
