@@ -89,15 +89,20 @@ def page_image(lines: list[str], photo: np.ndarray) -> np.ndarray:
 
 
 @contextmanager
-def on_reader(passport: VirtualPassport, card: PassportCard | None = None) -> Iterator[VpcdCard]:
-    """The passport lies on the chip reader for the block (pcscd sees it before the page is read)."""
+def on_reader(
+    passport: VirtualPassport, card: PassportCard | None = None, *, removal_seen: bool = True
+) -> Iterator[VpcdCard]:
+    """The passport lies on the chip reader for the block (pcscd sees it before the page is read).
+    `removal_seen=False` for a card that fell silent mid-command: vpcd may then keep reporting it until
+    the abandoned command ends (docs/chip.md, vpcd quirks), and nothing is read after it."""
     from egate.drivers.chip.pcsc import wait_for_card
 
     card = card or PassportCard(dict(passport.files), passport.key.mrz_information())
     with VpcdCard(card, port=PORTS[READER]) as placed:
         assert wait_for_card(READER, present=True, timeout_s=10.0), "pcscd does not see the virtual card"
         yield placed
-    assert wait_for_card(READER, present=False, timeout_s=10.0), "pcscd still sees the removed card"
+    if removal_seen:
+        assert wait_for_card(READER, present=False, timeout_s=10.0), "pcscd still sees the removed card"
 
 
 @pytest.fixture(scope="module")
@@ -241,7 +246,7 @@ def test_entry_with_the_chip_through_the_daemon(tmp_path: Path, ops: OpsMaterial
                     raise FallSilent
 
             card.before_command = silent_at_dg1
-            with on_reader(silent_chip, card):
+            with on_reader(silent_chip, card, removal_seen=False):
                 n += 1
                 reader.send_mrz(mrz_f)
                 f = rig.wait_outcomes(n, timeout=60)[n - 1]
