@@ -147,10 +147,13 @@ def glyph_count_score(strip: np.ndarray) -> float:
     return max(0.0, 1.0 - 3 * best) * min(1.0, regular)
 
 
-def rectify_row(gray: np.ndarray, row: Row, char_height: int, flip: bool = False) -> np.ndarray:
-    """The row cut out along its own axis, scaled to `char_height`-pixel glyphs (optionally turned 180°)."""
+def rectify_row(gray: np.ndarray, row: Row, char_height: int, flip: bool = False, extra: float = 0.0) -> np.ndarray:
+    """The row cut out along its own axis, scaled to `char_height`-pixel glyphs (optionally turned 180°).
+
+    `extra`: image pixels added at both ends, for a row found shorter than the others of its group.
+    """
     # A little beyond the ends: blur and glare shorten a row's blob.
-    pad_y, pad_x = 0.45 * row.height, 1.2 * row.height
+    pad_y, pad_x = 0.45 * row.height, 1.2 * row.height + max(0.0, extra)
     scale = char_height / max(row.height, 1.0)
     out_w = max(8, round((row.length + 2 * pad_x) * scale))
     out_h = max(8, round((row.height + 2 * pad_y) * scale))

@@ -37,6 +37,7 @@ from egate.drivers.document.mrz_confidence import UNCERTAIN_FIELD, Confidence, a
 from egate.drivers.document.mrz_decode import Candidates, Decoded, constrain, decode
 from egate.drivers.document.mrz_locate import Row, binarise, find_mrz_rows, rectify_row
 from egate.drivers.document.ocrb_match import ALPHABET, cell_images, cell_vectors, match_cells, snap_centres, text_band
+from egate.drivers.document.ocrb_net import classify, grey_cells
 
 log = structlog.get_logger(__name__)
 
@@ -56,6 +57,8 @@ class OcrSettings:
     # PassportEye's own MRZ locator when ours finds no lines: +3.5 s import and ~3 s per image, so off
     # by default (it found no extra MRZ on the test sets; kept for odd layouts in the field).
     use_passporteye_fallback: bool = False
+    # The trained cell classifier (`ocrb_net`) as the OCR-B opinion on rows printed in the templates' cut.
+    use_cell_network: bool = True
 
 
 @dataclass
@@ -339,17 +342,35 @@ def _format_of(n_rows: int, n: int, first_char: str) -> MrzFormat | None:
     return None
 
 
-def read_rows(
-    gray: np.ndarray, rows: list[Row], char_height: int, settings: OcrSettings, flip: bool, use_tesseract: bool = True
-) -> RowRead:
-    """OCR one candidate row group: every cell's candidates (OCR-B match, tesseract's choices), raw text, images."""
+@dataclass
+class RowCells:
+    """One candidate row group cut into cells: binarised and grey rows, cell centres, pitch per row."""
+
+    images: list[np.ndarray]  # binarised rows, dark glyphs on white
+    greys: list[np.ndarray]  # the same rows before binarising
+    centres: list[list[float]]
+    pitches: list[float]
+    n: int
+    aligned: bool
+
+
+def row_cells(
+    gray: np.ndarray, rows: list[Row], char_height: int, flip: bool, extra: list[float] | None = None
+) -> RowCells | None:
+    """Cut a row group along its axis and lay the fixed-pitch grid of cells; None when no grid fits."""
     order = list(reversed(rows)) if flip else list(rows)
-    images = [binarise(rectify_row(gray, r, char_height, flip)) for r in order]
+    if extra is None:
+        # MRZ rows are equally long (part 3 §4.3): a row found shorter (a filler run too faint for the
+        # locator, glare over an end) is cut out as long as the longest.
+        longest = max(r.length for r in order)
+        extra = [longest - r.length for r in order]
+    greys = [rectify_row(gray, r, char_height, flip, e) for r, e in zip(order, extra, strict=True)]
+    images = [binarise(g) for g in greys]
     n_hint = 30 if len(order) == 3 else None
     grids = [glyph_grid(im, char_height, n_hint) for im in images]
     counts = [g[2] for g in grids if g is not None]
     if not counts:
-        return RowRead(None, [], [], images)
+        return None
     n = max(set(counts), key=counts.count)
     fixed: list[tuple[float, float, int]] = []
     for im, grid in zip(images, grids, strict=True):
@@ -358,13 +379,21 @@ def read_rows(
             other = next(g for g in grids if g is not None and g[2] == n)
             spans = segment_glyphs(im, char_height)
             if not spans:
-                return RowRead(None, [], [], images)
+                return None
             grid = ((spans[0][0] + spans[0][1]) / 2, other[1], n)
         fixed.append(grid)
-    matches: list[np.ndarray | None] = []
-    vectors: list[np.ndarray | None] = []
     centres = [snap_centres(segment_glyphs(im, char_height), first, pitch, n) for im, (first, pitch, _) in zip(images, fixed, strict=True)]  # fmt: skip
     centres, aligned = _align_rows(order, images, centres, fixed, char_height, flip)
+    overflow = [
+        max(0.0, at[-1] + 0.7 * g[1] - im.shape[1], 0.7 * g[1] - at[0])
+        for im, at, g in zip(images, centres, fixed, strict=True)
+    ]
+    if any(overflow) and max(extra) < 8 * max(r.height for r in order):
+        # The grid runs off the cut-out (every row found short): cut again with room for the cells.
+        more = [
+            e + (o + g[1]) * r.height / char_height for e, o, g, r in zip(extra, overflow, fixed, order, strict=True)
+        ]
+        return row_cells(gray, rows, char_height, flip, more)
     if n == 36 and any(
         _ink_beyond(im, at, g[1], char_height) for im, at, g in zip(images, centres, fixed, strict=True)
     ):
@@ -375,10 +404,30 @@ def read_rows(
         # A row that runs into the edge of the image may go on outside it (a 44-character visa row seen as 36):
         # what is not in view cannot be read, however well the rest passes its checks.
         aligned = False
-    for im, at, (_, pitch, _) in zip(images, centres, fixed, strict=True):
+    return RowCells(images, greys, centres, [g[1] for g in fixed], n, aligned)
+
+
+def read_rows(
+    gray: np.ndarray, rows: list[Row], char_height: int, settings: OcrSettings, flip: bool, use_tesseract: bool = True
+) -> RowRead:
+    """OCR one candidate row group: every cell's candidates (OCR-B match, tesseract's choices), raw text, images."""
+    rc = row_cells(gray, rows, char_height, flip)
+    if rc is None:
+        return RowRead(None, [], [], [])
+    images, centres, n, aligned = rc.images, rc.centres, rc.n, rc.aligned
+    fixed = [(0.0, p, n) for p in rc.pitches]
+    matches: list[np.ndarray | None] = []
+    vectors: list[np.ndarray | None] = []
+    learnt: list[np.ndarray | None] = []
+    for im, grey, at, (_, pitch, _) in zip(images, rc.greys, centres, fixed, strict=True):
         cells = cell_images(im, at, pitch)
         matches.append(match_cells(cells) if cells is not None else None)
         vectors.append(cell_vectors(cells) if cells is not None else None)
+        probs = classify(grey) if settings.use_cell_network and (grey := grey_cells(grey, im, at, pitch)) is not None else None  # fmt: skip
+        if probs is not None and cells is not None:
+            # A cell with no ink after binarising (off the print, washed out) is no character: no opinion.
+            probs[cells.reshape(len(cells), -1).max(axis=1) < 64] = 1.0 / len(ALPHABET)
+        learnt.append(probs)
     tess_cells: list[list[Candidates] | None] = [None] * len(images)
     raw: list[str] = []
     if use_tesseract or any(m is None for m in matches):
@@ -398,6 +447,10 @@ def read_rows(
     weakest = 1.0
     typical = [float(np.median(m.max(axis=1))) for m in matches if m is not None]
     ocrb_like = bool(typical) and len(typical) == len(matches) and min(typical) >= _OCRB_TYPICAL
+    if ocrb_like and all(p is not None for p in learnt):
+        # The trained network's probabilities stand in for the correlations: on this typeface they stay
+        # sharp under the blur, glare and compression that flatten the correlations (`ocrb_net`).
+        matches = learnt
     template_opinion = list(matches)
     if any(t is not None for t in tess_cells) and not ocrb_like:
         # Not the OCR-B cut the templates come from (or a row badly cut): tesseract reads, alone.
@@ -407,7 +460,7 @@ def read_rows(
         weakest = min(weakest, float(m.max(axis=1).min()) if m is not None else 0.0)
     if not raw:
         raw = ["".join(c[0][0] for c in line) for line in cands]
-    fmt = _format_of(len(order), n, cands[0][0][0][0])
+    fmt = _format_of(len(rows), n, cands[0][0][0][0])
     if fmt is not None and all(v is not None for v in vectors):
         cands = _settle_by_own_glyphs(fmt, cands, [v for v in vectors if v is not None])
     opinions = _agreement(fmt, template_opinion, tess_cells, n) if fmt is not None else []
