@@ -331,6 +331,8 @@ class RowRead:
     ocrb_like: bool = False  # every row looks printed in the templates' OCR-B
     aligned: bool = True  # every row starts where the others start
     opinions: list[list[tuple[str, str, float] | None]] = field(default_factory=list)  # (OCR-B, tesseract, corr)
+    disagree: bool = False  # two rows starting at different places: read again anchored at each
+    correlations: list[np.ndarray | None] = field(default_factory=list)  # per row: cells x ALPHABET (`match_cells`)
 
 
 def _format_of(n_rows: int, n: int, first_char: str) -> MrzFormat | None:
@@ -352,10 +354,16 @@ class RowCells:
     pitches: list[float]
     n: int
     aligned: bool
+    disagree: bool = False  # two rows starting at different places (see `_align_rows`)
 
 
 def row_cells(
-    gray: np.ndarray, rows: list[Row], char_height: int, flip: bool, extra: list[float] | None = None
+    gray: np.ndarray,
+    rows: list[Row],
+    char_height: int,
+    flip: bool,
+    extra: list[float] | None = None,
+    anchor: int | None = None,
 ) -> RowCells | None:
     """Cut a row group along its axis and lay the fixed-pitch grid of cells; None when no grid fits."""
     order = list(reversed(rows)) if flip else list(rows)
@@ -383,7 +391,8 @@ def row_cells(
             grid = ((spans[0][0] + spans[0][1]) / 2, other[1], n)
         fixed.append(grid)
     centres = [snap_centres(segment_glyphs(im, char_height), first, pitch, n) for im, (first, pitch, _) in zip(images, fixed, strict=True)]  # fmt: skip
-    centres, aligned = _align_rows(order, images, centres, fixed, char_height, flip)
+    centres, aligned = _align_rows(order, images, centres, fixed, char_height, flip, anchor)
+    disagree = not aligned and len(order) == 2
     overflow = [
         max(0.0, at[-1] + 0.7 * g[1] - im.shape[1], 0.7 * g[1] - at[0])
         for im, at, g in zip(images, centres, fixed, strict=True)
@@ -393,7 +402,7 @@ def row_cells(
         more = [
             e + (o + g[1]) * r.height / char_height for e, o, g, r in zip(extra, overflow, fixed, order, strict=True)
         ]
-        return row_cells(gray, rows, char_height, flip, more)
+        return row_cells(gray, rows, char_height, flip, more, anchor)
     if n == 36 and any(
         _ink_beyond(im, at, g[1], char_height) for im, at, g in zip(images, centres, fixed, strict=True)
     ):
@@ -404,14 +413,20 @@ def row_cells(
         # A row that runs into the edge of the image may go on outside it (a 44-character visa row seen as 36):
         # what is not in view cannot be read, however well the rest passes its checks.
         aligned = False
-    return RowCells(images, greys, centres, [g[1] for g in fixed], n, aligned)
+    return RowCells(images, greys, centres, [g[1] for g in fixed], n, aligned, disagree)
 
 
 def read_rows(
-    gray: np.ndarray, rows: list[Row], char_height: int, settings: OcrSettings, flip: bool, use_tesseract: bool = True
+    gray: np.ndarray,
+    rows: list[Row],
+    char_height: int,
+    settings: OcrSettings,
+    flip: bool,
+    use_tesseract: bool = True,
+    anchor: int | None = None,
 ) -> RowRead:
     """OCR one candidate row group: every cell's candidates (OCR-B match, tesseract's choices), raw text, images."""
-    rc = row_cells(gray, rows, char_height, flip)
+    rc = row_cells(gray, rows, char_height, flip, anchor=anchor)
     if rc is None:
         return RowRead(None, [], [], [])
     images, centres, n, aligned = rc.images, rc.centres, rc.n, rc.aligned
@@ -447,6 +462,7 @@ def read_rows(
     weakest = 1.0
     typical = [float(np.median(m.max(axis=1))) for m in matches if m is not None]
     ocrb_like = bool(typical) and len(typical) == len(matches) and min(typical) >= _OCRB_TYPICAL
+    correlations = list(matches)
     if ocrb_like and all(p is not None for p in learnt):
         # The trained network's probabilities stand in for the correlations: on this typeface they stay
         # sharp under the blur, glare and compression that flatten the correlations (`ocrb_net`).
@@ -464,7 +480,7 @@ def read_rows(
     if fmt is not None and all(v is not None for v in vectors):
         cands = _settle_by_own_glyphs(fmt, cands, [v for v in vectors if v is not None])
     opinions = _agreement(fmt, template_opinion, tess_cells, n) if fmt is not None else []
-    return RowRead(fmt, cands, raw, images, weakest, ocrb_like, aligned, opinions)
+    return RowRead(fmt, cands, raw, images, weakest, ocrb_like, aligned, opinions, rc.disagree, correlations)
 
 
 def _agreement(
@@ -498,10 +514,17 @@ def _at_frame_edge(gray: np.ndarray, row: Row) -> bool:
 
 
 def _ink_beyond(image: np.ndarray, centres: list[float], pitch: float, char_height: int) -> bool:
-    """Whether glyphs stand within a few cells after the row's last cell, or run into the end of the cut-out."""
+    """Whether glyphs stand within a few cells after the row's last cell.
+
+    The cut-out is as long as the grid needs plus a margin (`row_cells`), so a print that runs on shows
+    there. A sliver at the very end of the cut-out is the cut's own border (or the page's edge), not a glyph.
+    """
     last = centres[-1]
     spans = segment_glyphs(image, char_height)
-    return any(last + 0.7 * pitch < (a + b) / 2 < last + 4 * pitch or b >= image.shape[1] - 2 for a, b in spans)
+    end = image.shape[1] - 2
+    return any(
+        last + 0.7 * pitch < (a + b) / 2 < last + 4 * pitch and (b < end or b - a >= 0.4 * pitch) for a, b in spans
+    )
 
 
 def _align_rows(
@@ -511,13 +534,15 @@ def _align_rows(
     grids: list[tuple[float, float, int]],
     char_height: int,
     flip: bool,
+    anchor: int | None = None,
 ) -> tuple[list[list[float]], bool]:
     """Cell centres with every row starting where the others start, and whether the rows agreed.
 
     MRZ rows are left-aligned and equally long (ICAO 9303 part 3 §4.3): a row whose first cell lies half a
     pitch or more from the others' picked up a speck of background as a glyph, or lost its first glyph, and
     every cell of it is one character off. With three rows the two that agree re-anchor the third; with two
-    rows nothing says which is right, and the read is marked misaligned (uncertain).
+    rows nothing says which is right, and the read is marked misaligned (uncertain), unless the caller names
+    the row to trust (`anchor`): the reader tries each and lets the check digits and codes decide.
     """
     sign = -1.0 if flip else 1.0
     ref = rows[0]
@@ -527,11 +552,11 @@ def _align_rows(
         for r, im, at, sc in zip(rows, images, centres, scales, strict=True)
     ]
     page_pitch = float(np.median([g[1] / sc for g, sc in zip(grids, scales, strict=True)]))
-    middle = float(np.median(starts))
+    middle = float(np.median(starts)) if anchor is None else starts[anchor]
     off = [k for k, s in enumerate(starts) if abs(s - middle) > 0.5 * page_pitch]
     if not off:
         return centres, True
-    if len(rows) < 3:
+    if len(rows) < 3 and anchor is None:
         return centres, False
     out = list(centres)
     for k in off:
@@ -542,6 +567,8 @@ def _align_rows(
 
 
 _CLEAR_MATCH = 0.8
+# A cell correlating this little with the OCR-B shape of the character it was read as does not look like it.
+_UNLIKE = 0.55
 _NO_MATCH = 0.7
 _OWN_SAME = 0.95
 
@@ -780,7 +807,15 @@ def _confidence_of(rr: RowRead, decoded: Decoded) -> Confidence:
                 # Tesseract dissenting from the chosen OCR-B character, or a clear OCR-B match overruled. An
                 # OCR-B match barely like its own character (another OCR-B cut) is no opinion worth a doubt.
                 disputed[(li, i)] = pair[1] if pair[0] == chosen else pair[0]
-    return assess(rr.fmt, decoded.cands, decoded.lines, agreed, disputed, matched=rr.ocrb_like)
+    unlike: set[tuple[int, int]] = set()
+    if rr.ocrb_like:
+        for li, corr in enumerate(rr.correlations):
+            if corr is None or li >= len(decoded.lines):
+                continue
+            for i, ch in enumerate(decoded.lines[li]):
+                if i < len(corr) and corr[i][ALPHABET.index(ch)] < _UNLIKE:
+                    unlike.add((li, i))
+    return assess(rr.fmt, decoded.cands, decoded.lines, agreed, disputed, matched=rr.ocrb_like, unlike=unlike)
 
 
 def _with_confidence(result: MrzResult, trace: OcrTrace) -> MrzResult:
@@ -854,6 +889,8 @@ def _read_by_texture(
                     trace.raw_attempts.append(rr.raw)
                     if rr.fmt is None:
                         break
+                    if rr.disagree:
+                        rr = _settle_anchor(gray, group, char_height, settings, flip, use_tesseract, today) or rr
                     if not use_tesseract and not rr.ocrb_like:
                         continue  # another typeface: the OCR-B match alone means nothing, ask tesseract
                     decoded = decode(rr.fmt, rr.cands)
@@ -888,6 +925,42 @@ def _read_by_texture(
         if best is not None and best_score <= _GOOD_ENOUGH:
             break
     return best, best_score
+
+
+def _settle_anchor(
+    gray: np.ndarray,
+    group: list[Row],
+    char_height: int,
+    settings: OcrSettings,
+    flip: bool,
+    use_tesseract: bool,
+    today: date,
+) -> RowRead | None:
+    """Two rows that start at different places, read anchored at each: the one reading that passes.
+
+    One row picked up a speck of background before its first glyph (or lost its first glyph), so one of the
+    two is every cell off. Shifted by a cell, a row fails its check digits, or its document code and state
+    codes, almost surely: when exactly one anchoring gives a read that passes everything and is sure of every
+    character, that is how the rows are printed. Both or neither: undecided, the read stays uncertain.
+    """
+    reads: list[tuple[int, RowRead]] = []
+    for anchor in range(len(group)):
+        rr = read_rows(gray, group, char_height, settings, flip, use_tesseract, anchor=anchor)
+        if rr.fmt is None or not rr.aligned:
+            continue
+        decoded = decode(rr.fmt, rr.cands)
+        result = parse_mrz("\n".join(decoded.lines), today=today)
+        if result.document is None:
+            continue
+        if not result.errors and _confidence_of(rr, decoded).uncertain:
+            continue
+        reads.append((len(result.errors), rr))
+    reads.sort(key=lambda r: r[0])
+    # A document printed with a wrong check digit fails one or two checks however it is cut; a row shifted by
+    # a cell fails several (its codes, dates and digits). The best anchoring must be clearly the best.
+    if not reads or reads[0][0] > _GOOD_ENOUGH or (len(reads) > 1 and reads[1][0] < reads[0][0] + 2):
+        return None
+    return reads[0][1]
 
 
 def _row_box(r: Row) -> tuple[int, int, int, int]:
