@@ -344,6 +344,9 @@ def _format_of(n_rows: int, n: int, first_char: str) -> MrzFormat | None:
     return None
 
 
+_LOST_END = 0.25  # room cut out beyond each end of a row found too short, as a share of its length
+
+
 @dataclass
 class RowCells:
     """One candidate row group cut into cells: binarised and grey rows, cell centres, pitch per row."""
@@ -380,6 +383,11 @@ def row_cells(
     if not counts:
         return None
     n = max(set(counts), key=counts.count)
+    if (n == 30) != (len(order) == 3) and max(extra) < _LOST_END * max(r.length for r in order):
+        # No MRZ has two rows of 30 or three of 36/44: a run of separate fillers is missing from every row's
+        # blob (six of 36 cells on a small print). Cut again with room beyond both ends.
+        more = [e + _LOST_END * r.length for e, r in zip(extra, order, strict=True)]
+        return row_cells(gray, rows, char_height, flip, more, anchor)
     fixed: list[tuple[float, float, int]] = []
     for im, grid in zip(images, grids, strict=True):
         if grid is None or grid[2] != n:
