@@ -415,7 +415,13 @@ def row_cells(
         _ink_beyond(im, at, g[1], char_height) for im, at, g in zip(images, centres, fixed, strict=True)
     ):
         # Print continues past the 36th cell: a 44-character row whose end the grid lost (glare, blur) read as
-        # a 36-character one. MRV-B has no composite check digit to catch that; never a sure read.
+        # a 36-character one. Cut again with room for 44; if the grid still says 36, MRV-B has no composite
+        # check digit to catch the mistake: never a sure read.
+        if max(extra) < _LOST_END * max(r.length for r in order):
+            more = [e + _LOST_END * r.length for e, r in zip(extra, order, strict=True)]
+            again = row_cells(gray, rows, char_height, flip, more, anchor)
+            if again is not None and again.n == 44:
+                return again
         aligned = False
     if any(_at_frame_edge(gray, r) for r in order):
         # A row that runs into the edge of the image may go on outside it (a 44-character visa row seen as 36):
@@ -883,6 +889,13 @@ def _read_by_texture(
 ) -> tuple[MrzResult | None, int]:
     """Rows found by their texture, OCR'd with alternatives, decided by field types and check digits."""
     groups = find_mrz_rows(gray)
+    for degrees in _LEVELLING_TURNS if not groups else ():
+        # The locator fuses each row with a horizontal closing; at a steep tilt a row fills its rectangle
+        # badly and is dropped. Turned back by about the tilt, the rows are found again.
+        turned = _turn(gray, degrees)
+        if groups := find_mrz_rows(turned):
+            gray = turned
+            break
     best: MrzResult | None = None
     best_score = 1 << 30
     best_unsure = True
@@ -933,6 +946,20 @@ def _read_by_texture(
         if best is not None and best_score <= _GOOD_ENOUGH:
             break
     return best, best_score
+
+
+_LEVELLING_TURNS = (8.0, -8.0, 16.0, -16.0)
+
+
+def _turn(gray: np.ndarray, degrees: float) -> np.ndarray:
+    """The image turned by `degrees` about its centre on a canvas large enough to keep every corner."""
+    h, w = gray.shape[:2]
+    m = cv2.getRotationMatrix2D((w / 2, h / 2), degrees, 1.0)
+    cos, sin = abs(m[0, 0]), abs(m[0, 1])
+    nw, nh = int(h * sin + w * cos), int(h * cos + w * sin)
+    m[0, 2] += nw / 2 - w / 2
+    m[1, 2] += nh / 2 - h / 2
+    return cv2.warpAffine(gray, m, (nw, nh), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
 
 
 def _settle_anchor(
