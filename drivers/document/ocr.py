@@ -417,7 +417,7 @@ def row_cells(
         # Print continues past the 36th cell: a 44-character row whose end the grid lost (glare, blur) read as
         # a 36-character one. Cut again with room for 44; if the grid still says 36, MRV-B has no composite
         # check digit to catch the mistake: never a sure read.
-        if max(extra) < _LOST_END * max(r.length for r in order):
+        if not disagree and max(extra) < _LOST_END * max(r.length for r in order):
             more = [e + _LOST_END * r.length for e, r in zip(extra, order, strict=True)]
             again = row_cells(gray, rows, char_height, flip, more, anchor)
             if again is not None and again.n == 44:
