@@ -30,6 +30,13 @@ _ALLOWED = {
     "S": frozenset("MFX<"),
     "F": frozenset("<"),
 }
+
+
+def allowed_characters(cls: str) -> frozenset[str]:
+    """The characters a position of ICAO 9303 type `cls` (A, N, X, S, F) may hold."""
+    return _ALLOWED[cls]
+
+
 # What a character of the wrong type most likely is, in OCR-B (shapes, not check-digit values).
 _AS_DIGIT = {"O": "0", "Q": "0", "D": "0", "U": "0", "I": "1", "L": "1", "T": "7", "Z": "2", "S": "5", "B": "8",
              "G": "6", "A": "4", "E": "8", "J": "1"}  # fmt: skip

@@ -34,7 +34,7 @@ from egate.drivers.document.glyphs import normalise_glyph, refine
 from egate.drivers.document.models import FieldError, MrzFormat, MrzResult
 from egate.drivers.document.mrz import check_failures, detect_layout, parse_mrz, position_classes
 from egate.drivers.document.mrz_confidence import UNCERTAIN_FIELD, Confidence, assess, describe
-from egate.drivers.document.mrz_decode import Candidates, Decoded, constrain, decode
+from egate.drivers.document.mrz_decode import Candidates, Decoded, allowed_characters, constrain, decode
 from egate.drivers.document.mrz_locate import Row, binarise, find_mrz_rows, rectify_row
 from egate.drivers.document.ocrb_match import ALPHABET, cell_images, cell_vectors, match_cells, snap_centres, text_band
 from egate.drivers.document.ocrb_net import classify, grey_cells
@@ -480,7 +480,7 @@ def read_rows(
     if ocrb_like and all(p is not None for p in learnt):
         # The trained network's probabilities stand in for the correlations: on this typeface they stay
         # sharp under the blur, glare and compression that flatten the correlations (`ocrb_net`).
-        matches = learnt
+        matches = _typed(len(rows), n, [p for p in learnt if p is not None])
     template_opinion = list(matches)
     if any(t is not None for t in tess_cells) and not ocrb_like:
         # Not the OCR-B cut the templates come from (or a row badly cut): tesseract reads, alone.
@@ -495,6 +495,30 @@ def read_rows(
         cands = _settle_by_own_glyphs(fmt, cands, [v for v in vectors if v is not None])
     opinions = _agreement(fmt, template_opinion, tess_cells, n) if fmt is not None else []
     return RowRead(fmt, cands, raw, images, weakest, ocrb_like, aligned, opinions, rc.disagree, correlations)
+
+
+def _typed(n_rows: int, n: int, probs: list[np.ndarray]) -> list[np.ndarray | None]:
+    """The network's probabilities with each position cut to the characters its ICAO 9303 type allows.
+
+    A name never holds a digit and a date never holds a letter: where the network wavers between O and 0 in
+    a nationality, the type settles it. Alphanumeric positions keep every character (check digits decide
+    there), and filler positions too: a character printed where only a filler belongs is what is printed.
+    """
+    fmt = _format_of(n_rows, n, ALPHABET[int(probs[0][0].argmax())])
+    if fmt is None:
+        return list(probs)
+    out: list[np.ndarray | None] = []
+    for cls_line, p in zip(position_classes(fmt), probs, strict=True):
+        q = p.copy()
+        for i, cls in enumerate(cls_line):
+            if cls in ("X", "F") or i >= len(q):
+                continue
+            allowed = allowed_characters(cls)
+            mask = np.array([ch in allowed for ch in ALPHABET])
+            if q[i][mask].sum() > 0.05:  # a cell that is none of them keeps its own opinion (and fails parsing)
+                q[i] = np.where(mask, q[i], 0.0) / q[i][mask].sum()
+        out.append(q)
+    return out
 
 
 def _agreement(
