@@ -141,7 +141,7 @@ def assess(
     agreed: set[Pos] | frozenset[Pos] = frozenset(),
     disputed: dict[Pos, str] | None = None,
     matched: bool = True,
-    unlike: set[Pos] | frozenset[Pos] = frozenset(),
+    unsupported: set[Pos] | frozenset[Pos] = frozenset(),
 ) -> Confidence:
     """Doubtful characters of a decoded read.
 
@@ -150,9 +150,9 @@ def assess(
     the other opinion's character is tried against the check digits like any alternative. `matched`: the
     scores are OCR-B match qualities; tesseract's own confidences (a print in another OCR-B cut, read by
     tesseract alone) sit lower on their scale, and there only the lead over the alternatives counts.
-    `unlike`: positions whose print hardly resembles the chosen character's OCR-B shape at all (a line of the
-    background across it, a glyph half washed out): doubtful however sure the classifier is, since a network
-    is sure of things it has never seen.
+    `unsupported`: positions where the trained classifier's character is read by neither other opinion (the
+    OCR-B match, tesseract). A network is sure of things it has never seen (a line of the background across a
+    glyph, another OCR-B cut); where no check digit covers the position, that alone is not enough.
     """
     min_score = MIN_SCORE if matched else 0.0
     disputed = disputed or {}
@@ -169,7 +169,7 @@ def assess(
                 continue
             if p in checked and classes[li][i] == "X" and _lookalikes(cands[li][i], ch):
                 lookalike.append(p)
-            weak = p in unlike or is_weak(cands[li][i], ch, p in agreed, min_score)
+            weak = (p in unsupported and p not in checked) or is_weak(cands[li][i], ch, p in agreed, min_score)
             if p in disputed:
                 # Tesseract alone is often wrong on names; its dissent weighs only where the match is not clear.
                 weak = weak or cell_margin(cands[li][i], ch)[1] < DISPUTED_MARGIN

@@ -33,7 +33,7 @@ import structlog
 from egate.drivers.document.glyphs import normalise_glyph, refine
 from egate.drivers.document.models import FieldError, MrzFormat, MrzResult
 from egate.drivers.document.mrz import check_failures, detect_layout, parse_mrz, position_classes
-from egate.drivers.document.mrz_confidence import UNCERTAIN_FIELD, Confidence, assess, describe
+from egate.drivers.document.mrz_confidence import UNCERTAIN_FIELD, Confidence, assess, checked_positions, describe
 from egate.drivers.document.mrz_decode import Candidates, Decoded, allowed_characters, constrain, decode
 from egate.drivers.document.mrz_locate import Row, binarise, find_mrz_rows, rectify_row
 from egate.drivers.document.ocrb_match import ALPHABET, cell_images, cell_vectors, match_cells, snap_centres, text_band
@@ -333,6 +333,7 @@ class RowRead:
     opinions: list[list[tuple[str, str, float] | None]] = field(default_factory=list)  # (OCR-B, tesseract, corr)
     disagree: bool = False  # two rows starting at different places: read again anchored at each
     correlations: list[np.ndarray | None] = field(default_factory=list)  # per row: cells x ALPHABET (`match_cells`)
+    learnt: bool = False  # the trained classifier gave the OCR-B opinion (`ocrb_net`)
 
 
 def _format_of(n_rows: int, n: int, first_char: str) -> MrzFormat | None:
@@ -477,7 +478,8 @@ def read_rows(
     typical = [float(np.median(m.max(axis=1))) for m in matches if m is not None]
     ocrb_like = bool(typical) and len(typical) == len(matches) and min(typical) >= _OCRB_TYPICAL
     correlations = list(matches)
-    if ocrb_like and all(p is not None for p in learnt):
+    used_net = ocrb_like and all(p is not None for p in learnt)
+    if used_net:
         # The trained network's probabilities stand in for the correlations: on this typeface they stay
         # sharp under the blur, glare and compression that flatten the correlations (`ocrb_net`).
         matches = _typed(len(rows), n, [p for p in learnt if p is not None])
@@ -493,8 +495,41 @@ def read_rows(
     fmt = _format_of(len(rows), n, cands[0][0][0][0])
     if fmt is not None and all(v is not None for v in vectors):
         cands = _settle_by_own_glyphs(fmt, cands, [v for v in vectors if v is not None])
+    if fmt is not None and used_net and all(t is not None for t in tess_cells):
+        cands = _outvote(fmt, cands, correlations, tess_cells)
     opinions = _agreement(fmt, template_opinion, tess_cells, n) if fmt is not None else []
-    return RowRead(fmt, cands, raw, images, weakest, ocrb_like, aligned, opinions, rc.disagree, correlations)
+    return RowRead(fmt, cands, raw, images, weakest, ocrb_like, aligned, opinions, rc.disagree, correlations, used_net)
+
+
+def _outvote(
+    fmt: MrzFormat,
+    cands: list[list[Candidates]],
+    correlations: list[np.ndarray | None],
+    tess: list[list[Candidates] | None],
+) -> list[list[Candidates]]:
+    """Where the OCR-B match and tesseract name the same character and the network another, theirs stands.
+
+    The network was trained on one OCR-B cut; on another (a real passport's printer) it can be sure and wrong,
+    reading a T as an I. Where no check digit covers the position, two independent opinions agreeing against
+    it win (the network's character stays the runner-up).
+    """
+    classes = position_classes(fmt)
+    checked = checked_positions(fmt)
+    out = [list(line) for line in cands]
+    for li, (corr, t) in enumerate(zip(correlations, tess, strict=True)):
+        if corr is None or t is None:
+            continue
+        for i, c in enumerate(cands[li]):
+            if (li, i) in checked:
+                continue  # there the check digits choose among the opinions' characters
+            allowed = allowed_characters(classes[li][i])
+            by_match = next((ALPHABET[j] for j in np.argsort(-corr[i]) if ALPHABET[j] in allowed), "")
+            by_tess = next((ch for ch, _ in t[i] if ch in allowed), "")
+            mine = constrain(c, classes[li][i])[0][0]
+            if by_match and by_match == by_tess != mine:
+                top = c[0][1]
+                out[li][i] = [(by_match, top), *[(ch, 0.5 * sc) for ch, sc in c if ch != by_match]]
+    return out
 
 
 def _typed(n_rows: int, n: int, probs: list[np.ndarray]) -> list[np.ndarray | None]:
@@ -605,8 +640,6 @@ def _align_rows(
 
 
 _CLEAR_MATCH = 0.8
-# A cell correlating this little with the OCR-B shape of the character it was read as does not look like it.
-_UNLIKE = 0.55
 _NO_MATCH = 0.7
 _OWN_SAME = 0.95
 
@@ -845,15 +878,20 @@ def _confidence_of(rr: RowRead, decoded: Decoded) -> Confidence:
                 # Tesseract dissenting from the chosen OCR-B character, or a clear OCR-B match overruled. An
                 # OCR-B match barely like its own character (another OCR-B cut) is no opinion worth a doubt.
                 disputed[(li, i)] = pair[1] if pair[0] == chosen else pair[0]
-    unlike: set[tuple[int, int]] = set()
-    if rr.ocrb_like:
+    unsupported: set[tuple[int, int]] = set()
+    if rr.learnt:
+        classes = position_classes(rr.fmt)
         for li, corr in enumerate(rr.correlations):
             if corr is None or li >= len(decoded.lines):
                 continue
             for i, ch in enumerate(decoded.lines[li]):
-                if i < len(corr) and corr[i][ALPHABET.index(ch)] < _UNLIKE:
-                    unlike.add((li, i))
-    return assess(rr.fmt, decoded.cands, decoded.lines, agreed, disputed, matched=rr.ocrb_like, unlike=unlike)
+                # The match's best character of the position's type, without mapping look-alikes (1 -> I).
+                allowed = allowed_characters(classes[li][i])
+                by_match = next((ALPHABET[j] for j in np.argsort(-corr[i]) if ALPHABET[j] in allowed), "")
+                pair = rr.opinions[li][i] if li < len(rr.opinions) and i < len(rr.opinions[li]) else None
+                if by_match != ch and (pair is None or pair[1] != ch):
+                    unsupported.add((li, i))
+    return assess(rr.fmt, decoded.cands, decoded.lines, agreed, disputed, matched=rr.ocrb_like, unsupported=unsupported)
 
 
 def _with_confidence(result: MrzResult, trace: OcrTrace) -> MrzResult:
