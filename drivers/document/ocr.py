@@ -861,8 +861,18 @@ def read_mrz_image(
     return result
 
 
+def _match_top(rr: RowRead, classes: list[str], li: int, i: int) -> str:
+    """The OCR-B match's best character of the position's type, without mapping look-alikes (1 -> I)."""
+    corr = rr.correlations[li] if li < len(rr.correlations) else None
+    if corr is None or i >= len(corr):
+        return ""
+    allowed = allowed_characters(classes[i])
+    return next((ALPHABET[j] for j in np.argsort(-corr[i]) if ALPHABET[j] in allowed), "")
+
+
 def _confidence_of(rr: RowRead, decoded: Decoded) -> Confidence:
     assert rr.fmt is not None
+    classes = position_classes(rr.fmt)
     agreed: set[tuple[int, int]] = set()
     disputed: dict[tuple[int, int], str] = {}
     for li, row in enumerate(rr.opinions):
@@ -874,22 +884,20 @@ def _confidence_of(rr: RowRead, decoded: Decoded) -> Confidence:
                 # Both opinions agree, or the OCR-B match has no opinion worth the name (the cell is like
                 # none of the templates' cut: another OCR-B design) and tesseract's reading was chosen.
                 agreed.add((li, i))
+            elif rr.learnt and pair[0] == chosen and _match_top(rr, classes[li], li, i) == chosen:
+                # The network and the OCR-B match read the same character: tesseract alone (weak on 0/O)
+                # dissenting is outvoted, not a second reading to try against the check digits.
+                agreed.add((li, i))
             elif pair[0] != pair[1] and (pair[0] == chosen or pair[2] >= _CLEAR_MATCH):
                 # Tesseract dissenting from the chosen OCR-B character, or a clear OCR-B match overruled. An
                 # OCR-B match barely like its own character (another OCR-B cut) is no opinion worth a doubt.
                 disputed[(li, i)] = pair[1] if pair[0] == chosen else pair[0]
     unsupported: set[tuple[int, int]] = set()
     if rr.learnt:
-        classes = position_classes(rr.fmt)
-        for li, corr in enumerate(rr.correlations):
-            if corr is None or li >= len(decoded.lines):
-                continue
-            for i, ch in enumerate(decoded.lines[li]):
-                # The match's best character of the position's type, without mapping look-alikes (1 -> I).
-                allowed = allowed_characters(classes[li][i])
-                by_match = next((ALPHABET[j] for j in np.argsort(-corr[i]) if ALPHABET[j] in allowed), "")
+        for li, line in enumerate(decoded.lines):
+            for i, ch in enumerate(line):
                 pair = rr.opinions[li][i] if li < len(rr.opinions) and i < len(rr.opinions[li]) else None
-                if by_match != ch and (pair is None or pair[1] != ch):
+                if _match_top(rr, classes[li], li, i) != ch and (pair is None or pair[1] != ch):
                     unsupported.add((li, i))
     return assess(rr.fmt, decoded.cands, decoded.lines, agreed, disputed, matched=rr.ocrb_like, unsupported=unsupported)
 
