@@ -493,12 +493,16 @@ def read_rows(
     if not raw:
         raw = ["".join(c[0][0] for c in line) for line in cands]
     fmt = _format_of(len(rows), n, cands[0][0][0][0])
-    if fmt is not None and all(v is not None for v in vectors):
+    if fmt is not None and not used_net and all(v is not None for v in vectors):
+        # (The network already learnt these shapes under damage; against it the binarised samples mislead.)
         cands = _settle_by_own_glyphs(fmt, cands, [v for v in vectors if v is not None])
     if fmt is not None and used_net and all(t is not None for t in tess_cells):
-        cands = _outvote(fmt, cands, correlations, tess_cells)
+        cands = _outvote(fmt, cands, correlations, tess_cells, template_opinion)
     opinions = _agreement(fmt, template_opinion, tess_cells, n) if fmt is not None else []
     return RowRead(fmt, cands, raw, images, weakest, ocrb_like, aligned, opinions, rc.disagree, correlations, used_net)
+
+
+_NEAR_CERTAIN = 0.98
 
 
 def _outvote(
@@ -506,12 +510,15 @@ def _outvote(
     cands: list[list[Candidates]],
     correlations: list[np.ndarray | None],
     tess: list[list[Candidates] | None],
+    learnt: list[np.ndarray | None],
 ) -> list[list[Candidates]]:
     """Where the OCR-B match and tesseract name the same character and the network another, theirs stands.
 
     The network was trained on one OCR-B cut; on another (a real passport's printer) it can be sure and wrong,
-    reading a T as an I. Where no check digit covers the position, two independent opinions agreeing against
-    it win (the network's character stays the runner-up).
+    reading a T as an I (at 0.92). Where no check digit covers the position, two independent opinions agreeing
+    against a network that is not near certain win (the network's character stays the runner-up). Against a
+    near-certain network (0 against O in this cut, where the match and tesseract are the weaker judges) they
+    do not; the position is then left doubtful (`_confidence_of`: unsupported).
     """
     classes = position_classes(fmt)
     checked = checked_positions(fmt)
@@ -526,7 +533,9 @@ def _outvote(
             by_match = next((ALPHABET[j] for j in np.argsort(-corr[i]) if ALPHABET[j] in allowed), "")
             by_tess = next((ch for ch, _ in t[i] if ch in allowed), "")
             mine = constrain(c, classes[li][i])[0][0]
-            if by_match and by_match == by_tess != mine:
+            probs = learnt[li]
+            sure = probs is not None and float(probs[i].max()) >= _NEAR_CERTAIN
+            if by_match and by_match == by_tess != mine and not sure:
                 top = c[0][1]
                 out[li][i] = [(by_match, top), *[(ch, 0.5 * sc) for ch, sc in c if ch != by_match]]
     return out
@@ -888,7 +897,9 @@ def _confidence_of(rr: RowRead, decoded: Decoded) -> Confidence:
                 # The network and the OCR-B match read the same character: tesseract alone (weak on 0/O)
                 # dissenting is outvoted, not a second reading to try against the check digits.
                 agreed.add((li, i))
-            elif pair[0] != pair[1] and (pair[0] == chosen or pair[2] >= _CLEAR_MATCH):
+            elif pair[0] == pair[1] != chosen or (
+                pair[0] != pair[1] and (pair[0] == chosen or pair[2] >= _CLEAR_MATCH)
+            ):
                 # Tesseract dissenting from the chosen OCR-B character, or a clear OCR-B match overruled. An
                 # OCR-B match barely like its own character (another OCR-B cut) is no opinion worth a doubt.
                 disputed[(li, i)] = pair[1] if pair[0] == chosen else pair[0]
