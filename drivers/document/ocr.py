@@ -334,6 +334,7 @@ class RowRead:
     disagree: bool = False  # two rows starting at different places: read again anchored at each
     correlations: list[np.ndarray | None] = field(default_factory=list)  # per row: cells x ALPHABET (`match_cells`)
     learnt: bool = False  # the trained classifier gave the OCR-B opinion (`ocrb_net`)
+    probs: list[np.ndarray | None] = field(default_factory=list)  # its probabilities, cut to each position's type
 
 
 def _format_of(n_rows: int, n: int, first_char: str) -> MrzFormat | None:
@@ -499,7 +500,10 @@ def read_rows(
     if fmt is not None and used_net and all(t is not None for t in tess_cells):
         cands = _outvote(fmt, cands, correlations, tess_cells, template_opinion)
     opinions = _agreement(fmt, template_opinion, tess_cells, n) if fmt is not None else []
-    return RowRead(fmt, cands, raw, images, weakest, ocrb_like, aligned, opinions, rc.disagree, correlations, used_net)
+    return RowRead(
+        fmt, cands, raw, images, weakest, ocrb_like, aligned, opinions, rc.disagree, correlations, used_net,
+        template_opinion if used_net else [],
+    )  # fmt: skip
 
 
 _NEAR_CERTAIN = 0.98
@@ -908,6 +912,9 @@ def _confidence_of(rr: RowRead, decoded: Decoded) -> Confidence:
         for li, line in enumerate(decoded.lines):
             for i, ch in enumerate(line):
                 pair = rr.opinions[li][i] if li < len(rr.opinions) and i < len(rr.opinions[li]) else None
+                probs = rr.probs[li] if li < len(rr.probs) else None
+                if probs is not None and float(probs[i][ALPHABET.index(ch)]) >= _NEAR_CERTAIN:
+                    continue  # near certain: in this cut it tells 0 from O better than either other opinion
                 if _match_top(rr, classes[li], li, i) != ch and (pair is None or pair[1] != ch):
                     unsupported.add((li, i))
     return assess(rr.fmt, decoded.cands, decoded.lines, agreed, disputed, matched=rr.ocrb_like, unsupported=unsupported)
