@@ -81,6 +81,10 @@ def _rows(bh: np.ndarray, kernel_w: int, level: float) -> list[Row]:
     return [r for r in _merge_pieces(rows) if r.length >= min_len]
 
 
+# Glare can wash out five or six glyphs of a row: pieces of one row this far apart (in row heights) are joined.
+_MAX_GAP_HEIGHTS = 8.0
+
+
 def _merge_pieces(rows: list[Row]) -> list[Row]:
     """Join collinear pieces of one row (glare or a fold can break a row in two)."""
     rows = sorted(rows, key=lambda r: -r.length)
@@ -93,7 +97,7 @@ def _merge_pieces(rows: list[Row]) -> list[Row]:
                 continue
             along = o.along_offset(r)
             lo, hi = min(-o.length / 2, along - r.length / 2), max(o.length / 2, along + r.length / 2)
-            if (hi - lo) - o.length - r.length > 3 * max(o.height, r.height):
+            if (hi - lo) - o.length - r.length > _MAX_GAP_HEIGHTS * max(o.height, r.height):
                 continue  # too far apart along the row
             ux, uy = o.unit()
             mid = (lo + hi) / 2

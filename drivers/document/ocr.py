@@ -33,7 +33,7 @@ import structlog
 from egate.drivers.document.glyphs import normalise_glyph, refine
 from egate.drivers.document.models import FieldError, MrzFormat, MrzResult
 from egate.drivers.document.mrz import check_failures, detect_layout, parse_mrz, position_classes
-from egate.drivers.document.mrz_confidence import UNCERTAIN_FIELD, Confidence, assess, checked_positions, describe
+from egate.drivers.document.mrz_confidence import UNCERTAIN_FIELD, Confidence, assess, describe
 from egate.drivers.document.mrz_decode import Candidates, Decoded, allowed_characters, constrain, decode
 from egate.drivers.document.mrz_locate import Row, binarise, find_mrz_rows, rectify_row
 from egate.drivers.document.ocrb_match import ALPHABET, cell_images, cell_vectors, match_cells, snap_centres, text_band
@@ -497,8 +497,6 @@ def read_rows(
     if fmt is not None and not used_net and all(v is not None for v in vectors):
         # (The network already learnt these shapes under damage; against it the binarised samples mislead.)
         cands = _settle_by_own_glyphs(fmt, cands, [v for v in vectors if v is not None])
-    if fmt is not None and used_net and all(t is not None for t in tess_cells):
-        cands = _outvote(fmt, cands, correlations, tess_cells, template_opinion)
     opinions = _agreement(fmt, template_opinion, tess_cells, n) if fmt is not None else []
     return RowRead(
         fmt, cands, raw, images, weakest, ocrb_like, aligned, opinions, rc.disagree, correlations, used_net,
@@ -506,43 +504,8 @@ def read_rows(
     )  # fmt: skip
 
 
+# A network character this probable needs no second opinion where no check digit covers it.
 _NEAR_CERTAIN = 0.98
-
-
-def _outvote(
-    fmt: MrzFormat,
-    cands: list[list[Candidates]],
-    correlations: list[np.ndarray | None],
-    tess: list[list[Candidates] | None],
-    learnt: list[np.ndarray | None],
-) -> list[list[Candidates]]:
-    """Where the OCR-B match and tesseract name the same character and the network another, theirs stands.
-
-    The network was trained on one OCR-B cut; on another (a real passport's printer) it can be sure and wrong,
-    reading a T as an I (at 0.92). Where no check digit covers the position, two independent opinions agreeing
-    against a network that is not near certain win (the network's character stays the runner-up). Against a
-    near-certain network (0 against O in this cut, where the match and tesseract are the weaker judges) they
-    do not; the position is then left doubtful (`_confidence_of`: unsupported).
-    """
-    classes = position_classes(fmt)
-    checked = checked_positions(fmt)
-    out = [list(line) for line in cands]
-    for li, (corr, t) in enumerate(zip(correlations, tess, strict=True)):
-        if corr is None or t is None:
-            continue
-        for i, c in enumerate(cands[li]):
-            if (li, i) in checked:
-                continue  # there the check digits choose among the opinions' characters
-            allowed = allowed_characters(classes[li][i])
-            by_match = next((ALPHABET[j] for j in np.argsort(-corr[i]) if ALPHABET[j] in allowed), "")
-            by_tess = next((ch for ch, _ in t[i] if ch in allowed), "")
-            mine = constrain(c, classes[li][i])[0][0]
-            probs = learnt[li]
-            sure = probs is not None and float(probs[i].max()) >= _NEAR_CERTAIN
-            if by_match and by_match == by_tess != mine and not sure:
-                top = c[0][1]
-                out[li][i] = [(by_match, top), *[(ch, 0.5 * sc) for ch, sc in c if ch != by_match]]
-    return out
 
 
 def _typed(n_rows: int, n: int, probs: list[np.ndarray]) -> list[np.ndarray | None]:
