@@ -454,7 +454,8 @@ def read_rows(
         cells = cell_images(im, at, pitch)
         matches.append(match_cells(cells) if cells is not None else None)
         vectors.append(cell_vectors(cells) if cells is not None else None)
-        probs = classify(grey) if settings.use_cell_network and (grey := grey_cells(grey, im, at, pitch)) is not None else None  # fmt: skip
+        grey_row = grey_cells(grey, im, at, pitch) if settings.use_cell_network else None
+        probs = classify(grey_row) if grey_row is not None else None
         if probs is not None and cells is not None:
             # A cell with no ink after binarising (off the print, washed out) is no character: no opinion.
             probs[cells.reshape(len(cells), -1).max(axis=1) < 64] = 1.0 / len(ALPHABET)
@@ -837,7 +838,7 @@ def read_mrz_image(
     return result
 
 
-def _match_top(rr: RowRead, classes: list[str], li: int, i: int) -> str:
+def _match_top(rr: RowRead, classes: str, li: int, i: int) -> str:
     """The OCR-B match's best character of the position's type, without mapping look-alikes (1 -> I)."""
     corr = rr.correlations[li] if li < len(rr.correlations) else None
     if corr is None or i >= len(corr):
@@ -963,6 +964,8 @@ def _read_by_texture(
                         break
                     if rr.disagree:
                         rr = _settle_anchor(gray, group, char_height, settings, flip, use_tesseract, today) or rr
+                    if rr.fmt is None:
+                        break
                     if not use_tesseract and not rr.ocrb_like:
                         continue  # another typeface: the OCR-B match alone means nothing, ask tesseract
                     decoded = decode(rr.fmt, rr.cands)

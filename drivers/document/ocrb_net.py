@@ -62,7 +62,7 @@ def normalise(cells: np.ndarray) -> np.ndarray:
 @lru_cache(maxsize=1)
 def _weights() -> list[tuple[np.ndarray, np.ndarray]] | None:
     try:
-        data = resources.files("egate.drivers.document").joinpath("data", WEIGHTS).read_bytes()
+        data = resources.files("egate.drivers.document").joinpath("data").joinpath(WEIGHTS).read_bytes()
     except (FileNotFoundError, OSError):
         return None
     import io

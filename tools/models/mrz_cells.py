@@ -45,8 +45,8 @@ def harvest_page(seed: int, index: int) -> tuple[np.ndarray, np.ndarray]:
         for flip in (True, False) if sample.truth.params.get("rotation_deg", 0) > 90 else (False, True):
             if best is not None and best[0] >= 0.9:
                 break
-            if True:
-                rc = row_cells(gray, group, 40, flip)
+            for char_height in (40,):  # the reader's first glyph height; cells are scaled to one size anyway
+                rc = row_cells(gray, group, char_height, flip)
                 if rc is None or rc.n != len(truth[0]):
                     continue
                 rows_cells: list[np.ndarray] = []
@@ -113,7 +113,7 @@ def augment(cells: np.ndarray, rng: np.random.Generator) -> np.ndarray:
             x = cv2.GaussianBlur(x, (0, 0), float(rng.uniform(0.4, 1.1)))
         if rng.random() < 0.4:
             dx, dy = rng.integers(-1, 2, size=2)
-            x = cv2.warpAffine(x, np.float32([[1, 0, dx], [0, 1, dy]]), (x.shape[1], x.shape[0]),
+            x = cv2.warpAffine(x, np.array([[1, 0, dx], [0, 1, dy]], np.float32), (x.shape[1], x.shape[0]),
                                borderMode=cv2.BORDER_REPLICATE)  # fmt: skip
         if rng.random() < 0.3:
             k = np.ones((2, 2), np.uint8)
