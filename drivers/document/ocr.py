@@ -567,14 +567,19 @@ def _ink_beyond(image: np.ndarray, centres: list[float], pitch: float, char_heig
     """Whether glyphs stand within a few cells after the row's last cell.
 
     The cut-out is as long as the grid needs plus a margin (`row_cells`), so a print that runs on shows
-    there. A sliver at the very end of the cut-out is the cut's own border (or the page's edge), not a glyph.
+    there. A sliver at the very end of the cut-out is the cut's own border (or the page's edge), not a glyph,
+    and a single speck is background.
     """
     last = centres[-1]
     spans = segment_glyphs(image, char_height)
     end = image.shape[1] - 2
-    return any(
-        last + 0.7 * pitch < (a + b) / 2 < last + 4 * pitch and (b < end or b - a >= 0.4 * pitch) for a, b in spans
-    )
+    beyond = [
+        (a, b)
+        for a, b in spans
+        if last + 0.7 * pitch < (a + b) / 2 < last + 4 * pitch and (b < end or b - a >= 0.4 * pitch)
+    ]
+    # A row running on shows as glyphs at the pitch (three within four cells); one speck is background.
+    return len(beyond) >= 2
 
 
 def _align_rows(
