@@ -151,3 +151,24 @@ def test_train_mrz_writes_weights_the_reader_can_load(tmp_path: Path) -> None:
         assert str(z["alphabet"]) == ALPHABET and int(z["layers"]) == 2
         assert z["w0"].shape == (ocrb_net.CELL_W * ocrb_net.CELL_H, 32) and z["w1"].shape == (32, len(ALPHABET))
         assert json.loads(str(z["meta"]))["seed"] == 4000
+
+
+@pytest.mark.parametrize("wash", [0.55, 0.75, 0.9])
+def test_a_visa_row_end_under_glare_is_never_a_valid_shorter_visa(wash: float) -> None:
+    # A 44-character visa (MRV-A) whose right end fades under glare must not pass as a 36-character MRV-B:
+    # MRV-B has no composite check digit to catch that. Read as printed, or refused; never a valid MRV-B.
+    s = generate_sample(3, 3)  # a clean MRV-A
+    assert s.truth.format == "MRV-A"
+    gray = _grey(s.image)
+    rows = find_mrz_rows(gray)[0]
+    right_end = max(r.cx + r.length / 2 for r in rows)
+    fade_from = right_end - 0.25 * max(r.length for r in rows)
+    x = np.arange(gray.shape[1], dtype=np.float32)
+    ramp = np.clip((x - fade_from) / (right_end - fade_from), 0.0, 1.0) * wash
+    image = s.image.astype(np.float32)
+    image = image + (255.0 - image) * ramp[None, :, None]
+    r = read_mrz_image(image.astype(np.uint8), today=REFERENCE)
+    if r.format == "MRV-B":
+        assert not r.valid, r.lines
+    if r.valid:
+        assert r.lines == s.truth.lines
