@@ -260,7 +260,7 @@ def glyph_grid(binary_line: np.ndarray, char_height: int, n_hint: int | None = N
     pitch_ref = _PITCH_PER_CAP * cap if cap else float(np.median(np.diff(centres)))
     # An MRZ row has no gap wider than a cell or two: ink beyond one (a page edge, other print) is not in it.
     pieces = np.split(centres, np.where(np.diff(centres) > 2.2 * pitch_ref)[0] + 1)
-    centres = max(pieces, key=len)
+    centres = _trim_specks(max(pieces, key=len), pitch_ref)
     if len(centres) < 10:
         return None
     first, last = float(centres[0]), float(centres[-1])
@@ -283,6 +283,32 @@ def glyph_grid(binary_line: np.ndarray, char_height: int, n_hint: int | None = N
 
 
 _PITCH_PER_CAP = 2.54 / 2.4
+
+
+def _trim_specks(centres: np.ndarray, pitch: float) -> np.ndarray:
+    """Drop a speck of background at either end of a row: it stands off the glyphs' fixed-pitch grid.
+
+    Glyph centres sit a whole number of pitches apart; a speck before the first glyph (or after the last)
+    sits a fraction of a pitch from it, and taken as a glyph it shifts every cell of the row by that much.
+    """
+
+    def off_grid(a: float, b: float) -> bool:
+        steps = abs(b - a) / pitch
+        return abs(steps - round(steps)) > 0.3 or round(steps) == 0
+
+    while (
+        len(centres) > 10
+        and off_grid(float(centres[0]), float(centres[1]))
+        and not off_grid(float(centres[1]), float(centres[2]))
+    ):
+        centres = centres[1:]
+    while (
+        len(centres) > 10
+        and off_grid(float(centres[-1]), float(centres[-2]))
+        and not off_grid(float(centres[-2]), float(centres[-3]))
+    ):
+        centres = centres[:-1]
+    return centres
 
 
 def _cells_from_choices(choices: list[_Choice], centres: list[float], pitch: float) -> list[Candidates]:
