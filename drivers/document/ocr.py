@@ -439,17 +439,26 @@ def row_cells(
             e + (o + g[1]) * r.height / char_height for e, o, g, r in zip(extra, overflow, fixed, order, strict=True)
         ]
         return row_cells(gray, rows, char_height, flip, more, anchor)
-    if n == 36 and any(
+    roomy = max(extra) >= _LOST_END * max(r.length for r in order)
+    if n == 36 and not roomy:
+        # A 36-cell grid may be a 44-character visa row whose end the locator lost (faint fillers, glare, blur):
+        # MRV-B has no composite check digit to catch that. Look past the 36th cell with room beyond the ends:
+        # clear OCR-B glyphs there are the row running on. Then a grid of 44 is the row as printed; anything
+        # else is never a sure read.
+        more = [e + _LOST_END * r.length for e, r in zip(extra, order, strict=True)]
+        wide = [rectify_row(gray, r, char_height, flip, e) for r, e in zip(order, more, strict=True)]
+        runs_on = False
+        for w, im, at, g in zip(wide, images, centres, fixed, strict=True):
+            shift = (w.shape[1] - im.shape[1]) / 2  # the wider cut-out is centred on the same row
+            runs_on = runs_on or _runs_on(binarise(w), [c + shift for c in at], g[1])
+        if runs_on:
+            again = row_cells(gray, rows, char_height, flip, more, anchor)
+            if again is not None and again.n == 44 and not disagree:
+                return again
+            aligned = False
+    elif n == 36 and any(
         _ink_beyond(im, at, g[1], char_height) for im, at, g in zip(images, centres, fixed, strict=True)
     ):
-        # Print continues past the 36th cell: a 44-character row whose end the grid lost (glare, blur) read as
-        # a 36-character one. Cut again with room for 44; if the grid still says 36, MRV-B has no composite
-        # check digit to catch the mistake: never a sure read.
-        if not disagree and max(extra) < _LOST_END * max(r.length for r in order):
-            more = [e + _LOST_END * r.length for e, r in zip(extra, order, strict=True)]
-            again = row_cells(gray, rows, char_height, flip, more, anchor)
-            if again is not None and again.n == 44:
-                return again
         aligned = False
     if any(_at_frame_edge(gray, r) for r in order):
         # A row that runs into the edge of the image may go on outside it (a 44-character visa row seen as 36):
@@ -606,6 +615,23 @@ def _ink_beyond(image: np.ndarray, centres: list[float], pitch: float, char_heig
     ]
     # A row running on shows as glyphs at the pitch (three within four cells); one speck is background.
     return len(beyond) >= 2
+
+
+_RUNS_ON_MATCH = 0.75  # OCR-B correlation of a cell that is surely a printed character
+
+
+def _runs_on(image: np.ndarray, centres: list[float], pitch: float) -> bool:
+    """Whether the row's print goes on past its last cell: two of the next three cells are clear OCR-B glyphs.
+
+    Background beyond a row (guilloche, the page's edge, the scene) makes specks a glyph count would take for
+    print; only characters the OCR-B match recognises clearly are the row running on.
+    """
+    last = centres[-1]
+    if last + 3.5 * pitch > image.shape[1]:
+        return False
+    cells = cell_images(image, [last + k * pitch for k in (1, 2, 3)], pitch)
+    match = match_cells(cells) if cells is not None else None
+    return match is not None and int((match.max(axis=1) >= _RUNS_ON_MATCH).sum()) >= 2
 
 
 def _align_rows(
