@@ -161,7 +161,7 @@ def register(app: typer.Typer) -> None:
         copies: int = typer.Option(2, help="Extra damaged copies of every cell."),
         hidden: str = typer.Option("256,128", help="Hidden layer sizes."),
         workers: int = typer.Option(2, help="Processes cutting cells."),
-        as_json: bool = typer.Option(False, "--json"),
+        as_json: bool = typer.Option(False, "--json", help="Print the report as one JSON object."),
     ) -> None:
         """Train the MRZ cell classifier from synthetic pages (cells cut by the reader's own pipeline)."""
         t0 = time.perf_counter()
