@@ -169,6 +169,17 @@ def rectify_row(gray: np.ndarray, row: Row, char_height: int, flip: bool = False
     return cv2.warpAffine(gray, m, (out_w, out_h), flags=interp, borderMode=cv2.BORDER_REPLICATE)
 
 
+def turn(image: np.ndarray, degrees: float) -> np.ndarray:
+    """The image turned by `degrees` about its centre on a canvas large enough to keep every corner."""
+    h, w = image.shape[:2]
+    m = cv2.getRotationMatrix2D((w / 2, h / 2), degrees, 1.0)
+    cos, sin = abs(m[0, 0]), abs(m[0, 1])
+    nw, nh = int(h * sin + w * cos), int(h * cos + w * sin)
+    m[0, 2] += nw / 2 - w / 2
+    m[1, 2] += nh / 2 - h / 2
+    return cv2.warpAffine(image, m, (nw, nh), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+
+
 def binarise(line: np.ndarray) -> np.ndarray:
     """Dark glyphs -> black on white, after flattening glare and uneven light across the row.
 

@@ -35,7 +35,7 @@ from egate.drivers.document.models import FieldError, MrzFormat, MrzResult
 from egate.drivers.document.mrz import check_failures, detect_layout, parse_mrz, position_classes
 from egate.drivers.document.mrz_confidence import UNCERTAIN_FIELD, Confidence, assess, describe
 from egate.drivers.document.mrz_decode import Candidates, Decoded, allowed_characters, constrain, decode
-from egate.drivers.document.mrz_locate import Row, binarise, find_mrz_rows, rectify_row
+from egate.drivers.document.mrz_locate import Row, binarise, find_mrz_rows, rectify_row, turn
 from egate.drivers.document.ocrb_match import ALPHABET, cell_images, cell_vectors, match_cells, snap_centres, text_band
 from egate.drivers.document.ocrb_net import classify, grey_cells
 
@@ -1001,7 +1001,7 @@ def _read_by_texture(
     for degrees in _LEVELLING_TURNS if not groups else ():
         # The locator fuses each row with a horizontal closing; at a steep tilt a row fills its rectangle
         # badly and is dropped. Turned back by about the tilt, the rows are found again.
-        turned = _turn(gray, degrees)
+        turned = turn(gray, degrees)
         if groups := find_mrz_rows(turned):
             gray = turned
             break
@@ -1060,17 +1060,6 @@ def _read_by_texture(
 
 
 _LEVELLING_TURNS = (8.0, -8.0, 16.0, -16.0)
-
-
-def _turn(gray: np.ndarray, degrees: float) -> np.ndarray:
-    """The image turned by `degrees` about its centre on a canvas large enough to keep every corner."""
-    h, w = gray.shape[:2]
-    m = cv2.getRotationMatrix2D((w / 2, h / 2), degrees, 1.0)
-    cos, sin = abs(m[0, 0]), abs(m[0, 1])
-    nw, nh = int(h * sin + w * cos), int(h * cos + w * sin)
-    m[0, 2] += nw / 2 - w / 2
-    m[1, 2] += nh / 2 - h / 2
-    return cv2.warpAffine(gray, m, (nw, nh), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
 
 
 def _settle_anchor(

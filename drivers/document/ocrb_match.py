@@ -70,16 +70,22 @@ def text_band(binary_line: np.ndarray) -> tuple[float, float] | None:
     return float(np.median(tall[:, 1])), float(np.median(tall[:, 1] + tall[:, 3]))
 
 
-def cell_images(binary_line: np.ndarray, centres: list[float], pitch: float) -> np.ndarray | None:
-    """The row's cells around `centres`, one pitch wide, scaled like the templates (ink white on black)."""
+def cell_band(binary_line: np.ndarray) -> tuple[float, float] | None:
+    """Top and bottom of a row's cells: the capitals' band plus a margin above and below."""
     band = text_band(binary_line)
-    if band is None:
+    if band is None or band[1] - band[0] < 4:
         return None
     top, bottom = band
     cap = bottom - top
-    if cap < 4:
+    return top - _MARGIN * cap, bottom + _MARGIN * cap
+
+
+def cell_images(binary_line: np.ndarray, centres: list[float], pitch: float) -> np.ndarray | None:
+    """The row's cells around `centres`, one pitch wide, scaled like the templates (ink white on black)."""
+    band = cell_band(binary_line)
+    if band is None:
         return None
-    y0, y1 = top - _MARGIN * cap, bottom + _MARGIN * cap
+    y0, y1 = band
     ink = 255 - binary_line
     out = []
     w, h = max(2, round(pitch)), max(2, round(y1 - y0))

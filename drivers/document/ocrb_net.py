@@ -19,10 +19,9 @@ from importlib import resources
 import cv2
 import numpy as np
 
-from egate.drivers.document.ocrb_match import ALPHABET, text_band
+from egate.drivers.document.ocrb_match import ALPHABET, cell_band
 
 CELL_W, CELL_H = 20, 28
-_MARGIN = 0.15  # share of the cap height above and below the capitals, as in `ocrb_match`
 WEIGHTS = "ocrb_cells.npz"
 
 
@@ -32,14 +31,10 @@ def grey_cells(grey_line: np.ndarray, binary_line: np.ndarray, centres: list[flo
     The binarised row only says where the capitals' band is; the pixels come from the grey row, and each cell
     is stretched between its own paper and ink levels so glare or a dim end look like the rest of the row.
     """
-    band = text_band(binary_line)
+    band = cell_band(binary_line)
     if band is None:
         return None
-    top, bottom = band
-    cap = bottom - top
-    if cap < 4:
-        return None
-    y0, y1 = top - _MARGIN * cap, bottom + _MARGIN * cap
+    y0, y1 = band
     ink = 255.0 - grey_line.astype(np.float32)
     w, h = max(2, round(pitch)), max(2, round(y1 - y0))
     out = []

@@ -29,6 +29,7 @@ from PIL import Image, ImageDraw, ImageFont
 
 from egate.drivers.document.icao_codes import ICAO_CODES
 from egate.drivers.document.mrz import check_digit
+from egate.drivers.document.mrz_locate import turn
 
 OCR_B_FONT = Path("/usr/share/fonts/opentype/ocr-b/OCRB.otf")
 FORMATS = ("TD1", "TD2", "TD3", "MRV-A", "MRV-B")
@@ -360,16 +361,6 @@ def _warp(scene: np.ndarray, src: np.ndarray, dst: np.ndarray) -> np.ndarray:
                                borderMode=cv2.BORDER_REPLICATE)  # fmt: skip
 
 
-def _rotate(scene: np.ndarray, deg: float) -> np.ndarray:
-    h, w = scene.shape[:2]
-    m = cv2.getRotationMatrix2D((w / 2, h / 2), deg, 1.0)
-    cos, sin = abs(m[0, 0]), abs(m[0, 1])
-    nw, nh = int(h * sin + w * cos), int(h * cos + w * sin)
-    m[0, 2] += nw / 2 - w / 2
-    m[1, 2] += nh / 2 - h / 2
-    return cv2.warpAffine(scene, m, (nw, nh), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-
-
 def _motion_kernel(length: float, angle: float) -> np.ndarray:
     n = max(3, math.ceil(length) | 1)
     k = np.zeros((n, n), np.float32)
@@ -459,7 +450,7 @@ def _degrade(page: np.ndarray, box: tuple[float, float, float, float], kind: str
     deg = rng.uniform(-limit, limit) if "rotation" in kinds else rng.uniform(-1.5, 1.5)
     if kind == "upside_down":
         deg += 180.0
-    scene = _rotate(scene, deg)
+    scene = turn(scene, deg)
     applied["rotation_deg"] = round(float(deg), 2)
     if "defocus" in kinds:
         radius = char_px * rng.uniform(0.06, 0.11) * (0.7 if mild else 1.0)
