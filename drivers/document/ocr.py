@@ -945,8 +945,10 @@ def _with_confidence(result: MrzResult, trace: OcrTrace) -> MrzResult:
     """The read, reported invalid when characters no check digit proves were not read clearly."""
     decoded = trace.decoded
     confidence = trace.confidence
-    if result.format is None or decoded is None or decoded.lines != result.lines or check_failures(result) > 0:
+    if result.format is None or decoded is None or check_failures(result) > 0:
         return result  # not a texture read, or already reported invalid
+    # (The parser may have repaired what was read, a stray mark in a filler run: the doubts about the other
+    # characters stand all the same. Comparing the lines here once let a doubtful name letter through.)
     if confidence is None:
         return result
     if confidence.uncertain or not trace.aligned:

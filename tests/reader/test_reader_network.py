@@ -172,3 +172,23 @@ def test_a_visa_row_end_under_glare_is_never_a_valid_shorter_visa(wash: float) -
         assert not r.valid, r.lines
     if r.valid:
         assert r.lines == s.truth.lines
+
+
+def test_a_read_the_parser_repaired_keeps_its_doubts() -> None:
+    # The parser turns a stray mark in the names' filler run into a filler; a doubtful name letter elsewhere
+    # must still make the read uncertain (this once slipped through as a valid read with a wrong name).
+    from egate.drivers.document.mrz import parse_mrz
+    from egate.drivers.document.mrz_confidence import Confidence
+    from egate.drivers.document.mrz_decode import Decoded
+    from egate.drivers.document.ocr import OcrTrace, _with_confidence
+
+    read = ["VDGEORAMOFI<HOYO<<DOWEN<<<<<<<<<<<<<<<C<<<<<", "5XX6Y07T63GEO0307123F3510122<<<<<<<<<<<<<<<<"]
+    result = parse_mrz("\n".join(read), today=REFERENCE)
+    assert result.repairs and result.errors == [] and result.lines != read
+    trace = OcrTrace(
+        decoded=Decoded(lines=read, swaps=[], cands=[]),
+        confidence=Confidence(weak_unchecked=[(0, 12)], weak_checked=[], ambiguous=False),
+    )
+    checked = _with_confidence(result, trace)
+    assert [e.field for e in checked.errors] == [UNCERTAIN_FIELD]
+    assert "names" in checked.errors[0].message
