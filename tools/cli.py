@@ -22,7 +22,10 @@ app.add_typer(config_app, name="config")
 
 # group name -> modules that add commands to it (each has `register(app: typer.Typer)`).
 GROUPS: dict[str, tuple[str, list[str]]] = {
-    "models": ("Provision the face models (build, show) and train the MRZ cell classifier (train-mrz).", ["egate.tools.models.commands", "egate.tools.models.mrz_cells"]),
+    "models": (
+        "Provision the face models (build, show) and train the MRZ cell classifier (train-mrz).",
+        ["egate.tools.models.commands", "egate.tools.models.mrz_cells"],
+    ),
     "bench": (
         "Measure speed and accuracy; JSON with --json.",
         [
