@@ -14,7 +14,6 @@ is never reachable with looser permissions (as the control socket).
 from __future__ import annotations
 
 import contextlib
-import grp
 import selectors
 import socket
 import threading
@@ -34,7 +33,7 @@ from egate.edge.display.model import (
     SupervisorView,
 )
 from egate.edge.service.daemon import Health, StartError
-from egate.edge.service.unix_socket import is_live, listen_unix
+from egate.edge.service.unix_socket import group_id, is_live, listen_unix
 
 if TYPE_CHECKING:
     from egate.edge.lane.view import RunningLane
@@ -125,7 +124,13 @@ class DisplayFeed:
     def start(self) -> None:
         if self._thread is not None:
             raise RuntimeError("DisplayFeed.start() called twice")
-        gid = self._resolve_group()
+        try:
+            gid = group_id(self.group)
+        except KeyError:
+            raise StartError(
+                f"display: display.feed_group {self.group!r} does not exist: create it (groupadd --system "
+                f'{self.group}) and add the display\'s user, or set display.feed_group = ""'
+            ) from None
         try:
             self.socket_path.parent.mkdir(parents=True, exist_ok=True, mode=0o750)
             if self.socket_path.is_socket() or self.socket_path.exists():
@@ -173,17 +178,6 @@ class DisplayFeed:
         return Health(True, f"{len(self._clients)} display client(s); {self.published} views published")
 
     # ---- set-up helpers ------------------------------------------------------------------------
-
-    def _resolve_group(self) -> int | None:
-        if self.group is None:
-            return None
-        try:
-            return grp.getgrnam(self.group).gr_gid
-        except KeyError:
-            raise StartError(
-                f"display: display.feed_group {self.group!r} does not exist: create it (groupadd --system "
-                f'{self.group}) and add the display\'s user, or set display.feed_group = ""'
-            ) from None
 
     def _replace_stale(self) -> None:
         if is_live(self.socket_path):

@@ -18,7 +18,6 @@ feed socket).
 from __future__ import annotations
 
 import contextlib
-import grp
 import selectors
 import socket
 import struct
@@ -33,7 +32,7 @@ import numpy as np
 import structlog
 
 from egate.edge.service.daemon import Health, StartError
-from egate.edge.service.unix_socket import is_live, listen_unix
+from egate.edge.service.unix_socket import group_id, is_live, listen_unix
 
 log = structlog.get_logger(__name__)
 
@@ -99,7 +98,10 @@ class MirrorFeed:
     def start(self) -> None:
         if self._thread is not None:
             raise RuntimeError("MirrorFeed.start() called twice")
-        gid = self._resolve_group()
+        try:
+            gid = group_id(self.group)
+        except KeyError:
+            raise StartError(f"display mirror: group {self.group!r} (display.feed_group) does not exist") from None
         path = self.socket_path
         try:
             path.parent.mkdir(parents=True, exist_ok=True, mode=0o750)
@@ -138,14 +140,6 @@ class MirrorFeed:
         return Health(True, f"{len(self._clients)} mirror client(s); {self.sent} frames sent, {self.dropped} dropped")
 
     # ---- set-up helpers ------------------------------------------------------------------------
-
-    def _resolve_group(self) -> int | None:
-        if self.group is None:
-            return None
-        try:
-            return grp.getgrnam(self.group).gr_gid
-        except KeyError:
-            raise StartError(f"display mirror: group {self.group!r} (display.feed_group) does not exist") from None
 
     def _replace_stale(self) -> None:
         if is_live(self.socket_path):

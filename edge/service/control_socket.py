@@ -35,7 +35,7 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 from pydantic_core import to_jsonable_python
 
 from egate.edge.service.daemon import Health, StartError
-from egate.edge.service.unix_socket import SocketGroupDenied, is_live, listen_unix
+from egate.edge.service.unix_socket import SocketGroupDenied, group_id, is_live, listen_unix
 
 log = structlog.get_logger(__name__)
 
@@ -228,7 +228,14 @@ class ControlServer:
         problem = _socket_path_error(self.socket_path)
         if problem:
             raise StartError(f"control: {problem}")
-        gid = self._resolve_group()
+        try:
+            gid = group_id(self.group)
+        except KeyError:
+            raise StartError(
+                f"control: control.socket_group {self.group!r} does not exist on this machine: create it "
+                f"(groupadd --system {self.group}; usermod -aG {self.group} <technician>) or set "
+                'control.socket_group = "" to keep the socket owner-only'
+            ) from None
         self._claim_path()
         try:
             listener = listen_unix(self.socket_path, gid, 16)
@@ -302,18 +309,6 @@ class ControlServer:
         self.close()
 
     # ---- set-up helpers ------------------------------------------------------------------------
-
-    def _resolve_group(self) -> int | None:
-        if self.group is None:
-            return None
-        try:
-            return grp.getgrnam(self.group).gr_gid
-        except KeyError:
-            raise StartError(
-                f"control: control.socket_group {self.group!r} does not exist on this machine: create it "
-                f"(groupadd --system {self.group}; usermod -aG {self.group} <technician>) or set "
-                'control.socket_group = "" to keep the socket owner-only'
-            ) from None
 
     def _claim_path(self) -> None:
         """Create the folder; refuse a live socket (another daemon), remove a stale one."""

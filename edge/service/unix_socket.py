@@ -7,6 +7,7 @@ reaches a half-made socket and a failed start leaves nothing behind.
 from __future__ import annotations
 
 import contextlib
+import grp
 import os
 import socket
 from pathlib import Path
@@ -14,6 +15,14 @@ from pathlib import Path
 
 class SocketGroupDenied(PermissionError):
     """The socket could not be given to its group: the daemon's user is not a member."""
+
+
+def group_id(name: str | None) -> int | None:
+    """The gid of group `name` for a socket's 0660 mode; None (no group: owner-only 0600) when `name` is None.
+
+    Raises KeyError when the group does not exist: each caller names the setting that chose it.
+    """
+    return None if name is None else grp.getgrnam(name).gr_gid
 
 
 def is_live(path: Path) -> bool:

@@ -229,3 +229,12 @@ def test_relay_reads_the_daemon_only_while_a_page_watches(short_dir: Path, camer
         decoded = [cv2.imdecode(np.frombuffer(f, np.uint8), cv2.IMREAD_COLOR) for f in frames]
         assert all(image is not None and image.shape[1] == 320 for image in decoded)
         _wait(lambda: not feed._clients, 10, "the relay's connection closed once nobody watches")
+
+
+def test_a_mirror_group_that_does_not_exist_is_a_clear_start_error(tmp_path: Path) -> None:
+    from egate.edge.service.daemon import StartError
+
+    feed = MirrorFeed(tmp_path / "mirror.sock", "egate-no-such-group", lambda: None)  # type: ignore[arg-type]
+    with pytest.raises(StartError, match=r"'egate-no-such-group'.*does not exist"):
+        feed.start()
+    assert not (tmp_path / "mirror.sock").exists()  # nothing made before the group was known
