@@ -25,6 +25,7 @@ import subprocess
 import time
 from dataclasses import dataclass, field
 from datetime import date
+from functools import lru_cache
 
 import cv2
 import numpy as np
@@ -544,6 +545,13 @@ def read_rows(
 _NEAR_CERTAIN = 0.98
 
 
+@lru_cache(maxsize=8)
+def _type_mask(cls: str) -> np.ndarray:
+    """Which columns of `ALPHABET` a position of ICAO 9303 type `cls` may hold."""
+    allowed = allowed_characters(cls)
+    return np.array([ch in allowed for ch in ALPHABET])
+
+
 def _typed(n_rows: int, n: int, probs: list[np.ndarray]) -> list[np.ndarray | None]:
     """The network's probabilities with each position cut to the characters its ICAO 9303 type allows.
 
@@ -560,8 +568,7 @@ def _typed(n_rows: int, n: int, probs: list[np.ndarray]) -> list[np.ndarray | No
         for i, cls in enumerate(cls_line):
             if cls in ("X", "F") or i >= len(q):
                 continue
-            allowed = allowed_characters(cls)
-            mask = np.array([ch in allowed for ch in ALPHABET])
+            mask = _type_mask(cls)
             if q[i][mask].sum() > 0.05:  # a cell that is none of them keeps its own opinion (and fails parsing)
                 q[i] = np.where(mask, q[i], 0.0) / q[i][mask].sum()
         out.append(q)
@@ -1077,8 +1084,9 @@ def _settle_anchor(
 
     One row picked up a speck of background before its first glyph (or lost its first glyph), so one of the
     two is every cell off. Shifted by a cell, a row fails its check digits, or its document code and state
-    codes, almost surely: when exactly one anchoring gives a read that passes everything and is sure of every
-    character, that is how the rows are printed. Both or neither: undecided, the read stays uncertain.
+    codes, almost surely. The anchoring kept has at most two field errors (a document printed with a wrong
+    check digit still qualifies) and at least two fewer than the other; a read with no errors must also be
+    sure of every character. Otherwise undecided: the read stays uncertain.
     """
     reads: list[tuple[int, RowRead]] = []
     for anchor in range(len(group)):

@@ -29,9 +29,9 @@ _MAX_FILLERS_PER_PAGE = 8  # '<' fills most of a row: keep the classes near bala
 def harvest_page(seed: int, index: int) -> tuple[np.ndarray, np.ndarray]:
     """Cells and labels (indices into ALPHABET) of one synthetic page; empty when the grid did not line up."""
     from egate.drivers.document.mrz_locate import find_mrz_rows
-    from egate.drivers.document.ocr import row_cells
+    from egate.drivers.document.ocr import OcrSettings, row_cells
     from egate.drivers.document.ocrb_match import ALPHABET, cell_images, match_cells
-    from egate.drivers.document.ocrb_net import grey_cells
+    from egate.drivers.document.ocrb_net import CELL_H, CELL_W, grey_cells
     from egate.tools.sim.mrz_synth import generate_sample
 
     sample = generate_sample(seed, index)
@@ -45,29 +45,28 @@ def harvest_page(seed: int, index: int) -> tuple[np.ndarray, np.ndarray]:
         for flip in (True, False) if sample.truth.params.get("rotation_deg", 0) > 90 else (False, True):
             if best is not None and best[0] >= 0.9:
                 break
-            for char_height in (40,):  # the reader's first glyph height; cells are scaled to one size anyway
-                rc = row_cells(gray, group, char_height, flip)
-                if rc is None or rc.n != len(truth[0]):
-                    continue
-                rows_cells: list[np.ndarray] = []
-                worst = 1.0
-                for line, im, grey, at, pitch in zip(truth, rc.images, rc.greys, rc.centres, rc.pitches, strict=True):
-                    binary = cell_images(im, at, pitch)
-                    cells = grey_cells(grey, im, at, pitch)
-                    if binary is None or cells is None:
-                        worst = 0.0
-                        break
-                    m = match_cells(binary)
-                    read = "".join(ALPHABET[j] for j in m.argmax(axis=1)) if m is not None else ""
-                    worst = min(worst, sum(a == b for a, b in zip(read, line, strict=False)) / len(line))
-                    rows_cells.append(cells)
-                # The template match gets most cells right even under damage; far below that the grid is off.
-                if worst >= 0.6 and (best is None or worst > best[0]):
-                    best = (worst, rows_cells)
+            rc = row_cells(gray, group, OcrSettings().char_height, flip)  # the reader's first glyph height
+            if rc is None or rc.n != len(truth[0]):
+                continue
+            rows_cells: list[np.ndarray] = []
+            worst = 1.0
+            for line, im, grey, at, pitch in zip(truth, rc.images, rc.greys, rc.centres, rc.pitches, strict=True):
+                binary = cell_images(im, at, pitch)
+                cells = grey_cells(grey, im, at, pitch)
+                if binary is None or cells is None:
+                    worst = 0.0
+                    break
+                m = match_cells(binary)
+                read = "".join(ALPHABET[j] for j in m.argmax(axis=1)) if m is not None else ""
+                worst = min(worst, sum(a == b for a, b in zip(read, line, strict=False)) / len(line))
+                rows_cells.append(cells)
+            # The template match gets most cells right even under damage; far below that the grid is off.
+            if worst >= 0.6 and (best is None or worst > best[0]):
+                best = (worst, rows_cells)
         if best is not None:
             break
     if best is None:
-        return np.zeros((0, 28, 20), np.float32), np.zeros(0, np.int64)
+        return np.zeros((0, CELL_H, CELL_W), np.float32), np.zeros(0, np.int64)
     xs, ys = [], []
     for line, cells in zip(truth, best[1], strict=True):
         fillers = [i for i, ch in enumerate(line) if ch == "<"]
