@@ -37,7 +37,9 @@ class MirrorRelay:
         self.seq = 0
         self.watchers = 0
         self.frames_in = 0
-        self._changed = asyncio.Condition()
+        # Replaced by a fresh Event at every frame: a waiter holds the one for "the next frame" and needs no lock
+        # (one event loop, no awaits between reading and changing the fields).
+        self._next = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
 
     @contextlib.asynccontextmanager
@@ -56,14 +58,12 @@ class MirrorRelay:
 
     async def next_frame(self, after: int, timeout: float) -> tuple[int, bytes, float] | None:
         """The newest frame newer than `after` (seq, JPEG, capture time), waiting up to `timeout` s."""
-        async with self._changed:
+        if self.seq <= after or self.frame is None:
             with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(
-                    self._changed.wait_for(lambda: self.seq > after and self.frame is not None), timeout
-                )
-            if self.seq > after and self.frame is not None:
-                return self.seq, self.frame, self.captured_at
-            return None
+                await asyncio.wait_for(self._next.wait(), timeout)
+        if self.seq > after and self.frame is not None:
+            return self.seq, self.frame, self.captured_at
+        return None
 
     async def _read(self) -> None:
         while True:
@@ -79,12 +79,12 @@ class MirrorRelay:
                         log.warning("display_mirror_frame_too_large", size=size)
                         break
                     data = await reader.readexactly(size)
-                    async with self._changed:
-                        self.frame = data
-                        self.captured_at = captured_at
-                        self.seq += 1
-                        self.frames_in += 1
-                        self._changed.notify_all()
+                    self.frame = data
+                    self.captured_at = captured_at
+                    self.seq += 1
+                    self.frames_in += 1
+                    self._next.set()
+                    self._next = asyncio.Event()
             except (asyncio.IncompleteReadError, OSError):
                 pass
             finally:

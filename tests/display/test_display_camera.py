@@ -185,11 +185,17 @@ def test_positioning_screens_follow_the_camera_with_the_mirror(
     assert health["mirror"]["frames_in"] > 0
 
 
-def _sse_lines(url: str, wanted: int, timeout: float = 10) -> list[bytes]:
+def _sse_lines(url: str, wanted: int, timeout: float = 10, log: Path | None = None) -> list[bytes]:
+    """The first `wanted` lines of an event stream; a stream silent for `timeout` s fails with what it sent
+    and the display's log (its keep-alives come every few seconds, so silence means a stuck display)."""
     lines: list[bytes] = []
     with urllib.request.urlopen(url, timeout=timeout) as response:
         while len(lines) < wanted:
-            line = response.readline()
+            try:
+                line = response.readline()
+            except TimeoutError:
+                tail = log.read_text(errors="replace")[-3000:] if log is not None and log.exists() else ""
+                pytest.fail(f"{url} silent for {timeout} s after {[ln[:60] for ln in lines]}; display log:\n{tail}")
             if not line:
                 break
             lines.append(line)
@@ -202,14 +208,20 @@ def test_frames_stay_on_loopback_off_the_supervisor_and_off_the_disk(rig: LaneRi
     config = rig.config()["display"]
     # The kiosk (loopback) serves the frames...
     assert rig.display_url.startswith("http://127.0.0.1:")
-    frame_lines = [ln for ln in _sse_lines(rig.display_url + "mirror/events", 8, 30) if ln.startswith(b"data: ")]
+    frame_lines = [
+        ln
+        for ln in _sse_lines(rig.display_url + "mirror/events", 8, 30, rig.workdir / "display.log")
+        if ln.startswith(b"data: ")
+    ]
     assert frame_lines and json.loads(frame_lines[0][6:])["jpeg"].startswith(JPEG_BASE64.decode())
     # ...the supervisor's address has no such route, and its own stream carries no picture.
     supervisor = f"http://{config['supervisor_bind']}/"
     with pytest.raises(urllib.error.HTTPError) as refused:
         urllib.request.urlopen(supervisor + "mirror/events", timeout=10)
     assert refused.value.code == 404
-    assert not any(JPEG_BASE64 in line for line in _sse_lines(supervisor + "events", 6))
+    assert not any(
+        JPEG_BASE64 in line for line in _sse_lines(supervisor + "events", 6, 10, rig.workdir / "display.log")
+    )
     browser.switch_to.new_window("tab")
     try:
         browser.get(supervisor)
