@@ -137,6 +137,30 @@ def _groups(rows: list[Row]) -> list[list[Row]]:
     return out
 
 
+def completions(group: list[Row]) -> list[list[Row]]:
+    """A two-row group as the three rows of an ID card whose third row the locator lost (glare over it, or too
+    faint at low resolution): the lost row between the two when they are two pitches apart, else above the
+    first or below the second, at the group's pitch and as long as its longest row."""
+    if len(group) != 2:
+        return []
+    a, b = group
+    pitch = a.normal_offset(b)
+    height = (a.height + b.height) / 2
+    length = max(a.length, b.length)
+    ux, uy = a.unit()
+
+    def beside(r: Row, offset: float) -> Row:
+        return Row(r.cx - uy * offset, r.cy + ux * offset, length, height, r.angle)
+
+    if pitch > _TWO_PITCHES * height:
+        return [[a, beside(a, pitch / 2), b]]
+    return [[beside(a, -pitch), a, b], [a, b, beside(b, pitch)]]
+
+
+# Rows of one MRZ are 1.5-1.7 glyph heights apart; this far apart, a row between them was lost.
+_TWO_PITCHES = 2.4
+
+
 def glyph_count_score(strip: np.ndarray) -> float:
     """How well a binarised row (text white on black) fits 30/36/44 glyphs at a fixed pitch: 0 bad .. 1 good."""
     n, _, stats, _ = cv2.connectedComponentsWithStats(strip)

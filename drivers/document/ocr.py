@@ -36,7 +36,7 @@ from egate.drivers.document.models import FieldError, MrzFormat, MrzResult
 from egate.drivers.document.mrz import check_failures, detect_layout, parse_mrz, position_classes
 from egate.drivers.document.mrz_confidence import UNCERTAIN_FIELD, Confidence, assess, describe
 from egate.drivers.document.mrz_decode import Candidates, Decoded, allowed_characters, constrain, decode
-from egate.drivers.document.mrz_locate import Row, binarise, find_mrz_rows, rectify_row, turn
+from egate.drivers.document.mrz_locate import Row, binarise, completions, find_mrz_rows, rectify_row, turn
 from egate.drivers.document.ocrb_match import ALPHABET, cell_images, cell_vectors, match_cells, snap_centres, text_band
 from egate.drivers.document.ocrb_net import classify, grey_cells
 
@@ -326,6 +326,8 @@ def _cells_from_choices(choices: list[_Choice], centres: list[float], pitch: flo
 
 
 _TESS_WEIGHT = 0.05
+_NET_TYPICAL = 0.97  # median network probability of a row in the templates' cut, blurred
+_OCRB_BLURRED = 0.6  # ...whose median correlation blur has lowered this far (other designs go lower)
 _OCRB_TYPICAL = 0.78  # median best correlation of a row printed in the templates' OCR-B, under damage  # tesseract's vote next to the OCR-B match: a tie-breaker between near-equal shapes
 _MARGIN_SCALE = 0.1  # correlation margin that makes a cell's first candidate certain
 
@@ -515,6 +517,11 @@ def read_rows(
     weakest = 1.0
     typical = [float(np.median(m.max(axis=1))) for m in matches if m is not None]
     ocrb_like = bool(typical) and len(typical) == len(matches) and min(typical) >= _OCRB_TYPICAL
+    if not ocrb_like and typical and len(typical) == len(matches) and all(p is not None for p in learnt):
+        # Blur flattens the correlations of the templates' own cut; the network, trained on that cut under the
+        # same damage, still names nearly every cell with near certainty, and it does not on other designs.
+        sure = [float(np.median(p.max(axis=1))) for p in learnt if p is not None]
+        ocrb_like = min(sure) >= _NET_TYPICAL and min(typical) >= _OCRB_BLURRED
     correlations = list(matches)
     used_net = ocrb_like and all(p is not None for p in learnt)
     if used_net:
@@ -982,6 +989,16 @@ def _read(image: np.ndarray, today: date, settings: OcrSettings, trace: OcrTrace
     if gray.dtype != np.uint8:
         gray = cv2.normalize(gray, None, 0, 255, cv2.NORM_MINMAX).astype(np.uint8)  # type: ignore[call-overload]
     best, best_score = _read_by_texture(gray, today, settings, trace)
+    if image.ndim == 3 and best_score > _GOOD_ENOUGH:
+        # MRZ ink is black; guilloches and security print are coloured. Each pixel's brightest channel keeps the
+        # ink dark and lifts coloured lines towards the paper (what a page reader's infrared light does).
+        ink_trace = OcrTrace()
+        inked, inked_score = _read_by_texture(image.max(axis=2), today, settings, ink_trace)
+        trace.raw_attempts.extend(ink_trace.raw_attempts)
+        if inked is not None and inked_score < best_score:
+            best, best_score = inked, inked_score
+            trace.boxes, trace.decoded, trace.aligned = ink_trace.boxes, ink_trace.decoded, ink_trace.aligned
+            trace.confidence = ink_trace.confidence
     if best is not None and best_score <= _GOOD_ENOUGH:
         return _with_confidence(best, trace)
     # The page-layout locator of earlier versions: a second opinion when the texture locator found nothing.
@@ -1002,6 +1019,15 @@ _GOOD_ENOUGH = 2
 _SURE_MATCH = 0.72
 
 
+@dataclass
+class _Best:
+    """The best texture read so far: its result, failing checks, and whether any character is in doubt."""
+
+    result: MrzResult | None = None
+    score: int = 1 << 30
+    unsure: bool = True
+
+
 def _read_by_texture(
     gray: np.ndarray, today: date, settings: OcrSettings, trace: OcrTrace
 ) -> tuple[MrzResult | None, int]:
@@ -1014,58 +1040,69 @@ def _read_by_texture(
         if groups := find_mrz_rows(turned):
             gray = turned
             break
-    best: MrzResult | None = None
-    best_score = 1 << 30
-    best_unsure = True
+    best = _Best()
     for group in groups[:2]:
-        trace.boxes = [_row_box(r) for r in group]
-        flips = [True, False] if _flip_first(gray, group) else [False, True]
-        for char_height in (settings.char_height, settings.retry_char_height):
-            for flip in list(flips):
-                template_lines: list[str] | None = None
-                for use_tesseract in (False, True):
-                    rr = read_rows(gray, group, char_height, settings, flip, use_tesseract)
-                    trace.raw_attempts.append(rr.raw)
-                    if rr.fmt is None:
-                        break
-                    if rr.disagree:
-                        rr = _settle_anchor(gray, group, char_height, settings, flip, use_tesseract, today) or rr
-                    if rr.fmt is None:
-                        break
-                    if not use_tesseract and not rr.ocrb_like:
-                        continue  # another typeface: the OCR-B match alone means nothing, ask tesseract
-                    decoded = decode(rr.fmt, rr.cands)
-                    lines = decoded.lines
-                    result = parse_mrz("\n".join(lines), today=today)
-                    score = check_failures(result) if result.document is not None else 1 << 20
-                    unsure = True
-                    confidence = None
-                    if score == 0:
-                        confidence = _confidence_of(rr, decoded)
-                        unsure = confidence.uncertain or not rr.aligned
-                    # On a tie the read that also heard tesseract wins: names carry no check digit. A read
-                    # whose every character is sure beats one that passes the same checks with doubts.
-                    if (score, unsure) < (best_score, best_unsure) or (
-                        use_tesseract and (score, unsure) == (best_score, best_unsure)
-                    ):
-                        best, best_score, best_unsure = result, score, unsure
-                        trace.decoded, trace.aligned, trace.confidence = decoded, rr.aligned, confidence
-                    # The OCR-B match alone is trusted only when every cell is a clear OCR-B character and
-                    # every check digit agrees; anything less is read again with tesseract's opinion too.
-                    if score == 0 and not unsure and (use_tesseract or rr.weakest_match >= _SURE_MATCH):
-                        return best, 0
-                    if use_tesseract and lines == template_lines and score <= _GOOD_ENOUGH:
-                        # Both opinions read the same characters and only a check digit or two fail:
-                        # that is the document as printed, not a misread a sharper look would change.
-                        return best, best_score
-                    if not use_tesseract:
-                        template_lines = lines
-                if best_score <= _GOOD_ENOUGH:
-                    flips = [flip]  # the orientation is settled; only a sharper look can help now
+        if _read_group(gray, group, today, settings, trace, best):
+            return best.result, best.score
+    # Two rows and no good read: an ID card's third row may be lost to glare or a faint print. Read the two
+    # with the lost row added where it would be.
+    for group in groups[:2]:
+        for completed in completions(group):
+            if _read_group(gray, completed, today, settings, trace, best):
+                return best.result, best.score
+    return best.result, best.score
+
+
+def _read_group(
+    gray: np.ndarray, group: list[Row], today: date, settings: OcrSettings, trace: OcrTrace, best: _Best
+) -> bool:
+    """Read one row group both ways up, at two glyph heights, updating `best`; True when it is good enough."""
+    trace.boxes = [_row_box(r) for r in group]
+    flips = [True, False] if _flip_first(gray, group) else [False, True]
+    for char_height in (settings.char_height, settings.retry_char_height):
+        for flip in list(flips):
+            template_lines: list[str] | None = None
+            for use_tesseract in (False, True):
+                rr = read_rows(gray, group, char_height, settings, flip, use_tesseract)
+                trace.raw_attempts.append(rr.raw)
+                if rr.fmt is None:
                     break
-        if best is not None and best_score <= _GOOD_ENOUGH:
-            break
-    return best, best_score
+                if rr.disagree:
+                    rr = _settle_anchor(gray, group, char_height, settings, flip, use_tesseract, today) or rr
+                if rr.fmt is None:
+                    break
+                if not use_tesseract and not rr.ocrb_like:
+                    continue  # another typeface: the OCR-B match alone means nothing, ask tesseract
+                decoded = decode(rr.fmt, rr.cands)
+                lines = decoded.lines
+                result = parse_mrz("\n".join(lines), today=today)
+                score = check_failures(result) if result.document is not None else 1 << 20
+                unsure = True
+                confidence = None
+                if score == 0:
+                    confidence = _confidence_of(rr, decoded)
+                    unsure = confidence.uncertain or not rr.aligned
+                # On a tie the read that also heard tesseract wins: names carry no check digit. A read
+                # whose every character is sure beats one that passes the same checks with doubts.
+                if (score, unsure) < (best.score, best.unsure) or (
+                    use_tesseract and (score, unsure) == (best.score, best.unsure)
+                ):
+                    best.result, best.score, best.unsure = result, score, unsure
+                    trace.decoded, trace.aligned, trace.confidence = decoded, rr.aligned, confidence
+                # The OCR-B match alone is trusted only when every cell is a clear OCR-B character and
+                # every check digit agrees; anything less is read again with tesseract's opinion too.
+                if score == 0 and not unsure and (use_tesseract or rr.weakest_match >= _SURE_MATCH):
+                    return True
+                if use_tesseract and lines == template_lines and score <= _GOOD_ENOUGH:
+                    # Both opinions read the same characters and only a check digit or two fail:
+                    # that is the document as printed, not a misread a sharper look would change.
+                    return True
+                if not use_tesseract:
+                    template_lines = lines
+            if best.score <= _GOOD_ENOUGH:
+                flips = [flip]  # the orientation is settled; only a sharper look can help now
+                break
+    return best.score <= _GOOD_ENOUGH
 
 
 _LEVELLING_TURNS = (8.0, -8.0, 16.0, -16.0)
