@@ -366,6 +366,12 @@ class RowRead:
     probs: list[np.ndarray | None] = field(default_factory=list)  # its probabilities, cut to each position's type
 
 
+def _lengthened(row: Row, by: float) -> Row:
+    """The row made `abs(by)` pixels longer at one end: past its right end (in the image) for `by` > 0."""
+    ux, uy = row.unit()
+    return Row(row.cx + ux * by / 2, row.cy + uy * by / 2, row.length + abs(by), row.height, row.angle)
+
+
 def _format_of(n_rows: int, n: int, first_char: str) -> MrzFormat | None:
     if n_rows == 3 and n == 30:
         return "TD1"
@@ -478,9 +484,10 @@ def read_rows(
     flip: bool,
     use_tesseract: bool = True,
     anchor: int | None = None,
+    extra: list[float] | None = None,
 ) -> RowRead:
     """OCR one candidate row group: every cell's candidates (OCR-B match, tesseract's choices), raw text, images."""
-    rc = row_cells(gray, rows, char_height, flip, anchor=anchor)
+    rc = row_cells(gray, rows, char_height, flip, extra, anchor)
     if rc is None:
         return RowRead(None, [], [], [])
     images, centres, n, aligned = rc.images, rc.centres, rc.n, rc.aligned
@@ -538,6 +545,16 @@ def read_rows(
     if not raw:
         raw = ["".join(c[0][0] for c in line) for line in cands]
     fmt = _format_of(len(rows), n, cands[0][0][0][0])
+    if fmt == "TD2" and cands[0][0][0][0] == "P" and extra is None and len(rows) == 2:
+        # Passports are TD3 only (part 4): 36 cells starting with P are a passport row whose end the locator
+        # lost (glare or a faint filler run). Each row lengthened by the 8 missing cells (and one more) past
+        # its end, then past its start: 44 cells, or no sure read.
+        for way in (1.0, -1.0):
+            longer = [_lengthened(r, way * (-1.0 if flip else 1.0) * 9 * pitch * r.height / char_height) for r, pitch in zip(rows, rc.pitches if not flip else rc.pitches[::-1], strict=True)]  # fmt: skip
+            wide = read_rows(gray, longer, char_height, settings, flip, use_tesseract, anchor, [0.0, 0.0])
+            if wide.fmt == "TD3":
+                return wide
+        aligned = False
     if fmt is not None and not used_net and all(v is not None for v in vectors):
         # (The network already learnt these shapes under damage; against it the binarised samples mislead.)
         cands = _settle_by_own_glyphs(fmt, cands, [v for v in vectors if v is not None])
