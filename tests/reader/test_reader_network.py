@@ -19,8 +19,8 @@ import pytest
 
 from egate.drivers.document import ocrb_net
 from egate.drivers.document.mrz_confidence import UNCERTAIN_FIELD
-from egate.drivers.document.mrz_locate import find_mrz_rows
-from egate.drivers.document.ocr import _typed, read_mrz_image, row_cells
+from egate.drivers.document.mrz_locate import Row, completions, find_mrz_rows
+from egate.drivers.document.ocr import OcrSettings, OcrTrace, _read_by_texture, _typed, read_mrz_image, row_cells
 from egate.drivers.document.ocrb_match import ALPHABET, cell_images
 from egate.tools.sim.mrz_synth import OCR_B_FONT, generate_sample
 
@@ -136,6 +136,58 @@ def test_a_row_broken_by_glare_is_joined_and_read() -> None:
     assert lines == truth
     assert "image" not in errors  # found; whether every glyph is sure is the confidence rule's business
     assert errors in ([], [UNCERTAIN_FIELD])
+
+
+def test_an_id_card_row_the_locator_lost_is_added_back() -> None:
+    # A low-resolution TD1 (13 px glyphs) whose middle row is too faint for the locator: two rows, two
+    # pitches apart. Read with the lost row added between them; printed with a wrong number check digit.
+    s = generate_sample(13, 105)
+    groups = find_mrz_rows(_grey(s.image))
+    assert [len(g) for g in groups] == [2]
+    lines, truth, errors = _read(13, 105)
+    assert lines == truth and errors == ["number"]
+
+
+def test_a_two_row_group_is_completed_where_a_third_row_would_be() -> None:
+    def row(cy: float) -> Row:
+        return Row(cx=300.0, cy=cy, length=400.0, height=20.0, angle=0.0)
+
+    # Rows 1.6 heights apart (neighbours): the lost row is above the first or below the second.
+    above, below = completions([row(100.0), row(132.0)])
+    assert [r.cy for r in above] == [68.0, 100.0, 132.0] and [r.cy for r in below] == [100.0, 132.0, 164.0]
+    # Rows 3.2 heights apart: the lost row lies between them.
+    (between,) = completions([row(100.0), row(164.0)])
+    assert [r.cy for r in between] == [100.0, 132.0, 164.0]
+    assert all(r.length == 400.0 and r.height == 20.0 for r in between)
+    assert completions([row(100.0), row(132.0), row(164.0)]) == []  # three rows are complete
+
+
+def test_coloured_security_print_fades_on_the_brightest_channel() -> None:
+    # A TD1 under perspective whose guilloche lines are as dark as the ink in plain grey: that read fails.
+    # On each pixel's brightest channel the coloured lines fade and the black MRZ reads right.
+    s = generate_sample(13, 70)
+    grey_read, _ = _read_by_texture(_grey(s.image), REFERENCE, OcrSettings(), OcrTrace())
+    assert grey_read is None or grey_read.lines != s.truth.lines
+    lines, truth, errors = _read(13, 70)
+    assert lines == truth and errors == []
+
+
+def test_a_passport_row_cut_short_by_glare_is_read_to_its_end() -> None:
+    # Glare over the filler run at the end of a TD3: the locator's rows hold 36 cells, a TD2's count. A row
+    # starting with P is a passport (TD3 only): lengthened past its end, it reads as the 44 printed.
+    s = generate_sample(11, 97)
+    gray = _grey(s.image)
+    rc = row_cells(gray, find_mrz_rows(gray)[0], 40, False)
+    assert rc is not None and rc.n == 36
+    lines, truth, errors = _read(11, 97)
+    assert lines == truth and errors == []
+
+
+def test_a_motion_blurred_visa_is_read_by_the_network() -> None:
+    # Motion blur lowers the template correlations below what counts as OCR-B (0.76, 0.78); the network still
+    # names the cells with near certainty, so its reading, not tesseract's alone, decides.
+    lines, truth, errors = _read(13, 84)
+    assert lines == truth and errors == []
 
 
 @pytest.mark.slow
