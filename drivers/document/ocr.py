@@ -1005,17 +1005,8 @@ def _read(image: np.ndarray, today: date, settings: OcrSettings, trace: OcrTrace
     gray = image if image.ndim == 2 else cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
     if gray.dtype != np.uint8:
         gray = cv2.normalize(gray, None, 0, 255, cv2.NORM_MINMAX).astype(np.uint8)  # type: ignore[call-overload]
-    best, best_score = _read_by_texture(gray, today, settings, trace)
-    if image.ndim == 3 and best_score > _GOOD_ENOUGH:
-        # MRZ ink is black; guilloches and security print are coloured. Each pixel's brightest channel keeps the
-        # ink dark and lifts coloured lines towards the paper (what a page reader's infrared light does).
-        ink_trace = OcrTrace()
-        inked, inked_score = _read_by_texture(image.max(axis=2), today, settings, ink_trace)
-        trace.raw_attempts.extend(ink_trace.raw_attempts)
-        if inked is not None and inked_score < best_score:
-            best, best_score = inked, inked_score
-            trace.boxes, trace.decoded, trace.aligned = ink_trace.boxes, ink_trace.decoded, ink_trace.aligned
-            trace.confidence = ink_trace.confidence
+    ink = image.max(axis=2) if image.ndim == 3 and image.dtype == np.uint8 else None
+    best, best_score = _read_by_texture(gray, today, settings, trace, ink)
     if best is not None and best_score <= _GOOD_ENOUGH:
         return _with_confidence(best, trace)
     # The page-layout locator of earlier versions: a second opinion when the texture locator found nothing.
@@ -1038,88 +1029,129 @@ _SURE_MATCH = 0.72
 
 @dataclass
 class _Best:
-    """The best texture read so far: its result, failing checks, and whether any character is in doubt."""
+    """The best texture read so far: its result, failing checks, whether any character is in doubt, where it
+    was read (image, rows, which way up), and how many row reads the page has cost (bounded: a page nothing
+    reads well is refused in seconds, not searched for long)."""
 
     result: MrzResult | None = None
     score: int = 1 << 30
     unsure: bool = True
+    where: tuple[np.ndarray, list[Row], bool] | None = None
+    reads: int = 0
+
+    @property
+    def good_enough(self) -> bool:
+        return self.result is not None and self.score <= _GOOD_ENOUGH
 
 
-def _read_by_texture(
-    gray: np.ndarray, today: date, settings: OcrSettings, trace: OcrTrace
-) -> tuple[MrzResult | None, int]:
-    """Rows found by their texture, OCR'd with alternatives, decided by field types and check digits."""
+# Row reads (one cut of a row group, OCR'd) a page may cost: a clear page takes one to three, a damaged one
+# that reads in the end rarely more than twelve.
+_MAX_ROW_READS = 16
+
+
+def _levelled_groups(gray: np.ndarray) -> tuple[np.ndarray, list[list[Row]]]:
+    """The image (turned back when steeply tilted) and its MRZ row groups."""
     groups = find_mrz_rows(gray)
     for degrees in _LEVELLING_TURNS if not groups else ():
         # The locator fuses each row with a horizontal closing; at a steep tilt a row fills its rectangle
         # badly and is dropped. Turned back by about the tilt, the rows are found again.
         turned = turn(gray, degrees)
         if groups := find_mrz_rows(turned):
-            gray = turned
-            break
+            return turned, groups
+    return gray, groups
+
+
+def _read_by_texture(
+    gray: np.ndarray, today: date, settings: OcrSettings, trace: OcrTrace, ink: np.ndarray | None = None
+) -> tuple[MrzResult | None, int]:
+    """Rows found by their texture, OCR'd with alternatives, decided by field types and check digits.
+
+    Cheapest looks first, each at the working glyph height: the rows found; two rows as an ID card with its
+    lost third row added; the rows found on `ink` (each pixel's brightest channel: MRZ ink is black while
+    guilloches and security print are coloured, so they fade, as under a page reader's infrared light). Once
+    a look reads well enough, only a sharper look at those rows, that way up, can improve it; otherwise the
+    looks again at the sharper glyph height, within the page's budget of row reads.
+    """
+    gray, groups = _levelled_groups(gray)
+    inked: tuple[np.ndarray, list[list[Row]]] | None = None
     best = _Best()
-    for group in groups[:2]:
-        if _read_group(gray, group, today, settings, trace, best):
-            return best.result, best.score
-    # Two rows and no good read: an ID card's third row may be lost to glare or a faint print. Read the two
-    # with the lost row added where it would be.
-    for group in groups[:2]:
-        for completed in completions(group):
-            if _read_group(gray, completed, today, settings, trace, best):
+    for char_height in (settings.char_height, settings.retry_char_height):
+        if best.good_enough and best.where is not None:
+            image, group, flip = best.where
+            _read_group(image, group, char_height, [flip], today, settings, trace, best)
+            continue
+        looks: list[tuple[np.ndarray, list[Row]]] = [(gray, g) for g in groups[:2]]
+        looks += [(gray, c) for g in groups[:2] for c in completions(g)]
+        if ink is not None:
+            inked = inked or _levelled_groups(ink)
+            looks += [(inked[0], g) for g in inked[1][:2]]
+        for image, group in looks:
+            flips = [True, False] if _flip_first(image, group) else [False, True]
+            if _read_group(image, group, char_height, flips, today, settings, trace, best):
                 return best.result, best.score
+            if best.good_enough:
+                break
     return best.result, best.score
 
 
 def _read_group(
-    gray: np.ndarray, group: list[Row], today: date, settings: OcrSettings, trace: OcrTrace, best: _Best
+    gray: np.ndarray,
+    group: list[Row],
+    char_height: int,
+    flips: list[bool],
+    today: date,
+    settings: OcrSettings,
+    trace: OcrTrace,
+    best: _Best,
 ) -> bool:
-    """Read one row group both ways up, at two glyph heights, updating `best`; True when it is good enough."""
-    trace.boxes = [_row_box(r) for r in group]
-    flips = [True, False] if _flip_first(gray, group) else [False, True]
-    for char_height in (settings.char_height, settings.retry_char_height):
-        for flip in list(flips):
-            template_lines: list[str] | None = None
-            for use_tesseract in (False, True):
-                rr = read_rows(gray, group, char_height, settings, flip, use_tesseract)
-                trace.raw_attempts.append(rr.raw)
-                if rr.fmt is None:
-                    break
-                if rr.disagree:
-                    rr = _settle_anchor(gray, group, char_height, settings, flip, use_tesseract, today) or rr
-                if rr.fmt is None:
-                    break
-                if not use_tesseract and not rr.ocrb_like:
-                    continue  # another typeface: the OCR-B match alone means nothing, ask tesseract
-                decoded = decode(rr.fmt, rr.cands)
-                lines = decoded.lines
-                result = parse_mrz("\n".join(lines), today=today)
-                score = check_failures(result) if result.document is not None else 1 << 20
-                unsure = True
-                confidence = None
-                if score == 0:
-                    confidence = _confidence_of(rr, decoded)
-                    unsure = confidence.uncertain or not rr.aligned
-                # On a tie the read that also heard tesseract wins: names carry no check digit. A read
-                # whose every character is sure beats one that passes the same checks with doubts.
-                if (score, unsure) < (best.score, best.unsure) or (
-                    use_tesseract and (score, unsure) == (best.score, best.unsure)
-                ):
-                    best.result, best.score, best.unsure = result, score, unsure
-                    trace.decoded, trace.aligned, trace.confidence = decoded, rr.aligned, confidence
-                # The OCR-B match alone is trusted only when every cell is a clear OCR-B character and
-                # every check digit agrees; anything less is read again with tesseract's opinion too.
-                if score == 0 and not unsure and (use_tesseract or rr.weakest_match >= _SURE_MATCH):
-                    return True
-                if use_tesseract and lines == template_lines and score <= _GOOD_ENOUGH:
-                    # Both opinions read the same characters and only a check digit or two fail:
-                    # that is the document as printed, not a misread a sharper look would change.
-                    return True
-                if not use_tesseract:
-                    template_lines = lines
-            if best.score <= _GOOD_ENOUGH:
-                flips = [flip]  # the orientation is settled; only a sharper look can help now
+    """Read one row group each way up in `flips` at one glyph height, updating `best`; True when settled."""
+    for flip in flips:
+        template_lines: list[str] | None = None
+        for use_tesseract in (False, True):
+            if best.reads >= _MAX_ROW_READS:
+                return False
+            best.reads += 1
+            rr = read_rows(gray, group, char_height, settings, flip, use_tesseract)
+            trace.raw_attempts.append(rr.raw)
+            if rr.fmt is None:
                 break
-    return best.score <= _GOOD_ENOUGH
+            if rr.disagree:
+                best.reads += len(group)
+                rr = _settle_anchor(gray, group, char_height, settings, flip, use_tesseract, today) or rr
+            if rr.fmt is None:
+                break
+            if not use_tesseract and not rr.ocrb_like:
+                continue  # another typeface: the OCR-B match alone means nothing, ask tesseract
+            decoded = decode(rr.fmt, rr.cands)
+            lines = decoded.lines
+            result = parse_mrz("\n".join(lines), today=today)
+            score = check_failures(result) if result.document is not None else 1 << 20
+            unsure = True
+            confidence = None
+            if score == 0:
+                confidence = _confidence_of(rr, decoded)
+                unsure = confidence.uncertain or not rr.aligned
+            # On a tie the read that also heard tesseract wins: names carry no check digit. A read whose
+            # every character is sure beats one that passes the same checks with doubts.
+            if (score, unsure) < (best.score, best.unsure) or (
+                use_tesseract and (score, unsure) == (best.score, best.unsure)
+            ):
+                best.result, best.score, best.unsure, best.where = result, score, unsure, (gray, group, flip)
+                trace.boxes = [_row_box(r) for r in group]
+                trace.decoded, trace.aligned, trace.confidence = decoded, rr.aligned, confidence
+            # The OCR-B match alone is trusted only when every cell is a clear OCR-B character and every
+            # check digit agrees; anything less is read again with tesseract's opinion too.
+            if score == 0 and not unsure and (use_tesseract or rr.weakest_match >= _SURE_MATCH):
+                return True
+            if use_tesseract and lines == template_lines and score <= _GOOD_ENOUGH:
+                # Both opinions read the same characters and only a check digit or two fail: that is the
+                # document as printed, not a misread a sharper look would change.
+                return True
+            if not use_tesseract:
+                template_lines = lines
+        if best.good_enough:
+            return False  # this way up reads; the other way up is the same rows upside down
+    return False
 
 
 _LEVELLING_TURNS = (8.0, -8.0, 16.0, -16.0)
