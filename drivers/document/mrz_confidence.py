@@ -39,6 +39,14 @@ _MAX_DOUBTFUL = 12
 # clear lead is weak evidence, so such a cell's look-alike is always tried against the check digits.
 _LOOKALIKES = {frozenset(p) for p in ("0O", "0D", "0Q", "1I", "1T", "2Z", "5S", "6G", "8B")}
 _LOOKALIKE_MARGIN = 0.5
+# OCR-B look-alikes whose ICAO values differ by 10 (H 17, R 27; 6 and G 16; ...). Every 7-3-1 weight is prime
+# to 10, so such a swap leaves every check digit as it was: the digits prove nothing between them.
+_CHECK_BLIND = {frozenset(p) for p in ("HR", "FP", "6G", "GQ", "8S", "0U", "1L", "JT", "9J", "MW", "DN", "NX")}
+
+
+def check_blind(ch: str) -> bool:
+    """Whether a check digit cannot tell `ch` from one of its OCR-B look-alikes."""
+    return any(ch in pair for pair in _CHECK_BLIND)
 
 
 @dataclass(frozen=True)
@@ -169,7 +177,10 @@ def assess(
                 continue
             if p in checked and classes[li][i] == "X" and _lookalikes(cands[li][i], ch):
                 lookalike.append(p)
-            weak = (p in unsupported and p not in checked) or is_weak(cands[li][i], ch, p in agreed, min_score)
+            # A checked alphanumeric character with a check-blind look-alike is proved by no digit: it must be
+            # read as clearly as a name letter.
+            proved = p in checked and not (classes[li][i] == "X" and check_blind(ch))
+            weak = (p in unsupported and not proved) or is_weak(cands[li][i], ch, p in agreed, min_score)
             if p in disputed:
                 # Tesseract alone is often wrong on names; its dissent weighs only where the match is not clear.
                 weak = weak or cell_margin(cands[li][i], ch)[1] < DISPUTED_MARGIN
@@ -179,7 +190,7 @@ def assess(
                 # A one-letter name part between fillers is what a blurred filler read as K or X looks like.
                 weak = line[i - 1] == line[i + 1] == "<" and any(c == "<" for c, _ in cands[li][i])
             if weak:
-                (weak_checked if p in checked else weak_unchecked).append(p)
+                (weak_checked if proved else weak_unchecked).append(p)
     dissent = {p: [ch] for p, ch in disputed.items()}
     ambiguous = bool(weak_checked or lookalike) and _other_reading_passes(
         fmt, cands, lines, weak_checked, list(dict.fromkeys(lookalike)), dissent

@@ -23,6 +23,7 @@ import re
 import shutil
 import subprocess
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import date
 from functools import lru_cache
@@ -1036,17 +1037,33 @@ class _Best:
     result: MrzResult | None = None
     score: int = 1 << 30
     unsure: bool = True
-    where: tuple[np.ndarray, list[Row], bool] | None = None
+    where: tuple[np.ndarray, list[Row], bool, bool] | None = None  # image, rows, upside down, faint erased
     reads: int = 0
 
     @property
     def good_enough(self) -> bool:
-        return self.result is not None and self.score <= _GOOD_ENOUGH
+        """Read as printed: every check passes and every character is sure, or a check digit or two fail
+        (a document printed so). A read that passes with doubts may read surely in another look."""
+        return self.result is not None and self.score <= _GOOD_ENOUGH and not (self.score == 0 and self.unsure)
 
 
 # Row reads (one cut of a row group, OCR'd) a page may cost: a clear page takes one to three, a damaged one
 # that reads in the end rarely more than twelve.
 _MAX_ROW_READS = 16
+
+
+def darkest_ink(gray: np.ndarray) -> np.ndarray:
+    """The image with everything lighter than its darkest print made paper-white.
+
+    Otsu's threshold parts paper from print; a second one within the print parts the darkest class, the MRZ
+    ink, from grey guilloches and security print that a row's own threshold would keep as glyph strokes.
+    """
+    paper_level = cv2.threshold(gray, 0, 255, cv2.THRESH_BINARY | cv2.THRESH_OTSU)[0]
+    dark = gray[gray < paper_level]
+    if dark.size < 16:
+        return gray
+    ink_level = cv2.threshold(dark.reshape(1, -1), 0, 255, cv2.THRESH_BINARY | cv2.THRESH_OTSU)[0]
+    return np.where(gray > ink_level, np.uint8(255), gray).astype(np.uint8)
 
 
 def _levelled_groups(gray: np.ndarray) -> tuple[np.ndarray, list[list[Row]]]:
@@ -1066,28 +1083,39 @@ def _read_by_texture(
 ) -> tuple[MrzResult | None, int]:
     """Rows found by their texture, OCR'd with alternatives, decided by field types and check digits.
 
-    Cheapest looks first, each at the working glyph height: the rows found; two rows as an ID card with its
+    Cheapest looks first, each at the working glyph height: the rows found; the rows found on the darkest
+    print alone (`darkest_ink`: security print as dark as mid-grey is gone); two rows as an ID card with its
     lost third row added; the rows found on `ink` (each pixel's brightest channel: MRZ ink is black while
     guilloches and security print are coloured, so they fade, as under a page reader's infrared light). Once
     a look reads well enough, only a sharper look at those rows, that way up, can improve it; otherwise the
     looks again at the sharper glyph height, within the page's budget of row reads.
     """
     gray, groups = _levelled_groups(gray)
-    inked: tuple[np.ndarray, list[list[Row]]] | None = None
+    variants: dict[str, tuple[np.ndarray, list[list[Row]]]] = {}
+
+    def looks() -> Iterator[tuple[np.ndarray, list[Row], bool]]:
+        """(image, row group, whether faint print was erased from the image)"""
+        yield from ((gray, g, False) for g in groups[:2])
+        if "darkest" not in variants:
+            variants["darkest"] = _levelled_groups(darkest_ink(gray))
+        yield from ((variants["darkest"][0], g, True) for g in variants["darkest"][1][:2])
+        yield from ((gray, c, False) for g in groups[:2] for c in completions(g))
+        if ink is not None:
+            if "ink" not in variants:
+                variants["ink"] = _levelled_groups(ink)
+            yield from ((variants["ink"][0], g, False) for g in variants["ink"][1][:2])
+
     best = _Best()
     for char_height in (settings.char_height, settings.retry_char_height):
         if best.good_enough and best.where is not None:
-            image, group, flip = best.where
-            _read_group(image, group, char_height, [flip], today, settings, trace, best)
+            image, group, flip, erased = best.where
+            _read_group(image, group, char_height, [flip], today, settings, trace, best, erased)
             continue
-        looks: list[tuple[np.ndarray, list[Row]]] = [(gray, g) for g in groups[:2]]
-        looks += [(gray, c) for g in groups[:2] for c in completions(g)]
-        if ink is not None:
-            inked = inked or _levelled_groups(ink)
-            looks += [(inked[0], g) for g in inked[1][:2]]
-        for image, group in looks:
+        for image, group, erased in looks():
+            if best.reads >= _MAX_ROW_READS:
+                break
             flips = [True, False] if _flip_first(image, group) else [False, True]
-            if _read_group(image, group, char_height, flips, today, settings, trace, best):
+            if _read_group(image, group, char_height, flips, today, settings, trace, best, erased):
                 return best.result, best.score
             if best.good_enough:
                 break
@@ -1103,8 +1131,14 @@ def _read_group(
     settings: OcrSettings,
     trace: OcrTrace,
     best: _Best,
+    erased: bool = False,
 ) -> bool:
-    """Read one row group each way up in `flips` at one glyph height, updating `best`; True when settled."""
+    """Read one row group each way up in `flips` at one glyph height, updating `best`; True when settled.
+
+    `erased`: faint print was erased from `gray` (`darkest_ink`), and with it the evidence that a row runs
+    on past its found end under glare: there 36 cells of a visa (MRV-B, no composite check digit to catch a
+    lost end) are never a sure read.
+    """
     for flip in flips:
         template_lines: list[str] | None = None
         for use_tesseract in (False, True):
@@ -1120,6 +1154,7 @@ def _read_group(
                 rr = _settle_anchor(gray, group, char_height, settings, flip, use_tesseract, today) or rr
             if rr.fmt is None:
                 break
+            aligned = rr.aligned and not (erased and rr.fmt == "MRV-B")
             if not use_tesseract and not rr.ocrb_like:
                 continue  # another typeface: the OCR-B match alone means nothing, ask tesseract
             decoded = decode(rr.fmt, rr.cands)
@@ -1130,20 +1165,21 @@ def _read_group(
             confidence = None
             if score == 0:
                 confidence = _confidence_of(rr, decoded)
-                unsure = confidence.uncertain or not rr.aligned
+                unsure = confidence.uncertain or not aligned
             # On a tie the read that also heard tesseract wins: names carry no check digit. A read whose
             # every character is sure beats one that passes the same checks with doubts.
             if (score, unsure) < (best.score, best.unsure) or (
                 use_tesseract and (score, unsure) == (best.score, best.unsure)
             ):
-                best.result, best.score, best.unsure, best.where = result, score, unsure, (gray, group, flip)
+                best.result, best.score, best.unsure = result, score, unsure
+                best.where = (gray, group, flip, erased)
                 trace.boxes = [_row_box(r) for r in group]
-                trace.decoded, trace.aligned, trace.confidence = decoded, rr.aligned, confidence
+                trace.decoded, trace.aligned, trace.confidence = decoded, aligned, confidence
             # The OCR-B match alone is trusted only when every cell is a clear OCR-B character and every
             # check digit agrees; anything less is read again with tesseract's opinion too.
             if score == 0 and not unsure and (use_tesseract or rr.weakest_match >= _SURE_MATCH):
                 return True
-            if use_tesseract and lines == template_lines and score <= _GOOD_ENOUGH:
+            if use_tesseract and lines == template_lines and score <= _GOOD_ENOUGH and not (score == 0 and unsure):
                 # Both opinions read the same characters and only a check digit or two fail: that is the
                 # document as printed, not a misread a sharper look would change.
                 return True

@@ -75,6 +75,21 @@ def test_a_dissenting_second_opinion_is_tried_against_the_check_digits() -> None
     assert assess("TD3", cands, lines, disputed={(1, 0): "0", (1, 1): "0"}).ambiguous
 
 
+def test_a_check_digit_proves_nothing_between_letters_ten_apart() -> None:
+    # H (17) and R (27): swapped, every check digit stays as it was (7-3-1 weights are prime to 10).
+    h, r = _td3_with_number("H12345678"), _td3_with_number("R12345678")
+    assert h[1][9] == r[1][9] and h[1][43] == r[1][43]
+    cands = _sure(h)
+    # The network alone reads H (no other opinion): in a checked field that was enough, but not for H.
+    assert assess("TD3", cands, h, unsupported={(1, 0)}).weak_unchecked == [(1, 0)]
+    # A digit-value-distinct character, unsupported in a checked field, is still proved by the check digit.
+    k = _td3_with_number("K12345678")
+    assert not assess("TD3", _sure(k), k, unsupported={(1, 0)}).uncertain
+    # A doubtful H stays doubtful even though every check passes.
+    cands[1][0] = [("H", 0.6), ("N", 0.5)]
+    assert assess("TD3", cands, h).uncertain
+
+
 pytestmark_font = pytest.mark.skipif(not OCR_B_FONT.exists(), reason="fonts-ocr-b is not installed")
 
 
