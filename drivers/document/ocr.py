@@ -1006,8 +1006,8 @@ def _read(image: np.ndarray, today: date, settings: OcrSettings, trace: OcrTrace
     gray = image if image.ndim == 2 else cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
     if gray.dtype != np.uint8:
         gray = cv2.normalize(gray, None, 0, 255, cv2.NORM_MINMAX).astype(np.uint8)  # type: ignore[call-overload]
-    ink = image.max(axis=2) if image.ndim == 3 and image.dtype == np.uint8 else None
-    best, best_score = _read_by_texture(gray, today, settings, trace, ink)
+    colour = image if image.ndim == 3 and image.dtype == np.uint8 else None
+    best, best_score = _read_by_texture(gray, today, settings, trace, colour)
     if best is not None and best_score <= _GOOD_ENOUGH:
         return _with_confidence(best, trace)
     # The page-layout locator of earlier versions: a second opinion when the texture locator found nothing.
@@ -1079,13 +1079,13 @@ def _levelled_groups(gray: np.ndarray) -> tuple[np.ndarray, list[list[Row]]]:
 
 
 def _read_by_texture(
-    gray: np.ndarray, today: date, settings: OcrSettings, trace: OcrTrace, ink: np.ndarray | None = None
+    gray: np.ndarray, today: date, settings: OcrSettings, trace: OcrTrace, colour: np.ndarray | None = None
 ) -> tuple[MrzResult | None, int]:
     """Rows found by their texture, OCR'd with alternatives, decided by field types and check digits.
 
     Cheapest looks first, each at the working glyph height: the rows found; the rows found on the darkest
     print alone (`darkest_ink`: security print as dark as mid-grey is gone); two rows as an ID card with its
-    lost third row added; the rows found on `ink` (each pixel's brightest channel: MRZ ink is black while
+    lost third row added; the rows found on the `colour` image's brightest channel (MRZ ink is black while
     guilloches and security print are coloured, so they fade, as under a page reader's infrared light). Once
     a look reads well enough, only a sharper look at those rows, that way up, can improve it; otherwise the
     looks again at the sharper glyph height, within the page's budget of row reads.
@@ -1100,9 +1100,9 @@ def _read_by_texture(
             variants["darkest"] = _levelled_groups(darkest_ink(gray))
         yield from ((variants["darkest"][0], g, True) for g in variants["darkest"][1][:2])
         yield from ((gray, c, False) for g in groups[:2] for c in completions(g))
-        if ink is not None:
+        if colour is not None:
             if "ink" not in variants:
-                variants["ink"] = _levelled_groups(ink)
+                variants["ink"] = _levelled_groups(colour.max(axis=2))
             yield from ((variants["ink"][0], g, False) for g in variants["ink"][1][:2])
 
     best = _Best()
