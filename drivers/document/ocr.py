@@ -373,6 +373,15 @@ def _lengthened(row: Row, by: float) -> Row:
     return Row(row.cx + ux * by / 2, row.cy + uy * by / 2, row.length + abs(by), row.height, row.angle)
 
 
+def _passport_rows(rows: list[Row], pitches: list[float], flip: bool, char_height: int) -> Iterator[list[Row]]:
+    """Two passport rows of 36 cells, each lengthened by the 8 missing cells (and one more) past its end,
+    then past its start. `pitches` are in reading order, at `char_height`; upside down the rows, their ends
+    and the pitches run the other way in the image."""
+    in_image_order = pitches[::-1] if flip else pitches
+    for way in (-1.0, 1.0) if flip else (1.0, -1.0):
+        yield [_lengthened(r, way * 9 * p * r.height / char_height) for r, p in zip(rows, in_image_order, strict=True)]
+
+
 def _format_of(n_rows: int, n: int, first_char: str) -> MrzFormat | None:
     if n_rows == 3 and n == 30:
         return "TD1"
@@ -485,10 +494,14 @@ def read_rows(
     flip: bool,
     use_tesseract: bool = True,
     anchor: int | None = None,
-    extra: list[float] | None = None,
+    lengthened: bool = False,
 ) -> RowRead:
-    """OCR one candidate row group: every cell's candidates (OCR-B match, tesseract's choices), raw text, images."""
-    rc = row_cells(gray, rows, char_height, flip, extra, anchor)
+    """OCR one candidate row group: every cell's candidates (OCR-B match, tesseract's choices), raw text, images.
+
+    `lengthened`: the rows are a passport's, already lengthened past a lost end (`_passport_rows`), and are
+    cut out as they are.
+    """
+    rc = row_cells(gray, rows, char_height, flip, [0.0] * len(rows) if lengthened else None, anchor)
     if rc is None:
         return RowRead(None, [], [], [])
     images, centres, n, aligned = rc.images, rc.centres, rc.n, rc.aligned
@@ -546,13 +559,11 @@ def read_rows(
     if not raw:
         raw = ["".join(c[0][0] for c in line) for line in cands]
     fmt = _format_of(len(rows), n, cands[0][0][0][0])
-    if fmt == "TD2" and cands[0][0][0][0] == "P" and extra is None and len(rows) == 2:
+    if fmt == "TD2" and cands[0][0][0][0] == "P" and not lengthened:
         # Passports are TD3 only (part 4): 36 cells starting with P are a passport row whose end the locator
-        # lost (glare or a faint filler run). Each row lengthened by the 8 missing cells (and one more) past
-        # its end, then past its start: 44 cells, or no sure read.
-        for way in (1.0, -1.0):
-            longer = [_lengthened(r, way * (-1.0 if flip else 1.0) * 9 * pitch * r.height / char_height) for r, pitch in zip(rows, rc.pitches if not flip else rc.pitches[::-1], strict=True)]  # fmt: skip
-            wide = read_rows(gray, longer, char_height, settings, flip, use_tesseract, anchor, [0.0, 0.0])
+        # lost (glare or a faint filler run). 44 cells once lengthened, or no sure read.
+        for longer in _passport_rows(rows, rc.pitches, flip, char_height):
+            wide = read_rows(gray, longer, char_height, settings, flip, use_tesseract, anchor, lengthened=True)
             if wide.fmt == "TD3":
                 return wide
         aligned = False
@@ -1028,6 +1039,12 @@ _GOOD_ENOUGH = 2
 _SURE_MATCH = 0.72
 
 
+def _as_printed(score: int, unsure: bool) -> bool:
+    """A read of the document as printed: every check passes and every character is sure, or a check digit or
+    two fail (a document printed so). A read that passes with doubts may read surely in another look."""
+    return score <= _GOOD_ENOUGH and not (score == 0 and unsure)
+
+
 @dataclass
 class _Best:
     """The best texture read so far: its result, failing checks, whether any character is in doubt, where it
@@ -1042,9 +1059,7 @@ class _Best:
 
     @property
     def good_enough(self) -> bool:
-        """Read as printed: every check passes and every character is sure, or a check digit or two fail
-        (a document printed so). A read that passes with doubts may read surely in another look."""
-        return self.result is not None and self.score <= _GOOD_ENOUGH and not (self.score == 0 and self.unsure)
+        return self.result is not None and _as_printed(self.score, self.unsure)
 
 
 # Row reads (one cut of a row group, OCR'd) a page may cost: a clear page takes one to three, a damaged one
@@ -1052,12 +1067,32 @@ class _Best:
 _MAX_ROW_READS = 16
 
 
+_DIM_PAPER = 0.4  # the dimmest paper uneven light leaves, as a share of the page's bright paper
+
+
+def evenly_lit(gray: np.ndarray) -> np.ndarray:
+    """The image divided by its paper's brightness around each pixel, so one threshold fits the whole page.
+
+    The paper's brightness is a grey closing wider than any glyph stroke (the print drops out; a dark scene
+    keeps its own level instead of taking the page's), smoothed: uneven light and a glare's halo become flat
+    paper, and print keeps its contrast. Nothing is brightened more than paper at `_DIM_PAPER` of the page's:
+    a dark scene around the document is not stretched into noise the locator would take for texture.
+    """
+    k = max(15, min(gray.shape[:2]) // 20)
+    window = cv2.getStructuringElement(cv2.MORPH_RECT, (k, k))
+    paper = cv2.blur(cv2.morphologyEx(gray, cv2.MORPH_CLOSE, window), (k, k))
+    floor = max(1.0, _DIM_PAPER * float(np.percentile(paper, 90)))
+    return np.clip(gray.astype(np.float32) * (235.0 / np.maximum(paper, floor)), 0, 255).astype(np.uint8)
+
+
 def darkest_ink(gray: np.ndarray) -> np.ndarray:
-    """The image with everything lighter than its darkest print made paper-white.
+    """The image, evenly lit, with everything lighter than its darkest print made paper-white.
 
     Otsu's threshold parts paper from print; a second one within the print parts the darkest class, the MRZ
-    ink, from grey guilloches and security print that a row's own threshold would keep as glyph strokes.
+    ink, from grey guilloches and security print that a row's own threshold would keep as glyph strokes. Both
+    are global, so the light is evened out first (`evenly_lit`).
     """
+    gray = evenly_lit(gray)
     paper_level = cv2.threshold(gray, 0, 255, cv2.THRESH_BINARY | cv2.THRESH_OTSU)[0]
     dark = gray[gray < paper_level]
     if dark.size < 16:
@@ -1179,7 +1214,7 @@ def _read_group(
             # check digit agrees; anything less is read again with tesseract's opinion too.
             if score == 0 and not unsure and (use_tesseract or rr.weakest_match >= _SURE_MATCH):
                 return True
-            if use_tesseract and lines == template_lines and score <= _GOOD_ENOUGH and not (score == 0 and unsure):
+            if use_tesseract and lines == template_lines and _as_printed(score, unsure):
                 # Both opinions read the same characters and only a check digit or two fail: that is the
                 # document as printed, not a misread a sharper look would change.
                 return True

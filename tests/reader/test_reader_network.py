@@ -20,7 +20,15 @@ import pytest
 from egate.drivers.document import ocrb_net
 from egate.drivers.document.mrz_confidence import UNCERTAIN_FIELD
 from egate.drivers.document.mrz_locate import Row, completions, find_mrz_rows
-from egate.drivers.document.ocr import OcrSettings, _typed, darkest_ink, read_mrz_image, read_rows, row_cells
+from egate.drivers.document.ocr import (
+    OcrSettings,
+    _typed,
+    darkest_ink,
+    evenly_lit,
+    read_mrz_image,
+    read_rows,
+    row_cells,
+)
 from egate.drivers.document.ocrb_match import ALPHABET, cell_images
 from egate.tools.sim.mrz_synth import OCR_B_FONT, generate_sample
 
@@ -181,15 +189,41 @@ def test_security_print_fades_on_the_brightest_channel_and_the_darkest_print() -
     assert lines == truth and errors == []
 
 
+def test_evenly_lit_flattens_the_paper_and_keeps_the_print() -> None:
+    # Paper lit from 90 on the left to 230 on the right, strokes at a third of the paper's level.
+    paper = np.tile(np.linspace(90, 230, 800, dtype=np.float32), (400, 1))
+    ink = np.zeros_like(paper, dtype=bool)
+    for x in range(20, 780, 40):
+        ink[150:250, x : x + 4] = True
+    page = np.where(ink, paper / 3, paper).astype(np.uint8)
+    even = evenly_lit(page)
+    inside = (slice(60, 340), slice(60, 740))
+    assert np.ptp(even[inside][~ink[inside]]) < 0.2 * np.ptp(page[inside][~ink[inside]])
+    assert even[inside][ink[inside]].max() < 0.5 * even[inside][~ink[inside]].min()
+
+
+def test_uneven_light_is_evened_out_before_the_darkest_print_is_taken() -> None:
+    # A TD3 under uneven light with dense guilloche over its rows. In plain grey the locator's rows start four
+    # cells late and no grid fits them; one global threshold on the unevenly lit page keeps no row whole. On
+    # the darkest print of the page evenly lit, the rows are whole and read as printed.
+    s = generate_sample(11, 102)
+    grey = _grey(s.image)
+    assert row_cells(grey, find_mrz_rows(grey)[0], 40, False) is None
+    assert _first_cells_right(darkest_ink(grey), s.truth.lines) == [True, True]
+    lines, truth, errors = _read(11, 102)
+    assert lines == truth and errors == []
+
+
 def test_a_visa_read_on_the_darkest_print_alone_is_read_surely_or_refused() -> None:
-    # Grey security print under a visa's rows: only the darkest print reads every cell, and there the faint
-    # print past a row's end (a 44-cell visa under glare) is gone with the guilloches: 36 cells read there
-    # are never a sure MRV-B. The page is read surely in another look, or refused.
+    # Grey security print under a visa's rows: on the darkest print the rows are cut cleanly as 36 cells,
+    # and there the faint print past a row's end (a 44-cell visa under glare) is gone with the guilloches:
+    # 36 cells read there are never a sure MRV-B. The page is read surely in another look, or refused.
     s = generate_sample(5, 69)
-    assert _first_cells_right(darkest_ink(_grey(s.image)), s.truth.lines) == [True, True]
+    darkest = darkest_ink(_grey(s.image))
+    rc = row_cells(darkest, find_mrz_rows(darkest)[0], 40, False)
+    assert rc is not None and rc.n == 36 and rc.aligned
     r = read_mrz_image(s.image, today=REFERENCE)
-    assert r.lines == s.truth.lines or not r.valid
-    assert UNCERTAIN_FIELD in [e.field for e in r.errors] or r.lines == s.truth.lines
+    assert r.lines == s.truth.lines or (not r.valid and r.errors)
 
 
 def test_a_passport_row_cut_short_by_glare_is_read_to_its_end() -> None:
@@ -210,11 +244,16 @@ def test_a_motion_blurred_visa_is_read_by_the_network() -> None:
     assert lines == truth and errors == []
 
 
-def test_a_misread_the_check_digits_cannot_see_is_never_valid() -> None:
-    # On the darkest print alone this page's document number starts H where R is printed: H and R are ten
-    # apart in check-digit value, so every check passes. The network alone read the H: never a valid read.
+def test_a_misread_the_check_digits_cannot_see_is_never_valid(monkeypatch: pytest.MonkeyPatch) -> None:
+    # On the darkest print alone, taken without evening the light first, this page's document number starts
+    # H where R is printed: H and R are ten apart in check-digit value, so every check passes. The network
+    # alone read the H: never a valid read.
+    from egate.drivers.document import ocr
+
     s = generate_sample(11, 102)
+    monkeypatch.setattr(ocr, "evenly_lit", lambda gray: gray)
     darkest = darkest_ink(_grey(s.image))
+    monkeypatch.undo()
     r = read_mrz_image(darkest, today=REFERENCE)
     assert r.lines[1][0] == "H" and s.truth.lines[1][0] == "R"
     assert not r.valid and [e.field for e in r.errors] == [UNCERTAIN_FIELD]
@@ -238,19 +277,36 @@ def test_a_page_nothing_reads_costs_a_bounded_number_of_row_reads(monkeypatch: p
     assert 0 < len(reads) <= ocr._MAX_ROW_READS + 6
 
 
-@pytest.mark.slow
-def test_train_mrz_writes_weights_the_reader_can_load(tmp_path: Path) -> None:
-    out = tmp_path / "cells.npz"
+def _train_mrz(out: Path, cells: Path, hidden: str) -> dict[str, object]:
     cmd = [sys.executable, "-m", "egate.tools.cli", "models", "train-mrz", "--out", str(out), "--seed", "4000",
-           "--count", "40", "--copies", "0", "--hidden", "32", "--workers", "2", "--json"]  # fmt: skip
+           "--count", "40", "--copies", "0", "--hidden", hidden, "--workers", "2", "--cells", str(cells),
+           "--json"]  # fmt: skip
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=600, check=False)
     assert done.returncode == 0, done.stderr
-    report = json.loads(done.stdout.strip().splitlines()[-1])
-    assert report["pages_used"] >= 30 and report["cells"] > 1000
+    report: dict[str, object] = json.loads(done.stdout.strip().splitlines()[-1])
+    return report
+
+
+@pytest.mark.slow
+def test_train_mrz_writes_weights_the_reader_can_load(tmp_path: Path) -> None:
+    out, cells = tmp_path / "net.npz", tmp_path / "cells.npz"
+    report = _train_mrz(out, cells, "32")
+    assert report["pages_used"] >= 30 and int(report["cells"]) > 1000  # type: ignore[call-overload]
+    assert 0.0 < float(report["held_out_pages_accuracy"]) <= 1.0  # type: ignore[arg-type]
     with np.load(out) as z:
         assert str(z["alphabet"]) == ALPHABET and int(z["layers"]) == 2
         assert z["w0"].shape == (ocrb_net.CELL_W * ocrb_net.CELL_H, 32) and z["w1"].shape == (32, len(ALPHABET))
         assert json.loads(str(z["meta"]))["seed"] == 4000
+    with np.load(cells) as z:
+        held_pages = z["held"]
+        assert 0 < held_pages.sum() < len(held_pages)  # every eighth page is held out, before any copy
+    # The kept cells train another size without cutting the pages again: the same cells, a new network.
+    written = cells.stat().st_mtime_ns
+    again = _train_mrz(out, cells, "16")
+    assert again["cells"] == report["cells"] and again["pages_used"] == report["pages_used"]
+    assert cells.stat().st_mtime_ns == written  # read, not cut and written again
+    with np.load(out) as z:
+        assert z["w0"].shape == (ocrb_net.CELL_W * ocrb_net.CELL_H, 16)
 
 
 @pytest.mark.parametrize("wash", [0.55, 0.75, 0.9])

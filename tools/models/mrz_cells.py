@@ -5,10 +5,17 @@ synthetic documents of `egate bench mrz-synth`, so the network learns exactly th
 damage included; each cell is labelled with the character printed there. Pages whose grid does not line up
 with the printed text (a row off by one cell, a lost row) are skipped, not learnt.
 
-The seeds used here must stay apart from the seeds the bench reports on (3 and 11 for tuning, 7 and 29 and
-later fresh ones for figures): the default training seeds start at 1000.
+The seeds used here must stay apart from the seeds the bench reports on (3, 11, 5 and 13 for tuning; 7, 29
+and 37 for figures): the default training seeds start at 1000. The shipped network was trained so (before
+the grid check also heard the network, and without held-out pages, so trained again it comes out a little
+different):
 
-    egate models train-mrz --seed 1000 --count 800 --out drivers/document/data/ocrb_cells.npz
+    egate models train-mrz --seed 2000 --count 1500 --copies 2 --out drivers/document/data/ocrb_cells.npz
+
+`--every-look` also cuts each page at the sharper glyph height and on its darkest print. A network trained
+so (seed 2000, 1000 pages, one copy) read 460 of the 480 development pages fully right against 467 for the
+shipped one; averaged with the shipped one it read 469, but it read a wiped name letter as a filler and the
+page passed, so it is not shipped.
 """
 
 from __future__ import annotations
@@ -26,26 +33,26 @@ import typer
 _MAX_FILLERS_PER_PAGE = 8  # '<' fills most of a row: keep the classes near balance
 
 
-def harvest_page(seed: int, index: int) -> tuple[np.ndarray, np.ndarray]:
-    """Cells and labels (indices into ALPHABET) of one synthetic page; empty when the grid did not line up."""
-    from egate.drivers.document.mrz_locate import find_mrz_rows
-    from egate.drivers.document.ocr import OcrSettings, row_cells
-    from egate.drivers.document.ocrb_match import ALPHABET, cell_images, match_cells
-    from egate.drivers.document.ocrb_net import CELL_H, CELL_W, grey_cells
-    from egate.tools.sim.mrz_synth import generate_sample
+def _row_agreement(read: str, line: str) -> float:
+    return sum(a == b for a, b in zip(read, line, strict=False)) / len(line)
 
-    sample = generate_sample(seed, index)
-    truth = sample.truth.lines
-    gray = cv2.cvtColor(sample.image, cv2.COLOR_BGR2GRAY)
-    rng = np.random.default_rng([seed, index, 7])
-    best: tuple[float, list[np.ndarray]] | None = None
-    for group in find_mrz_rows(gray)[:2]:
+
+def _cut_rows(image: np.ndarray, truth: list[str], upside_down: bool, char_height: int) -> list[np.ndarray] | None:
+    """The grey cells of each truth row as the reader cuts them from `image` at one glyph height, or None when
+    the grid does not line up with the printed text (both opinions far from it in some row)."""
+    from egate.drivers.document.mrz_locate import find_mrz_rows
+    from egate.drivers.document.ocr import row_cells
+    from egate.drivers.document.ocrb_match import ALPHABET, cell_images, match_cells
+    from egate.drivers.document.ocrb_net import classify, grey_cells
+
+    for group in find_mrz_rows(image)[:2]:
         if len(group) != len(truth):
             continue
-        for flip in (True, False) if sample.truth.params.get("rotation_deg", 0) > 90 else (False, True):
+        best: tuple[float, list[np.ndarray]] | None = None
+        for flip in (True, False) if upside_down else (False, True):
             if best is not None and best[0] >= 0.9:
                 break
-            rc = row_cells(gray, group, OcrSettings().char_height, flip)  # the reader's first glyph height
+            rc = row_cells(image, group, char_height, flip)
             if rc is None or rc.n != len(truth[0]):
                 continue
             rows_cells: list[np.ndarray] = []
@@ -56,34 +63,60 @@ def harvest_page(seed: int, index: int) -> tuple[np.ndarray, np.ndarray]:
                 if binary is None or cells is None:
                     worst = 0.0
                     break
-                m = match_cells(binary)
-                read = "".join(ALPHABET[j] for j in m.argmax(axis=1)) if m is not None else ""
-                worst = min(worst, sum(a == b for a, b in zip(read, line, strict=False)) / len(line))
+                # The template match gets most cells right on a sharp print, the shipped network under blur:
+                # far below both, the grid is off by a cell and the labels would teach the wrong shapes.
+                opinions = [match_cells(binary), classify(cells)]
+                reads = ["".join(ALPHABET[j] for j in p.argmax(axis=1)) for p in opinions if p is not None]
+                worst = min(worst, max(_row_agreement(r, line) for r in reads))
                 rows_cells.append(cells)
-            # The template match gets most cells right even under damage; far below that the grid is off.
             if worst >= 0.6 and (best is None or worst > best[0]):
                 best = (worst, rows_cells)
         if best is not None:
-            break
-    if best is None:
-        return np.zeros((0, CELL_H, CELL_W), np.float32), np.zeros(0, np.int64)
+            return best[1]
+    return None
+
+
+def harvest_page(seed: int, index: int, every_look: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """Cells and labels (indices into ALPHABET) of one synthetic page; empty when the grid did not line up.
+
+    The page is cut as the reader cuts it: on the grey image at the working glyph height, and with
+    `every_look` also at the sharper height and on its darkest print (`ocr.darkest_ink`).
+    """
+    from egate.drivers.document.ocr import OcrSettings, darkest_ink
+    from egate.drivers.document.ocrb_match import ALPHABET
+    from egate.drivers.document.ocrb_net import CELL_H, CELL_W
+    from egate.tools.sim.mrz_synth import generate_sample
+
+    sample = generate_sample(seed, index)
+    truth = sample.truth.lines
+    gray = cv2.cvtColor(sample.image, cv2.COLOR_BGR2GRAY)
+    upside_down = sample.truth.params.get("rotation_deg", 0) > 90
+    rng = np.random.default_rng([seed, index, 7])
+    settings = OcrSettings()
     xs, ys = [], []
-    for line, cells in zip(truth, best[1], strict=True):
-        fillers = [i for i, ch in enumerate(line) if ch == "<"]
-        keep_fillers = set(rng.permutation(fillers)[: _MAX_FILLERS_PER_PAGE // len(truth) + 1].tolist())
-        for i, ch in enumerate(line):
-            if ch != "<" or i in keep_fillers:
-                xs.append(cells[i])
-                ys.append(ALPHABET.index(ch))
+    images = (gray, darkest_ink(gray)) if every_look else (gray,)
+    heights = (settings.char_height, settings.retry_char_height) if every_look else (settings.char_height,)
+    for image in images:
+        for char_height in heights:
+            rows = _cut_rows(image, truth, upside_down, char_height)
+            for line, cells in zip(truth, rows or [], strict=False):
+                fillers = [i for i, ch in enumerate(line) if ch == "<"]
+                keep_fillers = set(rng.permutation(fillers)[: _MAX_FILLERS_PER_PAGE // len(truth) + 1].tolist())
+                for i, ch in enumerate(line):
+                    if ch != "<" or i in keep_fillers:
+                        xs.append(cells[i])
+                        ys.append(ALPHABET.index(ch))
+    if not xs:
+        return np.zeros((0, CELL_H, CELL_W), np.float32), np.zeros(0, np.int64)
     return np.array(xs, np.float32), np.array(ys, np.int64)
 
 
-def _harvest_many(args: tuple[int, list[int]]) -> tuple[np.ndarray, np.ndarray, int]:
-    seed, indices = args
+def _harvest_many(args: tuple[int, list[int], bool]) -> tuple[np.ndarray, np.ndarray, int]:
+    seed, indices, every_look = args
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     xs, ys, used = [], [], 0
     for i in indices:
-        x, y = harvest_page(seed, i)
+        x, y = harvest_page(seed, i, every_look)
         if len(y):
             xs.append(x)
             ys.append(y)
@@ -93,12 +126,28 @@ def _harvest_many(args: tuple[int, list[int]]) -> tuple[np.ndarray, np.ndarray, 
     return np.concatenate(xs), np.concatenate(ys), used
 
 
-def harvest(seed: int, count: int, workers: int) -> tuple[np.ndarray, np.ndarray, int]:
-    chunks = [(seed, list(range(k, count, workers * 4))) for k in range(workers * 4)]
+def harvest(seed: int, count: int, workers: int, every_look: bool) -> tuple[np.ndarray, np.ndarray, int, np.ndarray]:
+    """Cells, labels, pages used, and which cells come from the held-out pages (every eighth page: cells of
+    one page under its several looks are near copies, so the accuracy is measured on pages never learnt)."""
+    chunks = [(seed, list(range(k, count, 8)), every_look) for k in range(8)]
     with ProcessPoolExecutor(max_workers=workers) as pool:
         parts = list(pool.map(_harvest_many, chunks))
+    held = np.concatenate([np.full(len(p[1]), k == 0) for k, p in enumerate(parts)])
     return (np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts]),
-            sum(p[2] for p in parts))  # fmt: skip
+            sum(p[2] for p in parts), held)  # fmt: skip
+
+
+def _cached_harvest(cache: Path | None, seed: int, count: int, workers: int, every_look: bool) -> tuple[np.ndarray, np.ndarray, int, np.ndarray]:  # fmt: skip
+    key = [seed, count, int(every_look)]
+    if cache is not None and cache.exists():
+        with np.load(cache) as z:
+            if z["key"].tolist() == key:
+                return z["x"].astype(np.float32), z["y"], int(z["pages"]), z["held"]
+    x, y, pages, held = harvest(seed, count, workers, every_look)
+    if cache is not None:
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        np.savez(cache, x=x.astype(np.float16), y=y, pages=pages, held=held, key=np.array(key))
+    return x, y, pages, held
 
 
 def augment(cells: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -125,18 +174,22 @@ def augment(cells: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return normalise(np.array(out, np.float32) * 255.0)
 
 
-def train(x: np.ndarray, y: np.ndarray, hidden: tuple[int, ...], seed: int) -> tuple[list[tuple[np.ndarray, np.ndarray]], float]:  # fmt: skip
-    from sklearn.model_selection import train_test_split
+def train(x: np.ndarray, y: np.ndarray, held: np.ndarray, copies: int, hidden: tuple[int, ...], seed: int) -> tuple[list[tuple[np.ndarray, np.ndarray]], float]:  # fmt: skip
+    """The fitted layers and their accuracy on the held-out pages' cells (`held`), kept apart before any
+    damaged copy is made."""
     from sklearn.neural_network import MLPClassifier
 
-    flat = x.reshape(len(x), -1)
-    xt, xv, yt, yv = train_test_split(flat, y, test_size=0.1, random_state=seed, stratify=y)
+    xt, xv, yt, yv = x[~held], x[held], y[~held], y[held]
+    rng = np.random.default_rng(seed)
+    xt = np.concatenate([xt, *(augment(xt, rng) for _ in range(copies))])
+    yt = np.concatenate([yt] * (copies + 1))
     net = MLPClassifier(hidden_layer_sizes=hidden, alpha=1e-4, batch_size=256, learning_rate_init=1e-3,
                         max_iter=60, early_stopping=True, n_iter_no_change=6, random_state=seed)  # fmt: skip
-    net.fit(xt, yt)
+    net.fit(xt.reshape(len(xt), -1), yt)
     if list(net.classes_) != list(range(37)):
         raise typer.BadParameter("every MRZ character must appear in the training cells; raise --count")
-    return list(zip(net.coefs_, net.intercepts_, strict=True)), float(net.score(xv, yv))
+    held_out = float(net.score(xv.reshape(len(xv), -1), yv))
+    return list(zip(net.coefs_, net.intercepts_, strict=True)), held_out
 
 
 def save(path: Path, layers: list[tuple[np.ndarray, np.ndarray]], meta: dict[str, object]) -> None:
@@ -160,21 +213,25 @@ def register(app: typer.Typer) -> None:
         copies: int = typer.Option(2, help="Extra damaged copies of every cell."),
         hidden: str = typer.Option("256,128", help="Hidden layer sizes."),
         workers: int = typer.Option(2, help="Processes cutting cells."),
+        every_look: bool = typer.Option(
+            False, "--every-look/--plain-look", help="Cut every look the reader takes, or the plain grey one."
+        ),
+        cells: Path | None = typer.Option(
+            None,
+            help="Keep the cut cells here (synthetic, nothing personal): read when cut before with the "
+            "same seed and count, else cut and written, so other network sizes train in minutes, not the "
+            "half hour of cutting.",
+        ),
         as_json: bool = typer.Option(False, "--json", help="Print the report as one JSON object."),
     ) -> None:
         """Train the MRZ cell classifier from synthetic pages (cells cut by the reader's own pipeline)."""
         t0 = time.perf_counter()
-        x, y, pages = harvest(seed, count, workers)
+        x, y, pages, held = _cached_harvest(cells, seed, count, workers, every_look)
         t_harvest = time.perf_counter() - t0
-        rng = np.random.default_rng(seed)
-        xs, ys = [x], [y]
-        for _ in range(copies):
-            xs.append(augment(x, rng))
-            ys.append(y)
         sizes = tuple(int(v) for v in hidden.split(",") if v.strip())
-        layers, held_out = train(np.concatenate(xs), np.concatenate(ys), sizes, seed)
-        meta = {"seed": seed, "count": count, "pages_used": pages, "cells": len(y), "copies": copies,
-                "hidden": list(sizes), "held_out_accuracy": round(held_out, 4)}  # fmt: skip
+        layers, held_out = train(x, y, held, copies, sizes, seed)
+        meta = {"seed": seed, "count": count, "pages_used": pages, "cells": len(y), "copies": copies, "every_look": every_look,
+                "hidden": list(sizes), "held_out_pages_accuracy": round(held_out, 4)}  # fmt: skip
         save(out, layers, meta)
         report = {**meta, "out": str(out), "harvest_seconds": round(t_harvest, 1),
                   "seconds": round(time.perf_counter() - t0, 1)}  # fmt: skip
