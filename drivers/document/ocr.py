@@ -957,9 +957,11 @@ def _confidence_of(rr: RowRead, decoded: Decoded) -> Confidence:
             if pair is None or li >= len(decoded.lines):
                 continue
             chosen = decoded.lines[li][i]
-            if pair[0] == pair[1] == chosen or (pair[1] == chosen and pair[2] < _NO_MATCH):
+            if pair[0] == pair[1] == chosen or (pair[1] == chosen and pair[2] < _NO_MATCH and not rr.learnt):
                 # Both opinions agree, or the OCR-B match has no opinion worth the name (the cell is like
-                # none of the templates' cut: another OCR-B design) and tesseract's reading was chosen.
+                # none of the templates' cut: another OCR-B design) and tesseract's reading was chosen. Not
+                # where the network read the row: it is the templates' cut, so a cell like none of them is
+                # damaged or wiped, and tesseract reading a wiped name letter as a filler proves nothing.
                 agreed.add((li, i))
             elif rr.learnt and pair[0] == chosen and _match_top(rr, classes[li], li, i) == chosen:
                 # The network and the OCR-B match read the same character: tesseract alone (weak on 0/O)
