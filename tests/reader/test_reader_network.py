@@ -59,17 +59,6 @@ def test_the_weights_ship_with_the_package_and_give_probabilities() -> None:
     assert np.allclose(probs.sum(axis=1), 1.0, atol=1e-4) and (probs >= 0).all()
 
 
-def test_both_shipped_networks_vote_and_each_reads_a_clean_page() -> None:
-    networks = ocrb_net._networks()
-    assert len(networks) == len(ocrb_net.WEIGHTS) == 2
-    cells, truth = _cells_of(3, 2)  # a clean TD3
-    x = cells.reshape(len(cells), -1)
-    each = [ocrb_net._probabilities(layers, x) for layers in networks]
-    for p in each:
-        assert "".join(ALPHABET[j] for j in p.argmax(axis=1)) == truth
-    assert np.allclose(ocrb_net.classify(cells), (each[0] + each[1]) / 2)  # type: ignore[arg-type]
-
-
 @pytest.mark.parametrize(("seed", "index"), [(3, 2), (5, 15), (13, 76)])  # clean TD3, defocused TD1, defocused TD2
 def test_the_network_reads_damaged_cells_it_never_trained_on(seed: int, index: int) -> None:
     cells, truth = _cells_of(seed, index)
