@@ -14,8 +14,8 @@ different):
 
 `--every-look` also cuts each page at the sharper glyph height and on its darkest print. A network trained
 so (seed 2000, 1000 pages, one copy) read 460 of the 480 development pages fully right against 467 for the
-shipped one; averaged with the shipped one it read 469, but it read a wiped name letter as a filler and the
-page passed, so it is not shipped.
+shipped one; averaged with the shipped one it read 468 (docs/mrz_reading.md), but two development passports
+printed in another OCR-B cut went from sure reads to refusals, so it is not shipped.
 """
 
 from __future__ import annotations
