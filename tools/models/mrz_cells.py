@@ -219,8 +219,8 @@ def register(app: typer.Typer) -> None:
         cells: Path | None = typer.Option(
             None,
             help="Keep the cut cells here (synthetic, nothing personal): read when cut before with the "
-            "same seed and count, else cut and written, so other network sizes train in minutes, not the "
-            "half hour of cutting.",
+            "same seed, count and looks, else cut and written, so other network sizes train in minutes, not "
+            "the half hour of cutting.",
         ),
         as_json: bool = typer.Option(False, "--json", help="Print the report as one JSON object."),
     ) -> None:
