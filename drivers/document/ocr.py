@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import html
 import itertools
+import math
 import os
 import re
 import shutil
@@ -331,10 +332,17 @@ _NET_TYPICAL = 0.97  # median network probability of a row in the templates' cut
 _OCRB_BLURRED = 0.6  # ...whose median correlation blur has lowered this far (other designs go lower)
 _OCRB_TYPICAL = 0.78  # median best correlation of a row printed in the templates' OCR-B, under damage  # tesseract's vote next to the OCR-B match: a tie-breaker between near-equal shapes
 _MARGIN_SCALE = 0.1  # correlation margin that makes a cell's first candidate certain
+_PROB_DECADES = 2.0  # how many times less likely than the first (as a power of ten) a candidate drops to 0
 
 
-def fuse(match: np.ndarray | None, tess: Candidates | None) -> Candidates:
-    """One cell's candidates from the OCR-B match (correlations) and tesseract's choices, best first, 0..1."""
+def fuse(match: np.ndarray | None, tess: Candidates | None, probabilities: bool = False) -> Candidates:
+    """One cell's candidates from the OCR-B match and tesseract's choices, best first, 0..1.
+
+    `match` holds correlations, or with `probabilities` the network's probabilities (`ocrb_net`). A
+    correlation a tenth behind the best is no shape the cell has; a probability a tenth of the best is a real
+    second reading (0 for O under motion blur), which the check digits may choose and which makes an unchecked
+    character doubtful: there the candidates are scored by how many times less likely they are.
+    """
     if match is None:
         if not tess:
             return [("<", 0.3)]
@@ -348,6 +356,8 @@ def fuse(match: np.ndarray | None, tess: Candidates | None) -> Candidates:
     ranked = sorted(fused.items(), key=lambda kv: -kv[1])[:4]
     best = ranked[0][1]
     quality = min(1.0, max(0.3, (float(match.max()) - 0.55) / 0.33))
+    if probabilities:
+        return [(ch, quality * max(0.0, 1 + math.log10(max(v, 1e-9) / best) / _PROB_DECADES)) for ch, v in ranked]
     return [(ch, quality * max(0.0, 1 - (best - v) / _MARGIN_SCALE)) for ch, v in ranked]
 
 
@@ -554,7 +564,9 @@ def read_rows(
         # Not the OCR-B cut the templates come from (or a row badly cut): tesseract reads, alone.
         matches = [None] * len(matches)
     for m, t in zip(matches, tess_cells, strict=True):
-        cands.append([fuse(m[i] if m is not None else None, t[i] if t is not None else None) for i in range(n)])
+        cands.append(
+            [fuse(m[i] if m is not None else None, t[i] if t is not None else None, used_net) for i in range(n)]
+        )
         weakest = min(weakest, float(m.max(axis=1).min()) if m is not None else 0.0)
     if not raw:
         raw = ["".join(c[0][0] for c in line) for line in cands]

@@ -25,6 +25,7 @@ from egate.drivers.document.ocr import (
     _typed,
     darkest_ink,
     evenly_lit,
+    fuse,
     read_mrz_image,
     read_rows,
     row_cells,
@@ -100,6 +101,25 @@ def test_a_position_type_settles_what_the_network_wavers_on() -> None:
     nationality, number = typed[1][10], typed[1][0]  # type: ignore[index]
     assert ALPHABET[int(nationality.argmax())] == "O" and nationality.max() > 0.99
     assert ALPHABET[int(number.argmax())] == "0"
+
+
+def test_a_second_reading_a_tenth_as_likely_stays_a_candidate() -> None:
+    # On the correlation scale a candidate 0.1 behind the first is no shape the cell has; on the network's
+    # probabilities, 0 at a tenth of O is a real second reading the check digits may choose.
+    probs = np.full(37, 1e-6, np.float32)
+    probs[ALPHABET.index("O")], probs[ALPHABET.index("0")] = 0.9, 0.09
+    ranked = dict(fuse(probs, None, probabilities=True))
+    assert ranked["O"] == pytest.approx(1.0) and ranked["0"] == pytest.approx(0.5, abs=0.01)
+    assert ranked.get("Q", 0.0) == 0.0
+    assert dict(fuse(probs, None))["0"] == 0.0  # as correlations, far behind
+
+
+def test_the_check_digit_chooses_the_networks_second_reading() -> None:
+    # Motion blur: the network reads a 0 in the document number as O (0.91) before 0 (0.09). The number's
+    # check digit passes only with 0; the composite, printed wrong on this page, is still reported.
+    lines, truth, errors = _read(11, 81)
+    assert truth[1][7] == "0" and lines == truth
+    assert errors == ["composite"]
 
 
 def _read(seed: int, index: int) -> tuple[list[str], list[str], list[str]]:

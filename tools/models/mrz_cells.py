@@ -150,13 +150,34 @@ def _cached_harvest(cache: Path | None, seed: int, count: int, workers: int, eve
     return x, y, pages, held
 
 
-def augment(cells: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """Copies damaged a little more: blur, a one-pixel shift, noise, a contrast curve, thinner or bolder print."""
+def other_cut(cell: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """The cell as another OCR-B cut might print it: narrower or wider glyphs, heavier strokes.
+
+    Cells are cut to the capitals' height, so a cut with taller capitals for the same pitch (many commercial
+    OCR-B fonts, and the development passports) shows as a narrower glyph in the cell, and a heavier weight as
+    thicker strokes. One cut learnt alone makes a network that doubts every cell of the others.
+    """
+    h, w = cell.shape
+    sx = float(rng.uniform(0.82, 1.08))
+    m = np.array([[sx, 0, (1 - sx) * (w - 1) / 2], [0, 1, 0]], np.float32)
+    x = cv2.warpAffine(cell, m, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    if rng.random() < 0.5:
+        big = cv2.resize(x, (w * 3, h * 3), interpolation=cv2.INTER_CUBIC)
+        big = cv2.dilate(big, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (3, 3)), iterations=int(rng.integers(1, 3)))
+        x = cv2.resize(big, (w, h), interpolation=cv2.INTER_AREA)
+    return np.clip(x, 0.0, 1.0)
+
+
+def augment(cells: np.ndarray, rng: np.random.Generator, other_cuts: float = 0.0) -> np.ndarray:
+    """Copies damaged a little more: blur, a one-pixel shift, noise, a contrast curve, thinner or bolder print;
+    a share `other_cuts` of them also reshaped as another OCR-B cut would print them (`other_cut`)."""
     from egate.drivers.document.ocrb_net import normalise
 
     out = []
     for c in cells:
         x = c.copy()
+        if rng.random() < other_cuts:
+            x = other_cut(x, rng)
         if rng.random() < 0.4:
             x = cv2.GaussianBlur(x, (0, 0), float(rng.uniform(0.4, 1.1)))
         if rng.random() < 0.4:
@@ -174,14 +195,14 @@ def augment(cells: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return normalise(np.array(out, np.float32) * 255.0)
 
 
-def train(x: np.ndarray, y: np.ndarray, held: np.ndarray, copies: int, hidden: tuple[int, ...], seed: int) -> tuple[list[tuple[np.ndarray, np.ndarray]], float]:  # fmt: skip
+def train(x: np.ndarray, y: np.ndarray, held: np.ndarray, copies: int, hidden: tuple[int, ...], seed: int, other_cuts: float = 0.0) -> tuple[list[tuple[np.ndarray, np.ndarray]], float]:  # fmt: skip
     """The fitted layers and their accuracy on the held-out pages' cells (`held`), kept apart before any
     damaged copy is made."""
     from sklearn.neural_network import MLPClassifier
 
     xt, xv, yt, yv = x[~held], x[held], y[~held], y[held]
     rng = np.random.default_rng(seed)
-    xt = np.concatenate([xt, *(augment(xt, rng) for _ in range(copies))])
+    xt = np.concatenate([xt, *(augment(xt, rng, other_cuts) for _ in range(copies))])
     yt = np.concatenate([yt] * (copies + 1))
     net = MLPClassifier(hidden_layer_sizes=hidden, alpha=1e-4, batch_size=256, learning_rate_init=1e-3,
                         max_iter=60, early_stopping=True, n_iter_no_change=6, random_state=seed)  # fmt: skip
