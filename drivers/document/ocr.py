@@ -374,7 +374,10 @@ class RowRead:
     disagree: bool = False  # two rows starting at different places: read again anchored at each
     correlations: list[np.ndarray | None] = field(default_factory=list)  # per row: cells x ALPHABET (`match_cells`)
     learnt: bool = False  # the trained classifier gave the OCR-B opinion (`ocrb_net`)
-    probs: list[np.ndarray | None] = field(default_factory=list)  # its probabilities, cut to each position's type
+    # Its probabilities as it gave them, before the cut to each position's type: a cell it hesitates on
+    # between a letter and a digit is not near certain of the letter (a wiped name letter's remnant read as
+    # I at 0.95, digits 0.04, becomes 0.99 once cut to letters).
+    probs: list[np.ndarray | None] = field(default_factory=list)
 
 
 def _lengthened(row: Row, by: float) -> Row:
@@ -585,7 +588,7 @@ def read_rows(
     opinions = _agreement(fmt, template_opinion, tess_cells, n) if fmt is not None else []
     return RowRead(
         fmt, cands, raw, images, weakest, ocrb_like, aligned, opinions, rc.disagree, correlations, used_net,
-        template_opinion if used_net else [],
+        learnt if used_net else [],
     )  # fmt: skip
 
 
