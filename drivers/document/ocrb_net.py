@@ -7,14 +7,14 @@ to act on. This network sees the grey cell instead (nothing thrown away by a thr
 cells cut by this very pipeline from damaged synthetic documents (`egate models train-mrz`), so its output
 is a probability per character that stays sharp where the correlation is flat.
 
-Two networks of the same shape vote, their probabilities averaged: one learnt from the grey cells at the
-working glyph height (`data/ocrb_cells.npz`), one from every look the reader takes (both glyph heights and
-the darkest print) with half its damaged copies reshaped as other OCR-B cuts print them, narrower or heavier
+Two networks of the same shape: one learnt from the grey cells at the working glyph height
+(`data/ocrb_cells.npz`), one from every look the reader takes (both glyph heights and the darkest print)
+with half its damaged copies reshaped as other OCR-B cuts print them, narrower or heavier
 (`data/ocrb_cells_looks.npz`, `egate models train-mrz --every-look --other-cuts 0.5`). Each misreads cells
-the other reads. A second network learnt from the generator's cut alone was sure and wrong on the
-development passports' heavier, taller cut (an X read as A): the reshaped copies are what keep it honest
-there. The weights are package data (~0.3 MB each); without them the reader falls back to the OCR-B match
-alone. Inference is three matrix products per network and row (about a millisecond).
+the other reads, so where the first hesitates their probabilities are averaged. Where the first is near
+certain it alone speaks: the second reads the development passports' heavier, taller R, B and P as H with
+near certainty. The weights are package data (~0.3 MB each); without them the reader falls back to the
+OCR-B match alone. Inference is three matrix products per network and row (about a millisecond).
 """
 
 from __future__ import annotations

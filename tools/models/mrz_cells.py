@@ -20,8 +20,9 @@ network was trained so:
         --out drivers/document/data/ocrb_cells_looks.npz
 
 Learnt without `--other-cuts`, that network read the development passports' cut (heavier, taller capitals)
-surely wrong where the shipped one reads it right, so averaged with it two of them went from sure reads to
-refusals; with the reshaped copies both networks read them (docs/mrz_reading.md).
+surely wrong where the shipped one reads it right (an X as A), so averaged with it two of them went from
+sure reads to refusals. The reshaped copies mend the X but not R, B and P (read as H), which is why the
+reader asks this network only where the first hesitates (docs/mrz_reading.md).
 """
 
 from __future__ import annotations
