@@ -13,8 +13,9 @@ with half its damaged copies reshaped as other OCR-B cuts print them, narrower o
 (`data/ocrb_cells_looks.npz`, `egate models train-mrz --every-look --other-cuts 0.5`). Each misreads cells
 the other reads, so where the first hesitates their probabilities are averaged. Where the first is near
 certain it alone speaks: the second reads the development passports' heavier, taller R, B and P as H with
-near certainty. The weights are package data (~0.3 MB each); without them the reader falls back to the
-OCR-B match alone. Inference is three matrix products per network and row (about a millisecond).
+near certainty. The weights are package data (~0.3 MB each); without the first network the reader falls
+back to the OCR-B match alone (the second never speaks alone). Inference is three matrix products per
+network and row (about a millisecond).
 """
 
 from __future__ import annotations
@@ -65,11 +66,12 @@ Layers = list[tuple[np.ndarray, np.ndarray]]
 
 
 @lru_cache(maxsize=1)
-def _networks() -> list[Layers]:
-    """The shipped networks' layers (weights, bias); a file missing or for another alphabet is left out."""
+def _networks() -> dict[str, Layers]:
+    """The shipped networks' layers (weights, bias) by file name; a file missing or for another alphabet is
+    left out."""
     import io
 
-    found = []
+    found = {}
     for name in WEIGHTS:
         try:
             data = resources.files("egate.drivers.document").joinpath("data").joinpath(name).read_bytes()
@@ -77,12 +79,13 @@ def _networks() -> list[Layers]:
             continue
         with np.load(io.BytesIO(data)) as z:
             if str(z["alphabet"]) == ALPHABET:
-                found.append([(z[f"w{k}"].astype(np.float32), z[f"b{k}"].astype(np.float32)) for k in range(int(z["layers"]))])  # fmt: skip
+                found[name] = [(z[f"w{k}"].astype(np.float32), z[f"b{k}"].astype(np.float32)) for k in range(int(z["layers"]))]  # fmt: skip
     return found
 
 
 def available() -> bool:
-    return bool(_networks())
+    """The first network is there: the second only ever votes beside it, never alone."""
+    return WEIGHTS[0] in _networks()
 
 
 def _probabilities(layers: Layers, x: np.ndarray) -> np.ndarray:
@@ -96,16 +99,22 @@ def _probabilities(layers: Layers, x: np.ndarray) -> np.ndarray:
 
 
 def classify(cells: np.ndarray) -> np.ndarray | None:
-    """Probability of every character per cell, shape (cells, 37), columns in `ALPHABET` order: the shipped
-    networks' average."""
+    """Probability of every character per cell, shape (cells, 37), columns in `ALPHABET` order.
+
+    The first network's where it is near certain (`FIRST_SURE`); elsewhere the average of both. The second is
+    run on those hesitant cells only, a few per row.
+    """
     networks = _networks()
-    if not networks or len(cells) == 0:
+    first = networks.get(WEIGHTS[0])
+    if first is None or len(cells) == 0:
         return None
     x = cells.reshape(len(cells), -1)
-    each = [_probabilities(layers, x) for layers in networks]
-    first = each[0]
-    vote = np.mean(each, axis=0)
-    # Where the first network is near certain, it alone speaks: the second, learnt on reshaped copies, reads
-    # the development passports' R, B and P as H with near certainty, and a tie of R with H (ten apart in
-    # check-digit value) leaves a page doubtful that the first reads surely.
-    return np.where(first.max(axis=1, keepdims=True) >= FIRST_SURE, first, vote)
+    probs = _probabilities(first, x)
+    second = networks.get(WEIGHTS[1])
+    # The second, learnt on reshaped copies, reads the development passports' R, B and P as H with near
+    # certainty: averaged where the first is sure, a tie of R with H (ten apart in check-digit value) would
+    # leave a page doubtful that the first reads surely.
+    hesitant = probs.max(axis=1) < FIRST_SURE
+    if second is not None and hesitant.any():
+        probs[hesitant] = (probs[hesitant] + _probabilities(second, x[hesitant])) / 2
+    return probs

@@ -6,6 +6,7 @@ is used; the test interrupts the group as a terminal's Ctrl-C does, or kills the
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -36,19 +37,24 @@ pytestmark = [
 ENV = {**os.environ, "PYTHONPATH": str(ROOT)}
 
 
-def daemons_of(config: Path) -> list[int]:
-    """Pids of `egate run` processes started on `config` (read from /proc)."""
+def processes_with(*args: str) -> list[int]:
+    """Pids of processes whose command line holds every one of `args` (read from /proc)."""
     pids = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
         try:
-            args = (entry / "cmdline").read_bytes().split(b"\0")
+            argv = (entry / "cmdline").read_bytes().split(b"\0")
         except OSError:
             continue
-        if b"run" in args and str(config).encode() in args:
+        if all(a.encode() in argv for a in args):
             pids.append(int(entry.name))
     return pids
+
+
+def daemons_of(config: Path) -> list[int]:
+    """Pids of `egate run` processes started on `config`."""
+    return processes_with("run", str(config))
 
 
 def wait_for(predicate, timeout: float, what: str) -> None:  # type: ignore[no-untyped-def]
@@ -70,17 +76,7 @@ def start_piped_demo(workdir: Path, log: Path, status: Path) -> subprocess.Popen
 
 
 def demo_pids(workdir: Path) -> list[int]:
-    pids = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            args = (entry / "cmdline").read_bytes().split(b"\0")
-        except OSError:
-            continue
-        if b"demo" in args and str(workdir).encode() in args:
-            pids.append(int(entry.name))
-    return pids
+    return processes_with("demo", str(workdir))
 
 
 def test_demo_refuses_a_folder_it_did_not_make(tmp_path: Path) -> None:
@@ -99,11 +95,12 @@ def test_demo_refuses_a_folder_it_did_not_make(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("how", ["ctrl-c through a pipe", pytest.param("killed outright", marks=pytest.mark.slow)])
-def test_demo_prints_what_the_tools_need_and_its_daemon_never_outlives_it(tmp_path: Path, how: str) -> None:
+def test_demo_prints_what_the_tools_need_and_nothing_it_started_outlives_it(tmp_path: Path, how: str) -> None:
     workdir = tmp_path / "demo"
     log, status = tmp_path / "demo.err", tmp_path / "demo.status"
     config = workdir / "lane" / "egate.toml"
     shell = start_piped_demo(workdir, log, status)
+    started: dict[str, list[int]] = {}
     try:
 
         def running() -> bool:
@@ -117,19 +114,26 @@ def test_demo_prints_what_the_tools_need_and_its_daemon_never_outlives_it(tmp_pa
         assert "site demo-site, gate demo-gate-01" in text  # the ids config/demo.toml and the docs name
         assert "broker       127.0.0.1:" in text and "ops key      " in text
         assert f"egate diag selftest --config {config}" in text and "egate ops cmd set-mode" in text
-        (daemon,) = daemons_of(config)
+        started |= {
+            "daemon": daemons_of(config),
+            "display server": processes_with("display", "serve", str(config)),
+            "broker": processes_with("-c", str(workdir / "lane" / "broker" / "mosquitto.conf")),
+        }
+        assert all(len(pids) == 1 for pids in started.values()), started
         if how == "killed outright":
             (demo,) = demo_pids(workdir)
-            os.kill(demo, signal.SIGKILL)  # no handler runs: the kernel must take the daemon down
+            os.kill(demo, signal.SIGKILL)  # no handler runs: the kernel must take the rest down
         else:
             os.killpg(shell.pid, signal.SIGINT)  # what Ctrl-C sends to the terminal's foreground group
         shell.wait(timeout=60)
-        wait_for(lambda: not Path(f"/proc/{daemon}").exists(), 30, "the demo's daemon to exit")
+        for what, (pid,) in started.items():
+            wait_for(lambda pid=pid: not Path(f"/proc/{pid}").exists(), 30, f"the demo's {what} to exit")
     finally:
         if shell.poll() is None:
             os.killpg(shell.pid, signal.SIGKILL)
-        for pid in daemons_of(config):
-            os.kill(pid, signal.SIGKILL)
+        for pid in {*daemons_of(config), *(p for pids in started.values() for p in pids)}:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
     if how == "ctrl-c through a pipe":
         # Stopped by the person: a clean stop, exit 0, however the pipe behind it ended.
         assert status.read_text().strip() == "0", log.read_text()

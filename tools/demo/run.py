@@ -207,7 +207,7 @@ def demo_command(
         plan=None,
         loop=not once,
         display=True,
-        daemon_dies_with_rig=True,
+        dies_with_rig=True,
         config={"display": {"mirror": {"enabled": True}}} if mirror else None,
     )
     shots: Any = None

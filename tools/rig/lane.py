@@ -57,6 +57,7 @@ from typing import TYPE_CHECKING, Any
 
 from egate.tools.config.toml_writer import to_toml
 from egate.tools.paths import DEMO_CONFIG, DEMO_MEDIA, checkout_root
+from egate.tools.rig.local_service import terminate_with_parent
 from egate.tools.rig.mqtt_recorder import MqttRecorder, Received
 
 if TYPE_CHECKING:  # numpy and OpenCV load inside the functions: `egate --help` stays fast
@@ -77,15 +78,6 @@ _DEMO_GATE = tomllib.loads(DEMO_CONFIG.read_text())["gate"]
 SITE = str(_DEMO_GATE["site_id"])
 GATE = str(_DEMO_GATE["gate_id"])
 STOP_BUDGET_S = 5.0  # systemd's TimeoutStopSec for egate.service: the daemon must be gone by then
-
-
-def _terminate_with_parent() -> None:
-    """In the daemon's child process before exec: SIGTERM it when the process that started it dies
-    (prctl PR_SET_PDEATHSIG, Linux)."""
-    import ctypes
-
-    pr_set_pdeathsig = 1
-    ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM, 0, 0, 0)
 
 
 class RigError(RuntimeError):
@@ -507,12 +499,13 @@ class LaneRig:
         sim_seed: int | None = 7,
         subject_key: bytes | None = None,
         display: bool = False,
-        daemon_dies_with_rig: bool = False,
+        dies_with_rig: bool = False,
     ) -> None:
         self.workdir = Path(workdir).resolve()
-        # The demo asks the kernel to stop the daemon when the rig's process dies however it dies
-        # (SIGKILL, a closed terminal): a demo must never leave a daemon behind.
-        self.daemon_dies_with_rig = daemon_dies_with_rig
+        # The demo asks the kernel to stop the daemon, the display server and the broker when the rig's
+        # process dies however it dies (SIGKILL, a closed terminal): a demo must never leave them behind.
+        # (The turnstile simulator ends by itself when its socket to the rig closes.)
+        self.dies_with_rig = dies_with_rig
         self.plan = list(plan) if plan is not None else None
         self.loop = loop
         self.pacing = pacing
@@ -582,7 +575,7 @@ class LaneRig:
             self._short_dir = Path(tempfile.mkdtemp(prefix="egate-rig-"))
             self.socket_path = self._short_dir / "control.sock"
         began = time.monotonic()
-        self.broker = Mosquitto(self.workdir / "broker")
+        self.broker = Mosquitto(self.workdir / "broker", dies_with_parent=self.dies_with_rig)
         self.broker.start()
         self.times.mark("broker", began)
 
@@ -716,7 +709,7 @@ class LaneRig:
             env=env,
             # Its own session: a Ctrl-C at the terminal reaches the rig, which stops the daemon in order.
             start_new_session=True,
-            preexec_fn=_terminate_with_parent if self.daemon_dies_with_rig else None,
+            preexec_fn=terminate_with_parent if self.dies_with_rig else None,
         )
 
     def restart_daemon(self) -> None:
@@ -758,6 +751,7 @@ class LaneRig:
             stdin=subprocess.DEVNULL,
             cwd=checkout_root(),
             start_new_session=True,
+            preexec_fn=terminate_with_parent if self.dies_with_rig else None,
         )
         log.close()
         assert self.display_proc.stdout is not None

@@ -18,7 +18,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from egate.tools.rig.local_service import LocalService
+from egate.tools.rig.local_service import LocalService, terminate_with_parent
 
 MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
 MOSQUITTO_PASSWD = shutil.which("mosquitto_passwd") or "/usr/bin/mosquitto_passwd"
@@ -50,8 +50,12 @@ class Mosquitto(LocalService):
         users: dict[str, str] | None = None,
         max_packet_size: int | None = None,
         extra_config: str = "",
+        dies_with_parent: bool = False,
     ) -> None:
         self.workdir = Path(workdir)
+        # For a command-line tool's broker (the demo): gone when the tool is, even killed outright. Not for
+        # tests, which start brokers from threads that end before the broker should.
+        self.dies_with_parent = dies_with_parent
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.host = "127.0.0.1"
         self.port = port if port is not None else free_port()
@@ -112,6 +116,7 @@ class Mosquitto(LocalService):
             [MOSQUITTO, "-c", str(self.config_path)],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
+            preexec_fn=terminate_with_parent if self.dies_with_parent else None,
         )
         deadline = time.monotonic() + timeout
         while True:
