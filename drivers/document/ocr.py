@@ -954,12 +954,14 @@ def read_mrz_image(
 
 
 def _match_top(rr: RowRead, classes: str, li: int, i: int) -> str:
-    """The OCR-B match's best character of the position's type, without mapping look-alikes (1 -> I)."""
+    """The OCR-B match's best character of the position's type, without mapping look-alikes (1 -> I); none
+    where even that character is barely like the cell (under `_OCRB_BLURRED`): no opinion worth a vote."""
     corr = rr.correlations[li] if li < len(rr.correlations) else None
     if corr is None or i >= len(corr):
         return ""
     allowed = allowed_characters(classes[i])
-    return next((ALPHABET[j] for j in np.argsort(-corr[i]) if ALPHABET[j] in allowed), "")
+    j = next((j for j in np.argsort(-corr[i]) if ALPHABET[j] in allowed), None)
+    return ALPHABET[j] if j is not None and corr[i][j] >= _OCRB_BLURRED else ""
 
 
 def _confidence_of(rr: RowRead, decoded: Decoded) -> Confidence:

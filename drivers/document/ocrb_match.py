@@ -58,38 +58,65 @@ def _templates() -> tuple[np.ndarray, str] | None:
     return _cell_vectors(np.array(cells)), "".join(chars)
 
 
-def text_band(binary_line: np.ndarray) -> tuple[float, float] | None:
-    """Top and bottom of the capitals in a binarised row (dark glyphs on white)."""
+def _tall_glyphs(binary_line: np.ndarray) -> np.ndarray | None:
+    """Stats (x, y, w, h, area) of the row's capitals: components at least 0.7 of the tall ones' height."""
     n, _, stats, _ = cv2.connectedComponentsWithStats(255 - binary_line)
     if n < 2:
         return None
     hs = stats[1:n, 3]
     tall = stats[1:n][hs >= 0.7 * np.percentile(hs, 90)]
-    if len(tall) == 0:
+    return tall if len(tall) else None
+
+
+def text_band(binary_line: np.ndarray) -> tuple[float, float] | None:
+    """Top and bottom of the capitals in a binarised row (dark glyphs on white)."""
+    tall = _tall_glyphs(binary_line)
+    if tall is None:
         return None
     return float(np.median(tall[:, 1])), float(np.median(tall[:, 1] + tall[:, 3]))
 
 
-def cell_band(binary_line: np.ndarray) -> tuple[float, float] | None:
-    """Top and bottom of a row's cells: the capitals' band plus a margin above and below."""
-    band = text_band(binary_line)
-    if band is None or band[1] - band[0] < 4:
+def cell_bands(binary_line: np.ndarray, centres: list[float]) -> tuple[list[float], float] | None:
+    """Top of each cell (the capitals' top less a margin above) and the cells' common height.
+
+    The capitals' middle is fitted as a straight line along the row: a row straightened from a rotated or
+    tilted capture keeps a residual slant, and one band for the whole row then cuts the glyphs at one end
+    a few pixels low, which the cell network reads as other characters.
+    """
+    tall = _tall_glyphs(binary_line)
+    if tall is None:
         return None
-    top, bottom = band
-    cap = bottom - top
-    return top - _MARGIN * cap, bottom + _MARGIN * cap
+    cap = float(np.median(tall[:, 3]))
+    if cap < 4:
+        return None
+    xs = tall[:, 0] + tall[:, 2] / 2.0
+    mids = tall[:, 1] + tall[:, 3] / 2.0
+    slope = 0.0
+    if len(tall) >= 6 and np.ptp(xs) > 4 * cap:
+        # Robust fit: a line through the glyph middles, refitted without those far off it (touching glyphs,
+        # guilloche strokes as tall as a capital).
+        keep = np.ones(len(tall), bool)
+        for _ in range(2):
+            b, a = np.polyfit(xs[keep], mids[keep], 1)
+            keep = np.abs(mids - (a + b * xs)) < 0.15 * cap
+            if keep.sum() < 6:
+                break
+            slope = float(np.clip(b, -0.1, 0.1))
+    mid0 = float(np.median(mids - slope * xs))
+    height = cap * (1 + 2 * _MARGIN)
+    return [mid0 + slope * cx - height / 2 for cx in centres], height
 
 
 def cell_images(binary_line: np.ndarray, centres: list[float], pitch: float) -> np.ndarray | None:
     """The row's cells around `centres`, one pitch wide, scaled like the templates (ink white on black)."""
-    band = cell_band(binary_line)
-    if band is None:
+    bands = cell_bands(binary_line, centres)
+    if bands is None:
         return None
-    y0, y1 = band
+    tops, height = bands
     ink = 255 - binary_line
     out = []
-    w, h = max(2, round(pitch)), max(2, round(y1 - y0))
-    for cx in centres:
+    w, h = max(2, round(pitch)), max(2, round(height))
+    for cx, y0 in zip(centres, tops, strict=True):
         m = np.array([[1, 0, -(cx - pitch / 2)], [0, 1, -y0]], np.float32)
         cell = cv2.warpAffine(ink, m, (w, h), borderValue=0)
         out.append(cv2.resize(cell, (_CELL_W, _CELL_H), interpolation=cv2.INTER_AREA))

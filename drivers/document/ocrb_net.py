@@ -26,7 +26,7 @@ from importlib import resources
 import cv2
 import numpy as np
 
-from egate.drivers.document.ocrb_match import ALPHABET, cell_band
+from egate.drivers.document.ocrb_match import ALPHABET, cell_bands
 
 CELL_W, CELL_H = 20, 28
 WEIGHTS = ("ocrb_cells.npz", "ocrb_cells_looks.npz")
@@ -39,14 +39,14 @@ def grey_cells(grey_line: np.ndarray, binary_line: np.ndarray, centres: list[flo
     The binarised row only says where the capitals' band is; the pixels come from the grey row, and each cell
     is stretched between its own paper and ink levels so glare or a dim end look like the rest of the row.
     """
-    band = cell_band(binary_line)
-    if band is None:
+    bands = cell_bands(binary_line, centres)
+    if bands is None:
         return None
-    y0, y1 = band
+    tops, height = bands
     ink = 255.0 - grey_line.astype(np.float32)
-    w, h = max(2, round(pitch)), max(2, round(y1 - y0))
+    w, h = max(2, round(pitch)), max(2, round(height))
     out = []
-    for cx in centres:
+    for cx, y0 in zip(centres, tops, strict=True):
         m = np.array([[1, 0, -(cx - pitch / 2)], [0, 1, -y0]], np.float32)
         cell = cv2.warpAffine(ink, m, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
         out.append(cv2.resize(cell, (CELL_W, CELL_H), interpolation=cv2.INTER_AREA))
