@@ -138,7 +138,30 @@ def snap_centres(spans: list[tuple[int, int]], first: float, pitch: float, n: in
             local = 0.8 * local + 0.2 * min(max(c - out[-1], 0.8 * pitch), 1.2 * pitch)
         out.append(c)
         x = c + local
-    return out
+    return _true_to_grid(out, pitch)
+
+
+_OFF_GRID = 0.12  # share of the pitch a snapped centre may stand off the row's smooth grid
+
+
+def _true_to_grid(centres: list[float], pitch: float) -> list[float]:
+    """Centres snapped to a glyph standing off the row's smooth grid, put back on it.
+
+    A fixed-pitch row's cell centres lie on a smooth curve of their index (a quadratic covers perspective);
+    a glyph joined to a guilloche stroke or a speck, or two fillers cut as one blob, pulls its centre 0.15 to
+    0.25 of a pitch aside, and the cell network reads a cell cut that far off as another character.
+    """
+    if len(centres) < 8:
+        return centres
+    k = np.arange(len(centres))
+    at = np.array(centres)
+    keep = np.ones(len(at), bool)
+    for _ in range(2):
+        fit = np.polyval(np.polyfit(k[keep], at[keep], 2), k)
+        keep = np.abs(at - fit) < _OFF_GRID * pitch
+        if keep.sum() < len(at) // 2:
+            return centres  # no smooth grid: leave the glyphs' own places
+    return [float(c) if on else float(f) for c, f, on in zip(at, fit, keep, strict=True)]
 
 
 def cell_vectors(cells: np.ndarray) -> np.ndarray:
