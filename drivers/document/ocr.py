@@ -16,6 +16,7 @@ check digits) is the fallback when the texture path finds no usable MRZ.
 
 from __future__ import annotations
 
+import hashlib
 import html
 import itertools
 import math
@@ -25,6 +26,7 @@ import shutil
 import subprocess
 import time
 from collections.abc import Iterator
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import date
 from functools import lru_cache
@@ -420,6 +422,37 @@ class RowCells:
     disagree: bool = False  # two rows starting at different places (see `_align_rows`)
 
 
+@dataclass
+class _ReadCache:
+    """What one image's read computes more than once, kept for the length of that read.
+
+    The same row is cut out many times (each anchoring, each cut again with more room, with and without
+    tesseract), and tesseract is asked again about the same rows when two anchorings are compared. A cut's
+    entry holds the image it came from, so no other image can take its id while the entry lives.
+    """
+
+    cuts: dict[tuple[int, Row, int, bool, float], tuple[np.ndarray, np.ndarray, np.ndarray]] = field(
+        default_factory=dict
+    )
+    tesseract: dict[tuple[bytes, int, bool, bool], str] = field(default_factory=dict)
+
+
+_READ_CACHE: ContextVar[_ReadCache | None] = ContextVar("mrz_read_cache", default=None)
+
+
+def _cut(gray: np.ndarray, row: Row, char_height: int, flip: bool, extra: float) -> tuple[np.ndarray, np.ndarray]:
+    """The row straightened (`rectify_row`) and binarised."""
+    cache = _READ_CACHE.get()
+    key = (id(gray), row, char_height, flip, extra)
+    if cache is not None and key in cache.cuts:
+        return cache.cuts[key][1], cache.cuts[key][2]
+    grey = rectify_row(gray, row, char_height, flip, extra)
+    binary = binarise(grey)
+    if cache is not None:
+        cache.cuts[key] = (gray, grey, binary)
+    return grey, binary
+
+
 def row_cells(
     gray: np.ndarray,
     rows: list[Row],
@@ -435,8 +468,7 @@ def row_cells(
         # locator, glare over an end) is cut out as long as the longest.
         longest = max(r.length for r in order)
         extra = [longest - r.length for r in order]
-    greys = [rectify_row(gray, r, char_height, flip, e) for r, e in zip(order, extra, strict=True)]
-    images = [binarise(g) for g in greys]
+    greys, images = zip(*(_cut(gray, r, char_height, flip, e) for r, e in zip(order, extra, strict=True)), strict=True)
     n_hint = 30 if len(order) == 3 else None
     grids = [glyph_grid(im, char_height, n_hint) for im in images]
     counts = [g[2] for g in grids if g is not None]
@@ -478,11 +510,11 @@ def row_cells(
         # clear OCR-B glyphs there are the row running on. Then a grid of 44 is the row as printed; anything
         # else is never a sure read.
         more = [e + _LOST_END * r.length for e, r in zip(extra, order, strict=True)]
-        wide = [rectify_row(gray, r, char_height, flip, e) for r, e in zip(order, more, strict=True)]
+        wide = [_cut(gray, r, char_height, flip, e)[1] for r, e in zip(order, more, strict=True)]
         runs_on = False
         for w, im, at, g in zip(wide, images, centres, fixed, strict=True):
             shift = (w.shape[1] - im.shape[1]) / 2  # the wider cut-out is centred on the same row
-            runs_on = runs_on or _runs_on(binarise(w), [c + shift for c in at], g[1])
+            runs_on = runs_on or _runs_on(w, [c + shift for c in at], g[1])
         if runs_on:
             again = row_cells(gray, rows, char_height, flip, more, anchor)
             if again is not None and again.n == 44 and not disagree:
@@ -496,7 +528,7 @@ def row_cells(
         # A row that runs into the edge of the image may go on outside it (a 44-character visa row seen as 36):
         # what is not in view cannot be read, however well the rest passes its checks.
         aligned = False
-    return RowCells(images, greys, centres, [g[1] for g in fixed], n, aligned, disagree)
+    return RowCells(list(images), list(greys), centres, [g[1] for g in fixed], n, aligned, disagree)
 
 
 def read_rows(
@@ -782,7 +814,7 @@ def _flip_first(gray: np.ndarray, rows: list[Row]) -> bool:
     """Whether the rows more likely read upside down: MRZ filler runs sit at the right end of rows."""
     left = right = 0.0
     for r in rows:
-        im = 255 - binarise(rectify_row(gray, r, 24))
+        im = 255 - _cut(gray, r, 24, False, 0.0)[1]
         q = im.shape[1] // 4
         left += float(im[:, :q].mean())
         right += float(im[:, -q:].mean())
@@ -796,6 +828,10 @@ def run_tesseract(
     ok, png = cv2.imencode(".png", image)
     if not ok:
         return ""
+    cache = _READ_CACHE.get()
+    key = (hashlib.blake2b(png.tobytes(), digest_size=16).digest(), psm, hocr, choices)
+    if cache is not None and key in cache.tesseract:
+        return cache.tesseract[key]
     cmd = [
         settings.tesseract_cmd, "stdin", "stdout", "--psm", str(psm), "-l", "eng",
         "-c", f"tessedit_char_whitelist={WHITELIST}",
@@ -813,7 +849,10 @@ def run_tesseract(
     )
     if proc.returncode != 0:
         raise RuntimeError(f"tesseract failed ({proc.returncode}): {proc.stderr.decode(errors='replace')[:200]}")
-    return proc.stdout.decode("utf-8", errors="replace")
+    text = proc.stdout.decode("utf-8", errors="replace")
+    if cache is not None:
+        cache.tesseract[key] = text
+    return text
 
 
 def _text_lines(text: str) -> list[str]:
@@ -1037,7 +1076,11 @@ def _read(image: np.ndarray, today: date, settings: OcrSettings, trace: OcrTrace
     if gray.dtype != np.uint8:
         gray = cv2.normalize(gray, None, 0, 255, cv2.NORM_MINMAX).astype(np.uint8)  # type: ignore[call-overload]
     colour = image if image.ndim == 3 and image.dtype == np.uint8 else None
-    best, best_score = _read_by_texture(gray, today, settings, trace, colour)
+    cache = _READ_CACHE.set(_ReadCache())
+    try:
+        best, best_score = _read_by_texture(gray, today, settings, trace, colour)
+    finally:
+        _READ_CACHE.reset(cache)
     if best is not None and best_score <= _GOOD_ENOUGH:
         return _with_confidence(best, trace)
     # The page-layout locator of earlier versions: a second opinion when the texture locator found nothing.

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from contextvars import ContextVar
 from datetime import date
 from pathlib import Path
 
@@ -388,6 +389,27 @@ def test_a_misread_the_check_digits_cannot_see_is_never_valid(monkeypatch: pytes
     r = read_mrz_image(s.image, today=REFERENCE)
     assert r.lines[1][0] == "H"  # chosen, every check passing: only the check-blind rule stands in the way
     assert not r.valid and [e.field for e in r.errors] == [UNCERTAIN_FIELD]
+
+
+def test_one_read_cuts_each_row_once_and_keeps_nothing_after(monkeypatch: pytest.MonkeyPatch) -> None:
+    # A combined-damage visa whose rows start apart: read with and without tesseract, anchored on each row,
+    # cut again with more room. Each distinct cut is straightened and binarised once per read.
+    from egate.drivers.document import ocr
+
+    cuts: list[tuple[object, ...]] = []
+    rectify = ocr.rectify_row
+
+    def counted(gray: np.ndarray, row: Row, char_height: int, flip: bool = False, extra: float = 0.0) -> np.ndarray:
+        cuts.append((id(gray), row, char_height, flip, extra))
+        return rectify(gray, row, char_height, flip, extra)
+
+    monkeypatch.setattr(ocr, "rectify_row", counted)
+    s = generate_sample(11, 59)
+    first = read_mrz_image(s.image, today=REFERENCE)
+    assert len(cuts) > 4 and len(set(cuts)) == len(cuts)
+    assert ocr._READ_CACHE.get() is None
+    monkeypatch.setattr(ocr, "_READ_CACHE", ContextVar("uncached", default=None))
+    assert read_mrz_image(s.image, today=REFERENCE) == first  # the cache changes nothing read
 
 
 def test_a_page_nothing_reads_costs_a_bounded_number_of_row_reads(monkeypatch: pytest.MonkeyPatch) -> None:
