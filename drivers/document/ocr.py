@@ -41,7 +41,15 @@ from egate.drivers.document.mrz import check_failures, detect_layout, parse_mrz,
 from egate.drivers.document.mrz_confidence import UNCERTAIN_FIELD, Confidence, assess, describe
 from egate.drivers.document.mrz_decode import Candidates, Decoded, allowed_characters, constrain, decode
 from egate.drivers.document.mrz_locate import Row, binarise, completions, find_mrz_rows, rectify_row, turn
-from egate.drivers.document.ocrb_match import ALPHABET, cell_images, cell_vectors, match_cells, snap_centres, text_band
+from egate.drivers.document.ocrb_match import (
+    ALPHABET,
+    cell_bands,
+    cell_images,
+    cell_vectors,
+    match_cells,
+    snap_centres,
+    text_band,
+)
 from egate.drivers.document.ocrb_net import classify, grey_cells
 
 log = structlog.get_logger(__name__)
@@ -555,10 +563,11 @@ def read_rows(
     vectors: list[np.ndarray | None] = []
     learnt: list[np.ndarray | None] = []
     for im, grey, at, (_, pitch, _) in zip(images, rc.greys, centres, fixed, strict=True):
-        cells = cell_images(im, at, pitch)
+        bands = cell_bands(im, at)  # one band fit for both cuts of the row's cells
+        cells = cell_images(im, at, pitch, bands)
         matches.append(match_cells(cells) if cells is not None else None)
         vectors.append(cell_vectors(cells) if cells is not None else None)
-        grey_row = grey_cells(grey, im, at, pitch) if settings.use_cell_network else None
+        grey_row = grey_cells(grey, im, at, pitch, bands) if settings.use_cell_network else None
         probs = classify(grey_row) if grey_row is not None else None
         if probs is not None and cells is not None:
             # A cell with no ink after binarising (off the print, washed out) is no character: no opinion.

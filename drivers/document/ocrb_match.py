@@ -76,7 +76,10 @@ def text_band(binary_line: np.ndarray) -> tuple[float, float] | None:
     return float(np.median(tall[:, 1])), float(np.median(tall[:, 1] + tall[:, 3]))
 
 
-def cell_bands(binary_line: np.ndarray, centres: list[float]) -> tuple[list[float], float] | None:
+Bands = tuple[list[float], float]  # each cell's top, and the cells' common height
+
+
+def cell_bands(binary_line: np.ndarray, centres: list[float]) -> Bands | None:
     """Top of each cell (the capitals' top less a margin above) and the cells' common height.
 
     The capitals' middle is fitted as a straight line along the row: a row straightened from a rotated or
@@ -107,9 +110,14 @@ def cell_bands(binary_line: np.ndarray, centres: list[float]) -> tuple[list[floa
     return [mid0 + slope * cx - height / 2 for cx in centres], height
 
 
-def cell_images(binary_line: np.ndarray, centres: list[float], pitch: float) -> np.ndarray | None:
-    """The row's cells around `centres`, one pitch wide, scaled like the templates (ink white on black)."""
-    bands = cell_bands(binary_line, centres)
+def cell_images(
+    binary_line: np.ndarray, centres: list[float], pitch: float, bands: Bands | None = None
+) -> np.ndarray | None:
+    """The row's cells around `centres`, one pitch wide, scaled like the templates (ink white on black).
+
+    `bands`: `cell_bands` of the same row and centres, when the caller has them already.
+    """
+    bands = bands if bands is not None else cell_bands(binary_line, centres)
     if bands is None:
         return None
     tops, height = bands

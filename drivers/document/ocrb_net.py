@@ -26,20 +26,23 @@ from importlib import resources
 import cv2
 import numpy as np
 
-from egate.drivers.document.ocrb_match import ALPHABET, cell_bands
+from egate.drivers.document.ocrb_match import ALPHABET, Bands, cell_bands
 
 CELL_W, CELL_H = 20, 28
 WEIGHTS = ("ocrb_cells.npz", "ocrb_cells_looks.npz")
 FIRST_SURE = 0.98  # the first network's probability above which the second is not asked
 
 
-def grey_cells(grey_line: np.ndarray, binary_line: np.ndarray, centres: list[float], pitch: float) -> np.ndarray | None:
+def grey_cells(
+    grey_line: np.ndarray, binary_line: np.ndarray, centres: list[float], pitch: float, bands: Bands | None = None
+) -> np.ndarray | None:
     """The row's cells (one pitch wide, capitals plus a margin) from the grey row, ink bright, 0..1 each.
 
-    The binarised row only says where the capitals' band is; the pixels come from the grey row, and each cell
-    is stretched between its own paper and ink levels so glare or a dim end look like the rest of the row.
+    The binarised row only says where the capitals' band is (`bands`, when the caller has them already); the
+    pixels come from the grey row, and each cell is stretched between its own paper and ink levels so glare or
+    a dim end look like the rest of the row.
     """
-    bands = cell_bands(binary_line, centres)
+    bands = bands if bands is not None else cell_bands(binary_line, centres)
     if bands is None:
         return None
     tops, height = bands

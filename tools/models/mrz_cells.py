@@ -49,7 +49,7 @@ def _cut_rows(image: np.ndarray, truth: list[str], upside_down: bool, char_heigh
     the grid does not line up with the printed text (both opinions far from it in some row)."""
     from egate.drivers.document.mrz_locate import find_mrz_rows
     from egate.drivers.document.ocr import row_cells
-    from egate.drivers.document.ocrb_match import ALPHABET, cell_images, match_cells
+    from egate.drivers.document.ocrb_match import ALPHABET, cell_bands, cell_images, match_cells
     from egate.drivers.document.ocrb_net import classify, grey_cells
 
     for group in find_mrz_rows(image)[:2]:
@@ -65,8 +65,9 @@ def _cut_rows(image: np.ndarray, truth: list[str], upside_down: bool, char_heigh
             rows_cells: list[np.ndarray] = []
             worst = 1.0
             for line, im, grey, at, pitch in zip(truth, rc.images, rc.greys, rc.centres, rc.pitches, strict=True):
-                binary = cell_images(im, at, pitch)
-                cells = grey_cells(grey, im, at, pitch)
+                bands = cell_bands(im, at)
+                binary = cell_images(im, at, pitch, bands)
+                cells = grey_cells(grey, im, at, pitch, bands)
                 if binary is None or cells is None:
                     worst = 0.0
                     break
