@@ -461,6 +461,10 @@ def _cut(gray: np.ndarray, row: Row, char_height: int, flip: bool, extra: float)
     return grey, binary
 
 
+def _with_witness(gray: np.ndarray, witness: np.ndarray | None) -> tuple[np.ndarray, ...]:
+    return (gray,) if witness is None else (gray, witness)
+
+
 def row_cells(
     gray: np.ndarray,
     rows: list[Row],
@@ -468,8 +472,14 @@ def row_cells(
     flip: bool,
     extra: list[float] | None = None,
     anchor: int | None = None,
+    witness: np.ndarray | None = None,
 ) -> RowCells | None:
-    """Cut a row group along its axis and lay the fixed-pitch grid of cells; None when no grid fits."""
+    """Cut a row group along its axis and lay the fixed-pitch grid of cells; None when no grid fits.
+
+    `witness`: the same image before faint print was erased from `gray` (`darkest_ink`). A row's print
+    running on past its last cell is looked for there too: glare fades a visa row's filler run, and the
+    erasing takes it away with the security print, so 36 cells of a 44-cell row would look whole.
+    """
     order = list(reversed(rows)) if flip else list(rows)
     if extra is None:
         # MRZ rows are equally long (part 3 §4.3): a row found shorter (a filler run too faint for the
@@ -487,7 +497,7 @@ def row_cells(
         # No MRZ has two rows of 30 or three of 36/44: a run of separate fillers is missing from every row's
         # blob (six of 36 cells on a small print). Cut again with room beyond both ends.
         more = [e + _LOST_END * r.length for e, r in zip(extra, order, strict=True)]
-        return row_cells(gray, rows, char_height, flip, more, anchor)
+        return row_cells(gray, rows, char_height, flip, more, anchor, witness)
     fixed: list[tuple[float, float, int]] = []
     for im, grid in zip(images, grids, strict=True):
         if grid is None or grid[2] != n:
@@ -510,7 +520,7 @@ def row_cells(
         more = [
             e + (o + g[1]) * r.height / char_height for e, o, g, r in zip(extra, overflow, fixed, order, strict=True)
         ]
-        return row_cells(gray, rows, char_height, flip, more, anchor)
+        return row_cells(gray, rows, char_height, flip, more, anchor, witness)
     roomy = max(extra) >= _LOST_END * max(r.length for r in order)
     if n == 36 and not roomy:
         # A 36-cell grid may be a 44-character visa row whose end the locator lost (faint fillers, glare, blur):
@@ -518,18 +528,21 @@ def row_cells(
         # clear OCR-B glyphs there are the row running on. Then a grid of 44 is the row as printed; anything
         # else is never a sure read.
         more = [e + _LOST_END * r.length for e, r in zip(extra, order, strict=True)]
-        wide = [_cut(gray, r, char_height, flip, e)[1] for r, e in zip(order, more, strict=True)]
         runs_on = False
-        for w, im, at, g in zip(wide, images, centres, fixed, strict=True):
-            shift = (w.shape[1] - im.shape[1]) / 2  # the wider cut-out is centred on the same row
-            runs_on = runs_on or _runs_on(w, [c + shift for c in at], g[1])
+        for source in _with_witness(gray, witness):
+            wide = [_cut(source, r, char_height, flip, e)[1] for r, e in zip(order, more, strict=True)]
+            for w, im, at, g in zip(wide, images, centres, fixed, strict=True):
+                shift = (w.shape[1] - im.shape[1]) / 2  # the wider cut-out is centred on the same row
+                runs_on = runs_on or _runs_on(w, [c + shift for c in at], g[1])
         if runs_on:
-            again = row_cells(gray, rows, char_height, flip, more, anchor)
+            again = row_cells(gray, rows, char_height, flip, more, anchor, witness)
             if again is not None and again.n == 44 and not disagree:
                 return again
             aligned = False
     elif n == 36 and any(
-        _ink_beyond(im, at, g[1], char_height) for im, at, g in zip(images, centres, fixed, strict=True)
+        _ink_beyond(_cut(source, r, char_height, flip, e)[1], at, g[1], char_height)
+        for source in _with_witness(gray, witness)
+        for r, e, at, g in zip(order, extra, centres, fixed, strict=True)
     ):
         aligned = False
     if any(_at_frame_edge(gray, r) for r in order):
@@ -548,13 +561,14 @@ def read_rows(
     use_tesseract: bool = True,
     anchor: int | None = None,
     lengthened: bool = False,
+    witness: np.ndarray | None = None,
 ) -> RowRead:
     """OCR one candidate row group: every cell's candidates (OCR-B match, tesseract's choices), raw text, images.
 
     `lengthened`: the rows are a passport's, already lengthened past a lost end (`_passport_rows`), and are
-    cut out as they are.
+    cut out as they are. `witness`: `gray` before faint print was erased (see `row_cells`).
     """
-    rc = row_cells(gray, rows, char_height, flip, [0.0] * len(rows) if lengthened else None, anchor)
+    rc = row_cells(gray, rows, char_height, flip, [0.0] * len(rows) if lengthened else None, anchor, witness)
     if rc is None:
         return RowRead(None, [], [], [])
     images, centres, n, aligned = rc.images, rc.centres, rc.n, rc.aligned
@@ -619,7 +633,7 @@ def read_rows(
         # Passports are TD3 only (part 4): 36 cells starting with P are a passport row whose end the locator
         # lost (glare or a faint filler run). 44 cells once lengthened, or no sure read.
         for longer in _passport_rows(rows, rc.pitches, flip, char_height):
-            wide = read_rows(gray, longer, char_height, settings, flip, use_tesseract, anchor, lengthened=True)
+            wide = read_rows(gray, longer, char_height, settings, flip, use_tesseract, anchor, True, witness)
             if wide.fmt == "TD3":
                 return wide
         aligned = False
@@ -1125,7 +1139,7 @@ class _Best:
     result: MrzResult | None = None
     score: int = 1 << 30
     unsure: bool = True
-    where: tuple[np.ndarray, list[Row], bool, bool] | None = None  # image, rows, upside down, faint erased
+    where: tuple[np.ndarray, list[Row], bool, np.ndarray | None] | None = None  # image, rows, upside down, witness
     reads: int = 0
 
     @property
@@ -1172,16 +1186,18 @@ def darkest_ink(gray: np.ndarray) -> np.ndarray:
     return np.where(gray > ink_level, np.uint8(255), gray).astype(np.uint8)
 
 
-def _levelled_groups(gray: np.ndarray) -> tuple[np.ndarray, list[list[Row]]]:
-    """The image (turned back when steeply tilted) and its MRZ row groups."""
+def _levelled_groups(
+    gray: np.ndarray, companion: np.ndarray | None = None
+) -> tuple[np.ndarray, list[list[Row]], np.ndarray | None]:
+    """The image (turned back when steeply tilted), its MRZ row groups, and `companion` turned with it."""
     groups = find_mrz_rows(gray)
     for degrees in _LEVELLING_TURNS if not groups else ():
         # The locator fuses each row with a horizontal closing; at a steep tilt a row fills its rectangle
         # badly and is dropped. Turned back by about the tilt, the rows are found again.
         turned = turn(gray, degrees)
         if groups := find_mrz_rows(turned):
-            return turned, groups
-    return gray, groups
+            return turned, groups, None if companion is None else turn(companion, degrees)
+    return gray, groups, companion
 
 
 def _read_by_texture(
@@ -1196,32 +1212,33 @@ def _read_by_texture(
     a look reads well enough, only a sharper look at those rows, that way up, can improve it; otherwise the
     looks again at the sharper glyph height, within the page's budget of row reads.
     """
-    gray, groups = _levelled_groups(gray)
-    variants: dict[str, tuple[np.ndarray, list[list[Row]]]] = {}
+    gray, groups, _ = _levelled_groups(gray)
+    variants: dict[str, tuple[np.ndarray, list[list[Row]], np.ndarray | None]] = {}
 
-    def looks() -> Iterator[tuple[np.ndarray, list[Row], bool]]:
-        """(image, row group, whether faint print was erased from the image)"""
-        yield from ((gray, g, False) for g in groups[:2])
+    def looks() -> Iterator[tuple[np.ndarray, list[Row], np.ndarray | None]]:
+        """(image, row group, the image before faint print was erased from it, if it was)"""
+        yield from ((gray, g, None) for g in groups[:2])
         if "darkest" not in variants:
-            variants["darkest"] = _levelled_groups(darkest_ink(gray))
-        yield from ((variants["darkest"][0], g, True) for g in variants["darkest"][1][:2])
-        yield from ((gray, c, False) for g in groups[:2] for c in completions(g))
+            variants["darkest"] = _levelled_groups(darkest_ink(gray), companion=gray)
+        darkest, darkest_groups, witness = variants["darkest"]
+        yield from ((darkest, g, witness) for g in darkest_groups[:2])
+        yield from ((gray, c, None) for g in groups[:2] for c in completions(g))
         if colour is not None:
             if "ink" not in variants:
                 variants["ink"] = _levelled_groups(colour.max(axis=2))
-            yield from ((variants["ink"][0], g, False) for g in variants["ink"][1][:2])
+            yield from ((variants["ink"][0], g, None) for g in variants["ink"][1][:2])
 
     best = _Best()
     for char_height in (settings.char_height, settings.retry_char_height):
         if best.good_enough and best.where is not None:
-            image, group, flip, erased = best.where
-            _read_group(image, group, char_height, [flip], today, settings, trace, best, erased)
+            image, group, flip, witness = best.where
+            _read_group(image, group, char_height, [flip], today, settings, trace, best, witness)
             continue
-        for image, group, erased in looks():
+        for image, group, witness in looks():
             if best.reads >= _MAX_ROW_READS:
                 break
             flips = [True, False] if _flip_first(image, group) else [False, True]
-            if _read_group(image, group, char_height, flips, today, settings, trace, best, erased):
+            if _read_group(image, group, char_height, flips, today, settings, trace, best, witness):
                 return best.result, best.score
             if best.good_enough:
                 break
@@ -1237,13 +1254,12 @@ def _read_group(
     settings: OcrSettings,
     trace: OcrTrace,
     best: _Best,
-    erased: bool = False,
+    witness: np.ndarray | None = None,
 ) -> bool:
     """Read one row group each way up in `flips` at one glyph height, updating `best`; True when settled.
 
-    `erased`: faint print was erased from `gray` (`darkest_ink`), and with it the evidence that a row runs
-    on past its found end under glare: there 36 cells of a visa (MRV-B, no composite check digit to catch a
-    lost end) are never a sure read.
+    `witness`: `gray` before faint print was erased from it (`darkest_ink`); a row's print running on past
+    its found end is looked for there too (`row_cells`).
     """
     for flip in flips:
         template_lines: list[str] | None = None
@@ -1251,16 +1267,15 @@ def _read_group(
             if best.reads >= _MAX_ROW_READS:
                 return False
             best.reads += 1
-            rr = read_rows(gray, group, char_height, settings, flip, use_tesseract)
+            rr = read_rows(gray, group, char_height, settings, flip, use_tesseract, witness=witness)
             trace.raw_attempts.append(rr.raw)
             if rr.fmt is None:
                 break
             if rr.disagree:
                 best.reads += len(group)
-                rr = _settle_anchor(gray, group, char_height, settings, flip, use_tesseract, today) or rr
+                rr = _settle_anchor(gray, group, char_height, settings, flip, use_tesseract, today, witness) or rr
             if rr.fmt is None:
                 break
-            aligned = rr.aligned and not (erased and rr.fmt == "MRV-B")
             if not use_tesseract and not rr.ocrb_like:
                 continue  # another typeface: the OCR-B match alone means nothing, ask tesseract
             decoded = decode(rr.fmt, rr.cands)
@@ -1271,16 +1286,16 @@ def _read_group(
             confidence = None
             if score == 0:
                 confidence = _confidence_of(rr, decoded)
-                unsure = confidence.uncertain or not aligned
+                unsure = confidence.uncertain or not rr.aligned
             # On a tie the read that also heard tesseract wins: names carry no check digit. A read whose
             # every character is sure beats one that passes the same checks with doubts.
             if (score, unsure) < (best.score, best.unsure) or (
                 use_tesseract and (score, unsure) == (best.score, best.unsure)
             ):
                 best.result, best.score, best.unsure = result, score, unsure
-                best.where = (gray, group, flip, erased)
+                best.where = (gray, group, flip, witness)
                 trace.boxes = [_row_box(r) for r in group]
-                trace.decoded, trace.aligned, trace.confidence = decoded, aligned, confidence
+                trace.decoded, trace.aligned, trace.confidence = decoded, rr.aligned, confidence
             # The OCR-B match alone is trusted only when every cell is a clear OCR-B character and every
             # check digit agrees; anything less is read again with tesseract's opinion too.
             if score == 0 and not unsure and (use_tesseract or rr.weakest_match >= _SURE_MATCH):
@@ -1307,6 +1322,7 @@ def _settle_anchor(
     flip: bool,
     use_tesseract: bool,
     today: date,
+    witness: np.ndarray | None = None,
 ) -> RowRead | None:
     """Two rows that start at different places, read anchored at each: the one reading that passes.
 
@@ -1318,7 +1334,7 @@ def _settle_anchor(
     """
     reads: list[tuple[int, RowRead]] = []
     for anchor in range(len(group)):
-        rr = read_rows(gray, group, char_height, settings, flip, use_tesseract, anchor=anchor)
+        rr = read_rows(gray, group, char_height, settings, flip, use_tesseract, anchor=anchor, witness=witness)
         if rr.fmt is None or not rr.aligned:
             continue
         decoded = decode(rr.fmt, rr.cands)
