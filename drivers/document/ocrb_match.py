@@ -61,10 +61,16 @@ def _templates() -> tuple[np.ndarray, str] | None:
 def _tall_glyphs(binary_line: np.ndarray) -> np.ndarray | None:
     """Stats (x, y, w, h, area) of the row's capitals: components at least 0.7 of the tall ones' height."""
     n, _, stats, _ = cv2.connectedComponentsWithStats(255 - binary_line)
-    if n < 2:
-        return None
+    # A row's cut stands about twice its glyph height (`rectify_row`). Specks (paper grain and guilloche dust
+    # binarised on a low-resolution capture) can outnumber the glyphs tenfold, and among them the tall ones'
+    # height would be a speck's: nothing under a seventh of the cut is a glyph. Nor is anything as tall as
+    # the cut: print fused with a pattern or the cut's own border.
     hs = stats[1:n, 3]
-    tall = stats[1:n][hs >= 0.7 * np.percentile(hs, 90)]
+    stats = stats[1:n][(hs >= binary_line.shape[0] / 7) & (hs <= 0.75 * binary_line.shape[0])]
+    if not len(stats):
+        return None
+    hs = stats[:, 3]
+    tall = stats[hs >= 0.7 * np.percentile(hs, 90)]
     return tall if len(tall) else None
 
 
