@@ -461,8 +461,12 @@ def _cut(gray: np.ndarray, row: Row, char_height: int, flip: bool, extra: float)
     return grey, binary
 
 
-def _with_witness(gray: np.ndarray, witness: np.ndarray | None) -> tuple[np.ndarray, ...]:
-    return (gray,) if witness is None else (gray, witness)
+def _binary_cuts(
+    sources: list[np.ndarray], rows: list[Row], char_height: int, flip: bool, extra: list[float]
+) -> Iterator[list[np.ndarray]]:
+    """Each source image's binarised cuts of the rows, one source at a time: a caller with its answer stops."""
+    for source in sources:
+        yield [_cut(source, r, char_height, flip, e)[1] for r, e in zip(rows, extra, strict=True)]
 
 
 def row_cells(
@@ -522,29 +526,29 @@ def row_cells(
         ]
         return row_cells(gray, rows, char_height, flip, more, anchor, witness)
     roomy = max(extra) >= _LOST_END * max(r.length for r in order)
+    sources = [gray] if witness is None else [gray, witness]
     if n == 36 and not roomy:
         # A 36-cell grid may be a 44-character visa row whose end the locator lost (faint fillers, glare, blur):
         # MRV-B has no composite check digit to catch that. Look past the 36th cell with room beyond the ends:
         # clear OCR-B glyphs there are the row running on. Then a grid of 44 is the row as printed; anything
         # else is never a sure read.
         more = [e + _LOST_END * r.length for e, r in zip(extra, order, strict=True)]
-        runs_on = False
-        for source in _with_witness(gray, witness):
-            wide = [_cut(source, r, char_height, flip, e)[1] for r, e in zip(order, more, strict=True)]
-            for w, im, at, g in zip(wide, images, centres, fixed, strict=True):
-                shift = (w.shape[1] - im.shape[1]) / 2  # the wider cut-out is centred on the same row
-                runs_on = runs_on or _runs_on(w, [c + shift for c in at], g[1])
+        runs_on = any(
+            # (The wider cut-out is centred on the same row.)
+            _runs_on(w, [c + (w.shape[1] - im.shape[1]) / 2 for c in at], g[1])
+            for wide in _binary_cuts(sources, order, char_height, flip, more)
+            for w, im, at, g in zip(wide, images, centres, fixed, strict=True)
+        )
         if runs_on:
             again = row_cells(gray, rows, char_height, flip, more, anchor, witness)
             if again is not None and again.n == 44 and not disagree:
                 return again
             aligned = False
-    elif n == 36 and any(
-        _ink_beyond(_cut(source, r, char_height, flip, e)[1], at, g[1], char_height)
-        for source in _with_witness(gray, witness)
-        for r, e, at, g in zip(order, extra, centres, fixed, strict=True)
-    ):
-        aligned = False
+    elif n == 36:
+        # The row's own cuts first; the witness is cut only when they show nothing beyond.
+        cuts = itertools.chain([list(images)], _binary_cuts(sources[1:], order, char_height, flip, extra))
+        if any(_ink_beyond(im, at, g[1], char_height) for c in cuts for im, at, g in zip(c, centres, fixed, strict=True)):  # fmt: skip
+            aligned = False
     if any(_at_frame_edge(gray, r) for r in order):
         # A row that runs into the edge of the image may go on outside it (a 44-character visa row seen as 36):
         # what is not in view cannot be read, however well the rest passes its checks.

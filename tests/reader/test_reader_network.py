@@ -1,8 +1,8 @@
 """The trained MRZ cell classifier (`ocrb_net`) and the row geometry it depends on.
 
 Pages come from the synthetic generator with the development seeds (3, 5, 11, 13, 17, 19, and 43, 47, 53
-once their first report was made); the bench reports on other seeds. Each page named here is one where an earlier version of the reader failed in the way the test
-describes.
+once their first report was made); the bench reports on other seeds. Each page named here is one where an
+earlier version of the reader failed in the way the test describes.
 """
 
 from __future__ import annotations
